@@ -1,0 +1,198 @@
+import { readdirSync } from 'node:fs';
+import { join, basename, extname } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Logger } from 'pino';
+import pg from 'pg';
+import type { Migration } from '@mikro-orm/migrations';
+import { Migrator } from '@mikro-orm/migrations';
+import type { AbstractSqlDriver } from '@mikro-orm/sql';
+import { DomainError, invalid } from '../domain/shared/errors.js';
+import { migrationsDir, migrationsSourceDir, translateDatabaseError, type Database } from './database.js';
+
+export interface MigrationStatus {
+  applied: { name: string; executedAt: string }[];
+  pending: { name: string }[];
+}
+
+export interface MigrationRun {
+  direction: 'up' | 'down';
+  /** Migrations applied (up) or reverted (down), in the order they ran. */
+  migrations: string[];
+  dryRun: boolean;
+  /** With --dry-run: the SQL each migration would run. */
+  sql?: { name: string; statements: string[] }[];
+}
+
+export interface SchemaCheck {
+  inSync: boolean;
+  /** SQL that would bring the database to the entities; empty when in sync. */
+  difference: string[];
+}
+
+// One key for every svc migrate against one database: the two 32-bit halves of "svc-migr".
+const LOCK_KEY: [number, number] = [0x7376632d, 0x6d696772];
+
+type MigrationClass = new (driver: AbstractSqlDriver, config: unknown) => Migration;
+
+/** Schema migrations: status, apply, revert, create, and the entity-versus-database check. */
+export class Migrations {
+  constructor(
+    private readonly db: Database,
+    private readonly logger: Logger,
+  ) {}
+
+  private get migrator(): Migrator {
+    return this.db.orm.migrator as Migrator;
+  }
+
+  /** Applied migrations with their times, and pending ones, oldest first. */
+  async status(): Promise<MigrationStatus> {
+    return this.guard(async () => {
+      const executed = await this.migrator.getExecuted();
+      const pending = await this.migrator.getPending();
+      return {
+        applied: executed.map((m) => ({ name: m.name, executedAt: new Date(m.executed_at).toISOString() })),
+        pending: pending.map((m) => ({ name: m.name })),
+      };
+    });
+  }
+
+  /** Applies every pending migration in one transaction, holding the migration lock. */
+  async up(options: { dryRun?: boolean; waitMs?: number; onWait?: (holder: string) => void } = {}): Promise<MigrationRun> {
+    return this.guard(async () => {
+      if (options.dryRun) {
+        const pending = (await this.migrator.getPending()).map((m) => m.name);
+        return { direction: 'up', migrations: pending, dryRun: true, sql: await this.sqlOf(pending, 'up') };
+      }
+      return this.withLock(options, async () => {
+        const ran = await this.migrator.up();
+        return { direction: 'up', migrations: ran.map((m) => m.name), dryRun: false };
+      });
+    });
+  }
+
+  /** Reverts the last applied migration, or every one applied after `to` (which stays applied). */
+  async down(options: { to?: string; dryRun?: boolean; waitMs?: number; onWait?: (holder: string) => void } = {}): Promise<MigrationRun> {
+    return this.guard(async () => {
+      const plan = async () => {
+        const executed = (await this.migrator.getExecuted()).map((m) => m.name);
+        if (executed.length === 0) return [];
+        if (options.to === undefined) return [executed.at(-1)!];
+        const idx = executed.indexOf(options.to);
+        if (idx < 0) {
+          throw invalid(`--to ${options.to} is not an applied migration; applied: ${executed.join(', ')}`, { flag: 'to' });
+        }
+        return executed.slice(idx + 1).reverse();
+      };
+      if (options.dryRun) {
+        const names = await plan();
+        return { direction: 'down', migrations: names, dryRun: true, sql: await this.sqlOf(names, 'down') };
+      }
+      return this.withLock(options, async () => {
+        const names = await plan();
+        if (names.length === 0) return { direction: 'down', migrations: [], dryRun: false };
+        const ran = await this.migrator.down({ migrations: names });
+        return { direction: 'down', migrations: ran.map((m) => m.name), dryRun: false };
+      });
+    });
+  }
+
+  /**
+   * Compares the entities with the database's actual schema. Not in sync means a migration is
+   * missing (or one was not applied): the difference is the SQL that would close the gap.
+   */
+  async check(): Promise<SchemaCheck> {
+    return this.guard(async () => {
+      const sql = await this.db.orm.schema.getUpdateSchemaSQL({ wrap: false, safe: false, dropTables: true });
+      const difference = sql
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((line) => line.length > 0 && !line.startsWith('--'))
+        // The migrations table is ours to keep, not the entities'.
+        .filter((line) => !/mikro_orm_migrations/.test(line));
+      return { inSync: difference.length === 0, difference };
+    });
+  }
+
+  /** Writes a new migration with the SQL that brings the database to the entities (for developers). */
+  async create(name: string, options: { blank?: boolean } = {}): Promise<{ file: string; statements: string[] }> {
+    if (!/^[a-z0-9][a-z0-9_-]{0,79}$/i.test(name)) {
+      throw invalid(`migration name "${name}" must be 1 to 80 letters, digits, - or _`, { arg: 'name' });
+    }
+    return this.guard(async () => {
+      const result = await this.migrator.create(migrationsSourceDir, options.blank ?? false, false, name.replaceAll('-', '_'));
+      if (!result.fileName) {
+        throw new DomainError('conflict', 'the entities and the database already agree: nothing to migrate (use --blank for a hand-written migration)');
+      }
+      return { file: join(migrationsSourceDir, result.fileName), statements: result.diff.up };
+    });
+  }
+
+  private async sqlOf(names: string[], method: 'up' | 'down'): Promise<{ name: string; statements: string[] }[]> {
+    const files = new Map(
+      readdirSync(migrationsDir)
+        .filter((f) => /\.(js|ts)$/.test(f) && !f.endsWith('.d.ts'))
+        .map((f) => [basename(f, extname(f)), join(migrationsDir, f)]),
+    );
+    const driver = this.db.orm.em.getDriver() as AbstractSqlDriver;
+    const out: { name: string; statements: string[] }[] = [];
+    for (const name of names) {
+      const file = files.get(name);
+      if (!file) throw new DomainError('internal', `migration ${name} has no file in ${migrationsDir}`);
+      const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+      const Cls = Object.values(mod).find((v) => typeof v === 'function') as MigrationClass;
+      const migration = new Cls(driver, this.db.orm.config);
+      await migration[method]();
+      out.push({ name, statements: migration.getQueries().map((q) => (typeof q === 'string' ? q : String((q as { sql?: string }).sql ?? q))) });
+    }
+    return out;
+  }
+
+  /**
+   * Runs `fn` holding the migration lock. On PostgreSQL that is a session advisory lock on a dedicated
+   * connection, so two `svc migrate` never apply at once: the second waits (saying so) and then finds
+   * nothing pending. The embedded database is already exclusive to this process.
+   */
+  private async withLock<T>(options: { waitMs?: number; onWait?: (holder: string) => void }, fn: () => Promise<T>): Promise<T> {
+    if (this.db.kind === 'embedded') return fn();
+    const url = this.db.orm.config.get('clientUrl')!;
+    const client = new pg.Client({ connectionString: url, application_name: 'svc migrate', connectionTimeoutMillis: 5_000 });
+    await client.connect();
+    try {
+      const got = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', LOCK_KEY);
+      if (!got.rows[0]?.ok) {
+        const holder = await client.query<{ pid: number; application_name: string; since: Date }>(
+          `select a.pid, a.application_name, a.backend_start as since from pg_locks l join pg_stat_activity a on a.pid = l.pid
+            where l.locktype = 'advisory' and l.classid = $1 and l.objid = $2 and l.granted limit 1`,
+          LOCK_KEY,
+        );
+        const h = holder.rows[0];
+        const who = h ? `backend pid ${h.pid} (${h.application_name || 'unknown'})` : 'another session';
+        options.onWait?.(who);
+        this.logger.warn({ holder: who }, `another migration holds the lock (${who}); waiting for it to finish`);
+        const waitMs = options.waitMs ?? 300_000;
+        await client.query(`set lock_timeout = ${Math.max(1, Math.floor(waitMs))}`);
+        try {
+          await client.query('select pg_advisory_lock($1, $2)', LOCK_KEY);
+        } catch (err) {
+          if ((err as { code?: string }).code === '55P03') {
+            throw new DomainError('unavailable', `another migration (${who}) still holds the lock after ${Math.round(waitMs / 1000)} s; try again later`);
+          }
+          throw err;
+        }
+      }
+      return await fn();
+    } finally {
+      // Closing the session releases the advisory lock even if the unlock below is never reached.
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw translateDatabaseError(err);
+    }
+  }
+}

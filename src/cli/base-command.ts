@@ -1,0 +1,94 @@
+import { Command, Errors } from '@oclif/core';
+import type { App } from '../app.js';
+import type { Config } from '../config.js';
+import type { Ctx } from '../domain/shared/context.js';
+import type { DomainError } from '../domain/shared/errors.js';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+
+interface ErrorReport {
+  code: string;
+  message: string;
+  exitCode: number;
+  details?: Record<string, unknown>;
+}
+
+/**
+ * What every svc command shares: `--json`, a lazily built App (so `--help` and bad flags never touch
+ * the database), and one mapping from errors to messages and exit codes.
+ */
+export abstract class SvcCommand extends Command {
+  static override enableJsonFlag = true;
+
+  private appInstance?: App;
+
+  /** Loads and validates the configuration (a bad value exits 78 naming the key). */
+  protected async loadConfig(): Promise<Config> {
+    const { loadConfig } = await import('../config.js');
+    return loadConfig();
+  }
+
+  /** The composition root, built on first use and closed when the command ends. */
+  protected async app(): Promise<App> {
+    if (!this.appInstance) {
+      const config = await this.loadConfig();
+      const { createApp } = await import('../app.js');
+      this.appInstance = await createApp(config);
+    }
+    return this.appInstance;
+  }
+
+  /** A unit-of-work context acting as the operator (SVC_ACTOR or cli:<os user>). */
+  protected async ctx(): Promise<Ctx> {
+    const app = await this.app();
+    return app.context({ actor: app.config.SVC_ACTOR });
+  }
+
+  /** Prints human output unless --json is on (then oclif prints the returned result). */
+  protected print(text: string): void {
+    if (!this.jsonEnabled()) this.log(text);
+  }
+
+  override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
+    const report = await this.report(err);
+    process.exitCode = report.exitCode;
+    if (report.exitCode === EXIT.internal) {
+      // Unexpected: keep the stack for whoever debugs it, on stderr with the logs.
+      (this.appInstance?.logger ?? console).error({ err }, 'command failed');
+    }
+    if (this.jsonEnabled()) {
+      this.logJson({ error: report });
+      return;
+    }
+    const hint = report.code === 'invalid' && err instanceof Errors.CLIError ? `\nSee more help with --help` : '';
+    process.stderr.write(`Error: ${report.message}${hint}\n`);
+  }
+
+  override async finally(err: Error | undefined): Promise<void> {
+    try {
+      await this.appInstance?.close();
+    } finally {
+      await super.finally(err);
+    }
+  }
+
+  private async report(err: Error & { oclif?: { exit?: number } }): Promise<ErrorReport> {
+    const { ConfigError } = await import('../config.js');
+    const { DomainError } = await import('../domain/shared/errors.js');
+    const { translateDatabaseError } = await import('../adapters/database.js');
+    if (err instanceof ConfigError) {
+      return { code: 'config', message: err.message, exitCode: EXIT.config, details: { key: err.key } };
+    }
+    const translated = translateDatabaseError(err);
+    if (translated instanceof DomainError) {
+      const e = translated as DomainError;
+      return { code: e.code, message: e.message, exitCode: exitCodeFor(e.code), details: e.details };
+    }
+    if (err instanceof Errors.CLIError && (err.oclif?.exit === 2 || err.name.includes('Parse') || /flag|argument/i.test(err.message))) {
+      return { code: 'invalid', message: err.message.split('\n')[0]!, exitCode: EXIT.invalid };
+    }
+    if (err instanceof Errors.ExitError) {
+      return { code: 'exit', message: err.message, exitCode: err.oclif.exit ?? EXIT.internal };
+    }
+    return { code: 'internal', message: err.message || String(err), exitCode: EXIT.internal };
+  }
+}

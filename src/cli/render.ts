@@ -1,0 +1,25 @@
+import Table from 'cli-table3';
+
+export interface Column<T> {
+  header: string;
+  get: (row: T) => unknown;
+}
+
+const show = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+
+// Plain tables: no colours, so output reads the same in a terminal, a pipe or a log.
+const PLAIN = { head: [] as string[], border: [] as string[] };
+
+/** A table with one row per item. */
+export function renderTable<T>(rows: T[], columns: Column<T>[]): string {
+  const table = new Table({ head: columns.map((c) => c.header), style: PLAIN });
+  for (const row of rows) table.push(columns.map((c) => show(c.get(row))));
+  return table.toString();
+}
+
+/** A two-column table of one record's fields. */
+export function renderRecord(record: Record<string, unknown>): string {
+  const table = new Table({ style: PLAIN });
+  for (const [k, v] of Object.entries(record)) table.push({ [k]: show(typeof v === 'object' && v !== null ? JSON.stringify(v) : v) });
+  return table.toString();
+}

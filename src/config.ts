@@ -1,0 +1,227 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { userInfo } from 'node:os';
+
+/** Where a configuration value came from, shown by `svc config`. */
+export type ConfigSource = 'default' | 'env' | 'file';
+
+type Parser<T> = { parse: (raw: string) => T; expected: string };
+
+interface KeySpec<T> {
+  /** One line for `svc config` and the README's configuration table. */
+  doc: string;
+  parser: Parser<T>;
+  /** Computed default; `undefined` means "unset". Never a secret. */
+  default?: () => T | undefined;
+  /** How to show the value without giving away a secret. */
+  mask?: (value: T) => string;
+}
+
+class ConfigValueError extends Error {}
+
+const int = (min: number, max: number): Parser<number> => ({
+  expected: `an integer from ${min} to ${max}`,
+  parse(raw) {
+    if (!/^-?\d+$/.test(raw.trim())) throw new ConfigValueError();
+    const n = Number(raw);
+    if (n < min || n > max) throw new ConfigValueError();
+    return n;
+  },
+});
+
+const oneOf = <T extends string>(...values: T[]): Parser<T> => ({
+  expected: `one of ${values.join(', ')}`,
+  parse(raw) {
+    const v = raw.trim() as T;
+    if (!values.includes(v)) throw new ConfigValueError();
+    return v;
+  },
+});
+
+const text = (expected: string, pattern?: RegExp): Parser<string> => ({
+  expected,
+  parse(raw) {
+    const v = raw.trim();
+    if (!v || (pattern && !pattern.test(v))) throw new ConfigValueError();
+    return v;
+  },
+});
+
+const postgresUrl: Parser<string> = {
+  expected: 'a PostgreSQL URL such as postgres://user:password@host:5432/dbname',
+  parse(raw) {
+    const v = raw.trim();
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      throw new ConfigValueError();
+    }
+    if (!['postgres:', 'postgresql:'].includes(url.protocol) || !url.hostname || url.pathname.length < 2) {
+      throw new ConfigValueError();
+    }
+    return v;
+  },
+};
+
+/** Shows a URL with its password replaced, so it can be printed and logged. */
+export function maskUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.password) url.password = '****';
+    return url.toString();
+  } catch {
+    return '****';
+  }
+}
+
+function defaultActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return `cli:uid-${process.getuid?.() ?? 'unknown'}`;
+  }
+}
+
+/** The configuration schema: every key svc reads, with its doc line. */
+export const configSchema = {
+  DATABASE_URL: {
+    doc: 'PostgreSQL connection URL; unset means the embedded database (PGlite) in SVC_DATA_DIR',
+    parser: postgresUrl,
+    mask: maskUrl,
+  } satisfies KeySpec<string>,
+  DATABASE_POOL_MAX: {
+    doc: 'Most connections one process opens to PostgreSQL',
+    parser: int(1, 200),
+    default: () => 20,
+  } satisfies KeySpec<number>,
+  DATABASE_STATEMENT_TIMEOUT_MS: {
+    doc: 'PostgreSQL statement_timeout for the service\'s queries, in milliseconds (0 = none)',
+    parser: int(0, 3_600_000),
+    default: () => 5_000,
+  } satisfies KeySpec<number>,
+  SVC_DATA_DIR: {
+    doc: 'Folder for the embedded mode\'s data (database, generated keys); created on first use',
+    parser: text('a folder path'),
+    default: () => './.svc',
+  } satisfies KeySpec<string>,
+  SVC_ACTOR: {
+    doc: 'Who operator commands act as in the audit log (default cli:<os user>)',
+    parser: text('a name such as cli:alice, 1 to 100 characters without spaces', /^\S{1,100}$/),
+    default: defaultActor,
+  } satisfies KeySpec<string>,
+  LOG_LEVEL: {
+    doc: 'Level of the JSON logs written to stderr',
+    parser: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+    default: () => 'info' as const,
+  } satisfies KeySpec<'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'>,
+} as const;
+
+export type ConfigKey = keyof typeof configSchema;
+type ValueOf<K extends ConfigKey> = ReturnType<(typeof configSchema)[K]['parser']['parse']>;
+type Defaulted = { [K in ConfigKey]: 'default' extends keyof (typeof configSchema)[K] ? K : never }[ConfigKey];
+
+/** Validated configuration: keys with a default are always set. */
+export type Config = { [K in Defaulted]: ValueOf<K> } & { [K in Exclude<ConfigKey, Defaulted>]?: ValueOf<K> } & {
+  /** Absolute path of SVC_DATA_DIR. */
+  dataDir: string;
+  /** Where each key's value came from. */
+  sources: Record<ConfigKey, ConfigSource>;
+  /** The optional config file that was read (SVC_CONFIG). */
+  file?: string;
+};
+
+/** A configuration value that does not parse: names the key, where it came from and the expected form. */
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    readonly source: ConfigSource | 'SVC_CONFIG',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let raw: string;
+  try {
+    raw = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: ${path} must hold a JSON object of KEY: value`);
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!(key in configSchema)) {
+      throw new ConfigError(key, 'file', `${key} in ${path} is not a configuration key; known keys: ${Object.keys(configSchema).join(', ')}`);
+    }
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Reads and validates the configuration once: environment first, then the optional JSON file named by
+ * SVC_CONFIG, then defaults. Throws ConfigError naming the first bad key.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
+  const file = env.SVC_CONFIG?.trim() ? resolve(cwd, env.SVC_CONFIG.trim()) : undefined;
+  const fromFile = file ? readConfigFile(file) : {};
+  const values: Record<string, unknown> = {};
+  const sources = {} as Record<ConfigKey, ConfigSource>;
+
+  for (const [key, spec] of Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]) {
+    const envValue = env[key];
+    const fileValue = fromFile[key];
+    let raw: string | undefined;
+    let source: ConfigSource = 'default';
+    if (envValue !== undefined && envValue !== '') {
+      raw = envValue;
+      source = 'env';
+    } else if (fileValue !== undefined && fileValue !== null) {
+      raw = String(fileValue);
+      source = 'file';
+    }
+    sources[key] = source;
+    if (raw === undefined) {
+      values[key] = spec.default?.();
+      continue;
+    }
+    try {
+      values[key] = spec.parser.parse(raw);
+    } catch (err) {
+      if (!(err instanceof ConfigValueError)) throw err;
+      const shown = spec.mask ? spec.mask(raw) : JSON.stringify(raw);
+      const where = source === 'file' ? `in ${file}` : 'in the environment';
+      throw new ConfigError(key, source, `${key}=${shown} ${where} is invalid: expected ${spec.parser.expected}`);
+    }
+  }
+  const config = values as Config;
+  config.dataDir = resolve(cwd, config.SVC_DATA_DIR);
+  config.sources = sources;
+  if (file) config.file = file;
+  return config;
+}
+
+export interface ConfigEntry {
+  key: ConfigKey;
+  value: string | number | null;
+  source: ConfigSource;
+  doc: string;
+}
+
+/** The effective configuration as `svc config` shows it: secrets masked, each value's source named. */
+export function describeConfig(config: Config): ConfigEntry[] {
+  return (Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]).map(([key, spec]) => {
+    const value = config[key] as string | number | undefined;
+    const shown = value === undefined ? null : spec.mask ? spec.mask(value) : value;
+    return { key, value: shown as string | number | null, source: config.sources[key], doc: spec.doc };
+  });
+}
