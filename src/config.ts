@@ -64,15 +64,18 @@ const postgresUrl: Parser<string> = {
   },
 };
 
-/** Shows a URL with its password replaced, so it can be printed and logged. */
+/** Shows a URL with its password replaced, so it can be printed and logged (also when it does not parse). */
 export function maskUrl(value: string): string {
   try {
     const url = new URL(value);
-    if (url.password) url.password = '****';
-    return url.toString();
+    if (url.password) {
+      url.password = '****';
+      return url.toString();
+    }
   } catch {
-    return '****';
+    // not a URL: fall through to the pattern below
   }
+  return value.replace(/:[^:@/\s]*@/g, ':****@');
 }
 
 function defaultActor(): string {

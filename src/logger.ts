@@ -1,4 +1,4 @@
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger };
 
@@ -41,6 +41,11 @@ function maskDeep(value: unknown, depth = 0): unknown {
  * addresses are masked anywhere in the line, messages included.
  */
 export function createLogger(level: LevelWithSilent, bindings: Record<string, unknown> = {}): Logger {
+  return createLoggerTo(level, pino.destination({ fd: 2, sync: true }), bindings);
+}
+
+/** The same logger writing to another stream (tests). */
+export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream, bindings: Record<string, unknown> = {}): Logger {
   return pino(
     {
       level,
@@ -55,6 +60,6 @@ export function createLogger(level: LevelWithSilent, bindings: Record<string, un
         },
       },
     },
-    pino.destination({ fd: 2, sync: true }),
+    stream,
   );
 }

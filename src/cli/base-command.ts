@@ -12,6 +12,16 @@ interface ErrorReport {
   details?: Record<string, unknown>;
 }
 
+// oclif's parse errors come as several lines ("The following errors occurred:", one per problem,
+// "See more help with --help"); keep the problems, on one line.
+function parseErrorMessage(message: string): string {
+  return message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l))
+    .join('; ');
+}
+
 /**
  * What every svc command shares: `--json`, a lazily built App (so `--help` and bad flags never touch
  * the database), and one mapping from errors to messages and exit codes.
@@ -84,7 +94,7 @@ export abstract class SvcCommand extends Command {
       return { code: e.code, message: e.message, exitCode: exitCodeFor(e.code), details: e.details };
     }
     if (err instanceof Errors.CLIError && (err.oclif?.exit === 2 || err.name.includes('Parse') || /flag|argument/i.test(err.message))) {
-      return { code: 'invalid', message: err.message.split('\n')[0]!, exitCode: EXIT.invalid };
+      return { code: 'invalid', message: parseErrorMessage(err.message), exitCode: EXIT.invalid };
     }
     if (err instanceof Errors.ExitError) {
       return { code: 'exit', message: err.message, exitCode: err.oclif.exit ?? EXIT.internal };

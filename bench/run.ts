@@ -1,0 +1,49 @@
+import { parseArgs } from 'node:util';
+import { formatReport, type Report, type Target } from './report.js';
+
+// Each target is its own module, loaded only when it runs.
+const targets: Record<string, () => Promise<{ run: Target }>> = {
+  cli: () => import('./cli.js'),
+};
+
+const usage = `usage: npm run bench -- [target] [--runs N] [--json]
+  target   one of: ${Object.keys(targets).join(', ')} (default: all)
+  --runs   timed runs per measurement (default 15)
+  --json   print the figures as one JSON document`;
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: { runs: { type: 'string', default: '15' }, json: { type: 'boolean', default: false } },
+    });
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${usage}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const runs = Number(values.runs);
+  const names = positionals.length ? positionals : Object.keys(targets);
+  const unknown = names.filter((n) => !(n in targets));
+  if (unknown.length || !Number.isInteger(runs) || runs < 1) {
+    const problem = unknown.length ? `unknown target: ${unknown.join(', ')}` : `--runs must be a positive integer, got ${values.runs}`;
+    process.stderr.write(`${problem}\n${usage}\n`);
+    return 2;
+  }
+
+  const reports: Record<string, Report> = {};
+  for (const name of names) {
+    const { run } = await targets[name]!();
+    reports[name] = await run({ runs });
+    if (!values.json) process.stdout.write(`${formatReport(reports[name])}\n\n`);
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
+  return 0;
+}
+
+// A missed target still exits 0: benchmarks report, they do not assert.
+process.exitCode = await main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  return 1;
+});
