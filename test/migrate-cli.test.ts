@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { emptyDatabase, query } from './helpers/db.js';
-import { svc } from './helpers/cli.js';
-import { migrationsDir } from '../src/adapters/database.js';
+import { svc, tempDir } from './helpers/cli.js';
+import { writeMigrationIndex } from '../src/adapters/migrations.js';
+import { MIGRATIONS_DIR as migrationsDir } from '../src/paths.js';
 
 const MIGRATIONS = readdirSync(migrationsDir)
-  .filter((f) => /\.ts$/.test(f))
+  .filter((f) => /^Migration.*\.ts$/.test(f))
   .map((f) => f.replace(/\.ts$/, ''))
   .sort();
 
@@ -66,6 +68,16 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     await query(url, 'alter table users drop column nickname');
   });
 
+  await t.test('create with nothing to migrate exits 4, says so and writes no file', async () => {
+    const before = readdirSync(migrationsDir);
+    const res = await svc(['migrate', 'create', 'nothing-changed'], { env });
+    assert.equal(res.code, 4);
+    assert.match(res.stderr, /already agree: nothing to migrate/);
+    assert.deepEqual(readdirSync(migrationsDir), before);
+    const badName = await svc(['migrate', 'create', 'no spaces please'], { env });
+    assert.equal(badName.code, 2);
+  });
+
   await t.test('down reverts the last migration; --to a name that was never applied exits 2 and changes nothing', async () => {
     const bad = await svc(['migrate', 'down', '--to', 'Migration00000000000000_nope'], { env });
     assert.equal(bad.code, 2);
@@ -122,4 +134,18 @@ test('an unreachable PostgreSQL is reported as unavailable, naming DATABASE_URL'
   const res = await svc(['migrate', 'status'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nope' } });
   assert.equal(res.code, 6, res.stderr);
   assert.match(res.stderr, /cannot reach the database.*DATABASE_URL/);
+});
+
+test('the migration index lists every migration file, oldest first', (t) => {
+  const dir = tempDir(t);
+  for (const f of ['Migration20270101000000_b.ts', 'Migration20260101000000_a.ts', 'index.ts', 'notes.md']) writeFileSync(join(dir, f), '');
+  writeMigrationIndex(dir);
+  const index = readFileSync(join(dir, 'index.ts'), 'utf8');
+  assert.match(index, /import \{ Migration20260101000000_a \} from '\.\/Migration20260101000000_a\.js';\nimport \{ Migration20270101000000_b \}/);
+  assert.match(index, /\{ name: 'Migration20260101000000_a', class: Migration20260101000000_a \},\n  \{ name: 'Migration20270101000000_b'/);
+  // The committed index is exactly what the generator writes for the committed migrations.
+  const committed = tempDir(t);
+  for (const f of readdirSync(migrationsDir)) writeFileSync(join(committed, f), '');
+  writeMigrationIndex(committed);
+  assert.equal(readFileSync(join(migrationsDir, 'index.ts'), 'utf8'), readFileSync(join(committed, 'index.ts'), 'utf8'));
 });

@@ -1,6 +1,5 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { MikroORM, Options } from '@mikro-orm/core';
 import type { SqlEntityManager } from '@mikro-orm/sql';
@@ -9,11 +8,9 @@ import type { Config } from '../config.js';
 import { entities } from '../domain/entities.js';
 import { DomainError } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
+import { MIGRATIONS_DIR } from '../paths.js';
+import { migrations } from '../../migrations/index.js';
 
-/** Migrations live in <root>/migrations; relative to this module that is the same from src/ and dist/src/. */
-export const migrationsDir = fileURLToPath(new URL('../../migrations', import.meta.url));
-/** Where `svc migrate create` writes new TypeScript migrations: always the source folder. */
-export const migrationsSourceDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../migrations' : '../../migrations', import.meta.url));
 
 export type Orm = MikroORM;
 export type EntityManager = SqlEntityManager;
@@ -32,8 +29,9 @@ function baseOptions(config: Config, logger: Logger): Partial<Options> {
     entities,
     extensions: [Migrator],
     migrations: {
-      path: migrationsDir,
-      glob: '!(*.d).{js,ts}',
+      // The list is compiled in (migrations/index.ts); the folder is where `migrate create` writes.
+      migrationsList: migrations,
+      path: MIGRATIONS_DIR,
       tableName: 'mikro_orm_migrations',
       transactional: true,
       allOrNothing: true,

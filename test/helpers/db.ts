@@ -6,7 +6,7 @@ import pg from 'pg';
 import { loadConfig } from '../../src/config.js';
 import { createApp } from '../../src/app.js';
 import { createLogger } from '../../src/logger.js';
-import { migrationsDir } from '../../src/adapters/database.js';
+import { MIGRATIONS_DIR as migrationsDir } from '../../src/paths.js';
 
 /** The PostgreSQL server tests run against (CI and development machines have one on 127.0.0.1). */
 export const PG_ADMIN_URL = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
