@@ -6,6 +6,7 @@ import MigrateCheck from './commands/migrate/check.js';
 import MigrateCreate from './commands/migrate/create.js';
 import MigrateDown from './commands/migrate/down.js';
 import MigrateStatus from './commands/migrate/status.js';
+import Serve from './commands/serve.js';
 import UsersCreate from './commands/users/create.js';
 import UsersDisable from './commands/users/disable.js';
 import UsersEnable from './commands/users/enable.js';
@@ -20,6 +21,7 @@ export const COMMANDS = {
   'migrate:create': MigrateCreate,
   'migrate:down': MigrateDown,
   'migrate:status': MigrateStatus,
+  serve: Serve,
   'users:create': UsersCreate,
   'users:disable': UsersDisable,
   'users:enable': UsersEnable,

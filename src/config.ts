@@ -113,6 +113,45 @@ export const configSchema = {
     parser: text('a name such as cli:alice, 1 to 100 characters without spaces', /^\S{1,100}$/),
     default: defaultActor,
   } satisfies KeySpec<string>,
+  HOST: {
+    doc: 'Address svc serve listens on (0.0.0.0 in a container behind a load balancer)',
+    parser: text('an IP address or host name'),
+    default: () => '127.0.0.1',
+  } satisfies KeySpec<string>,
+  PORT: {
+    doc: 'TCP port svc serve listens on (0 picks a free one)',
+    parser: int(0, 65_535),
+    default: () => 3000,
+  } satisfies KeySpec<number>,
+  SHUTDOWN_TIMEOUT_MS: {
+    doc: 'How long svc serve waits for in-flight requests after SIGTERM before closing them',
+    parser: int(0, 600_000),
+    default: () => 10_000,
+  } satisfies KeySpec<number>,
+  JWT_KEYS_FILE: {
+    doc: 'JSON Web Key Set of private signing keys (EdDSA or RS256, each with a kid; the first signs); unset in embedded mode: generated into SVC_DATA_DIR',
+    parser: text('a path to a JWKS JSON file'),
+  } satisfies KeySpec<string>,
+  JWT_ISSUER: {
+    doc: 'iss claim of the access tokens svc issues and accepts',
+    parser: text('a non-empty string'),
+    default: () => 'svc',
+  } satisfies KeySpec<string>,
+  JWT_AUDIENCE: {
+    doc: 'aud claim of the access tokens svc issues and accepts',
+    parser: text('a non-empty string'),
+    default: () => 'svc-api',
+  } satisfies KeySpec<string>,
+  ACCESS_TOKEN_TTL_SECONDS: {
+    doc: 'Lifetime of an access token',
+    parser: int(60, 86_400),
+    default: () => 900,
+  } satisfies KeySpec<number>,
+  REFRESH_TOKEN_TTL_SECONDS: {
+    doc: 'Lifetime of a refresh token (each use rotates it)',
+    parser: int(300, 31_536_000),
+    default: () => 2_592_000,
+  } satisfies KeySpec<number>,
   LOG_LEVEL: {
     doc: 'Level of the JSON logs written to stderr',
     parser: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),

@@ -16,6 +16,7 @@ export const EXIT = {
 
 const BY_CODE: Record<ErrorCode, number> = {
   invalid: EXIT.invalid,
+  unprocessable: EXIT.invalid,
   not_found: EXIT.notFound,
   conflict: EXIT.conflict,
   forbidden: EXIT.forbidden,

@@ -2,6 +2,17 @@ import { UserSchema } from './users/user.entity.js';
 import { ProductSchema } from './catalog/product.entity.js';
 import { OrderSchema, OrderItemSchema } from './orders/order.entity.js';
 import { AuditEntrySchema } from './audit/audit.entity.js';
+import { ApiKeySchema, RefreshTokenSchema } from './auth/auth.entities.js';
+import { IdempotencyRecordSchema } from './idempotency/idempotency.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
-export const entities = [UserSchema, ProductSchema, OrderSchema, OrderItemSchema, AuditEntrySchema];
+export const entities = [
+  UserSchema,
+  ProductSchema,
+  OrderSchema,
+  OrderItemSchema,
+  AuditEntrySchema,
+  RefreshTokenSchema,
+  ApiKeySchema,
+  IdempotencyRecordSchema,
+];

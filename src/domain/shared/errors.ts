@@ -1,6 +1,7 @@
 /** What went wrong, independent of transport: the edges map a code to an HTTP status or an exit code. */
 export type ErrorCode =
   | 'invalid'
+  | 'unprocessable'
   | 'not_found'
   | 'conflict'
   | 'forbidden'

@@ -19,8 +19,8 @@ export function encodeCursor(key: Keyset): string {
 }
 
 /** Reads a cursor made by encodeCursor; anything else (tampered, truncated) is invalid input. */
-export function decodeCursor(cursor: string): Keyset {
-  const bad = () => invalid('the cursor is not one this service issued; start again without it', { field: 'after' });
+export function decodeCursor(cursor: string, field = 'cursor'): Keyset {
+  const bad = () => invalid('the cursor is not one this service issued; start again without it', { field });
   if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw bad();
   let parsed: unknown;
   try {

@@ -116,7 +116,7 @@ export class UsersService {
       const term = `%${input.search.trim().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push({ $or: [{ email: { $ilike: term } }, { name: { $ilike: term } }] });
     }
-    if (input.after !== undefined) where.push(afterCursor(decodeCursor(input.after)));
+    if (input.after !== undefined) where.push(afterCursor(decodeCursor(input.after, 'after')));
     const rows = await ctx.em.find(User, where.length ? { $and: where } : {}, {
       orderBy: { createdAt: 'desc', id: 'desc' },
       limit: limit + 1,

@@ -1,0 +1,47 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { SqlEntityManager } from '@mikro-orm/sql';
+import { DomainError } from '../shared/errors.js';
+import type { UserRole } from '../users/user.entity.js';
+import { ApiKey } from './auth.entities.js';
+import type { Principal } from './principal.js';
+
+/** Verifies access tokens (implemented by the JWT adapter). */
+export interface AccessTokenVerifier {
+  verify(token: string): Promise<{ sub: string; role: UserRole }>;
+}
+
+// `svc_<key id>_<secret>`: the id finds the row, the secret is compared with its stored hash.
+const API_KEY = /^svc_(key_[0-9A-HJKMNP-TV-Z]{26})_([A-Za-z0-9_-]{43})$/;
+
+export const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+
+const unauthorized = (reason: string) => new DomainError('unauthorized', reason);
+
+/** Turns a bearer credential (an access token or an API key) into the principal it stands for. */
+export class Authenticator {
+  constructor(private readonly tokens: AccessTokenVerifier) {}
+
+  /** Authenticates `Authorization: Bearer …`; anything missing, malformed, expired or revoked is unauthorized. */
+  async authenticate(em: SqlEntityManager, authorization: string | undefined): Promise<Principal> {
+    if (!authorization) throw unauthorized('this route needs a bearer token: Authorization: Bearer <access token or API key>');
+    const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
+    if (!match) throw unauthorized('the Authorization header must be "Bearer <token>"');
+    const credential = match[1]!;
+    if (credential.startsWith('svc_')) return this.apiKey(em, credential);
+    const claims = await this.tokens.verify(credential);
+    return { kind: 'user', userId: claims.sub, role: claims.role };
+  }
+
+  private async apiKey(em: SqlEntityManager, credential: string): Promise<Principal> {
+    const m = API_KEY.exec(credential);
+    if (!m) throw unauthorized('the API key is malformed');
+    const key = await em.findOne(ApiKey, { id: m[1]! }, { populate: ['user'] });
+    const expected = Buffer.from(key?.secretHash ?? '0'.repeat(64), 'hex');
+    const matches = timingSafeEqual(Buffer.from(sha256(m[2]!), 'hex'), expected);
+    if (!key || !matches) throw unauthorized('the API key is not valid');
+    if (key.revokedAt) throw unauthorized('the API key has been revoked');
+    const user = key.user.getEntity();
+    if (user.status !== 'active') throw unauthorized("the API key's user is disabled");
+    return { kind: 'api_key', userId: user.id, role: user.role, keyId: key.id };
+  }
+}

@@ -1,0 +1,120 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
+import { translateDatabaseError } from '../adapters/database.js';
+
+/** The one table from domain error codes to HTTP statuses. */
+export const STATUS_BY_CODE: Record<ErrorCode, number> = {
+  invalid: 400,
+  unauthorized: 401,
+  payment_failed: 402,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  unprocessable: 422,
+  internal: 500,
+  unavailable: 503,
+  retryable: 503,
+};
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  402: 'Payment Required',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/** An RFC 9457 problem document, with svc's `code` and the offending `field` when there is one. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  code: string;
+  field?: string;
+  errors?: { field: string; message: string }[];
+  traceId: string;
+}
+
+export const problemSchema = {
+  $id: 'Problem',
+  type: 'object',
+  description: 'RFC 9457 problem details',
+  required: ['type', 'title', 'status', 'code', 'traceId'],
+  properties: {
+    type: { type: 'string' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    detail: { type: 'string' },
+    code: { type: 'string' },
+    field: { type: 'string' },
+    errors: { type: 'array', items: { type: 'object', properties: { field: { type: 'string' }, message: { type: 'string' } } } },
+    traceId: { type: 'string' },
+  },
+} as const;
+
+function problem(status: number, code: string, traceId: string, detail?: string, extra: Partial<Problem> = {}): Problem {
+  return { type: `urn:svc:problem:${code}`, title: TITLES[status] ?? 'Error', status, code, traceId, ...(detail ? { detail } : {}), ...extra };
+}
+
+// ajv's instancePath is a JSON pointer (/items/0/quantity); fields are named items[0].quantity.
+function fieldOf(part: string | undefined, instancePath: string, missing?: string): string {
+  const path = instancePath
+    .split('/')
+    .filter(Boolean)
+    .map((seg, i) => (/^\d+$/.test(seg) ? `[${seg}]` : i === 0 ? seg : `.${seg}`))
+    .join('');
+  const full = missing ? (path ? `${path}.${missing}` : missing) : path;
+  return full || part || 'body';
+}
+
+/** Turns any error into a problem+json reply: 4xx say what was wrong, 5xx say nothing of the internals. */
+export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const traceId = request.traceId;
+  if (err.validation) {
+    const part = err.validationContext;
+    const errors = err.validation.map((v) => {
+      const params = v.params as { missingProperty?: string; additionalProperty?: string };
+      const field = fieldOf(part, v.instancePath, params.missingProperty ?? params.additionalProperty);
+      const message = params.additionalProperty ? 'is not an accepted property' : params.missingProperty ? 'is required' : (v.message ?? 'is invalid');
+      return { field, message };
+    });
+    const first = errors[0]!;
+    return send(reply, problem(400, 'invalid', traceId, `${first.field} ${first.message}`, { field: first.field, errors }));
+  }
+  const translated = translateDatabaseError(err);
+  if (translated instanceof DomainError) {
+    const status = STATUS_BY_CODE[translated.code];
+    if (status >= 500) {
+      request.log.error({ err, traceId }, 'request failed');
+      if (translated.code === 'retryable' || translated.code === 'unavailable') reply.header('retry-after', '1');
+      return send(reply, problem(status, translated.code, traceId, status === 503 ? 'the service is temporarily unavailable; try again' : undefined));
+    }
+    const field = typeof translated.details.field === 'string' ? translated.details.field : undefined;
+    return send(reply, problem(status, translated.code, traceId, translated.message, field ? { field } : {}));
+  }
+  // fastify's own 4xx (body too large, bad JSON, unsupported media type, not found ...)
+  const status = err.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    return send(reply, problem(status, status === 413 ? 'too_large' : 'invalid', traceId, err.message));
+  }
+  request.log.error({ err, traceId }, 'request failed');
+  return send(reply, problem(500, 'internal', traceId));
+}
+
+function send(reply: FastifyReply, body: Problem): FastifyReply {
+  return reply.code(body.status).type('application/problem+json').send(body);
+}
+
+/** 404 for routes that do not exist, as a problem document too. */
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  return send(reply, problem(404, 'not_found', request.traceId, `no route ${request.method} ${request.url.split('?')[0]}`));
+}

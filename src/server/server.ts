@@ -1,0 +1,136 @@
+import { randomBytes } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import type { App } from '../app.js';
+import type { Ctx } from '../domain/shared/context.js';
+import { Authenticator } from '../domain/auth/authenticator.js';
+import type { AccessTokens } from '../adapters/jwt.js';
+import { errorHandler, notFoundHandler, problemSchema } from './errors.js';
+import { healthRoutes } from './routes/health.js';
+import { apiRoutes } from './routes/index.js';
+
+/** What routes reach through `request.server.svc`. */
+export interface ServerServices {
+  app: App;
+  tokens: AccessTokens;
+  authenticator: Authenticator;
+  /** Each dependency's state: 'ok' or what is wrong with it. */
+  readiness(): Promise<Record<string, string>>;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    svc: ServerServices;
+  }
+  interface FastifyRequest {
+    traceId: string;
+    /** This request's unit of work: its own EntityManager, its trace id, and (once authenticated) its actor. */
+    ctx: Ctx;
+  }
+}
+
+export interface ServerOptions {
+  tokens: AccessTokens;
+  /** Largest request body accepted, in bytes. */
+  bodyLimit?: number;
+}
+
+// W3C traceparent: version-traceid-parentid-flags. A valid incoming trace id is kept, so one id
+// follows a request across the load balancer, this service and its logs.
+const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+
+/** Builds the HTTP API on an App: plugins, schemas, error handling, routes v1 and v2, health, OpenAPI. */
+export async function buildServer(app: App, options: ServerOptions): Promise<FastifyInstance> {
+  const server = Fastify({
+    loggerInstance: app.logger as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: options.bodyLimit ?? 64 * 1024,
+    // Behind a load balancer: keep-alive longer than its idle timeout, and bounded request time.
+    keepAliveTimeout: 65_000,
+    requestTimeout: 30_000,
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    genReqId: () => randomBytes(8).toString('hex'),
+  });
+
+  // Bodies are validated strictly (no type coercion: "5" is not a quantity); query strings and
+  // path parameters arrive as text, so they are coerced. Unknown properties are rejected, never
+  // silently dropped, so a client learns that `{"status": "completed"}` did nothing.
+  const strict = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: false, allErrors: true, strict: false });
+  const coercing = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: true, strict: false });
+  addFormats.default(strict);
+  addFormats.default(coercing);
+  server.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+
+  const authenticator = new Authenticator(options.tokens);
+  server.decorate('svc', {
+    app,
+    tokens: options.tokens,
+    authenticator,
+    readiness: async () => ({ database: await databaseState(app) }),
+  } satisfies ServerServices);
+  server.decorateRequest('traceId', '');
+  server.decorateRequest('ctx', null as unknown as Ctx);
+
+  server.addHook('onRequest', async (request, reply) => {
+    const incoming = request.headers.traceparent;
+    const match = typeof incoming === 'string' ? TRACEPARENT.exec(incoming) : null;
+    request.traceId = match?.[1] ?? randomBytes(16).toString('hex');
+    request.ctx = app.context({ actor: 'anonymous', traceId: request.traceId });
+    reply.header('x-trace-id', request.traceId);
+  });
+  server.addHook('preHandler', async (request) => {
+    if (request.principal) request.ctx.actor = request.principal.keyId ?? request.principal.userId;
+  });
+  // One line per request: method, route, status, duration, trace id (and the actor when known).
+  server.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? 'unmatched',
+        status: reply.statusCode,
+        durationMs: Math.round(reply.elapsedTime * 100) / 100,
+        traceId: request.traceId,
+        actor: request.principal ? request.ctx.actor : undefined,
+      },
+      'request',
+    );
+  });
+
+  server.setErrorHandler(errorHandler);
+  server.setNotFoundHandler(notFoundHandler);
+  server.addSchema(problemSchema);
+
+  const { default: swagger } = await import('@fastify/swagger');
+  await server.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'svc', version: '1.0.0', description: 'Order service API. Money is integer minor units in v2 and decimal major units in v1.' },
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', description: 'An access token from /auth/login or /auth/refresh, or an API key (svc_key_…)' },
+        },
+      },
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+  });
+  const { default: swaggerUi } = await import('@fastify/swagger-ui');
+  await server.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+
+  await server.register(healthRoutes);
+  await server.register(apiRoutes);
+  server.get('/api/openapi.json', { schema: { hide: true } }, async () => server.swagger());
+  return server;
+}
+
+async function databaseState(app: App): Promise<string> {
+  try {
+    await app.db.orm.em.getConnection().execute('select 1');
+    return 'ok';
+  } catch (err) {
+    // The detail goes to the log; the 503 body names the dependency only.
+    app.logger.warn({ err }, 'readiness: the database does not answer');
+    return 'unreachable';
+  }
+}

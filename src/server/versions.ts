@@ -1,0 +1,59 @@
+import { toMajor } from '../domain/shared/money.js';
+
+/**
+ * What differs between API versions: only how money is shown. v1 (the brief's shapes) uses a
+ * decimal number of major units beside a currency; v2 uses {amount: minor units, currency}.
+ */
+export interface ApiVersion {
+  name: 'v1' | 'v2';
+  prefix: string;
+  /** JSON schema of a money value in responses. */
+  moneySchema: Record<string, unknown>;
+  money(amount: number, currency: string): number | { amount: number; currency: string };
+}
+
+export const V1: ApiVersion = {
+  name: 'v1',
+  prefix: '/api/v1',
+  moneySchema: { type: 'number', description: 'Decimal amount in major units of the currency (49.5 = 49.50)' },
+  money: (amount, currency) => toMajor(amount, currency),
+};
+
+export const V2: ApiVersion = {
+  name: 'v2',
+  prefix: '/api/v2',
+  moneySchema: {
+    type: 'object',
+    description: 'Amount in integer minor units of the currency (4950 USD = 49.50 USD)',
+    required: ['amount', 'currency'],
+    properties: { amount: { type: 'integer' }, currency: { type: 'string', pattern: '^[A-Z]{3}$' } },
+  },
+  money: (amount, currency) => ({ amount, currency }),
+};
+
+/** Standard error responses for a route's schema, so OpenAPI lists them. */
+export function errorResponses(...statuses: number[]): Record<number, { $ref: string }> {
+  return Object.fromEntries(statuses.map((s) => [s, { $ref: 'Problem#' }]));
+}
+
+/** The brief's page envelope around an item schema. */
+export function pageSchema(item: Record<string, unknown>) {
+  return {
+    type: 'object',
+    required: ['data', 'pagination'],
+    properties: {
+      data: { type: 'array', items: item },
+      pagination: {
+        type: 'object',
+        required: ['cursor', 'hasMore'],
+        properties: { cursor: { type: ['string', 'null'] }, hasMore: { type: 'boolean' } },
+      },
+    },
+  };
+}
+
+/** Query parameters of every list route: page size (at most 100) and the opaque cursor. */
+export const pageQuery = {
+  limit: { type: 'integer', minimum: 1, maximum: 100, default: 20, description: 'Items per page' },
+  cursor: { type: 'string', maxLength: 200, description: 'The pagination.cursor of the previous page' },
+} as const;
