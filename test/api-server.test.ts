@@ -1,0 +1,24 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { testServer } from './helpers/server.js';
+
+for (const embedded of [false, true]) {
+  test(`the API answers health checks and problem documents (${embedded ? 'embedded' : 'PostgreSQL'})`, async (t) => {
+    const ts = await testServer(t, { embedded });
+
+    const live = await fetch(`${ts.url}/health/live`);
+    assert.equal(live.status, 200);
+    assert.deepEqual(await live.json(), { status: 'ok' });
+
+    const ready = await fetch(`${ts.url}/health/ready`);
+    assert.deepEqual(await ready.json(), { status: 'ok', checks: { database: 'ok' } });
+
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const missing = await fetch(`${ts.url}/api/v1/nothing-here`, { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+    assert.equal(missing.headers.get('x-trace-id'), traceId);
+    const body = await missing.json();
+    assert.deepEqual({ ...body, detail: undefined }, { type: 'urn:svc:problem:not_found', title: 'Not Found', status: 404, code: 'not_found', traceId, detail: undefined });
+  });
+}
