@@ -94,7 +94,8 @@ async function withDataDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-function ensureBuilt(): void {
+/** Builds dist/ when it is missing: the benchmarks run the built binary, as users do. */
+export function ensureBuilt(): void {
   if (existsSync(join(ROOT, 'dist', 'src', 'commands'))) return;
   process.stderr.write('dist/src/commands is missing: running npm run build first\n');
   // stdout goes to stderr too, so --json output stays one document.

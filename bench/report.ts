@@ -2,6 +2,8 @@
 export interface BenchOptions {
   /** Timed runs per measurement, after the warm-up runs. */
   runs: number;
+  /** Seconds each load-test measurement lasts (targets that drive a server). */
+  durationS?: number;
 }
 
 /** The timing figures of one measured command, in milliseconds. */
@@ -22,12 +24,18 @@ export interface Goal {
   ratio: number;
   maxRatio?: number;
   met?: boolean;
+  /** Shown instead of the ratio (a rate, a latency, a count). */
+  value?: string;
+  /** Shown instead of "≤ maxRatio x" when the target is not a maximum ratio. */
+  target?: string;
 }
 
 /** What one target measured. */
 export interface Report {
   title: string;
   measurements: Measurement[];
+  /** Figures of another shape than timed runs (load tests), printed instead of the measurements table. */
+  table?: { header: string[]; rows: string[][] };
   goals: Goal[];
 }
 
@@ -60,8 +68,8 @@ export function goal(name: string, ratio: number, maxRatio?: number): Goal {
 
 /** The report as aligned plain-text lines. */
 export function formatReport(report: Report): string {
-  const header = ['name', 'runs', 'median ms', 'p90 ms', 'min ms', 'max ms', 'ratio'];
-  const rows = report.measurements.map((m) => [
+  const header = report.table?.header ?? ['name', 'runs', 'median ms', 'p90 ms', 'min ms', 'max ms', 'ratio'];
+  const rows = report.table?.rows ?? report.measurements.map((m) => [
     m.name,
     String(m.runs),
     ...[m.medianMs, m.p90Ms, m.minMs, m.maxMs].map((ms) => ms.toFixed(1)),
@@ -70,9 +78,11 @@ export function formatReport(report: Report): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
   const goalWidth = Math.max(...report.goals.map((g) => g.name.length));
-  const goals = report.goals.map((g) => {
-    const verdict = g.maxRatio === undefined ? 'no target' : `${g.met ? 'met' : 'MISSED'} (target ≤ ${g.maxRatio}x)`;
-    return `  ${g.name.padEnd(goalWidth)}  ${`${g.ratio.toFixed(1)}x`.padStart(6)}  ${verdict}`;
+  const values = report.goals.map((g) => g.value ?? `${g.ratio.toFixed(1)}x`);
+  const valueWidth = Math.max(6, ...values.map((v) => v.length));
+  const goals = report.goals.map((g, i) => {
+    const verdict = g.met === undefined ? 'no target' : `${g.met ? 'met' : 'MISSED'} (target ${g.target ?? `≤ ${g.maxRatio}x`})`;
+    return `  ${g.name.padEnd(goalWidth)}  ${values[i]!.padStart(valueWidth)}  ${verdict}`;
   });
   return [report.title, line(header), ...rows.map(line), '', 'targets', ...goals].join('\n');
 }

@@ -4,19 +4,21 @@ import { formatReport, type Report, type Target } from './report.js';
 // Each target is its own module, loaded only when it runs.
 const targets: Record<string, () => Promise<{ run: Target }>> = {
   cli: () => import('./cli.js'),
+  api: () => import('./api.js'),
 };
 
-const usage = `usage: npm run bench -- [target] [--runs N] [--json]
-  target   one of: ${Object.keys(targets).join(', ')} (default: all)
-  --runs   timed runs per measurement (default 15)
-  --json   print the figures as one JSON document`;
+const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--json]
+  target      one of: ${Object.keys(targets).join(', ')} (default: all)
+  --runs      timed runs per measurement of the cli target (default 15)
+  --duration  seconds of load per measurement of the api target (default 10)
+  --json      print the figures as one JSON document`;
 
 async function main(): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
       allowPositionals: true,
-      options: { runs: { type: 'string', default: '15' }, json: { type: 'boolean', default: false } },
+      options: { runs: { type: 'string', default: '15' }, duration: { type: 'string', default: '10' }, json: { type: 'boolean', default: false } },
     });
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${usage}\n`);
@@ -24,10 +26,15 @@ async function main(): Promise<number> {
   }
   const { values, positionals } = parsed;
   const runs = Number(values.runs);
+  const durationS = Number(values.duration);
   const names = positionals.length ? positionals : Object.keys(targets);
   const unknown = names.filter((n) => !(n in targets));
-  if (unknown.length || !Number.isInteger(runs) || runs < 1) {
-    const problem = unknown.length ? `unknown target: ${unknown.join(', ')}` : `--runs must be a positive integer, got ${values.runs}`;
+  if (unknown.length || !Number.isInteger(runs) || runs < 1 || !Number.isInteger(durationS) || durationS < 1) {
+    const problem = unknown.length
+      ? `unknown target: ${unknown.join(', ')}`
+      : !Number.isInteger(runs) || runs < 1
+        ? `--runs must be a positive integer, got ${values.runs}`
+        : `--duration must be a positive integer, got ${values.duration}`;
     process.stderr.write(`${problem}\n${usage}\n`);
     return 2;
   }
@@ -35,7 +42,7 @@ async function main(): Promise<number> {
   const reports: Record<string, Report> = {};
   for (const name of names) {
     const { run } = await targets[name]!();
-    reports[name] = await run({ runs });
+    reports[name] = await run({ runs, durationS });
     if (!values.json) process.stdout.write(`${formatReport(reports[name])}\n\n`);
   }
   if (values.json) process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);

@@ -29,6 +29,19 @@ if (major !== REQUIRED_MAJOR) {
   process.exit(1);
 }
 
+// `svc serve` is long-running: V8 would grow its heap toward the machine's memory (well past 250 MiB
+// RSS under load, mostly young garbage). It runs with a bounded young generation and old space
+// instead, restarted in place (same pid, so signals and supervisors are unaffected). Values already
+// given in NODE_OPTIONS or on the node command line win.
+const SERVE_V8_FLAGS = ['--max-semi-space-size=16', '--max-old-space-size=160'];
+if (process.argv[2] === 'serve' && typeof process.execve === 'function') {
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  const missing = SERVE_V8_FLAGS.filter((flag) => !given.some((g) => g.startsWith(flag.split('=')[0])));
+  if (missing.length > 0) {
+    process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
+  }
+}
+
 // Cache compiled code between runs (in the OS temp folder): svc starts far faster the second time.
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();

@@ -30,7 +30,9 @@ function maskDeep(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return maskEmail(value);
   if (depth > 4 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((v) => maskDeep(v, depth + 1));
-  if (value instanceof Error) return value;
+  // Serialised here rather than by pino's err serializer (which runs after this), so that an email in an
+  // error's message or stack (a unique-violation detail, say) is masked too.
+  if (value instanceof Error) return maskDeep(pino.stdSerializers.err(value), depth);
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) out[k] = maskDeep(v, depth + 1);
   return out;
@@ -52,6 +54,8 @@ export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream
       base: { service: 'svc', pid: process.pid, ...bindings },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: SECRET_PATHS, censor: '[redacted]' },
+      // maskDeep has already turned errors into masked plain objects; re-serialising one would lose its type.
+      serializers: { err: (err: unknown) => (err instanceof Error ? pino.stdSerializers.err(err) : err) },
       formatters: { level: (label) => ({ level: label }), log: (obj) => maskDeep(obj) as Record<string, unknown> },
       hooks: {
         logMethod(args, method) {

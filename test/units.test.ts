@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { newId, isId, ulid } from '../src/domain/shared/ids.js';
-import { decodeCursor, encodeCursor } from '../src/domain/shared/pagination.js';
+import { CursorCodec } from '../src/domain/shared/pagination.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { maskEmail } from '../src/logger.js';
 import { exitCodeFor } from '../src/cli/exit-codes.js';
@@ -16,12 +16,17 @@ test('ids carry their kind, read unambiguously and sort by creation time', () =>
   assert.doesNotMatch(ids.join(''), /[ILOU]/);
 });
 
-test('a cursor round-trips, and anything tampered with is invalid input', () => {
+test('a cursor round-trips, and anything tampered with, truncated or signed with another key is invalid input', () => {
+  const codec = new CursorCodec(Buffer.from('k'.repeat(32)));
   const key = { createdAt: new Date('2026-11-20T10:30:00.000Z'), id: newId('usr') };
-  assert.deepEqual(decodeCursor(encodeCursor(key)), key);
-  const forged = Buffer.from(JSON.stringify(['2026-11-20T10:30:00.000Z', "usr_x' or 1=1 --"])).toString('base64url');
-  for (const bad of ['', 'not a cursor!', encodeCursor(key).slice(3), forged, Buffer.from('{"a":1}').toString('base64url')]) {
-    assert.throws(() => decodeCursor(bad), (err: unknown) => err instanceof DomainError && err.code === 'invalid', bad);
+  const cursor = codec.encode(key);
+  assert.deepEqual(codec.decode(cursor), key);
+  const [payload, mac] = cursor.split('.') as [string, string];
+  // A well-formed cursor for another position, with the original signature: refused.
+  const moved = Buffer.from(JSON.stringify(['2020-01-01T00:00:00.000Z', key.id])).toString('base64url');
+  const other = new CursorCodec(Buffer.from('x'.repeat(32))).encode(key);
+  for (const bad of ['', 'not a cursor!', payload, `${payload}.`, cursor.slice(3), `${moved}.${mac}`, other, `${payload}.${mac.slice(0, -1)}${mac.endsWith('A') ? 'B' : 'A'}`]) {
+    assert.throws(() => codec.decode(bad, 'after'), (err: unknown) => err instanceof DomainError && err.code === 'invalid' && err.details.field === 'after', bad);
   }
 });
 

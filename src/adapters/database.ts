@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import { entities } from '../domain/entities.js';
 import { DomainError } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
+import { readShare, type ShareInfo } from './embedded-share.js';
 import { MIGRATIONS_DIR } from '../paths.js';
 import { migrations } from '../../migrations/index.js';
 
@@ -21,7 +22,17 @@ export interface Database {
   kind: 'postgresql' | 'embedded';
   /** Where the data lives, for messages: a masked URL or a folder. */
   location: string;
+  /** Embedded mode through a serving process's socket: that process and its socket. */
+  via?: { pid: number; socket: string };
   close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /**
+   * Refuse to use an embedded database that another process serves (svc serve itself), instead of
+   * connecting through its socket.
+   */
+  exclusive?: boolean;
 }
 
 function baseOptions(config: Config, logger: Logger): Partial<Options> {
@@ -55,7 +66,7 @@ function baseOptions(config: Config, logger: Logger): Partial<Options> {
  * Opens the system of record: PostgreSQL when DATABASE_URL is set, otherwise the embedded PGlite
  * database in SVC_DATA_DIR (created on first use and announced once on stderr).
  */
-export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
+export async function openDatabase(config: Config, logger: Logger, options: OpenOptions = {}): Promise<Database> {
   if (config.DATABASE_URL) {
     const { MikroORM } = await import('@mikro-orm/postgresql');
     const orm = await MikroORM.init({
@@ -77,7 +88,23 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
   const dataDir = config.dataDir;
   const firstUse = !existsSync(join(dataDir, 'pgdata'));
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const lock: DirLock = acquireDirLock(join(dataDir, 'pglite.lock'));
+  let lock: DirLock;
+  try {
+    lock = acquireDirLock(join(dataDir, 'pglite.lock'));
+  } catch (err) {
+    // Held by a live process: when that is svc serve, it publishes a socket to reach the database through.
+    const pid = err instanceof DomainError ? err.details.pid : undefined;
+    const share = typeof pid === 'number' ? readShare(dataDir, pid) : undefined;
+    if (!share) throw err;
+    if (options.exclusive) {
+      throw new DomainError(
+        'unavailable',
+        `the embedded database in ${dataDir} is served by svc serve (pid ${pid}${share.url ? `, ${share.url}` : ''}); stop it first, or use another SVC_DATA_DIR`,
+        { pid },
+      );
+    }
+    return openThroughServe(config, logger, share);
+  }
   try {
     const { MikroORM } = await import('@mikro-orm/pglite');
     const orm = await MikroORM.init({
@@ -108,6 +135,39 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
     lock.release();
     throw err;
   }
+}
+
+/**
+ * The embedded database of a running `svc serve`, through its unix socket: the PostgreSQL driver with
+ * one connection (the server serialises its clients on PGlite's one session anyway).
+ */
+async function openThroughServe(config: Config, logger: Logger, share: ShareInfo): Promise<Database> {
+  const { MikroORM } = await import('@mikro-orm/postgresql');
+  const socket = join(share.socketDir, `.s.PGSQL.${share.port}`);
+  const orm = await MikroORM.init({
+    ...baseOptions(config, logger),
+    // pg reaches a unix socket as host=<folder>, port naming the file .s.PGSQL.<port>.
+    host: share.socketDir,
+    port: share.port,
+    user: 'postgres',
+    dbName: 'postgres',
+    pool: { min: 0, max: 1, idleTimeoutMillis: 1_000 },
+    // No statement_timeout or application_name: startup parameters would change the one session
+    // every client (and the API) shares.
+    driverOptions: { connectionTimeoutMillis: 5_000 },
+    connect: false,
+  } as Options);
+  logger.info(
+    { database: 'embedded', dataDir: config.dataDir, servedBy: share.pid, socket },
+    `the embedded database in ${config.dataDir} is served by svc serve (pid ${share.pid}); using it through ${socket}`,
+  );
+  return {
+    orm,
+    kind: 'embedded',
+    location: `${config.dataDir} (through svc serve, pid ${share.pid})`,
+    via: { pid: share.pid, socket },
+    close: () => orm.close(true),
+  };
 }
 
 function maskedDatabaseUrl(url: string): string {

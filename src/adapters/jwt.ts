@@ -102,9 +102,13 @@ export async function loadSigningKeys(config: Config, logger: Logger): Promise<S
   return importKeySet(JSON.parse(readFileSync(file, 'utf8')), file);
 }
 
+// Access tokens whose verification is remembered (see AccessTokens.verify); about 0.5 KiB each.
+const VERIFIED_CACHE_SIZE = 10_000;
+
 /** Signs and verifies access tokens with a key set: the first key signs, every key verifies (rotation). */
 export class AccessTokens {
   private readonly byKid: Map<string, SigningKey>;
+  private readonly verified = new Map<string, VerifiedAccess>();
 
   constructor(
     private readonly keys: SigningKey[],
@@ -136,6 +140,21 @@ export class AccessTokens {
    * fails), signature, issuer, audience and expiry. Any failure is `unauthorized` with the reason.
    */
   async verify(token: string): Promise<VerifiedAccess> {
+    // Checking a signature costs as much CPU as the rest of a typical request, and a client sends the
+    // same token with every request until it expires: a token verified once is remembered, by its
+    // exact text, until its exp (the keys cannot change while the process runs).
+    const known = this.verified.get(token);
+    if (known) {
+      if (known.exp > Date.now() / 1000) return { ...known };
+      this.verified.delete(token);
+    }
+    const claims = await this.verifySignature(token);
+    if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, claims);
+    return { ...claims };
+  }
+
+  private async verifySignature(token: string): Promise<VerifiedAccess> {
     let header: ReturnType<typeof decodeProtectedHeader>;
     try {
       header = decodeProtectedHeader(token);

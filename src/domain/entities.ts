@@ -4,6 +4,7 @@ import { OrderSchema, OrderItemSchema } from './orders/order.entity.js';
 import { AuditEntrySchema } from './audit/audit.entity.js';
 import { ApiKeySchema, RefreshTokenSchema } from './auth/auth.entities.js';
 import { IdempotencyRecordSchema } from './idempotency/idempotency.entity.js';
+import { AppSecretSchema } from './shared/app-secret.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -15,4 +16,5 @@ export const entities = [
   RefreshTokenSchema,
   ApiKeySchema,
   IdempotencyRecordSchema,
+  AppSecretSchema,
 ];

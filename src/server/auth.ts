@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import { DomainError } from '../domain/shared/errors.js';
-import { can, type Permission, type Principal } from '../domain/auth/principal.js';
+import { actorOf, can, type Permission, type Principal } from '../domain/auth/principal.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -30,6 +30,8 @@ export function authorize(rule: AccessRule): preHandlerAsyncHookHandler {
     const app = request.server.svc;
     const principal = await app.authenticator.authenticate(request.ctx.em, request.headers.authorization);
     request.principal = principal;
+    // Route-level hooks run after the global preHandler that would otherwise set the actor.
+    request.ctx.actor = actorOf(principal);
     if (rule.adminOnly && principal.role !== 'admin') throw new DomainError('forbidden', 'this route is for admins only');
     if (!can(principal, rule.permission)) throw new DomainError('forbidden', `the ${principal.role} role may not ${rule.permission} here`);
   };

@@ -3,7 +3,9 @@ import type { Config } from '../config.js';
 import { createApp, type App } from '../app.js';
 import { AccessTokens, loadSigningKeys } from '../adapters/jwt.js';
 import { DomainError } from '../domain/shared/errors.js';
+import { shareEmbeddedDatabase, type EmbeddedShare } from '../adapters/embedded-share.js';
 import { buildServer } from './server.js';
+import { trackConnections } from './drain.js';
 
 export interface RunningServer {
   app: App;
@@ -24,7 +26,8 @@ export interface RunningServer {
  * refuses to start while migrations are pending unless `migrate` is set.
  */
 export async function startServer(config: Config, options: { migrate?: boolean } = {}): Promise<RunningServer> {
-  const app = await createApp(config);
+  const app = await createApp(config, { exclusiveDatabase: true });
+  let share: EmbeddedShare | undefined;
   try {
     const pending = await app.migrations.status().then((s) => s.pending.map((m) => m.name));
     let migrated: string[] = [];
@@ -45,11 +48,14 @@ export async function startServer(config: Config, options: { migrate?: boolean }
       ttlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
     });
     const server = await buildServer(app, { tokens });
+    const connections = trackConnections(server.server);
     await server.listen({ port: config.PORT, host: config.HOST });
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
     const url = `http://${host}:${port}`;
+    // The embedded database lives in this process: other svc commands reach it through a socket.
+    if (app.db.kind === 'embedded') share = await shareEmbeddedDatabase(app.db.orm, config.dataDir, app.logger, { url });
     app.logger.info({ url, database: app.db.kind, location: app.db.location }, `listening on ${url}`);
     return {
       app,
@@ -57,23 +63,24 @@ export async function startServer(config: Config, options: { migrate?: boolean }
       url,
       migrated,
       async stop() {
-        let drained = true;
-        const timer = setTimeout(() => {
-          drained = false;
-          app.logger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'in-flight requests did not finish in time; closing their connections');
-          server.server.closeAllConnections();
-        }, config.SHUTDOWN_TIMEOUT_MS);
+        let drained = false;
         try {
-          // Stops accepting, lets in-flight requests finish, answers 503 to new ones on kept-alive sockets.
+          drained = await connections.drain(config.SHUTDOWN_TIMEOUT_MS);
+          if (!drained) app.logger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'in-flight requests did not finish in time; their connections were closed');
+          // The listener is already closed; this runs fastify's onClose hooks.
           await server.close();
         } finally {
-          clearTimeout(timer);
-          await app.close();
+          try {
+            await share?.close();
+          } finally {
+            await app.close();
+          }
         }
         return { drained };
       },
     };
   } catch (err) {
+    await share?.close();
     await app.close();
     throw err;
   }

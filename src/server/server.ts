@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import type { App } from '../app.js';
 import type { Ctx } from '../domain/shared/context.js';
 import { Authenticator } from '../domain/auth/authenticator.js';
+import { AuthService } from '../domain/auth/auth.service.js';
 import type { AccessTokens } from '../adapters/jwt.js';
 import { errorHandler, notFoundHandler, problemSchema } from './errors.js';
 import { healthRoutes } from './routes/health.js';
@@ -15,6 +16,8 @@ export interface ServerServices {
   app: App;
   tokens: AccessTokens;
   authenticator: Authenticator;
+  /** Registration, login and refresh-token sessions (needs the server's signing keys). */
+  auth: AuthService;
   /** Each dependency's state: 'ok' or what is wrong with it. */
   readiness(): Promise<Record<string, string>>;
 }
@@ -44,7 +47,8 @@ const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
 export async function buildServer(app: App, options: ServerOptions): Promise<FastifyInstance> {
   const server = Fastify({
     loggerInstance: app.logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // fastify's own request logs are off: the onResponse hook below writes one line per request.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? 64 * 1024,
     // Behind a load balancer: keep-alive longer than its idle timeout, and bounded request time.
     keepAliveTimeout: 65_000,
@@ -64,10 +68,12 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
   server.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
 
   const authenticator = new Authenticator(options.tokens);
+  const auth = new AuthService(app.users, options.tokens, { refreshTtlSeconds: app.config.REFRESH_TOKEN_TTL_SECONDS });
   server.decorate('svc', {
     app,
     tokens: options.tokens,
     authenticator,
+    auth,
     readiness: async () => ({ database: await databaseState(app) }),
   } satisfies ServerServices);
   server.decorateRequest('traceId', '');

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,4 +62,67 @@ export function tempDir(t: TestContext, prefix = 'svc-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+export interface ServeProcess {
+  child: ChildProcess;
+  /** http://127.0.0.1:<port> from the "listening on" line. */
+  url: string;
+  /** Everything printed so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when the process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves when stderr has a line matching pattern (already printed or still to come). */
+  waitForStderr(pattern: RegExp): Promise<void>;
+}
+
+/**
+ * Starts `svc serve ARGS` as a separate, long-running process and resolves once it prints
+ * "listening on http://…" on stdout; rejects with its output when it exits first. Killed (SIGKILL)
+ * when the test ends if it is still running.
+ */
+export function svcServe(t: TestContext, args: string[] = [], options: CliOptions = {}): Promise<ServeProcess> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, LOG_LEVEL: 'warn', ...options.env })) {
+    if (v !== undefined) env[k] = v;
+  }
+  if (!options.env || !('DATABASE_URL' in options.env)) delete env.DATABASE_URL;
+  const child = spawn(options.node ?? process.execPath, [BIN, 'serve', ...args], { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const watchers: { pattern: RegExp; resolve: () => void }[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+    for (const w of [...watchers]) {
+      if (w.pattern.test(stderr)) {
+        watchers.splice(watchers.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return new Promise((resolve, reject) => {
+    const onData = () => {
+      const m = /listening on (http:\/\/\S+)/.exec(stdout);
+      if (!m) return;
+      child.stdout!.off('data', onData);
+      resolve({
+        child,
+        url: m[1]!,
+        stdout: () => stdout,
+        stderr: () => stderr,
+        exited,
+        waitForStderr: (pattern) =>
+          pattern.test(stderr) ? Promise.resolve() : new Promise<void>((resolveWait) => watchers.push({ pattern, resolve: resolveWait })),
+      });
+    };
+    child.stdout!.on('data', onData);
+    child.on('error', reject);
+    void exited.then(({ code, signal }) => reject(new Error(`svc serve exited (${code ?? signal}) before listening:\n${stdout}\n${stderr}`)));
+  });
 }

@@ -13,6 +13,8 @@ export interface AccessTokenVerifier {
 // `svc_<key id>_<secret>`: the id finds the row, the secret is compared with its stored hash.
 const API_KEY = /^svc_(key_[0-9A-HJKMNP-TV-Z]{26})_([A-Za-z0-9_-]{43})$/;
 
+const LAST_USED_PRECISION_MS = 60_000;
+
 export const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
 const unauthorized = (reason: string) => new DomainError('unauthorized', reason);
@@ -42,6 +44,16 @@ export class Authenticator {
     if (key.revokedAt) throw unauthorized('the API key has been revoked');
     const user = key.user.getEntity();
     if (user.status !== 'active') throw unauthorized("the API key's user is disabled");
+    await this.touch(em, key);
     return { kind: 'api_key', userId: user.id, role: user.role, keyId: key.id };
+  }
+
+  // last_used_at is for operators deciding which keys are dead, so minute precision is plenty:
+  // writing it at most once a minute keeps a busy key from turning every read into a write.
+  private async touch(em: SqlEntityManager, key: ApiKey): Promise<void> {
+    const now = new Date();
+    if (key.lastUsedAt && now.getTime() - key.lastUsedAt.getTime() < LAST_USED_PRECISION_MS) return;
+    const stale = new Date(now.getTime() - LAST_USED_PRECISION_MS);
+    await em.nativeUpdate(ApiKey, { id: key.id, $or: [{ lastUsedAt: null }, { lastUsedAt: { $lt: stale } }] }, { lastUsedAt: now });
   }
 }

@@ -1,4 +1,5 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
+import type { CursorCodec } from './pagination.js';
 
 /** Who is acting and where: passed first to every service method. */
 export interface Ctx {
@@ -8,4 +9,6 @@ export interface Ctx {
   traceId: string;
   /** An EntityManager forked for this request, message or command. */
   em: SqlEntityManager;
+  /** The deployment's cursor codec (its key is read from the database once per process). */
+  cursors(): Promise<CursorCodec>;
 }

@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { invalid } from './errors.js';
 
 /** The brief's page shape: `{"data": [...], "pagination": {"cursor": "...", "hasMore": true}}`. */
@@ -13,25 +14,42 @@ export interface Keyset {
 
 export const MAX_PAGE_SIZE = 100;
 
-/** An opaque cursor: base64url of the last row's (createdAt, id). */
-export function encodeCursor(key: Keyset): string {
-  return Buffer.from(JSON.stringify([key.createdAt.toISOString(), key.id])).toString('base64url');
-}
+/**
+ * Opaque, signed cursors: base64url of the last row's (createdAt, id), then an HMAC of it, so a cursor
+ * that was edited, truncated or made up is refused rather than silently moving the page.
+ */
+export class CursorCodec {
+  constructor(private readonly key: Buffer) {}
 
-/** Reads a cursor made by encodeCursor; anything else (tampered, truncated) is invalid input. */
-export function decodeCursor(cursor: string, field = 'cursor'): Keyset {
-  const bad = () => invalid('the cursor is not one this service issued; start again without it', { field });
-  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw bad();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
+  /** The cursor that continues after this row. */
+  encode(row: Keyset): string {
+    const payload = Buffer.from(JSON.stringify([row.createdAt.toISOString(), row.id])).toString('base64url');
+    return `${payload}.${this.mac(payload)}`;
   }
-  if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') throw bad();
-  const createdAt = new Date(parsed[0]);
-  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== parsed[0] || !/^[a-z]{3}_[0-9A-Z]{26}$/.test(parsed[1])) throw bad();
-  return { createdAt, id: parsed[1] };
+
+  /** Reads a cursor this service issued; anything else is invalid input naming `field`. */
+  decode(cursor: string, field = 'cursor'): Keyset {
+    const bad = () => invalid('the cursor is not one this service issued; start again without it', { field });
+    const m = /^([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{22})$/.exec(cursor);
+    if (!m) throw bad();
+    const [, payload, mac] = m as unknown as [string, string, string];
+    const expected = Buffer.from(this.mac(payload));
+    if (!timingSafeEqual(Buffer.from(mac), expected)) throw bad();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    } catch {
+      throw bad();
+    }
+    if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') throw bad();
+    const createdAt = new Date(parsed[0]);
+    if (Number.isNaN(createdAt.getTime()) || !/^[a-z]{3}_[0-9A-Z]{26}$/.test(parsed[1])) throw bad();
+    return { createdAt, id: parsed[1] };
+  }
+
+  private mac(payload: string): string {
+    return createHmac('sha256', this.key).update(payload).digest('base64url').slice(0, 22);
+  }
 }
 
 /**
@@ -43,9 +61,9 @@ export function afterCursor(key: Keyset) {
 }
 
 /** Cuts a fetched `limit + 1` rows into a page. */
-export function toPage<R extends Keyset, T>(rows: R[], limit: number, map: (row: R) => T): Page<T> {
+export function toPage<R extends Keyset, T>(rows: R[], limit: number, map: (row: R) => T, cursors: CursorCodec): Page<T> {
   const hasMore = rows.length > limit;
   const kept = hasMore ? rows.slice(0, limit) : rows;
   const last = kept.at(-1);
-  return { data: kept.map(map), pagination: { cursor: hasMore && last ? encodeCursor(last) : null, hasMore } };
+  return { data: kept.map(map), pagination: { cursor: hasMore && last ? cursors.encode(last) : null, hasMore } };
 }

@@ -2,9 +2,10 @@ import { LockMode, sql } from '@mikro-orm/core';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, invalid, notFound } from '../shared/errors.js';
-import { afterCursor, decodeCursor, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
+import { afterCursor, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
 import { audit } from '../audit/audit.js';
 import { hashPassword, passwordProblem } from './password.js';
+import { Order } from '../orders/order.entity.js';
 import { User, USER_ROLES, USER_STATUSES, type UserRole, type UserStatus } from './user.entity.js';
 
 /** A user as operators and clients see it: never the password hash. */
@@ -30,7 +31,18 @@ export interface ListUsersInput {
   status?: string;
   search?: string;
   limit?: number;
+  /** Cursor from `svc users list --after`; a bad one is reported as the field `after`. */
   after?: string;
+  /** Cursor from the API's `?cursor=`; a bad one is reported as the field `cursor`. */
+  cursor?: string;
+}
+
+export interface UpdateUserInput {
+  name?: string;
+  role?: string;
+  status?: string;
+  /** The user making the change (an admin through the API): they may not demote or disable themselves. */
+  actingUserId?: string;
 }
 
 export const toUserView = (u: User): UserView => ({
@@ -116,12 +128,14 @@ export class UsersService {
       const term = `%${input.search.trim().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push({ $or: [{ email: { $ilike: term } }, { name: { $ilike: term } }] });
     }
-    if (input.after !== undefined) where.push(afterCursor(decodeCursor(input.after, 'after')));
+    const cursors = await ctx.cursors();
+    if (input.after !== undefined) where.push(afterCursor(cursors.decode(input.after, 'after')));
+    if (input.cursor !== undefined) where.push(afterCursor(cursors.decode(input.cursor, 'cursor')));
     const rows = await ctx.em.find(User, where.length ? { $and: where } : {}, {
       orderBy: { createdAt: 'desc', id: 'desc' },
       limit: limit + 1,
     });
-    return toPage(rows, limit, toUserView);
+    return toPage(rows, limit, toUserView, cursors);
   }
 
   /** Changes a user's role; setting the role they already have changes nothing. */
@@ -150,6 +164,59 @@ export class UsersService {
         await em.flush();
       }
       return toUserView(user);
+    });
+  }
+
+  /** Changes a user's name, role and/or status in one audited transaction; unchanged fields write nothing. */
+  async update(ctx: Ctx, idOrEmail: string, input: UpdateUserInput): Promise<UserView> {
+    const name = input.name === undefined ? undefined : checkName(input.name);
+    const role = input.role === undefined ? undefined : checkRole(input.role);
+    const status = input.status === undefined ? undefined : checkStatus(input.status);
+    return ctx.em.transactional(async (em) => {
+      const user = await this.find(em, idOrEmail, true);
+      const self = input.actingUserId !== undefined && input.actingUserId === user.id;
+      if (self && role !== undefined && role !== user.role) {
+        throw conflict(`you cannot change your own role (${user.role}); ask another admin to do it`, { field: 'role' });
+      }
+      if (self && status === 'disabled' && user.status !== 'disabled') {
+        throw conflict('you cannot disable your own account; ask another admin to do it', { field: 'status' });
+      }
+      const uctx = { ...ctx, em };
+      if (name !== undefined && name !== user.name) {
+        audit(uctx, 'user.renamed', user.id, { from: user.name, to: name });
+        user.name = name;
+      }
+      if (role !== undefined && role !== user.role) {
+        audit(uctx, 'user.role-changed', user.id, { from: user.role, to: role });
+        user.role = role;
+      }
+      if (status !== undefined && status !== user.status) {
+        audit(uctx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
+        user.status = status;
+      }
+      await em.flush();
+      return toUserView(user);
+    });
+  }
+
+  /**
+   * Deletes a user who has never ordered (their refresh tokens and API keys go with them); a user
+   * with orders is a conflict: disable them instead, so the order history keeps its owner.
+   */
+  async delete(ctx: Ctx, idOrEmail: string, options: { actingUserId?: string } = {}): Promise<void> {
+    await ctx.em.transactional(async (em) => {
+      const user = await this.find(em, idOrEmail, true);
+      if (options.actingUserId === user.id) throw conflict('you cannot delete your own account; ask another admin to do it');
+      const orders = await em.count(Order, { user: user.id });
+      if (orders > 0) {
+        throw conflict(`user ${user.id} has ${orders} order(s) and cannot be deleted; disable the account instead (status "disabled")`, {
+          userId: user.id,
+          orders,
+        });
+      }
+      audit({ ...ctx, em }, 'user.deleted', user.id, { email: user.email, role: user.role });
+      em.remove(user);
+      await em.flush();
     });
   }
 

@@ -1,0 +1,192 @@
+import { LockMode } from '@mikro-orm/core';
+import type { SqlEntityManager } from '@mikro-orm/sql';
+import type { Ctx } from '../shared/context.js';
+import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
+import { afterCursor, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
+import { CURRENCY_PATTERN, toMinor } from '../shared/money.js';
+import { audit } from '../audit/audit.js';
+import type { Principal } from '../auth/principal.js';
+import { Product } from './product.entity.js';
+
+/** A product as clients see it; the price is integer minor units of `currency`. */
+export interface ProductView {
+  id: string;
+  sku: string;
+  name: string;
+  price: number;
+  currency: string;
+  stock: number;
+  active: boolean;
+}
+
+/** Who is asking: admins see inactive products too. */
+export type Viewer = Pick<Principal, 'userId' | 'role'>;
+
+/**
+ * A price as a client gives it: integer minor units with a currency (v2), or a decimal number of
+ * major units (v1) in the given currency, or in the product's own currency on update.
+ */
+export type PriceInput = { amount: number; currency: string } | { major: number; currency?: string };
+
+export interface CreateProductInput {
+  sku: string;
+  name: string;
+  price: PriceInput;
+  stock?: number;
+  active?: boolean;
+}
+
+export interface UpdateProductInput {
+  name?: string;
+  price?: PriceInput;
+  stock?: number;
+  active?: boolean;
+}
+
+export interface ListProductsInput {
+  viewer: Viewer;
+  active?: boolean;
+  limit?: number;
+  cursor?: string;
+}
+
+// Totals of 100 lines of 1,000 units stay below 2^53 (integers exact in JSON and JavaScript).
+export const MAX_PRICE = 10_000_000_000;
+export const MAX_STOCK = 1_000_000_000;
+export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
+const SKU = new RegExp(SKU_PATTERN);
+const CURRENCY = new RegExp(CURRENCY_PATTERN);
+
+export const toProductView = (p: Product): ProductView => ({
+  id: p.id,
+  sku: p.sku,
+  name: p.name,
+  price: p.price,
+  currency: p.currency,
+  stock: p.stock,
+  active: p.active,
+});
+
+function checkSku(raw: string): string {
+  if (!SKU.test(raw)) throw invalid(`"${raw}" is not a SKU: use 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit`, { field: 'sku' });
+  return raw;
+}
+
+function checkName(raw: string): string {
+  const name = raw.trim();
+  if (name.length < 1 || name.length > 200) throw invalid('the name must be 1 to 200 characters', { field: 'name' });
+  return name;
+}
+
+function checkCurrency(raw: string): string {
+  if (!CURRENCY.test(raw)) throw invalid(`"${raw}" is not an ISO 4217 currency code; use three capital letters such as USD`, { field: 'currency' });
+  return raw;
+}
+
+function checkStock(raw: number): number {
+  if (!Number.isInteger(raw) || raw < 0 || raw > MAX_STOCK) throw invalid(`the stock must be an integer from 0 to ${MAX_STOCK}`, { field: 'stock' });
+  return raw;
+}
+
+/** Resolves a price input to minor units, in `fixedCurrency` when the product already has one. */
+function resolvePrice(input: PriceInput, fixedCurrency?: string): { amount: number; currency: string } {
+  const currency = checkCurrency(input.currency ?? fixedCurrency ?? '');
+  if (fixedCurrency && currency !== fixedCurrency) {
+    throw new DomainError('unprocessable', `the product is priced in ${fixedCurrency}; its currency cannot change (create a new product for ${currency})`, { field: 'price' });
+  }
+  const amount = 'amount' in input ? input.amount : toMinor(input.major, currency);
+  if (amount === undefined) throw invalid(`the price has more decimals than ${currency} allows`, { field: 'price' });
+  if (!Number.isInteger(amount) || amount < 0 || amount > MAX_PRICE) {
+    throw invalid(`the price must be from 0 to ${MAX_PRICE} minor units of ${currency}`, { field: 'price' });
+  }
+  return { amount, currency };
+}
+
+/** The product catalog: everyone authenticated reads active products, admins manage them (audited). */
+export class ProductsService {
+  /** Lists products newest first, one cursor page at a time; only admins see (or filter by) inactive ones. */
+  async list(ctx: Ctx, input: ListProductsInput): Promise<Page<ProductView>> {
+    const limit = input.limit ?? 20;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) {
+      throw invalid(`the limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, { field: 'limit' });
+    }
+    const admin = input.viewer.role === 'admin';
+    if (!admin && input.active === false) throw new DomainError('forbidden', 'only admins may list inactive products; leave out active=false');
+    const where: Record<string, unknown>[] = [];
+    const active = admin ? input.active : true;
+    if (active !== undefined) where.push({ active });
+    const cursors = await ctx.cursors();
+    if (input.cursor !== undefined) where.push(afterCursor(cursors.decode(input.cursor)));
+    const rows = await ctx.em.find(Product, where.length ? { $and: where } : {}, {
+      orderBy: { createdAt: 'desc', id: 'desc' },
+      limit: limit + 1,
+    });
+    return toPage(rows, limit, toProductView, cursors);
+  }
+
+  /** One product by id; an inactive product is not found for anyone but admins. */
+  async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<ProductView> {
+    const product = await ctx.em.findOne(Product, { id: input.id });
+    if (!product || (!product.active && input.viewer.role !== 'admin')) throw notFound(`no product ${input.id}`, { product: input.id });
+    return toProductView(product);
+  }
+
+  /** Adds a product to the catalog; a taken SKU is a conflict naming it. */
+  async create(ctx: Ctx, input: CreateProductInput): Promise<ProductView> {
+    const sku = checkSku(input.sku);
+    const name = checkName(input.name);
+    const price = resolvePrice(input.price);
+    const stock = checkStock(input.stock ?? 0);
+    const active = input.active ?? true;
+    return ctx.em.transactional(async (em) => {
+      const taken = await em.findOne(Product, { sku }, { fields: ['id'] });
+      if (taken) throw conflict(`a product with SKU ${sku} already exists (${taken.id}); change that one or pick another SKU`, { field: 'sku', productId: taken.id });
+      const product = em.create(Product, { sku, name, price: price.amount, currency: price.currency, stock, active });
+      audit({ ...ctx, em }, 'product.created', product.id, { sku, name, price: price.amount, currency: price.currency, stock, active });
+      await em.flush();
+      return toProductView(product);
+    });
+  }
+
+  /** Changes a product's name, price, stock or active flag; a change to nothing is not recorded. */
+  async update(ctx: Ctx, id: string, input: UpdateProductInput): Promise<ProductView> {
+    return ctx.em.transactional(async (em) => {
+      const product = await this.lock(em, id);
+      const next = {
+        name: input.name === undefined ? product.name : checkName(input.name),
+        price: input.price === undefined ? product.price : resolvePrice(input.price, product.currency).amount,
+        stock: input.stock === undefined ? product.stock : checkStock(input.stock),
+        active: input.active ?? product.active,
+      };
+      const changes: Record<string, { from: unknown; to: unknown }> = {};
+      for (const key of ['name', 'price', 'stock', 'active'] as const) {
+        if (next[key] !== product[key]) changes[key] = { from: product[key], to: next[key] };
+      }
+      if (Object.keys(changes).length > 0) {
+        Object.assign(product, next);
+        audit({ ...ctx, em }, 'product.updated', product.id, { sku: product.sku, changes });
+        await em.flush();
+      }
+      return toProductView(product);
+    });
+  }
+
+  /** Takes a product off sale: it disappears for non-admins and cannot be ordered; existing orders keep it. */
+  async deactivate(ctx: Ctx, id: string): Promise<ProductView> {
+    return ctx.em.transactional(async (em) => {
+      const product = await this.lock(em, id);
+      if (product.active) {
+        product.active = false;
+        audit({ ...ctx, em }, 'product.deactivated', product.id, { sku: product.sku });
+        await em.flush();
+      }
+      return toProductView(product);
+    });
+  }
+
+  private async lock(em: SqlEntityManager, id: string): Promise<Product> {
+    const product = await em.findOne(Product, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+    if (!product) throw notFound(`no product ${id}`, { product: id });
+    return product;
+  }
+}

@@ -1,0 +1,348 @@
+import type { SqlEntityManager } from '@mikro-orm/sql';
+import type { Ctx } from '../shared/context.js';
+import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
+import { MAX_PAGE_SIZE, type Page } from '../shared/pagination.js';
+import { newId } from '../shared/ids.js';
+import { audit } from '../audit/audit.js';
+import type { Principal } from '../auth/principal.js';
+import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
+import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
+
+/** One line of an order: what was bought, at the price charged then (minor units). */
+export interface OrderItemView {
+  productId: string;
+  sku: string;
+  name: string;
+  unitPrice: number;
+  quantity: number;
+}
+
+/** An order as clients see it; money is integer minor units of `currency`. */
+export interface OrderView {
+  id: string;
+  userId: string;
+  status: OrderStatus;
+  currency: string;
+  total: number;
+  items: OrderItemView[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Who is asking: users see their own orders, admins see all. */
+export type Viewer = Pick<Principal, 'userId' | 'role'>;
+
+export interface CreateOrderInput {
+  /** Whose order it is. */
+  userId: string;
+  items: { sku: string; quantity: number }[];
+  /** The Idempotency-Key and who sent it (the API key or user), when the client gave one. */
+  idempotency?: { key: string; principal: string };
+}
+
+/** The outcome of create: the order and the status to answer with; `replayed` when it is the first response to a repeated key. */
+export interface CreatedOrder {
+  statusCode: number;
+  order: OrderView;
+  replayed: boolean;
+}
+
+export interface ListOrdersInput {
+  viewer: Viewer;
+  status?: string;
+  userId?: string;
+  /** Orders created at or after this instant. */
+  createdFrom?: Date;
+  /** Orders created before this instant. */
+  createdTo?: Date;
+  limit?: number;
+  cursor?: string;
+}
+
+export const MAX_ORDER_LINES = 100;
+export const MAX_QUANTITY = 1000;
+
+interface OrderRow {
+  id: string;
+  user_id: string;
+  status: OrderStatus;
+  currency: string;
+  total: number | string;
+  created_at: Date | string;
+  updated_at: Date | string;
+  items: { productId: string; sku: string; name: string; unitPrice: number | string; quantity: number }[] | string | null;
+}
+
+interface LockedProduct {
+  id: string;
+  sku: string;
+  name: string;
+  price: number | string;
+  currency: string;
+  active: boolean;
+  stock: number;
+}
+
+// Items aggregated in the same query as their order: one round trip for an order with its lines.
+const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.created_at, o.updated_at,
+  (select json_agg(json_build_object('productId', i.product_id, 'sku', i.sku, 'name', i.name, 'unitPrice', i.unit_price, 'quantity', i.quantity) order by i.id)
+     from order_items i where i.order_id = o.id) as items`;
+
+/** Merges repeated SKUs into one line (quantities added), keeping the order in which they first appear. */
+function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
+  if (!Array.isArray(items) || items.length < 1 || items.length > MAX_ORDER_LINES) {
+    throw invalid(`an order has 1 to ${MAX_ORDER_LINES} items`, { field: 'items' });
+  }
+  const lines = new Map<string, number>();
+  items.forEach((item, i) => {
+    if (typeof item.sku !== 'string' || item.sku.length < 1 || item.sku.length > 64) throw invalid(`items[${i}].sku must be 1 to 64 characters`, { field: `items[${i}].sku` });
+    if (!Number.isInteger(item.quantity) || item.quantity < 1 || item.quantity > MAX_QUANTITY) {
+      throw invalid(`items[${i}].quantity must be an integer from 1 to ${MAX_QUANTITY}`, { field: `items[${i}].quantity` });
+    }
+    lines.set(item.sku, (lines.get(item.sku) ?? 0) + item.quantity);
+  });
+  return lines;
+}
+
+const values = (rows: unknown[][]) => ({
+  sql: rows.map((r) => `(${r.map(() => '?').join(', ')})`).join(', '),
+  params: rows.flat(),
+});
+
+/** Orders: creation that reserves stock atomically (idempotent with a key), reads scoped to their owner, cancellation. */
+export class OrdersService {
+  /**
+   * Places an order at the catalog's prices and reserves its stock, all or nothing: a short SKU is a
+   * conflict naming it, an unknown or inactive one is unprocessable. With an idempotency key, a repeat
+   * of the same request returns the order the first one created instead of ordering again.
+   */
+  async create(ctx: Ctx, input: CreateOrderInput): Promise<CreatedOrder> {
+    const lines = mergeItems(input.items);
+    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.em, newId('ord'), input.userId, lines))!, replayed: false };
+    const idem = {
+      principal: input.idempotency.principal,
+      key: checkIdempotencyKey(input.idempotency.key),
+      requestHash: requestHash('POST /orders', input.items.map(({ sku, quantity }) => [sku, quantity])),
+    };
+    // The key is claimed by the order's own statement, before it locks anything: a concurrent repeat
+    // waits for that statement and then finds the key taken. A claim can outlive a failed attempt
+    // (released right after, or by the next repeat), so a repeat that finds a claim without its
+    // order clears it and tries again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const orderId = newId('ord');
+      const response = { statusCode: 201, body: { orderId } };
+      let placed: OrderView | undefined;
+      try {
+        placed = await this.place(ctx.em, orderId, input.userId, lines, claimStatement(idem, response));
+      } catch (err) {
+        if (err instanceof DomainError) await release(ctx.em, idem, response);
+        throw err;
+      }
+      if (placed) return { statusCode: 201, order: placed, replayed: false };
+      const first = await replay(ctx.em, idem);
+      const firstId = (first.body as { orderId: string }).orderId;
+      const order = await this.find(ctx.em, { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
+        if (err instanceof DomainError && err.code === 'not_found') return undefined;
+        throw err;
+      });
+      if (order) return { statusCode: first.statusCode, order: this.view(ctx.em, order), replayed: true };
+      await release(ctx.em, idem, first);
+    }
+    throw new DomainError('retryable', `the Idempotency-Key ${idem.key} is contended by concurrent attempts; send it again`);
+  }
+
+  /** Lists orders newest first, one cursor page at a time: a user's own, or (for admins) anyone's with filters. */
+  async list(ctx: Ctx, input: ListOrdersInput): Promise<Page<OrderView>> {
+    const limit = input.limit ?? 20;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) {
+      throw invalid(`the limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, { field: 'limit' });
+    }
+    const admin = input.viewer.role === 'admin';
+    if (!admin && input.userId !== undefined && input.userId !== input.viewer.userId) {
+      throw new DomainError('forbidden', "only admins may list other users' orders; leave out userId to list your own", { field: 'userId' });
+    }
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const userId = admin ? input.userId : input.viewer.userId;
+    const add = (condition: string, ...values: unknown[]) => {
+      where.push(condition);
+      params.push(...values);
+    };
+    if (userId !== undefined) add('o.user_id = ?', userId);
+    if (input.status !== undefined) {
+      if (!(ORDER_STATUSES as readonly string[]).includes(input.status)) {
+        throw invalid(`"${input.status}" is not an order status; expected one of ${ORDER_STATUSES.join(', ')}`, { field: 'status' });
+      }
+      add('o.status = ?', input.status);
+    }
+    if (input.createdFrom) add('o.created_at >= ?', input.createdFrom);
+    if (input.createdTo) add('o.created_at < ?', input.createdTo);
+    const cursors = await ctx.cursors();
+    if (input.cursor !== undefined) {
+      const key = cursors.decode(input.cursor);
+      add('(o.created_at, o.id) < (?, ?)', key.createdAt, key.id);
+    }
+    const rows = await ctx.em.execute<OrderRow[]>(
+      `select ${ORDER_COLUMNS} from orders o ${where.length ? `where ${where.join(' and ')}` : ''}
+       order by o.created_at desc, o.id desc limit ${limit + 1}`,
+      params,
+    );
+    const hasMore = rows.length > limit;
+    const data = rows.slice(0, limit).map((row) => this.view(ctx.em, row));
+    const last = data.at(-1);
+    return { data, pagination: { cursor: hasMore && last ? cursors.encode({ createdAt: new Date(last.createdAt), id: last.id }) : null, hasMore } };
+  }
+
+  /** One order with its items; another user's order is not found (its existence is not revealed). */
+  async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
+    return this.view(ctx.em, await this.find(ctx.em, input.viewer, input.id));
+  }
+
+  /** Cancels a pending order and puts its stock back, in one transaction; any other status is a conflict. */
+  async cancel(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
+    return ctx.em.transactional(async (em) => {
+      const order = await this.find(em, input.viewer, input.id, true);
+      if (order.status !== 'pending') {
+        throw conflict(`order ${order.id} is ${order.status}; only a pending order can be cancelled`, { status: order.status });
+      }
+      // Product rows are locked in SKU order, as order creation locks them, so the two never deadlock.
+      await em.execute(
+        `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = ? group by product_id),
+         locked as materialized (select p.id from products p where p.id in (select product_id from back) order by p.sku for update)
+         update products p set stock = p.stock + back.qty, updated_at = ?
+         from locked join back on back.product_id = locked.id where p.id = locked.id`,
+        [order.id, new Date()],
+      );
+      const [updated] = await em.execute<OrderRow[]>(
+        `update orders o set status = 'cancelled', updated_at = ? where o.id = ? returning ${ORDER_COLUMNS}`,
+        [new Date(), order.id],
+      );
+      if (input.viewer.role === 'admin') audit({ ...ctx, em }, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
+      return this.view(em, updated!);
+    });
+  }
+
+  /**
+   * Places the order in ONE statement (one round trip): lock the products in SKU order, check that
+   * every line can be served (all SKUs exist and are active, share one currency, have the stock), and
+   * only then take the stock and insert the order and its items at the locked prices. Locking in a
+   * fixed order makes concurrent orders wait for each other instead of deadlocking; once it holds a
+   * row's lock the statement sees its latest committed stock, so orders never oversell. When a line
+   * cannot be served nothing is written and the locked rows say why.
+   *
+   * With `claim` (an idempotency key's claim), the statement runs it before locking anything and does
+   * nothing else when the key is taken: then it answers undefined. When a line cannot be served the
+   * claim is committed alone, and the caller releases it.
+   */
+  private async place(
+    em: SqlEntityManager,
+    orderId: string,
+    userId: string,
+    lines: Map<string, number>,
+    claim?: { sql: string; params: unknown[] },
+  ): Promise<OrderView | undefined> {
+    const skus = [...lines.keys()];
+    const req = values([...lines].map(([sku, qty]) => [sku, qty, newId('itm')]));
+    const now = new Date();
+    const [result] = await em.execute<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }[]>(
+      `with req (sku, qty, item_id) as (select column1::varchar, column2::int, column3::varchar from (values ${req.sql}) v),
+       claim as (${claim?.sql ?? 'select 1 as claimed'}),
+       locked as materialized (
+         -- the claim runs first (a one-time filter under the lock), so a taken key locks nothing
+         select p.id, p.sku, p.name, p.price, p.currency, p.active, p.stock from products p
+         where exists (select 1 from claim) and p.sku in (${skus.map(() => '?').join(', ')})
+         order by p.sku for update
+       ),
+       ok as (
+         select (select count(*) from locked) = ${skus.length}
+           and not exists (select 1 from locked l join req r on r.sku = l.sku where not l.active or l.stock < r.qty)
+           and (select count(distinct currency) from locked) = 1 as ok
+       ),
+       taken as (
+         update products p set stock = p.stock - r.qty, updated_at = ?
+         from locked l join req r on r.sku = l.sku
+         where p.id = l.id and (select ok from ok)
+       ),
+       placed as (
+         insert into orders (id, user_id, status, currency, total, refunded_amount, created_at, updated_at)
+         select ?, ?, 'pending', min(l.currency), sum(l.price * r.qty), 0, ?, ? from locked l join req r on r.sku = l.sku
+         having (select ok from ok)
+       ),
+       lines as (
+         insert into order_items (id, order_id, product_id, sku, name, unit_price, quantity)
+         select r.item_id, ?, l.id, l.sku, l.name, l.price, r.qty from locked l join req r on r.sku = l.sku
+         where (select ok from ok)
+       )
+       select exists (select 1 from claim) as claimed, (select ok from ok) as ok,
+              coalesce((select json_agg(l order by l.sku) from locked l), '[]'::json) as products`,
+      [...req.params, ...(claim?.params ?? []), ...skus, now, orderId, userId, now, now, orderId],
+    );
+    if (!result!.claimed) return undefined;
+    const products = typeof result!.products === 'string' ? (JSON.parse(result!.products) as LockedProduct[]) : result!.products;
+    if (result!.ok) {
+      const bySku = new Map(products.map((p) => [p.sku, p]));
+      const items = [...lines].map(([sku, quantity]) => {
+        const p = bySku.get(sku)!;
+        return { productId: p.id, sku, name: p.name, unitPrice: Number(p.price), quantity };
+      });
+      return {
+        id: orderId,
+        userId,
+        status: 'pending',
+        currency: products[0]!.currency,
+        total: items.reduce((sum, i) => sum + i.unitPrice * i.quantity, 0),
+        items,
+        createdAt: now.toISOString(),
+        updatedAt: now.toISOString(),
+      };
+    }
+
+    const found = new Map(products.map((p) => [p.sku, p]));
+    const missing = skus.filter((sku) => !found.get(sku)?.active);
+    if (missing.length > 0) {
+      throw new DomainError(
+        'unprocessable',
+        `no product on sale with SKU ${missing.join(', ')}; remove ${missing.length > 1 ? 'those items' : 'that item'} or check the SKU`,
+        { field: 'items', skus: missing },
+      );
+    }
+    const currencies = [...new Set(products.map((p) => p.currency))];
+    if (currencies.length > 1) {
+      throw new DomainError('unprocessable', `the items are priced in different currencies (${currencies.join(', ')}); place one order per currency`, {
+        field: 'items',
+        currencies,
+      });
+    }
+    const short = products.filter((p) => p.stock < lines.get(p.sku)!);
+    throw conflict(
+      `not enough stock: ${short.map((p) => `SKU ${p.sku} has ${p.stock} left, ${lines.get(p.sku)} requested`).join('; ')}; order fewer or try again later`,
+      { field: 'items', skus: short.map((p) => p.sku), available: Object.fromEntries(short.map((p) => [p.sku, p.stock])) },
+    );
+  }
+
+  private async find(em: SqlEntityManager, viewer: Viewer, id: string, forUpdate = false): Promise<OrderRow> {
+    const own = viewer.role !== 'admin';
+    const [row] = await em.execute<OrderRow[]>(
+      `select ${ORDER_COLUMNS} from orders o where o.id = ?${own ? ' and o.user_id = ?' : ''}${forUpdate ? ' for update of o' : ''}`,
+      own ? [id, viewer.userId] : [id],
+    );
+    if (!row) throw notFound(`no order ${id}`, { order: id });
+    return row;
+  }
+
+  private view(em: SqlEntityManager, row: OrderRow): OrderView {
+    const platform = em.getPlatform();
+    const date = (v: Date | string) => (v instanceof Date ? v : (platform.parseDate(v) as Date)).toISOString();
+    const items = typeof row.items === 'string' ? (JSON.parse(row.items) as Exclude<OrderRow['items'], string>) : row.items;
+    return {
+      id: row.id,
+      userId: row.user_id,
+      status: row.status,
+      currency: row.currency,
+      total: Number(row.total),
+      items: (items ?? []).map((i) => ({ productId: i.productId, sku: i.sku, name: i.name, unitPrice: Number(i.unitPrice), quantity: i.quantity })),
+      createdAt: date(row.created_at),
+      updatedAt: date(row.updated_at),
+    };
+  }
+}

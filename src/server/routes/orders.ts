@@ -1,0 +1,190 @@
+import type { FastifyPluginAsync, preValidationAsyncHookHandler } from 'fastify';
+import { ORDER_STATUSES } from '../../domain/orders/order.entity.js';
+import { MAX_ORDER_LINES, MAX_QUANTITY, type OrderView } from '../../domain/orders/orders.service.js';
+import { IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_TTL_HOURS } from '../../domain/idempotency/idempotency.js';
+import { actorOf } from '../../domain/auth/principal.js';
+import { CURRENCY_PATTERN } from '../../domain/shared/money.js';
+import { authorize, BEARER, principalOf, type AccessRule } from '../auth.js';
+import { errorResponses, pageQuery, pageSchema, type ApiVersion } from '../versions.js';
+
+// Authenticate before validation, as the users routes do: 403 before 400 for a role that may not write.
+const guard = (rule: AccessRule) => authorize(rule) as unknown as preValidationAsyncHookHandler;
+
+/** The brief's Order plus its currency; money (total, unit prices) per version. */
+export function orderSchema(version: ApiVersion) {
+  const item = {
+    type: 'object',
+    required: ['productId', 'sku', 'name', 'unitPrice', 'quantity'],
+    additionalProperties: false,
+    properties: {
+      productId: { type: 'string' },
+      sku: { type: 'string' },
+      name: { type: 'string', description: 'The product name when ordered' },
+      unitPrice: { ...version.moneySchema, description: 'The price charged per unit (the catalog price when ordered)' },
+      quantity: { type: 'integer' },
+    },
+  };
+  const properties = {
+    id: { type: 'string', description: 'ord_ followed by a ULID' },
+    userId: { type: 'string' },
+    items: { type: 'array', items: item },
+    total: { ...version.moneySchema, description: 'Sum of unit price × quantity over the items' },
+    currency: { type: 'string', pattern: CURRENCY_PATTERN, description: 'ISO 4217 code' },
+    status: { type: 'string', enum: [...ORDER_STATUSES] },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+  };
+  return { type: 'object', required: Object.keys(properties), additionalProperties: false, properties };
+}
+
+export const orderBody = (version: ApiVersion, o: OrderView) => ({
+  ...o,
+  total: version.money(o.total, o.currency),
+  items: o.items.map((i) => ({ ...i, unitPrice: version.money(i.unitPrice, o.currency) })),
+});
+
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', pattern: '^ord_[0-9A-HJKMNP-TV-Z]{26}$', description: 'Order id (ord_…)' } },
+} as const;
+
+interface IdParams {
+  id: string;
+}
+
+interface ListQuery {
+  status?: string;
+  userId?: string;
+  createdFrom?: string;
+  createdTo?: string;
+  limit: number;
+  cursor?: string;
+}
+
+/** Orders: place one (idempotent with a key), list and read your own (admins: all), cancel a pending one. */
+export const orderRoutes =
+  (version: ApiVersion): FastifyPluginAsync =>
+  async (server) => {
+    const order = orderSchema(version);
+    const orders = () => server.svc.app.orders;
+    const common = { tags: ['orders'], security: BEARER };
+
+    server.post<{ Body: { items: { sku: string; quantity: number }[] }; Headers: { 'idempotency-key'?: string } }>('/orders', {
+      schema: {
+        ...common,
+        summary: 'Place an order at catalog prices, reserving its stock',
+        description:
+          'Prices come from the catalog and the total is computed; the client sends only SKUs and quantities. Stock is reserved for ' +
+          'all items or none: a SKU without enough stock answers 409 naming it and how many are left; an unknown or inactive SKU, ' +
+          'or items in different currencies, answer 422. A SKU listed twice is one line with the quantities added. With an ' +
+          `Idempotency-Key, repeating the same request (same body, same credential) within ${IDEMPOTENCY_TTL_HOURS} hours returns the ` +
+          'first response (header Idempotent-Replayed: true) instead of ordering again; the same key with another body answers 422.',
+        headers: {
+          type: 'object',
+          properties: {
+            'idempotency-key': {
+              type: 'string',
+              pattern: IDEMPOTENCY_KEY_PATTERN,
+              description: `Makes retries safe: 1 to 255 visible ASCII characters (a UUID, say), remembered for ${IDEMPOTENCY_TTL_HOURS} hours`,
+            },
+          },
+        },
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items'],
+          properties: {
+            items: {
+              type: 'array',
+              minItems: 1,
+              maxItems: MAX_ORDER_LINES,
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['sku', 'quantity'],
+                properties: {
+                  sku: { type: 'string', minLength: 1, maxLength: 64 },
+                  quantity: { type: 'integer', minimum: 1, maximum: MAX_QUANTITY },
+                },
+              },
+            },
+          },
+        },
+        response: {
+          201: { ...order, description: 'The order (or, for a repeated Idempotency-Key, the first response to it)' },
+          ...errorResponses(400, 401, 403, 409, 413, 422, 503),
+        },
+      },
+      preValidation: guard({ permission: 'write' }),
+      handler: async (request, reply) => {
+        const principal = principalOf(request);
+        const key = request.headers['idempotency-key'];
+        const result = await orders().create(request.ctx, {
+          userId: principal.userId,
+          items: request.body.items,
+          ...(key === undefined ? {} : { idempotency: { key, principal: actorOf(principal) } }),
+        });
+        if (result.replayed) reply.header('idempotent-replayed', 'true');
+        return reply.code(result.statusCode).send(orderBody(version, result.order));
+      },
+    });
+
+    server.get<{ Querystring: ListQuery }>('/orders', {
+      schema: {
+        ...common,
+        summary: 'Orders, newest first, a cursor page at a time: your own, or (admin) anyone\'s',
+        description: 'Admins may filter by userId; a non-admin asking for another user\'s orders gets 403. createdFrom is inclusive, createdTo exclusive.',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            status: { type: 'string', enum: [...ORDER_STATUSES] },
+            userId: { type: 'string', pattern: '^usr_[0-9A-HJKMNP-TV-Z]{26}$', description: 'Admins only: orders of this user' },
+            createdFrom: { type: 'string', format: 'date-time', description: 'Orders created at or after this instant' },
+            createdTo: { type: 'string', format: 'date-time', description: 'Orders created before this instant' },
+            ...pageQuery,
+          },
+        },
+        response: { 200: pageSchema(order), ...errorResponses(400, 401, 403) },
+      },
+      preValidation: guard({ permission: 'read' }),
+      handler: async (request) => {
+        const { status, userId, createdFrom, createdTo, limit, cursor } = request.query;
+        const page = await orders().list(request.ctx, {
+          viewer: principalOf(request),
+          status,
+          userId,
+          createdFrom: createdFrom === undefined ? undefined : new Date(createdFrom),
+          createdTo: createdTo === undefined ? undefined : new Date(createdTo),
+          limit,
+          cursor,
+        });
+        return { data: page.data.map((o) => orderBody(version, o)), pagination: page.pagination };
+      },
+    });
+
+    server.get<{ Params: IdParams }>('/orders/:id', {
+      schema: {
+        ...common,
+        summary: 'One order with its items (another user\'s order answers 404)',
+        params: idParams,
+        response: { 200: order, ...errorResponses(400, 401, 404) },
+      },
+      preValidation: guard({ permission: 'read' }),
+      handler: async (request) => orderBody(version, await orders().get(request.ctx, { viewer: principalOf(request), id: request.params.id })),
+    });
+
+    server.post<{ Params: IdParams }>('/orders/:id/cancel', {
+      schema: {
+        ...common,
+        summary: 'Cancel a pending order, putting its stock back',
+        description: 'Any other status answers 409 with the current one. Another user\'s order answers 404.',
+        params: idParams,
+        response: { 200: order, ...errorResponses(400, 401, 403, 404, 409) },
+      },
+      preValidation: guard({ permission: 'write' }),
+      handler: async (request) => orderBody(version, await orders().cancel(request.ctx, { viewer: principalOf(request), id: request.params.id })),
+    });
+  };

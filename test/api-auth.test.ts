@@ -1,0 +1,338 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createPublicKey } from 'node:crypto';
+import { generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
+import { testServer, type TestServer } from './helpers/server.js';
+import { query } from './helpers/db.js';
+import { tempDir } from './helpers/cli.js';
+import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { sha256 } from '../src/domain/auth/authenticator.js';
+
+const PASSWORD = 'correct horse battery staple';
+
+type Json = Record<string, any>;
+
+async function call(ts: TestServer, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, options: { body?: unknown; headers?: Record<string, string> } = {}) {
+  const res = await ts.server.inject({ method, url, payload: options.body as object, headers: options.headers });
+  return { status: res.statusCode, type: res.headers['content-type'], body: (res.body ? res.json() : undefined) as Json };
+}
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+async function login(ts: TestServer, email: string, password = PASSWORD, prefix = '/api/v1') {
+  return call(ts, 'POST', `${prefix}/auth/login`, { body: { email, password } });
+}
+
+function assertUnauthorized(res: { status: number; type?: string; body: Json }, detail?: RegExp) {
+  assert.equal(res.status, 401, JSON.stringify(res.body));
+  assert.equal(res.type, 'application/problem+json; charset=utf-8');
+  assert.equal(res.body.code, 'unauthorized');
+  if (detail) assert.match(res.body.detail, detail);
+}
+
+/** The server's signing key (the first of JWT_KEYS_FILE), for forging tokens the way an attacker with partial knowledge would. */
+function serverJwk(ts: TestServer): JWK {
+  return JSON.parse(readFileSync(ts.config.JWT_KEYS_FILE!, 'utf8')).keys[0];
+}
+
+async function forge(ts: TestServer, userId: string, edit: { claims?: Json; header?: Json; issuer?: string; audience?: string; exp?: number } = {}) {
+  const jwk = serverJwk(ts);
+  const key = await importJWK(jwk, jwk.alg);
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ role: 'user', ...edit.claims })
+    .setProtectedHeader({ alg: jwk.alg!, kid: jwk.kid, typ: 'JWT', ...edit.header })
+    .setSubject(userId)
+    .setIssuer(edit.issuer ?? ts.config.JWT_ISSUER)
+    .setAudience(edit.audience ?? ts.config.JWT_AUDIENCE)
+    .setIssuedAt(now - 60)
+    .setExpirationTime(edit.exp ?? now + 600)
+    .setJti('forged')
+    .sign(key);
+}
+
+const b64json = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+
+test('authentication on PostgreSQL', async (t) => {
+  const ts = await testServer(t);
+  const db = ts.databaseUrl!;
+  const ada = await ts.user({ email: 'ada@example.com', password: PASSWORD });
+
+  await t.test('register creates a user with the user role and answers 201 with the version shape', async () => {
+    const v1 = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'grace@example.com', password: PASSWORD, name: 'Grace' } });
+    assert.equal(v1.status, 201);
+    assert.deepEqual(Object.keys(v1.body).sort(), ['createdAt', 'email', 'id', 'name', 'role', 'updatedAt']);
+    assert.deepEqual({ email: v1.body.email, name: v1.body.name, role: v1.body.role }, { email: 'grace@example.com', name: 'Grace', role: 'user' });
+    const [row] = await query<{ password_hash: string }>(db, 'select password_hash from users where id = $1', [v1.body.id]);
+    assert.match(row!.password_hash, /^\$argon2id\$/);
+
+    const v2 = await call(ts, 'POST', '/api/v2/auth/register', { body: { email: 'linus@example.com', password: PASSWORD, name: 'Linus' } });
+    assert.equal(v2.status, 201);
+    assert.equal(v2.body.status, 'active');
+    assert.equal(v2.body.passwordHash, undefined);
+
+    const loggedIn = await login(ts, 'GRACE@example.com');
+    assert.equal(loggedIn.status, 200);
+  });
+
+  await t.test('register refuses a taken email (any case) with 409, and bad bodies with 400 naming the field', async () => {
+    const taken = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'ADA@example.com', password: PASSWORD, name: 'Ada 2' } });
+    assert.equal(taken.status, 409);
+    assert.equal(taken.body.field, 'email');
+
+    const cases: [Json, string][] = [
+      [{ email: 'not-an-email', password: PASSWORD, name: 'X' }, 'email'],
+      [{ email: `${'a'.repeat(250)}@example.com`, password: PASSWORD, name: 'X' }, 'email'],
+      [{ email: 'short@example.com', password: 'eleven char', name: 'X' }, 'password'],
+      [{ email: 'long@example.com', password: 'x'.repeat(257), name: 'X' }, 'password'],
+      [{ email: 'noname@example.com', password: PASSWORD, name: '' }, 'name'],
+      [{ email: 'noname@example.com', password: PASSWORD }, 'name'],
+      [{ email: 'num@example.com', password: 123456789012345, name: 'X' }, 'password'],
+    ];
+    for (const [body, field] of cases) {
+      const res = await call(ts, 'POST', '/api/v1/auth/register', { body });
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(res.body.field, field, JSON.stringify(res.body));
+    }
+    const [{ n }] = (await query<{ n: string }>(db, "select count(*) as n from users where email like '%noname%' or email like 'short%' or email like 'long%'")) as [{ n: string }];
+    assert.equal(Number(n), 0);
+  });
+
+  await t.test('login answers exactly accessToken, refreshToken, tokenType Bearer and expiresIn, and the token works', async () => {
+    const res = await login(ts, 'ada@example.com');
+    assert.equal(res.status, 200);
+    assert.deepEqual(Object.keys(res.body).sort(), ['accessToken', 'expiresIn', 'refreshToken', 'tokenType']);
+    assert.equal(res.body.tokenType, 'Bearer');
+    assert.equal(res.body.expiresIn, ts.config.ACCESS_TOKEN_TTL_SECONDS);
+    assert.match(res.body.refreshToken, /^rt_[A-Za-z0-9_-]{43}$/);
+    const me = await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(res.body.accessToken) });
+    assert.equal(me.status, 200);
+    assert.equal(me.body.id, ada.id);
+    // Only a hash of the refresh token is stored.
+    const stored = await query(db, 'select 1 from refresh_tokens where token_hash = $1', [res.body.refreshToken]);
+    assert.equal(stored.length, 0);
+  });
+
+  await t.test('a wrong password and an unknown email both answer 401 "invalid email or password", in comparable time', async () => {
+    const wrong = await login(ts, 'ada@example.com', 'not the password at all');
+    assertUnauthorized(wrong, /^invalid email or password$/);
+    const unknown = await login(ts, 'nobody@example.com');
+    assertUnauthorized(unknown, /^invalid email or password$/);
+    const noPassword = await ts.user({ email: 'nopass@example.com' });
+    assertUnauthorized(await login(ts, noPassword.email), /^invalid email or password$/);
+
+    const fastest = async (email: string) => {
+      let best = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const start = performance.now();
+        await login(ts, email, 'not the password at all');
+        best = Math.min(best, performance.now() - start);
+      }
+      return best;
+    };
+    const known = await fastest('ada@example.com');
+    const missing = await fastest('nobody@example.com');
+    // Without the dummy verify an unknown email would answer in about 1/50 of the time.
+    assert.ok(missing > known * 0.5, `unknown email took ${missing.toFixed(1)} ms, a known one ${known.toFixed(1)} ms`);
+  });
+
+  await t.test('a disabled user gets 403 saying the account is disabled, only with the right password', async () => {
+    const bob = await ts.user({ email: 'bob@example.com', password: PASSWORD });
+    await ts.app.users.setStatus(ts.app.context({ actor: 'cli:test' }), bob.id, 'disabled');
+    const res = await login(ts, 'bob@example.com');
+    assert.equal(res.status, 403);
+    assert.match(res.body.detail, /account is disabled/);
+    assertUnauthorized(await login(ts, 'bob@example.com', 'wrong password!!'), /^invalid email or password$/);
+  });
+
+  await t.test('login bodies are validated: missing fields and extra properties are 400', async () => {
+    assert.equal((await call(ts, 'POST', '/api/v1/auth/login', { body: { email: 'ada@example.com' } })).body.field, 'password');
+    const extra = await call(ts, 'POST', '/api/v1/auth/login', { body: { email: 'ada@example.com', password: PASSWORD, role: 'admin' } });
+    assert.equal(extra.status, 400);
+    assert.equal(extra.body.field, 'role');
+  });
+
+  await t.test('refresh rotates: new tokens come back, and the presented token cannot be used again', async () => {
+    const first = (await login(ts, 'ada@example.com')).body;
+    const second = await call(ts, 'POST', '/api/v2/auth/refresh', { body: { refreshToken: first.refreshToken } });
+    assert.equal(second.status, 200);
+    assert.deepEqual(Object.keys(second.body).sort(), ['accessToken', 'expiresIn', 'refreshToken', 'tokenType']);
+    assert.notEqual(second.body.refreshToken, first.refreshToken);
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(second.body.accessToken) })).status, 200);
+    const third = await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: second.body.refreshToken } });
+    assert.equal(third.status, 200);
+    const family = await query<{ n: string }>(db, 'select count(distinct family_id) as n from refresh_tokens where token_hash = any($1)', [
+      [first.refreshToken, second.body.refreshToken, third.body.refreshToken].map(sha256),
+    ]);
+    assert.equal(Number(family[0]!.n), 1);
+  });
+
+  await t.test('reusing a used refresh token revokes its whole family: the newest token of it fails too', async () => {
+    const first = (await login(ts, 'ada@example.com')).body;
+    const second = (await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.refreshToken } })).body;
+    const reuse = await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.refreshToken } });
+    assertUnauthorized(reuse, /already used.*revoked/);
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: second.refreshToken } }), /revoked/);
+    const audit = await query(db, "select 1 from audit_log where action = 'refresh-token.reused' and target = $1", [ada.id]);
+    assert.equal(audit.length, 1);
+    // Another session of the same user is untouched.
+    const other = (await login(ts, 'ada@example.com')).body;
+    assert.equal((await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: other.refreshToken } })).status, 200);
+  });
+
+  await t.test('concurrent refreshes of one token: exactly one succeeds, and the race counts as reuse', async () => {
+    const { refreshToken } = (await login(ts, 'ada@example.com')).body;
+    const responses = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        fetch(`${ts.url}/api/v1/auth/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken }) }),
+      ),
+    );
+    const statuses = responses.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [200, 401, 401, 401, 401, 401, 401, 401, 401, 401]);
+    const winner = (await responses.find((r) => r.status === 200)!.json()) as Json;
+    await Promise.all(responses.filter((r) => r.status !== 200).map((r) => r.body?.cancel()));
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: winner.refreshToken } }), /revoked/);
+  });
+
+  await t.test('an expired, unknown or malformed refresh token is 401; a missing one is 400', async () => {
+    const { refreshToken } = (await login(ts, 'ada@example.com')).body;
+    await query(db, "update refresh_tokens set expires_at = now() - interval '1 second' where token_hash = $1", [sha256(refreshToken)]);
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken } }), /expired/);
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: `rt_${'A'.repeat(43)}` } }), /not valid/);
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: 'garbage' } }), /not valid/);
+    const missing = await call(ts, 'POST', '/api/v1/auth/refresh', { body: {} });
+    assert.equal(missing.status, 400);
+    assert.equal(missing.body.field, 'refreshToken');
+  });
+
+  await t.test('a disabled user cannot refresh', async () => {
+    const carol = await ts.user({ email: 'carol@example.com', password: PASSWORD });
+    const { refreshToken } = (await login(ts, carol.email)).body;
+    await ts.app.users.setStatus(ts.app.context({ actor: 'cli:test' }), carol.id, 'disabled');
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken } }), /disabled/);
+  });
+
+  await t.test('logout revokes the session, answers 204, and is idempotent', async () => {
+    const first = (await login(ts, 'ada@example.com')).body;
+    const second = (await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.refreshToken } })).body;
+    const out = await ts.server.inject({ method: 'POST', url: '/api/v1/auth/logout', payload: { refreshToken: second.refreshToken } });
+    assert.equal(out.statusCode, 204);
+    assert.equal(out.body, '');
+    assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: second.refreshToken } }), /revoked/);
+    assert.equal((await call(ts, 'POST', '/api/v1/auth/logout', { body: { refreshToken: second.refreshToken } })).status, 204);
+    assert.equal((await call(ts, 'POST', '/api/v1/auth/logout', { body: { refreshToken: 'not-a-token' } })).status, 204);
+    assert.equal((await call(ts, 'POST', '/api/v1/auth/logout', { body: { refreshToken: 'x', other: 1 } })).status, 400);
+  });
+
+  await t.test('forged and broken access tokens are 401 problem documents', async (st) => {
+    const now = Math.floor(Date.now() / 1000);
+    const jwk = serverJwk(ts);
+    const valid = await ts.token(ada);
+    const [h, p, s] = valid.split('.') as [string, string, string];
+    const rsa = await generateKeyPair('RS256', { extractable: true });
+    const { d: _private, ...publicJwk } = jwk;
+    const publicPem = createPublicKey({ key: publicJwk as never, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    const attacks: [string, string, RegExp][] = [
+      ['alg none', `${b64json({ alg: 'none', typ: 'JWT', kid: jwk.kid })}.${b64json({ sub: ada.id, role: 'admin', iss: ts.config.JWT_ISSUER, aud: ts.config.JWT_AUDIENCE, exp: now + 600, iat: now, jti: 'x' })}.`, /algorithm none/],
+      [
+        'HS256 signed with the public key',
+        await new SignJWT({ role: 'admin' })
+          .setProtectedHeader({ alg: 'HS256', kid: jwk.kid })
+          .setSubject(ada.id)
+          .setIssuer(ts.config.JWT_ISSUER)
+          .setAudience(ts.config.JWT_AUDIENCE)
+          .setIssuedAt()
+          .setExpirationTime('10m')
+          .setJti('x')
+          .sign(Buffer.from(publicPem as string)),
+        /algorithm HS256/,
+      ],
+      ['RS256 claimed for an EdDSA kid', await new SignJWT({ role: 'admin' }).setProtectedHeader({ alg: 'RS256', kid: jwk.kid }).setSubject(ada.id).setIssuer(ts.config.JWT_ISSUER).setAudience(ts.config.JWT_AUDIENCE).setIssuedAt().setExpirationTime('10m').setJti('x').sign(rsa.privateKey), /algorithm RS256/],
+      ['expired', await forge(ts, ada.id, { exp: now - 5 }), /expired/],
+      ['wrong audience', await forge(ts, ada.id, { audience: 'another-api' }), /aud claim/],
+      ['wrong issuer', await forge(ts, ada.id, { issuer: 'someone-else' }), /iss claim/],
+      ['unknown kid', await forge(ts, ada.id, { header: { kid: 'not-a-key' } }), /unknown key/],
+      ['no kid', await forge(ts, ada.id, { header: { kid: undefined } }), /unknown key/],
+      ['tampered payload', `${h}.${b64json({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), role: 'admin' })}.${s}`, /not valid/],
+      ['not a JWT', 'abc.def', /malformed/],
+    ];
+    for (const [name, token, detail] of attacks) {
+      await st.test(name, async () => {
+        const res = await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(token) });
+        assertUnauthorized(res, detail);
+        assert.ok(!JSON.stringify(res.body).includes(ada.email), 'a rejected token reveals nothing about the user');
+      });
+    }
+    // The forge helper itself makes tokens the server accepts: the attacks above fail for the reason named.
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(await forge(ts, ada.id)) })).status, 200);
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me'), /needs a bearer token/);
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: { authorization: `Basic ${valid}` } }), /Bearer/);
+  });
+
+  await t.test('an API key works as a bearer credential as its user; revoked, wrong or malformed keys are 401', async () => {
+    const ctx = ts.app.context({ actor: 'cli:test' });
+    const key = await ts.app.apiKeys.create(ctx, { user: ada.id, name: 'sync' });
+    assert.match(key.secret, /^svc_key_[0-9A-Z]{26}_[A-Za-z0-9_-]{43}$/);
+    const me = await call(ts, 'GET', '/api/v2/users/me', { headers: bearer(key.secret) });
+    assert.equal(me.status, 200);
+    assert.equal(me.body.id, ada.id);
+    const [used] = await query<{ last_used_at: Date | null; secret_hash: string }>(db, 'select last_used_at, secret_hash from api_keys where id = $1', [key.id]);
+    assert.ok(used!.last_used_at, 'last_used_at is recorded');
+    assert.ok(!key.secret.includes(used!.secret_hash));
+
+    const wrongSecret = `${key.secret.slice(0, -4)}AAAA`;
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(wrongSecret) }), /not valid/);
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: bearer('svc_key_123_short') }), /malformed/);
+
+    await ts.app.apiKeys.revoke(ctx, key.id);
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(key.secret) }), /revoked/);
+  });
+});
+
+test('a token signed by the second key of the set is still accepted (key rotation)', async (t) => {
+  const dir = tempDir(t);
+  const [current, previous] = [await generateSigningJwk('EdDSA'), await generateSigningJwk('RS256')];
+  const file = join(dir, 'jwks.json');
+  writeFileSync(file, JSON.stringify({ keys: [current, previous] }));
+  const ts = await testServer(t, { env: { JWT_KEYS_FILE: file } });
+  const user = await ts.user({ email: 'rot@example.com', password: PASSWORD });
+
+  const old = await new SignJWT({ role: 'user' })
+    .setProtectedHeader({ alg: previous.alg!, kid: previous.kid })
+    .setSubject(user.id)
+    .setIssuer(ts.config.JWT_ISSUER)
+    .setAudience(ts.config.JWT_AUDIENCE)
+    .setIssuedAt()
+    .setExpirationTime('5m')
+    .setJti('old')
+    .sign(await importJWK(previous, previous.alg));
+  const me = await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(old) });
+  assert.equal(me.status, 200);
+  assert.equal(me.body.id, user.id);
+
+  const issued = (await login(ts, user.email)).body.accessToken as string;
+  const header = JSON.parse(Buffer.from(issued.split('.')[0]!, 'base64url').toString());
+  assert.deepEqual({ alg: header.alg, kid: header.kid }, { alg: 'EdDSA', kid: current.kid });
+});
+
+test('register, login, refresh and logout on the embedded default', async (t) => {
+  const ts = await testServer(t, { embedded: true });
+  const reg = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'emb@example.com', password: PASSWORD, name: 'Emb' } });
+  assert.equal(reg.status, 201);
+  const first = await login(ts, 'emb@example.com');
+  assert.equal(first.status, 200);
+  assert.equal(first.body.tokenType, 'Bearer');
+  const me = await call(ts, 'GET', '/api/v2/users/me', { headers: bearer(first.body.accessToken) });
+  assert.deepEqual({ id: me.body.id, status: me.body.status }, { id: reg.body.id, status: 'active' });
+
+  const second = await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.body.refreshToken } });
+  assert.equal(second.status, 200);
+  assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.body.refreshToken } }), /already used/);
+  assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: second.body.refreshToken } }), /revoked/);
+
+  const again = (await login(ts, 'emb@example.com')).body;
+  assert.equal((await call(ts, 'POST', '/api/v1/auth/logout', { body: { refreshToken: again.refreshToken } })).status, 204);
+  assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: again.refreshToken } }), /revoked/);
+  assertUnauthorized(await login(ts, 'emb@example.com', 'wrong password!!'), /^invalid email or password$/);
+});

@@ -1,0 +1,138 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import type { FastifyInstance } from 'fastify';
+import { testServer } from './helpers/server.js';
+
+interface Operation {
+  summary?: string;
+  tags?: string[];
+  security?: Record<string, string[]>[];
+  parameters?: { in: string; name: string; required?: boolean }[];
+  requestBody?: unknown;
+  responses: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }>;
+}
+type Document = {
+  openapi: string;
+  paths: Record<string, Record<string, Operation>>;
+  components: { securitySchemes: Record<string, { type: string; scheme?: string }>; schemas: Record<string, unknown> };
+};
+
+const API_PREFIXES = ['/api/v1/', '/api/v2/', '/health/'];
+const METHODS = ['get', 'put', 'post', 'patch', 'delete'];
+
+/**
+ * Every route fastify has registered, as [METHOD, path], read from printRoutes' tree (each line is a
+ * path segment below its parent, with the methods it answers).
+ */
+function registeredRoutes(server: FastifyInstance): [string, string][] {
+  const out: [string, string][] = [];
+  const stack: string[] = [];
+  for (const line of server.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^((?:[│ ] {3})*)[├└]── (\S+) \(([A-Z, ]+)\)$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    stack.length = depth;
+    const path = (stack[depth - 1] ?? '') + m[2]!;
+    stack.push(path);
+    for (const method of m[3]!.split(', ')) if (method !== 'HEAD') out.push([method, path]);
+  }
+  return out;
+}
+
+/** /api/v1/orders/:id as OpenAPI writes it: /api/v1/orders/{id}. */
+const openapiPath = (path: string) => path.replace(/:(\w+)/g, '{$1}');
+
+test('the OpenAPI document is valid OpenAPI 3.1 and lists every route with its parameters, security and error responses', async (t) => {
+  const ts = await testServer(t);
+  const res = await fetch(`${ts.url}/api/openapi.json`);
+  assert.equal(res.status, 200);
+  const doc = (await res.json()) as Document;
+
+  await t.test('it validates against the OpenAPI 3.1 schema and every $ref resolves', async () => {
+    const validator = new Validator();
+    const result = await validator.validate(structuredClone(doc) as unknown as Record<string, unknown>);
+    assert.deepEqual(result.errors, undefined);
+    assert.equal(result.valid, true);
+    assert.equal(validator.version, '3.1');
+    assert.doesNotThrow(() => validator.resolveRefs());
+    const refs = JSON.stringify(doc).match(/"\$ref":"[^"]*"/g) ?? [];
+    for (const ref of new Set(refs)) assert.match(ref, /"#\/components\/schemas\/[^"/]+"/);
+    for (const name of new Set(refs.map((r) => r.split('/').at(-1)!.slice(0, -1)))) assert.ok(doc.components.schemas[name], `${name} is defined`);
+  });
+
+  const routes = registeredRoutes(ts.server).filter(([, path]) => API_PREFIXES.some((p) => path.startsWith(p)));
+
+  await t.test('every route under /api/v1, /api/v2 and /health is in the document, and the document lists no route that does not exist', () => {
+    assert.ok(routes.length >= 4, `found routes: ${JSON.stringify(routes)}`);
+    const missing = routes.filter(([method, path]) => !doc.paths[openapiPath(path)]?.[method.toLowerCase()]).map((r) => r.join(' '));
+    assert.deepEqual(missing, []);
+    const listed = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => METHODS.includes(m)).map((m) => `${m.toUpperCase()} ${path}`));
+    const served = new Set(routes.map(([method, path]) => `${method} ${openapiPath(path)}`));
+    assert.deepEqual(listed.filter((op) => !served.has(op)), []);
+    // Both versions serve the same operations; only money differs.
+    const v1 = [...served].filter((op) => op.includes('/api/v1/')).map((op) => op.replace('/api/v1/', '/api/'));
+    const v2 = [...served].filter((op) => op.includes('/api/v2/')).map((op) => op.replace('/api/v2/', '/api/'));
+    assert.deepEqual(v1.sort(), v2.sort());
+  });
+
+  // The checks below look at the routes the document has (a missing one already failed above).
+  const documented = routes.filter(([method, path]) => doc.paths[openapiPath(path)]?.[method.toLowerCase()]);
+
+  await t.test('every operation has tags, a summary, a success response and its path parameters', () => {
+    for (const [method, path] of documented) {
+      const op = doc.paths[openapiPath(path)]![method.toLowerCase()]!;
+      const name = `${method} ${path}`;
+      assert.ok(op.tags?.length, `${name} has tags`);
+      assert.ok(op.summary, `${name} has a summary`);
+      assert.ok(Object.keys(op.responses).some((s) => /^2\d\d$/.test(s)), `${name} documents its success response`);
+      for (const param of path.match(/:(\w+)/g) ?? []) {
+        assert.ok(op.parameters?.some((p) => p.in === 'path' && p.name === param.slice(1) && p.required), `${name} documents ${param}`);
+      }
+    }
+  });
+
+  await t.test('error responses are documented as problem documents: 400 wherever there is input, 401 wherever a credential is needed', () => {
+    assert.ok(doc.components.schemas.Problem, 'the Problem schema is a component');
+    for (const [method, path] of documented) {
+      const op = doc.paths[openapiPath(path)]![method.toLowerCase()]!;
+      const name = `${method} ${path}`;
+      for (const [status, response] of Object.entries(op.responses)) {
+        if (Number(status) < 400) continue;
+        const schemas = Object.values(response.content ?? {}).map((c) => c.schema?.$ref);
+        assert.ok(schemas.length > 0 && schemas.every((ref) => ref === '#/components/schemas/Problem'), `${name} ${status} is a problem document`);
+      }
+      if (op.requestBody || op.parameters?.length) assert.ok(op.responses['400'], `${name} documents 400`);
+      if (op.security?.length) assert.ok(op.responses['401'], `${name} documents 401`);
+    }
+  });
+
+  await t.test('a route that answers 401 without a credential declares the bearer scheme, and one that declares it answers 401', async () => {
+    assert.deepEqual(doc.components.securitySchemes.bearerAuth && { ...doc.components.securitySchemes.bearerAuth, description: undefined }, {
+      type: 'http',
+      scheme: 'bearer',
+      description: undefined,
+    });
+    for (const [method, path] of documented) {
+      const op = doc.paths[openapiPath(path)]![method.toLowerCase()]!;
+      const probe = await ts.server.inject({
+        method: method as 'GET',
+        url: path.replace(/:(\w+)/g, 'x'),
+        ...(['POST', 'PATCH', 'PUT'].includes(method) ? { payload: {} } : {}),
+      });
+      const declared = op.security?.some((s) => 'bearerAuth' in s) ?? false;
+      assert.equal(probe.statusCode === 401, declared, `${method} ${path}: answered ${probe.statusCode} without a credential; declares bearer: ${declared}`);
+    }
+  });
+});
+
+test('GET /docs answers the API documentation page as HTML', async (t) => {
+  const ts = await testServer(t);
+  const res = await fetch(`${ts.url}/docs`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+  const html = await res.text();
+  assert.match(html, /swagger/i);
+  const init = await fetch(`${ts.url}/docs/static/swagger-initializer.js`);
+  assert.equal(init.status, 200);
+});
