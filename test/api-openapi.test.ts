@@ -99,8 +99,8 @@ test('the OpenAPI document is valid OpenAPI 3.1 and lists every route with its p
       const name = `${method} ${path}`;
       for (const [status, response] of Object.entries(op.responses)) {
         if (Number(status) < 400) continue;
-        const schemas = Object.values(response.content ?? {}).map((c) => c.schema?.$ref);
-        assert.ok(schemas.length > 0 && schemas.every((ref) => ref === '#/components/schemas/Problem'), `${name} ${status} is a problem document`);
+        assert.deepEqual(Object.keys(response.content ?? {}), ['application/problem+json'], `${name} ${status} is served as problem+json`);
+        assert.equal(response.content!['application/problem+json']!.schema?.$ref, '#/components/schemas/Problem', `${name} ${status} is a problem document`);
       }
       if (op.requestBody || op.parameters?.length) assert.ok(op.responses['400'], `${name} documents 400`);
       if (op.security?.length) assert.ok(op.responses['401'], `${name} documents 401`);

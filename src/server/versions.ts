@@ -32,9 +32,22 @@ export const V2: ApiVersion = {
 };
 
 /** Standard error responses for a route's schema, so OpenAPI lists them. */
-export function errorResponses(...statuses: number[]): Record<number, { $ref: string }> {
-  return Object.fromEntries(statuses.map((s) => [s, { $ref: 'Problem#' }]));
+export function errorResponses(...statuses: number[]) {
+  return Object.fromEntries(
+    statuses.map((s) => [s, { description: PROBLEM_DESCRIPTIONS[s] ?? 'Problem', content: { 'application/problem+json': { schema: { $ref: 'Problem#' } } } }]),
+  );
 }
+
+const PROBLEM_DESCRIPTIONS: Record<number, string> = {
+  400: 'Invalid input: the problem names the field',
+  401: 'No valid credential',
+  403: 'The role may not do this',
+  404: 'Not found (or not yours)',
+  409: 'Conflicts with the current state',
+  413: 'Body too large',
+  422: 'Understood but cannot be processed',
+  503: 'A dependency is unavailable; try again',
+};
 
 /** The brief's page envelope around an item schema. */
 export function pageSchema(item: Record<string, unknown>) {
