@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testServer } from './helpers/server.js';
+import { dropDatabase } from './helpers/db.js';
 
 for (const embedded of [false, true]) {
   test(`the API answers health checks and problem documents (${embedded ? 'embedded' : 'PostgreSQL'})`, async (t) => {
@@ -22,3 +23,18 @@ for (const embedded of [false, true]) {
     assert.deepEqual({ ...body, detail: undefined }, { type: 'urn:svc:problem:not_found', title: 'Not Found', status: 404, code: 'not_found', traceId, detail: undefined });
   });
 }
+
+test('readiness answers 503 naming the database when it stops answering, while liveness stays 200', async (t) => {
+  const ts = await testServer(t);
+  assert.equal((await fetch(`${ts.url}/health/ready`)).status, 200);
+  // Take the database away under the running server (its connections are terminated too).
+  await dropDatabase(new URL(ts.databaseUrl!).pathname.slice(1));
+  const ready = await fetch(`${ts.url}/health/ready`);
+  assert.equal(ready.status, 503);
+  assert.equal(ready.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+  const body = (await ready.json()) as Record<string, unknown>;
+  assert.equal(body.code, 'unavailable');
+  assert.match(String(body.detail), /^not ready: database \(unreachable\)$/);
+  assert.doesNotMatch(JSON.stringify(body), /svc_t_|127\.0\.0\.1|does not exist/);
+  assert.equal((await fetch(`${ts.url}/health/live`)).status, 200);
+});
