@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import { entities } from '../domain/entities.js';
 import { DomainError } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
+import { PreparingClient } from './prepared-statements.js';
 import { readShare, type ShareInfo } from './embedded-share.js';
 import { MIGRATIONS_DIR } from '../paths.js';
 import { migrations } from '../../migrations/index.js';
@@ -77,6 +78,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS || undefined,
         application_name: 'svc',
         connectionTimeoutMillis: 5_000,
+        Client: PreparingClient,
       },
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,

@@ -3,6 +3,7 @@ import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { MAX_PAGE_SIZE, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
+import { select } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Principal } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
@@ -104,10 +105,11 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
   return lines;
 }
 
-const values = (rows: unknown[][]) => ({
-  sql: rows.map((r) => `(${r.map(() => '?').join(', ')})`).join(', '),
-  params: rows.flat(),
-});
+/** Renumbers a statement's `?` placeholders as `$first`, `$first + 1` … (its text has `?` only as placeholders). */
+function numbered(text: string, first: number): string {
+  let n = first;
+  return text.replace(/\?/g, () => `$${n++}`);
+}
 
 /** Orders: creation that reserves stock atomically (idempotent with a key), reads scoped to their owner, cancellation. */
 export class OrdersService {
@@ -163,26 +165,27 @@ export class OrdersService {
     }
     const where: string[] = [];
     const params: unknown[] = [];
+    /** Adds a parameter and returns its placeholder. */
+    const param = (value: unknown) => `$${params.push(value)}`;
     const userId = admin ? input.userId : input.viewer.userId;
-    const add = (condition: string, ...values: unknown[]) => {
-      where.push(condition);
-      params.push(...values);
-    };
-    if (userId !== undefined) add('o.user_id = ?', userId);
+    if (userId !== undefined) where.push(`o.user_id = ${param(userId)}`);
     if (input.status !== undefined) {
       if (!(ORDER_STATUSES as readonly string[]).includes(input.status)) {
         throw invalid(`"${input.status}" is not an order status; expected one of ${ORDER_STATUSES.join(', ')}`, { field: 'status' });
       }
-      add('o.status = ?', input.status);
+      where.push(`o.status = ${param(input.status)}`);
     }
-    if (input.createdFrom) add('o.created_at >= ?', input.createdFrom);
-    if (input.createdTo) add('o.created_at < ?', input.createdTo);
+    if (input.createdFrom) where.push(`o.created_at >= ${param(input.createdFrom)}`);
+    if (input.createdTo) where.push(`o.created_at < ${param(input.createdTo)}`);
     const cursors = await ctx.cursors();
     if (input.cursor !== undefined) {
       const key = cursors.decode(input.cursor);
-      add('(o.created_at, o.id) < (?, ?)', key.createdAt, key.id);
+      where.push(`(o.created_at, o.id) < (${param(key.createdAt)}, ${param(key.id)})`);
     }
-    const rows = await ctx.em.execute<OrderRow[]>(
+    // The limit stays in the text: a prepared statement with a parameter for it would be planned
+    // for an unknown page size.
+    const rows = await select<OrderRow>(
+      ctx.em,
       `select ${ORDER_COLUMNS} from orders o ${where.length ? `where ${where.join(' and ')}` : ''}
        order by o.created_at desc, o.id desc limit ${limit + 1}`,
       params,
@@ -242,40 +245,43 @@ export class OrdersService {
     claim?: { sql: string; params: unknown[] },
   ): Promise<OrderView | undefined> {
     const skus = [...lines.keys()];
-    const req = values([...lines].map(([sku, qty]) => [sku, qty, newId('itm')]));
     const now = new Date();
-    const [result] = await em.execute<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }[]>(
-      `with req (sku, qty, item_id) as (select column1::varchar, column2::int, column3::varchar from (values ${req.sql}) v),
-       claim as (${claim?.sql ?? 'select 1 as claimed'}),
+    // The lines travel as three arrays, so the statement's text is the same for any number of lines
+    // and is prepared once per connection (with and without a claim): planning this statement costs
+    // the server more than running it.
+    const [result] = await select<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }>(
+      em,
+      `with req (sku, qty, item_id) as (select * from unnest($1::varchar[], $2::int[], $3::varchar[])),
+       claim as (${claim ? numbered(claim.sql, 7) : 'select 1 as claimed'}),
        locked as materialized (
          -- the claim runs first (a one-time filter under the lock), so a taken key locks nothing
          select p.id, p.sku, p.name, p.price, p.currency, p.active, p.stock from products p
-         where exists (select 1 from claim) and p.sku in (${skus.map(() => '?').join(', ')})
+         where exists (select 1 from claim) and p.sku = any($1::varchar[])
          order by p.sku for update
        ),
        ok as (
-         select (select count(*) from locked) = ${skus.length}
+         select (select count(*) from locked) = (select count(*) from req)
            and not exists (select 1 from locked l join req r on r.sku = l.sku where not l.active or l.stock < r.qty)
            and (select count(distinct currency) from locked) = 1 as ok
        ),
        taken as (
-         update products p set stock = p.stock - r.qty, updated_at = ?
+         update products p set stock = p.stock - r.qty, updated_at = $4
          from locked l join req r on r.sku = l.sku
          where p.id = l.id and (select ok from ok)
        ),
        placed as (
          insert into orders (id, user_id, status, currency, total, refunded_amount, created_at, updated_at)
-         select ?, ?, 'pending', min(l.currency), sum(l.price * r.qty), 0, ?, ? from locked l join req r on r.sku = l.sku
+         select $5, $6, 'pending', min(l.currency), sum(l.price * r.qty), 0, $4, $4 from locked l join req r on r.sku = l.sku
          having (select ok from ok)
        ),
        lines as (
          insert into order_items (id, order_id, product_id, sku, name, unit_price, quantity)
-         select r.item_id, ?, l.id, l.sku, l.name, l.price, r.qty from locked l join req r on r.sku = l.sku
+         select r.item_id, $5, l.id, l.sku, l.name, l.price, r.qty from locked l join req r on r.sku = l.sku
          where (select ok from ok)
        )
        select exists (select 1 from claim) as claimed, (select ok from ok) as ok,
               coalesce((select json_agg(l order by l.sku) from locked l), '[]'::json) as products`,
-      [...req.params, ...(claim?.params ?? []), ...skus, now, orderId, userId, now, now, orderId],
+      [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, ...(claim?.params ?? [])],
     );
     if (!result!.claimed) return undefined;
     const products = typeof result!.products === 'string' ? (JSON.parse(result!.products) as LockedProduct[]) : result!.products;
@@ -322,8 +328,9 @@ export class OrdersService {
 
   private async find(em: SqlEntityManager, viewer: Viewer, id: string, forUpdate = false): Promise<OrderRow> {
     const own = viewer.role !== 'admin';
-    const [row] = await em.execute<OrderRow[]>(
-      `select ${ORDER_COLUMNS} from orders o where o.id = ?${own ? ' and o.user_id = ?' : ''}${forUpdate ? ' for update of o' : ''}`,
+    const [row] = await select<OrderRow>(
+      em,
+      `select ${ORDER_COLUMNS} from orders o where o.id = $1${own ? ' and o.user_id = $2' : ''}${forUpdate ? ' for update of o' : ''}`,
       own ? [id, viewer.userId] : [id],
     );
     if (!row) throw notFound(`no order ${id}`, { order: id });

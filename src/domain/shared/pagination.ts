@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { invalid } from './errors.js';
 
 /** The brief's page shape: `{"data": [...], "pagination": {"cursor": "...", "hasMore": true}}`. */
@@ -19,7 +19,12 @@ export const MAX_PAGE_SIZE = 100;
  * that was edited, truncated or made up is refused rather than silently moving the page.
  */
 export class CursorCodec {
-  constructor(private readonly key: Buffer) {}
+  // Imported once: an HMAC keyed with a raw Buffer imports the key again on every cursor.
+  private readonly key: KeyObject;
+
+  constructor(key: Buffer) {
+    this.key = createSecretKey(key);
+  }
 
   /** The cursor that continues after this row. */
   encode(row: Keyset): string {
