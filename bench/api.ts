@@ -315,7 +315,13 @@ export async function run(options: BenchOptions): Promise<Report> {
       }
 
       const nodeArgs = CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`] : [];
-      const serve = await startChild('svc serve', [...nodeArgs, BIN, 'serve', '--port', '0'], { ...base, DATABASE_URL: url, JWT_KEYS_FILE: keysFile });
+      // At the default log level, as deployed: one JSON line per request on stderr (read by this process).
+      const serve = await startChild('svc serve', [...nodeArgs, BIN, 'serve', '--port', '0'], {
+        ...base,
+        DATABASE_URL: url,
+        JWT_KEYS_FILE: keysFile,
+        LOG_LEVEL: 'info',
+      });
       try {
         const auth = (req: autocannon.Request, user: LoadUser) => ({ ...req.headers, authorization: `Bearer ${user.token}` });
         const read = await drive('svc GET /api/v1/orders/{id} (own order, with items)', serve.url, durationS, {
