@@ -40,7 +40,7 @@ export const authRoutes =
             name: { type: 'string', minLength: 1, maxLength: 200 },
           },
         },
-        response: { 201: userSchema(version), ...errorResponses(400, 409) },
+        response: { 201: { ...userSchema(version), description: 'The new account (role user)' }, ...errorResponses(400, 409) },
       },
       handler: async (request, reply) => {
         const user = await server.svc.auth.register(request.ctx, request.body);
@@ -59,7 +59,7 @@ export const authRoutes =
           // Any password length is accepted here: a wrong one is 401, like every other wrong password.
           properties: { email, password: { type: 'string', minLength: 1, maxLength: 256 } },
         },
-        response: { 200: tokenPair, ...errorResponses(400, 401, 403) },
+        response: { 200: { ...tokenPair, description: 'An access token and a refresh token' }, ...errorResponses(400, 401, 403) },
       },
       handler: async (request) => server.svc.auth.login(request.ctx, request.body),
     });
@@ -69,7 +69,7 @@ export const authRoutes =
         tags: ['auth'],
         summary: 'Rotate a refresh token: answers new tokens; reusing a used refresh token revokes its whole session',
         body: refreshTokenBody,
-        response: { 200: tokenPair, ...errorResponses(400, 401) },
+        response: { 200: { ...tokenPair, description: 'A new token pair; the refresh token sent is spent' }, ...errorResponses(400, 401) },
       },
       handler: async (request) => server.svc.auth.refresh(request.ctx, request.body),
     });

@@ -7,7 +7,7 @@ export const healthRoutes: FastifyPluginAsync = async (server) => {
     schema: {
       tags: ['health'],
       summary: 'The process is up',
-      response: { 200: { type: 'object', properties: { status: { type: 'string', enum: ['ok'] } } } },
+      response: { 200: { description: 'Alive', type: 'object', properties: { status: { type: 'string', enum: ['ok'] } } } },
     },
     handler: async () => ({ status: 'ok' as const }),
   });
@@ -18,6 +18,7 @@ export const healthRoutes: FastifyPluginAsync = async (server) => {
       summary: 'Every dependency answers; 503 names the one that does not',
       response: {
         200: {
+          description: 'Ready: every check says ok',
           type: 'object',
           properties: { status: { type: 'string', enum: ['ok'] }, checks: { type: 'object', additionalProperties: { type: 'string' } } },
         },

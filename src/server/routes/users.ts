@@ -54,7 +54,7 @@ export const usersRoutes =
         summary: 'The authenticated user',
         security: BEARER,
         querystring: { type: 'object', additionalProperties: false, properties: {} },
-        response: { 200: user, ...errorResponses(400, 401) },
+        response: { 200: { ...user, description: 'The signed-in user' }, ...errorResponses(400, 401) },
       },
       preValidation: guard({ permission: 'read' }),
       handler: async (request) => {
@@ -83,7 +83,7 @@ export const usersRoutes =
             ...pageQuery,
           },
         },
-        response: { 200: pageSchema(user), ...errorResponses(400, 401, 403) },
+        response: { 200: { ...pageSchema(user), description: 'A page of users, newest first' }, ...errorResponses(400, 401, 403) },
       },
       preValidation: guard({ permission: 'read', adminOnly: true }),
       handler: async (request) => {
@@ -99,7 +99,7 @@ export const usersRoutes =
         summary: 'One user (admin)',
         security: BEARER,
         params: idParams,
-        response: { 200: user, ...errorResponses(400, 401, 403, 404) },
+        response: { 200: { ...user, description: 'The user' }, ...errorResponses(400, 401, 403, 404) },
       },
       preValidation: guard({ permission: 'read', adminOnly: true }),
       handler: async (request) => userBody(version, await server.svc.app.users.get(request.ctx, request.params.id)),
@@ -122,7 +122,7 @@ export const usersRoutes =
             status: { type: 'string', enum: [...USER_STATUSES] },
           },
         },
-        response: { 200: user, ...errorResponses(400, 401, 403, 404, 409) },
+        response: { 200: { ...user, description: 'The user as changed' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
       preValidation: guard({ permission: 'write', adminOnly: true }),
       handler: async (request) =>
