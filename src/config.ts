@@ -147,6 +147,11 @@ export const configSchema = {
     parser: int(60, 86_400),
     default: () => 900,
   } satisfies KeySpec<number>,
+  USER_STANDING_TTL_SECONDS: {
+    doc: "How long svc serve trusts its cached copy of a user's role and status (a disabled user or a changed role takes effect within this); 0 reads them on every request",
+    parser: int(0, 300),
+    default: () => 5,
+  } satisfies KeySpec<number>,
   REFRESH_TOKEN_TTL_SECONDS: {
     doc: 'Lifetime of a refresh token (each use rotates it)',
     parser: int(300, 31_536_000),

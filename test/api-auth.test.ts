@@ -9,6 +9,7 @@ import { query } from './helpers/db.js';
 import { tempDir } from './helpers/cli.js';
 import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { sha256 } from '../src/domain/auth/authenticator.js';
+import { UserStandings } from '../src/domain/auth/standing.js';
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -211,6 +212,58 @@ test('authentication on PostgreSQL', async (t) => {
     const { refreshToken } = (await login(ts, carol.email)).body;
     await ts.app.users.setStatus(ts.app.context({ actor: 'cli:test' }), carol.id, 'disabled');
     assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken } }), /disabled/);
+  });
+
+  await t.test("an access token acts with the user's role and status as they are now: an admin's change applies at once", async () => {
+    const admin = await ts.user({ email: 'root@example.com', role: 'admin' });
+    const asAdmin = await ts.auth(admin);
+    const dave = await ts.user({ email: 'dave@example.com', password: PASSWORD });
+    const asDave = bearer((await login(ts, dave.email)).body.accessToken);
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asDave })).status, 200);
+    const change = async (body: Json) => assert.equal((await call(ts, 'PATCH', `/api/v1/users/${dave.id}`, { headers: asAdmin, body })).status, 200);
+
+    await change({ role: 'guest' });
+    const write = await call(ts, 'POST', '/api/v1/orders', { headers: asDave, body: { items: [{ sku: 'ANY', quantity: 1 }] } });
+    assert.equal(write.status, 403);
+    assert.match(write.body.detail, /guest role may not write/);
+    await change({ role: 'admin' });
+    assert.equal((await call(ts, 'GET', '/api/v1/users', { headers: asDave })).status, 200);
+    await change({ status: 'disabled' });
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: asDave }), /the user is disabled/);
+    await change({ status: 'active', role: 'user' });
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asDave })).body.role, 'user');
+
+    const erin = await ts.user({ email: 'erin@example.com' });
+    const asErin = await ts.auth(erin);
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asErin })).status, 200);
+    assert.equal((await call(ts, 'DELETE', `/api/v1/users/${erin.id}`, { headers: asAdmin })).status, 204);
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: asErin }), /user no longer exists/);
+  });
+
+  await t.test('a change made elsewhere (svc users on a shared host, another replica) applies once the cached standing is USER_STANDING_TTL_SECONDS old', async () => {
+    const frank = await ts.user({ email: 'frank@example.com' });
+    const ctx = () => ts.app.context({ actor: 'cli:test' });
+    let now = 1_000_000;
+    const standings = new UserStandings(5_000, () => now);
+    assert.deepEqual(await standings.get(ctx().em, frank.id), { role: 'user', status: 'active' });
+    await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
+    now += 4_999;
+    assert.equal((await standings.get(ctx().em, frank.id))?.status, 'active', 'still the cached standing');
+    now += 1;
+    assert.equal((await standings.get(ctx().em, frank.id))?.status, 'disabled', 'read again after the TTL');
+    await ts.app.users.setStatus(ctx(), frank.id, 'active');
+    standings.forget(frank.id);
+    assert.equal((await standings.get(ctx().em, frank.id))?.status, 'active', 'read again once forgotten');
+    assert.equal(await new UserStandings(0).get(ctx().em, 'usr_00000000000000000000000000'), undefined);
+
+    // The server's own cache: a token keeps working until then (the default is 5 s).
+    assert.equal(ts.config.USER_STANDING_TTL_SECONDS, 5);
+    const asFrank = await ts.auth(frank);
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank })).status, 200);
+    await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
+    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank })).status, 200, 'within the TTL');
+    ts.server.svc.authenticator.standings.forget(frank.id);
+    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank }), /disabled/);
   });
 
   await t.test('logout revokes the session, answers 204, and is idempotent', async () => {

@@ -86,7 +86,7 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
   addFormats.default(coercing);
   server.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
 
-  const authenticator = new Authenticator(options.tokens);
+  const authenticator = new Authenticator(options.tokens, app.config.USER_STANDING_TTL_SECONDS * 1000);
   const auth = new AuthService(app.users, options.tokens, { refreshTtlSeconds: app.config.REFRESH_TOKEN_TTL_SECONDS });
   server.decorate('svc', {
     app,

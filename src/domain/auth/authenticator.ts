@@ -4,6 +4,7 @@ import { DomainError } from '../shared/errors.js';
 import type { UserRole } from '../users/user.entity.js';
 import { ApiKey } from './auth.entities.js';
 import type { Principal } from './principal.js';
+import { UserStandings } from './standing.js';
 
 /** Verifies access tokens (implemented by the JWT adapter). */
 export interface AccessTokenVerifier {
@@ -21,7 +22,15 @@ const unauthorized = (reason: string) => new DomainError('unauthorized', reason)
 
 /** Turns a bearer credential (an access token or an API key) into the principal it stands for. */
 export class Authenticator {
-  constructor(private readonly tokens: AccessTokenVerifier) {}
+  readonly standings: UserStandings;
+
+  /** `standingTtlMs`: how long a user's role and status are trusted before they are read again. */
+  constructor(
+    private readonly tokens: AccessTokenVerifier,
+    standingTtlMs: number,
+  ) {
+    this.standings = new UserStandings(standingTtlMs);
+  }
 
   /** Authenticates `Authorization: Bearer …`; anything missing, malformed, expired or revoked is unauthorized. */
   async authenticate(em: SqlEntityManager, authorization: string | undefined): Promise<Principal> {
@@ -31,7 +40,11 @@ export class Authenticator {
     const credential = match[1]!;
     if (credential.startsWith('svc_')) return this.apiKey(em, credential);
     const claims = await this.tokens.verify(credential);
-    return { kind: 'user', userId: claims.sub, role: claims.role };
+    // The token says who the user was when it was issued; their role and status are what they are now.
+    const standing = await this.standings.get(em, claims.sub);
+    if (!standing) throw unauthorized("the access token's user no longer exists");
+    if (standing.status !== 'active') throw unauthorized('the user is disabled');
+    return { kind: 'user', userId: claims.sub, role: standing.role };
   }
 
   private async apiKey(em: SqlEntityManager, credential: string): Promise<Principal> {

@@ -125,8 +125,12 @@ export const usersRoutes =
         response: { 200: { ...user, description: 'The user as changed' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
       preValidation: guard({ permission: 'write', adminOnly: true }),
-      handler: async (request) =>
-        userBody(version, await server.svc.app.users.update(request.ctx, request.params.id, { ...request.body, actingUserId: actingUser(request) })),
+      handler: async (request) => {
+        const changed = await server.svc.app.users.update(request.ctx, request.params.id, { ...request.body, actingUserId: actingUser(request) });
+        // This process applies a new role or status at once; other replicas within USER_STANDING_TTL_SECONDS.
+        server.svc.authenticator.standings.forget(changed.id);
+        return userBody(version, changed);
+      },
     });
 
     server.delete<{ Params: IdParams }>('/users/:id', {
@@ -141,6 +145,7 @@ export const usersRoutes =
       preValidation: guard({ permission: 'delete', adminOnly: true }),
       handler: async (request, reply) => {
         await server.svc.app.users.delete(request.ctx, request.params.id, { actingUserId: actingUser(request) });
+        server.svc.authenticator.standings.forget(request.params.id);
         return reply.code(204).send();
       },
     });
