@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Config } from '../config.js';
 import { createApp, type App } from '../app.js';
 import { AccessTokens, loadSigningKeys } from '../adapters/jwt.js';
@@ -6,6 +7,7 @@ import { DomainError } from '../domain/shared/errors.js';
 import { shareEmbeddedDatabase, type EmbeddedShare } from '../adapters/embedded-share.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
+import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping } from './housekeeping.js';
 
 export interface RunningServer {
   app: App;
@@ -57,6 +59,7 @@ export async function startServer(config: Config, options: { migrate?: boolean }
     // The embedded database lives in this process: other svc commands reach it through a socket.
     if (app.db.kind === 'embedded') share = await shareEmbeddedDatabase(app.db.orm, config.dataDir, app.logger, { url });
     app.logger.info({ url, database: app.db.kind, location: app.db.location }, `listening on ${url}`);
+    const housekeeping = scheduleHousekeeping(() => app.db.orm.em.fork() as SqlEntityManager, app.logger, HOUSEKEEPING_INTERVAL_MS);
     return {
       app,
       server,
@@ -71,6 +74,7 @@ export async function startServer(config: Config, options: { migrate?: boolean }
           await server.close();
         } finally {
           try {
+            await housekeeping.stop();
             await share?.close();
           } finally {
             await app.close();

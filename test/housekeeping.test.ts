@@ -1,0 +1,91 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { migratedDatabase, query, urlFor } from './helpers/db.js';
+import { tempDir } from './helpers/cli.js';
+import { loadConfig } from '../src/config.js';
+import { createApp } from '../src/app.js';
+import { createLogger, createLoggerTo } from '../src/logger.js';
+import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { startServer } from '../src/server/serve.js';
+import { purgeExpired } from '../src/domain/housekeeping.js';
+import { scheduleHousekeeping } from '../src/server/housekeeping.js';
+import type { SqlEntityManager } from '@mikro-orm/sql';
+
+const USER = 'usr_01JZ0000000000000000000000';
+
+/** An expired and a live idempotency key; family fam_dead wholly expired, family fam_live with one expired (used) and one live token. */
+async function seed(db: string, extraExpiredKeys = 0): Promise<void> {
+  await query(db, `insert into users (id, email, name, role, status, created_at, updated_at) values ($1, 'hk@example.com', 'HK', 'user', 'active', now(), now())`, [USER]);
+  await query(
+    db,
+    `insert into idempotency_keys (principal, key, request_hash, status_code, response_body, created_at, expires_at)
+     select $1, k, repeat('0', 64), 201, '{}'::jsonb, now() - interval '2 days', now() - interval '1 day' from unnest(array['expired']) k
+     union all select $1, 'live', repeat('0', 64), 201, '{}'::jsonb, now(), now() + interval '1 day'
+     union all select $1, 'old-' || n, repeat('0', 64), 201, '{}'::jsonb, now() - interval '2 days', now() - interval '1 day' from generate_series(1, $2::int) n`,
+    [USER, extraExpiredKeys],
+  );
+  await query(
+    db,
+    `insert into refresh_tokens (id, user_id, family_id, token_hash, expires_at, used_at, revoked_at, created_at) values
+     ('rt_dead_1', $1, 'fam_dead', repeat('1', 64), now() - interval '2 days', now() - interval '3 days', null, now() - interval '40 days'),
+     ('rt_dead_2', $1, 'fam_dead', repeat('2', 64), now() - interval '1 day', null, null, now() - interval '31 days'),
+     ('rt_live_1', $1, 'fam_live', repeat('3', 64), now() - interval '1 day', now() - interval '2 days', null, now() - interval '31 days'),
+     ('rt_live_2', $1, 'fam_live', repeat('4', 64), now() + interval '29 days', null, null, now() - interval '1 day')`,
+    [USER],
+  );
+}
+
+const remaining = async (db: string) => ({
+  keys: (await query<{ key: string }>(db, 'select key from idempotency_keys order by key')).map((r) => r.key),
+  tokens: (await query<{ id: string }>(db, 'select id from refresh_tokens order by id')).map((r) => r.id),
+});
+
+test('purgeExpired deletes expired idempotency keys (in batches) and dead refresh-token families, and keeps everything still usable', async (t) => {
+  const db = await migratedDatabase(t);
+  await seed(db, 12_000);
+  const app = await createApp(loadConfig({ DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent' }));
+  t.after(() => app.close());
+  const em = () => app.db.orm.em.fork() as SqlEntityManager;
+
+  assert.deepEqual(await purgeExpired(em()), { idempotencyKeys: 12_001, refreshTokens: 2 });
+  // A live family keeps its used token, so presenting it is still recognised as reuse.
+  assert.deepEqual(await remaining(db), { keys: ['live'], tokens: ['rt_live_1', 'rt_live_2'] });
+  assert.deepEqual(await purgeExpired(em()), { idempotencyKeys: 0, refreshTokens: 0 }, 'a second pass finds nothing');
+});
+
+test('svc serve purges expired rows when it starts (then every 15 minutes); a failed pass is logged as a warning', async (t) => {
+  const dir = tempDir(t);
+  const db = await migratedDatabase(t);
+  await seed(db);
+  const keys = join(dir, 'jwks.json');
+  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const running = await startServer(
+    loadConfig({ DATABASE_URL: db, JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent', PORT: '0', HOST: '127.0.0.1' }),
+  );
+  // stop() waits for a pass in progress.
+  await running.stop();
+  assert.deepEqual(await remaining(db), { keys: ['live'], tokens: ['rt_live_1', 'rt_live_2'] });
+
+  let out = '';
+  const logger = createLoggerTo(
+    'info',
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        out += chunk.toString();
+        done();
+      },
+    }),
+  );
+  // A database that is not there: the pass fails, is logged as a warning, and the schedule goes on.
+  const app = await createApp(loadConfig({ DATABASE_URL: urlFor('svc_no_such_database'), SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent' }), {
+    logger: createLogger('silent'),
+  });
+  t.after(() => app.close());
+  const failing = scheduleHousekeeping(() => app.db.orm.em.fork() as SqlEntityManager, logger, 60_000);
+  await failing.stop();
+  const line = JSON.parse(out.trim().split('\n').at(-1)!) as { level: string; msg: string };
+  assert.deepEqual([line.level, line.msg], ['warn', 'housekeeping failed; trying again at the next pass']);
+});
