@@ -113,7 +113,9 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
       ...baseOptions(config, logger),
       dbName: 'postgres',
       // Named-database mode: the cluster lives in pgdata/, dbName picks the database inside it.
-      driverOptions: { dataDir: join(dataDir, 'pgdata') },
+      // PostgreSQL's default 128 MB of shared buffers lives in PGlite's WASM memory (RSS of the
+      // process); the data files sit in the OS page cache anyway, so a small pool costs little.
+      driverOptions: { dataDir: join(dataDir, 'pgdata'), postgresqlconf: ['shared_buffers=16MB'] },
       pool: { min: 1, max: 1 },
     } as Options);
     // Announced when the folder is created; later runs mention it only at debug level.
