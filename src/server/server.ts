@@ -68,6 +68,9 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
     loggerInstance: app.logger as FastifyBaseLogger,
     // fastify's own request logs are off: the onResponse hook below writes one line per request.
     logController: new LogController({ disableRequestLogging: true }),
+    // Every line about a request carries its trace id explicitly, so requests log through the
+    // service's logger itself rather than a child made (and its bindings redacted) per request.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: options.bodyLimit ?? 64 * 1024,
     // Behind a load balancer: keep-alive longer than its idle timeout, and bounded request time.
     keepAliveTimeout: 65_000,
