@@ -6,6 +6,8 @@ const EMAIL = /([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+)[A-Za-z0-9.-]*
 
 /** Masks an email for logs: `ada@example.com` becomes `a***@e***.com`. */
 export function maskEmail(value: string): string {
+  // Most strings in a log line hold no email: skip the pattern for them (it runs on every string).
+  if (!value.includes('@')) return value;
   return value.replace(EMAIL, (_m, first: string, domain: string, tld: string) => `${first}***@${domain[0]}***.${tld}`);
 }
 
