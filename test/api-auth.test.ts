@@ -147,6 +147,61 @@ test('authentication on PostgreSQL', async (t) => {
     assertUnauthorized(await login(ts, 'bob@example.com', 'wrong password!!'), /^invalid email or password$/);
   });
 
+  await t.test('five wrong passwords lock the email: 429 with Retry-After, even with the right password; other emails are unaffected', async () => {
+    const gina = await ts.user({ email: 'gina@example.com', password: PASSWORD });
+    // The email is matched in any case, as login matches it.
+    for (let i = 0; i < 5; i++) assertUnauthorized(await login(ts, i % 2 ? 'Gina@Example.com' : gina.email, 'wrong password'), /^invalid email or password$/);
+    const locked = await ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: gina.email, password: PASSWORD } });
+    assert.equal(locked.statusCode, 429);
+    assert.equal(locked.headers['content-type'], 'application/problem+json; charset=utf-8');
+    const body = locked.json();
+    assert.equal(body.code, 'rate_limited');
+    assert.match(body.detail, /^too many failed logins for this email; try again in \d+ s$/);
+    const retryAfter = Number(locked.headers['retry-after']);
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${locked.headers['retry-after']}`);
+    assert.ok(body.detail.includes(`${retryAfter} s`));
+    assert.equal((await login(ts, 'ada@example.com')).status, 200, 'another email logs in');
+
+    // An email with no account is counted and locked alike: the lock says nothing about accounts.
+    for (let i = 0; i < 5; i++) assertUnauthorized(await login(ts, 'ghost@example.com', 'wrong password'));
+    assert.equal((await login(ts, 'ghost@example.com', 'wrong password')).status, 429);
+    // Emails are not stored, only a hash of them.
+    const keys = await query<{ key: string }>(db, 'select key from login_throttles');
+    assert.ok(keys.length >= 2 && keys.every((k) => /^[0-9a-f]{64}$/.test(k.key)), JSON.stringify(keys));
+  });
+
+  await t.test('a lock that ends lets the right password in and clears the count; another failure after it locks twice as long; a passed window starts again', async () => {
+    const key = (email: string) => sha256(email);
+    const endLock = (email: string) => query(db, "update login_throttles set locked_until = now() - interval '1 second' where key = $1", [key(email)]);
+    const hank = await ts.user({ email: 'hank@example.com', password: PASSWORD });
+    for (let i = 0; i < 5; i++) assertUnauthorized(await login(ts, hank.email, 'wrong password'));
+    await endLock(hank.email);
+    assertUnauthorized(await login(ts, hank.email, 'wrong password'));
+    const again = await ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: hank.email, password: PASSWORD } });
+    assert.equal(again.statusCode, 429);
+    const retryAfter = Number(again.headers['retry-after']);
+    assert.ok(retryAfter > 60 && retryAfter <= 120, `the second lock is 2 minutes, Retry-After ${retryAfter}`);
+    await endLock(hank.email);
+    assert.equal((await login(ts, hank.email)).status, 200);
+    assert.deepEqual(await query(db, 'select 1 from login_throttles where key = $1', [key(hank.email)]), [], 'a success clears the count');
+
+    const ivy = await ts.user({ email: 'ivy@example.com', password: PASSWORD });
+    for (let i = 0; i < 4; i++) assertUnauthorized(await login(ts, ivy.email, 'wrong password'));
+    await query(db, "update login_throttles set window_started_at = now() - interval '16 minutes' where key = $1", [key(ivy.email)]);
+    assertUnauthorized(await login(ts, ivy.email, 'wrong password'));
+    const [row] = await query<{ failures: number; locked_until: Date | null }>(db, 'select failures, locked_until from login_throttles where key = $1', [key(ivy.email)]);
+    assert.deepEqual(row, { failures: 1, locked_until: null }, 'the fifth failure came after the window, so it counts as the first');
+    assert.equal((await login(ts, ivy.email)).status, 200);
+  });
+
+  await t.test('concurrent wrong passwords are all counted', async () => {
+    const jay = await ts.user({ email: 'jay@example.com', password: PASSWORD });
+    const answers = await Promise.all(Array.from({ length: 4 }, () => login(ts, jay.email, 'wrong password')));
+    assert.deepEqual(answers.map((a) => a.status), [401, 401, 401, 401]);
+    const [row] = await query<{ failures: number }>(db, 'select failures from login_throttles where key = $1', [sha256(jay.email)]);
+    assert.equal(row!.failures, 4);
+  });
+
   await t.test('login bodies are validated: missing fields and extra properties are 400', async () => {
     assert.equal((await call(ts, 'POST', '/api/v1/auth/login', { body: { email: 'ada@example.com' } })).body.field, 'password');
     const extra = await call(ts, 'POST', '/api/v1/auth/login', { body: { email: 'ada@example.com', password: PASSWORD, role: 'admin' } });
@@ -388,4 +443,6 @@ test('register, login, refresh and logout on the embedded default', async (t) =>
   assert.equal((await call(ts, 'POST', '/api/v1/auth/logout', { body: { refreshToken: again.refreshToken } })).status, 204);
   assertUnauthorized(await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: again.refreshToken } }), /revoked/);
   assertUnauthorized(await login(ts, 'emb@example.com', 'wrong password!!'), /^invalid email or password$/);
+  for (let i = 0; i < 4; i++) assertUnauthorized(await login(ts, 'emb@example.com', 'wrong password!!'));
+  assert.equal((await login(ts, 'emb@example.com')).status, 429, 'the login throttle works on the embedded database too');
 });

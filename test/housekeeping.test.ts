@@ -36,24 +36,34 @@ async function seed(db: string, extraExpiredKeys = 0): Promise<void> {
      ('rt_live_2', $1, 'fam_live', repeat('4', 64), now() + interval '29 days', null, null, now() - interval '1 day')`,
     [USER],
   );
+  // Login failures: one count whose window has passed, one within its window, one window passed but still locked.
+  await query(
+    db,
+    `insert into login_throttles (key, failures, window_started_at, locked_until) values
+     ('old', 3, now() - interval '16 minutes', null),
+     ('recent', 2, now() - interval '1 minute', null),
+     ('locked', 9, now() - interval '20 minutes', now() + interval '5 minutes')`,
+  );
 }
 
 const remaining = async (db: string) => ({
   keys: (await query<{ key: string }>(db, 'select key from idempotency_keys order by key')).map((r) => r.key),
   tokens: (await query<{ id: string }>(db, 'select id from refresh_tokens order by id')).map((r) => r.id),
+  throttles: (await query<{ key: string }>(db, 'select key from login_throttles order by key')).map((r) => r.key),
 });
+const KEPT = { keys: ['live'], tokens: ['rt_live_1', 'rt_live_2'], throttles: ['locked', 'recent'] };
 
-test('purgeExpired deletes expired idempotency keys (in batches) and dead refresh-token families, and keeps everything still usable', async (t) => {
+test('purgeExpired deletes expired idempotency keys (in batches), dead refresh-token families and spent login-failure counts, and keeps everything still in use', async (t) => {
   const db = await migratedDatabase(t);
   await seed(db, 12_000);
   const app = await createApp(loadConfig({ DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent' }));
   t.after(() => app.close());
   const em = () => app.db.orm.em.fork() as SqlEntityManager;
 
-  assert.deepEqual(await purgeExpired(em()), { idempotencyKeys: 12_001, refreshTokens: 2 });
-  // A live family keeps its used token, so presenting it is still recognised as reuse.
-  assert.deepEqual(await remaining(db), { keys: ['live'], tokens: ['rt_live_1', 'rt_live_2'] });
-  assert.deepEqual(await purgeExpired(em()), { idempotencyKeys: 0, refreshTokens: 0 }, 'a second pass finds nothing');
+  assert.deepEqual(await purgeExpired(em()), { idempotencyKeys: 12_001, refreshTokens: 2, loginThrottles: 1 });
+  // A live family keeps its used token, so presenting it is still recognised as reuse; a lock stays until it ends.
+  assert.deepEqual(await remaining(db), KEPT);
+  assert.deepEqual(await purgeExpired(em()), { idempotencyKeys: 0, refreshTokens: 0, loginThrottles: 0 }, 'a second pass finds nothing');
 });
 
 test('svc serve purges expired rows when it starts (then every 15 minutes); a failed pass is logged as a warning', async (t) => {
@@ -67,7 +77,7 @@ test('svc serve purges expired rows when it starts (then every 15 minutes); a fa
   );
   // stop() waits for a pass in progress.
   await running.stop();
-  assert.deepEqual(await remaining(db), { keys: ['live'], tokens: ['rt_live_1', 'rt_live_2'] });
+  assert.deepEqual(await remaining(db), KEPT);
 
   let out = '';
   const logger = createLoggerTo(

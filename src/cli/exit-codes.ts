@@ -22,6 +22,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   forbidden: EXIT.forbidden,
   unauthorized: EXIT.forbidden,
   unavailable: EXIT.unavailable,
+  rate_limited: EXIT.unavailable,
   retryable: EXIT.unavailable,
   payment_failed: EXIT.paymentFailed,
   internal: EXIT.internal,

@@ -5,6 +5,7 @@ import { AuditEntrySchema } from './audit/audit.entity.js';
 import { ApiKeySchema, RefreshTokenSchema } from './auth/auth.entities.js';
 import { IdempotencyRecordSchema } from './idempotency/idempotency.entity.js';
 import { AppSecretSchema } from './shared/app-secret.entity.js';
+import { LoginThrottleSchema } from './auth/login-throttle.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -17,4 +18,5 @@ export const entities = [
   ApiKeySchema,
   IdempotencyRecordSchema,
   AppSecretSchema,
+  LoginThrottleSchema,
 ];

@@ -1,18 +1,21 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
+import { LOGIN_THROTTLE } from './auth/login-throttle.js';
 
 /** Rows deleted by one housekeeping pass. */
 export interface Purged {
   idempotencyKeys: number;
   refreshTokens: number;
+  loginThrottles: number;
 }
 
 // Rows per statement: short statements keep locks and WAL bursts small on a busy table.
 const BATCH = 5_000;
 
 /**
- * Deletes what can no longer be used: idempotency keys past their 24 hours, and refresh-token
+ * Deletes what can no longer be used: idempotency keys past their 24 hours, refresh-token
  * families whose every token has expired (a live family keeps its used tokens, so presenting an old
- * one is still recognised as reuse). Safe to run from every replica at once.
+ * one is still recognised as reuse), and login-failure counts whose window and lock have passed.
+ * Safe to run from every replica at once.
  */
 export async function purgeExpired(em: SqlEntityManager, now = new Date()): Promise<Purged> {
   const idempotencyKeys = await inBatches(
@@ -27,7 +30,14 @@ export async function purgeExpired(em: SqlEntityManager, now = new Date()): Prom
        (select family_id from refresh_tokens group by family_id having max(expires_at) <= ? limit ${BATCH})`,
     [now],
   );
-  return { idempotencyKeys, refreshTokens };
+  const windowStart = new Date(now.getTime() - LOGIN_THROTTLE.windowSeconds * 1000);
+  const loginThrottles = await inBatches(
+    em,
+    `delete from login_throttles where key in
+       (select key from login_throttles where window_started_at <= ? and (locked_until is null or locked_until <= ?) limit ${BATCH} for update skip locked)`,
+    [windowStart, now],
+  );
+  return { idempotencyKeys, refreshTokens, loginThrottles };
 }
 
 async function inBatches(em: SqlEntityManager, sql: string, params: unknown[]): Promise<number> {

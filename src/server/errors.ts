@@ -11,6 +11,7 @@ export const STATUS_BY_CODE: Record<ErrorCode, number> = {
   not_found: 404,
   conflict: 409,
   unprocessable: 422,
+  rate_limited: 429,
   internal: 500,
   unavailable: 503,
   retryable: 503,
@@ -99,6 +100,7 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
       return send(reply, problem(status, translated.code, traceId, status === 503 ? 'the service is temporarily unavailable; try again' : undefined));
     }
     const field = typeof translated.details.field === 'string' ? translated.details.field : undefined;
+    if (typeof translated.details.retryAfterSeconds === 'number') reply.header('retry-after', String(translated.details.retryAfterSeconds));
     return send(reply, problem(status, translated.code, traceId, translated.message, field ? { field } : {}));
   }
   // fastify's own 4xx (body too large, bad JSON, unsupported media type, not found ...)

@@ -17,7 +17,7 @@ export function scheduleHousekeeping(fork: () => SqlEntityManager, logger: Logge
     running = Promise.resolve()
       .then(() => purgeExpired(fork()))
       .then((purged) => {
-        if (purged.idempotencyKeys + purged.refreshTokens > 0) logger.info({ purged }, 'housekeeping: deleted expired rows');
+        if (purged.idempotencyKeys + purged.refreshTokens + purged.loginThrottles > 0) logger.info({ purged }, 'housekeeping: deleted expired rows');
       })
       .catch((err: unknown) => logger.warn({ err }, 'housekeeping failed; trying again at the next pass'))
       .finally(() => (running = undefined));

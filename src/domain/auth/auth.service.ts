@@ -10,6 +10,7 @@ import { User, type UserRole } from '../users/user.entity.js';
 import type { UsersService, UserView } from '../users/users.service.js';
 import { RefreshToken } from './auth.entities.js';
 import { sha256 } from './authenticator.js';
+import { assertNotLocked, clearFailures, recordFailure, throttleKey } from './login-throttle.js';
 
 /** Issues access tokens (implemented by the JWT adapter). */
 export interface AccessTokenIssuer {
@@ -59,10 +60,17 @@ export class AuthService {
 
   /** Checks an email and password and opens a session: an access token and the first refresh token of a new family. */
   async login(ctx: Ctx, input: { email: string; password: string }): Promise<TokenPair> {
+    // Checked before the password, so a locked email tells a guesser nothing, even about the right one.
+    const throttle = throttleKey(input.email);
+    await assertNotLocked(ctx.em, throttle, new Date());
     const user = await ctx.em.findOne(User, { [sql`lower(email)`]: input.email.trim().toLowerCase() }, { populate: ['passwordHash'] });
     const hash = user?.passwordHash ?? (await this.dummyHash);
     const ok = await verifyPassword(input.password, hash);
-    if (!user || !user.passwordHash || !ok) throw unauthorized(INVALID_LOGIN);
+    if (!user || !user.passwordHash || !ok) {
+      await recordFailure(ctx.em, throttle, new Date());
+      throw unauthorized(INVALID_LOGIN);
+    }
+    await clearFailures(ctx.em, throttle);
     // Said only after the right password, so it tells nobody else that the account exists.
     if (user.status !== 'active') throw new DomainError('forbidden', 'this account is disabled; ask an administrator to enable it');
     return ctx.em.transactional(async (em) => this.issue(em, user, newId('fam')));

@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'conflict'
   | 'forbidden'
   | 'unauthorized'
+  | 'rate_limited'
   | 'unavailable'
   | 'retryable'
   | 'payment_failed'

@@ -59,7 +59,7 @@ export const authRoutes =
           // Any password length is accepted here: a wrong one is 401, like every other wrong password.
           properties: { email, password: { type: 'string', minLength: 1, maxLength: 256 } },
         },
-        response: { 200: { ...tokenPair, description: 'An access token and a refresh token' }, ...errorResponses(400, 401, 403) },
+        response: { 200: { ...tokenPair, description: 'An access token and a refresh token' }, ...errorResponses(400, 401, 403, 429) },
       },
       handler: async (request) => server.svc.auth.login(request.ctx, request.body),
     });
