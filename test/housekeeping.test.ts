@@ -36,13 +36,13 @@ async function seed(db: string, extraExpiredKeys = 0): Promise<void> {
      ('rt_live_2', $1, 'fam_live', repeat('4', 64), now() + interval '29 days', null, null, now() - interval '1 day')`,
     [USER],
   );
-  // Login failures: one count whose window has passed, one within its window, one window passed but still locked.
+  // Login failures: one count whose window has passed, one within its window, one window passed but still locked (9 failures, the last 5 minutes ago).
   await query(
     db,
-    `insert into login_throttles (key, failures, window_started_at, locked_until) values
-     ('old', 3, now() - interval '16 minutes', null),
-     ('recent', 2, now() - interval '1 minute', null),
-     ('locked', 9, now() - interval '20 minutes', now() + interval '5 minutes')`,
+    `insert into login_throttles (key, failures, window_started_at, last_failed_at) values
+     ('old', 3, now() - interval '30 minutes', now() - interval '16 minutes'),
+     ('recent', 2, now() - interval '1 minute', now() - interval '1 minute'),
+     ('locked', 9, now() - interval '20 minutes', now() - interval '5 minutes')`,
   );
 }
 

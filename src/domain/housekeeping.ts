@@ -30,12 +30,14 @@ export async function purgeExpired(em: SqlEntityManager, now = new Date()): Prom
        (select family_id from refresh_tokens group by family_id having max(expires_at) <= ? limit ${BATCH})`,
     [now],
   );
+  // A count is spent once its window has passed and no lock can still follow from it.
   const windowStart = new Date(now.getTime() - LOGIN_THROTTLE.windowSeconds * 1000);
+  const lastLockStart = new Date(now.getTime() - LOGIN_THROTTLE.maxLockSeconds * 1000);
   const loginThrottles = await inBatches(
     em,
     `delete from login_throttles where key in
-       (select key from login_throttles where window_started_at <= ? and (locked_until is null or locked_until <= ?) limit ${BATCH} for update skip locked)`,
-    [windowStart, now],
+       (select key from login_throttles where window_started_at <= ? and last_failed_at <= ? limit ${BATCH} for update skip locked)`,
+    [windowStart, lastLockStart],
   );
   return { idempotencyKeys, refreshTokens, loginThrottles };
 }

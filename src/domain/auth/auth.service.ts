@@ -62,7 +62,7 @@ export class AuthService {
   async login(ctx: Ctx, input: { email: string; password: string }): Promise<TokenPair> {
     // Checked before the password, so a locked email tells a guesser nothing, even about the right one.
     const throttle = throttleKey(input.email);
-    await assertNotLocked(ctx.em, throttle, new Date());
+    const failedBefore = await assertNotLocked(ctx.em, throttle, new Date());
     const user = await ctx.em.findOne(User, { [sql`lower(email)`]: input.email.trim().toLowerCase() }, { populate: ['passwordHash'] });
     const hash = user?.passwordHash ?? (await this.dummyHash);
     const ok = await verifyPassword(input.password, hash);
@@ -70,7 +70,7 @@ export class AuthService {
       await recordFailure(ctx.em, throttle, new Date());
       throw unauthorized(INVALID_LOGIN);
     }
-    await clearFailures(ctx.em, throttle);
+    if (failedBefore) await clearFailures(ctx.em, throttle);
     // Said only after the right password, so it tells nobody else that the account exists.
     if (user.status !== 'active') throw new DomainError('forbidden', 'this account is disabled; ask an administrator to enable it');
     return ctx.em.transactional(async (em) => this.issue(em, user, newId('fam')));

@@ -1,8 +1,9 @@
 import { defineEntity, p } from '@mikro-orm/core';
 
 /**
- * Failed logins per email within a window, and the lock they earned. Keyed by a SHA-256 of the
- * lower-cased email, so the emails people mistype (or attackers try) are not stored.
+ * Failed logins per email within a window, and when the last one was (the lock they earned follows
+ * from both). Keyed by a SHA-256 of the lower-cased email, so the emails people mistype (or
+ * attackers try) are not stored.
  */
 export const LoginThrottleSchema = defineEntity({
   name: 'LoginThrottle',
@@ -11,7 +12,7 @@ export const LoginThrottleSchema = defineEntity({
     key: p.string().length(64).primary(),
     failures: p.integer(),
     windowStartedAt: p.datetime(),
-    lockedUntil: p.datetime().nullable(),
+    lastFailedAt: p.datetime(),
   },
 });
 

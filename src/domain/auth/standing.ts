@@ -1,5 +1,5 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
-import { select } from '../shared/sql.js';
+import { query } from '../shared/sql.js';
 import type { UserRole, UserStatus } from '../users/user.entity.js';
 
 /** A user's role and status as they are now (an access token only says what they were when it was issued). */
@@ -47,6 +47,6 @@ export class UserStandings {
 }
 
 async function read(em: SqlEntityManager, userId: string): Promise<Standing | undefined> {
-  const [row] = await select<Standing>(em, 'select role, status from users where id = $1', [userId]);
+  const [row] = await query<Standing>(em, 'select role, status from users where id = $1', [userId]);
   return row;
 }

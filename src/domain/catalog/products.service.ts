@@ -2,9 +2,9 @@ import { LockMode } from '@mikro-orm/core';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
-import { MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
+import { afterCursorSql, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
 import { CURRENCY_PATTERN, toMinor } from '../shared/money.js';
-import { select } from '../shared/sql.js';
+import { Params, query, rowDate } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Principal } from '../auth/principal.js';
 import { Product } from './product.entity.js';
@@ -58,37 +58,19 @@ export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 const SKU = new RegExp(SKU_PATTERN);
 const CURRENCY = new RegExp(CURRENCY_PATTERN);
 
-export const toProductView = (p: Product): ProductView => ({
+/** A product as clients see it, from an entity or a raw row (drivers return bigint as a string). */
+export const toProductView = (p: Omit<ProductView, 'price'> & { price: number | string }): ProductView => ({
   id: p.id,
   sku: p.sku,
   name: p.name,
-  price: p.price,
+  price: Number(p.price),
   currency: p.currency,
   stock: p.stock,
   active: p.active,
 });
 
-/** A products row as the list reads it (drivers return bigint as a string, PGlite dates as text). */
-interface ProductRow {
-  id: string;
-  sku: string;
-  name: string;
-  price: number | string;
-  currency: string;
-  stock: number;
-  active: boolean;
-  created_at: Date | string;
-}
-
-const rowView = (row: ProductRow): ProductView => ({
-  id: row.id,
-  sku: row.sku,
-  name: row.name,
-  price: Number(row.price),
-  currency: row.currency,
-  stock: row.stock,
-  active: row.active,
-});
+/** A products row as the list reads it. */
+type ProductRow = Parameters<typeof toProductView>[0] & { created_at: Date | string };
 
 function checkSku(raw: string): string {
   if (!SKU.test(raw)) throw invalid(`"${raw}" is not a SKU: use 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit`, { field: 'sku' });
@@ -138,32 +120,20 @@ export class ProductsService {
     // One raw statement instead of a query builder and 21 hydrated entities: the list is the
     // catalog's hot read, and a page is only shown, never changed.
     const where: string[] = [];
-    const params: unknown[] = [];
-    /** Adds a parameter and returns its placeholder. */
-    const param = (value: unknown) => `$${params.push(value)}`;
+    const params = new Params();
     const active = admin ? input.active : true;
-    if (active !== undefined) where.push(`p.active = ${param(active)}`);
+    if (active !== undefined) where.push(`p.active = ${params.add(active)}`);
     const cursors = await ctx.cursors();
-    if (input.cursor !== undefined) {
-      // Strictly after the cursor in (created_at, id) descending order.
-      const key = cursors.decode(input.cursor);
-      where.push(`(p.created_at, p.id) < (${param(key.createdAt)}, ${param(key.id)})`);
-    }
+    if (input.cursor !== undefined) where.push(afterCursorSql('p', cursors.decode(input.cursor), params));
     // The limit stays in the text: a prepared statement with a parameter for it would be planned
     // for an unknown page size.
-    const rows = await select<ProductRow>(
+    const rows = await query<ProductRow>(
       ctx.em,
       `select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p
        ${where.length ? `where ${where.join(' and ')}` : ''} order by p.created_at desc, p.id desc limit ${limit + 1}`,
-      params,
+      params.values,
     );
-    const platform = ctx.em.getPlatform();
-    const keyed = rows.map((row) => ({
-      id: row.id,
-      createdAt: row.created_at instanceof Date ? row.created_at : (platform.parseDate(row.created_at) as Date),
-      row,
-    }));
-    return toPage(keyed, limit, ({ row }) => rowView(row), cursors);
+    return toPage(rows, limit, toProductView, cursors, (row) => ({ id: row.id, createdAt: rowDate(ctx.em, row.created_at) }));
   }
 
   /** One product by id; an inactive product is not found for anyone but admins. */

@@ -1,9 +1,9 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
-import { MAX_PAGE_SIZE, type Page } from '../shared/pagination.js';
+import { afterCursorSql, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
-import { select } from '../shared/sql.js';
+import { Params, query, rowDate } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Principal } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
@@ -164,36 +164,28 @@ export class OrdersService {
       throw new DomainError('forbidden', "only admins may list other users' orders; leave out userId to list your own", { field: 'userId' });
     }
     const where: string[] = [];
-    const params: unknown[] = [];
-    /** Adds a parameter and returns its placeholder. */
-    const param = (value: unknown) => `$${params.push(value)}`;
+    const params = new Params();
     const userId = admin ? input.userId : input.viewer.userId;
-    if (userId !== undefined) where.push(`o.user_id = ${param(userId)}`);
+    if (userId !== undefined) where.push(`o.user_id = ${params.add(userId)}`);
     if (input.status !== undefined) {
       if (!(ORDER_STATUSES as readonly string[]).includes(input.status)) {
         throw invalid(`"${input.status}" is not an order status; expected one of ${ORDER_STATUSES.join(', ')}`, { field: 'status' });
       }
-      where.push(`o.status = ${param(input.status)}`);
+      where.push(`o.status = ${params.add(input.status)}`);
     }
-    if (input.createdFrom) where.push(`o.created_at >= ${param(input.createdFrom)}`);
-    if (input.createdTo) where.push(`o.created_at < ${param(input.createdTo)}`);
+    if (input.createdFrom) where.push(`o.created_at >= ${params.add(input.createdFrom)}`);
+    if (input.createdTo) where.push(`o.created_at < ${params.add(input.createdTo)}`);
     const cursors = await ctx.cursors();
-    if (input.cursor !== undefined) {
-      const key = cursors.decode(input.cursor);
-      where.push(`(o.created_at, o.id) < (${param(key.createdAt)}, ${param(key.id)})`);
-    }
+    if (input.cursor !== undefined) where.push(afterCursorSql('o', cursors.decode(input.cursor), params));
     // The limit stays in the text: a prepared statement with a parameter for it would be planned
     // for an unknown page size.
-    const rows = await select<OrderRow>(
+    const rows = await query<OrderRow>(
       ctx.em,
       `select ${ORDER_COLUMNS} from orders o ${where.length ? `where ${where.join(' and ')}` : ''}
        order by o.created_at desc, o.id desc limit ${limit + 1}`,
-      params,
+      params.values,
     );
-    const hasMore = rows.length > limit;
-    const data = rows.slice(0, limit).map((row) => this.view(ctx.em, row));
-    const last = data.at(-1);
-    return { data, pagination: { cursor: hasMore && last ? cursors.encode({ createdAt: new Date(last.createdAt), id: last.id }) : null, hasMore } };
+    return toPage(rows, limit, (row) => this.view(ctx.em, row), cursors, (row) => ({ id: row.id, createdAt: rowDate(ctx.em, row.created_at) }));
   }
 
   /** One order with its items; another user's order is not found (its existence is not revealed). */
@@ -249,7 +241,7 @@ export class OrdersService {
     // The lines travel as three arrays, so the statement's text is the same for any number of lines
     // and is prepared once per connection (with and without a claim): planning this statement costs
     // the server more than running it.
-    const [result] = await select<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }>(
+    const [result] = await query<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }>(
       em,
       `with req (sku, qty, item_id) as (select * from unnest($1::varchar[], $2::int[], $3::varchar[])),
        claim as (${claim ? numbered(claim.sql, 7) : 'select 1 as claimed'}),
@@ -328,7 +320,7 @@ export class OrdersService {
 
   private async find(em: SqlEntityManager, viewer: Viewer, id: string, forUpdate = false): Promise<OrderRow> {
     const own = viewer.role !== 'admin';
-    const [row] = await select<OrderRow>(
+    const [row] = await query<OrderRow>(
       em,
       `select ${ORDER_COLUMNS} from orders o where o.id = $1${own ? ' and o.user_id = $2' : ''}${forUpdate ? ' for update of o' : ''}`,
       own ? [id, viewer.userId] : [id],
@@ -338,8 +330,7 @@ export class OrdersService {
   }
 
   private view(em: SqlEntityManager, row: OrderRow): OrderView {
-    const platform = em.getPlatform();
-    const date = (v: Date | string) => (v instanceof Date ? v : (platform.parseDate(v) as Date)).toISOString();
+    const date = (v: Date | string) => rowDate(em, v).toISOString();
     const items = typeof row.items === 'string' ? (JSON.parse(row.items) as Exclude<OrderRow['items'], string>) : row.items;
     return {
       id: row.id,

@@ -1,5 +1,6 @@
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { invalid } from './errors.js';
+import type { Params } from './sql.js';
 
 /** The brief's page shape: `{"data": [...], "pagination": {"cursor": "...", "hasMore": true}}`. */
 export interface Page<T> {
@@ -65,10 +66,15 @@ export function afterCursor(key: Keyset) {
   return { $or: [{ createdAt: { $lt: key.createdAt } }, { createdAt: key.createdAt, id: { $lt: key.id } }] };
 }
 
-/** Cuts a fetched `limit + 1` rows into a page. */
-export function toPage<R extends Keyset, T>(rows: R[], limit: number, map: (row: R) => T, cursors: CursorCodec): Page<T> {
+/** The same condition in raw SQL, on the `created_at` and `id` columns of `alias`. */
+export function afterCursorSql(alias: string, key: Keyset, params: Params): string {
+  return `(${alias}.created_at, ${alias}.id) < (${params.add(key.createdAt)}, ${params.add(key.id)})`;
+}
+
+/** Cuts a fetched `limit + 1` rows into a page; `keyOf` gives a row's (createdAt, id) for the cursor. */
+export function toPage<R, T>(rows: R[], limit: number, map: (row: R) => T, cursors: CursorCodec, keyOf: (row: R) => Keyset): Page<T> {
   const hasMore = rows.length > limit;
   const kept = hasMore ? rows.slice(0, limit) : rows;
   const last = kept.at(-1);
-  return { data: kept.map(map), pagination: { cursor: hasMore && last ? cursors.encode(last) : null, hasMore } };
+  return { data: kept.map(map), pagination: { cursor: hasMore && last ? cursors.encode(keyOf(last)) : null, hasMore } };
 }

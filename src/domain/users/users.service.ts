@@ -135,7 +135,7 @@ export class UsersService {
       orderBy: { createdAt: 'desc', id: 'desc' },
       limit: limit + 1,
     });
-    return toPage(rows, limit, toUserView, cursors);
+    return toPage(rows, limit, toUserView, cursors, (user) => user);
   }
 
   /** Changes a user's role; setting the role they already have changes nothing. */
