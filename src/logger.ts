@@ -11,23 +11,16 @@ export function maskEmail(value: string): string {
   return value.replace(EMAIL, (_m, first: string, domain: string, tld: string) => `${first}***@${domain[0]}***.${tld}`);
 }
 
-// Keys whose values are personal data or secrets wherever they appear in a log line.
-const SECRET_PATHS = [
-  'password',
-  'passwordHash',
-  'token',
-  'accessToken',
-  'refreshToken',
-  'secret',
-  'authorization',
-  'req.headers.authorization',
-  'req.headers.cookie',
-  '*.password',
-  '*.passwordHash',
-  '*.token',
-  '*.secret',
-];
+// Keys whose values are secrets wherever they appear in a log line, at any depth (compared in
+// lower case): credentials, tokens and the headers that carry them.
+const SECRET_KEYS = new Set(['password', 'passwordhash', 'token', 'accesstoken', 'refreshtoken', 'secret', 'authorization', 'cookie', 'set-cookie']);
+const REDACTED = '[redacted]';
 
+/**
+ * The log-safe copy of a value: secrets replaced by key, emails masked in every string. One walk
+ * does both (it runs on every log line, so it copies only plain objects and arrays, and only
+ * down to a bounded depth).
+ */
 function maskDeep(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return maskEmail(value);
   if (depth > 4 || value === null || typeof value !== 'object') return value;
@@ -36,7 +29,11 @@ function maskDeep(value: unknown, depth = 0): unknown {
   // error's message or stack (a unique-violation detail, say) is masked too.
   if (value instanceof Error) return maskDeep(pino.stdSerializers.err(value), depth);
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = maskDeep(v, depth + 1);
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    const v = (value as Record<string, unknown>)[key];
+    out[key] = SECRET_KEYS.has(key.toLowerCase()) && v !== undefined && v !== null ? REDACTED : maskDeep(v, depth + 1);
+  }
   return out;
 }
 
@@ -50,22 +47,32 @@ export function createLogger(level: LevelWithSilent, bindings: Record<string, un
 
 /** The same logger writing to another stream (tests). */
 export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream, bindings: Record<string, unknown> = {}): Logger {
-  return pino(
+  const logger = pino(
     {
       level,
-      base: { service: 'svc', pid: process.pid, ...bindings },
+      base: maskDeep({ service: 'svc', pid: process.pid, ...bindings }) as Record<string, unknown>,
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: SECRET_PATHS, censor: '[redacted]' },
       // maskDeep has already turned errors into masked plain objects; re-serialising one would lose its type.
       serializers: { err: (err: unknown) => (err instanceof Error ? pino.stdSerializers.err(err) : err) },
-      formatters: { level: (label) => ({ level: label }), log: (obj) => maskDeep(obj) as Record<string, unknown> },
+      formatters: {
+        level: (label) => ({ level: label }),
+        log: (obj) => maskDeep(obj) as Record<string, unknown>,
+      },
       hooks: {
         logMethod(args, method) {
-          const masked = args.map((a) => (typeof a === 'string' ? maskEmail(a) : a)) as Parameters<typeof method>;
-          method.apply(this, masked);
+          // The message (and its format arguments): copied only when one of them holds an email.
+          const email = args.some((a) => typeof a === 'string' && a.includes('@'));
+          method.apply(this, email ? (args.map((a) => (typeof a === 'string' ? maskEmail(a) : a)) as Parameters<typeof method>) : args);
         },
       },
     },
     stream,
   );
+  // A child's bindings are written once, when it is made, without passing the formatters: they are
+  // masked here (children inherit this method from the root).
+  const pinoChild = logger.child;
+  logger.child = function (this: Logger, childBindings: Record<string, unknown>, options?: object) {
+    return pinoChild.call(this, maskDeep(childBindings) as Record<string, unknown>, options);
+  } as Logger['child'];
+  return logger;
 }

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import pg from 'pg';
 import { PreparingClient } from '../src/adapters/prepared-statements.js';
 import { emptyDatabase } from './helpers/db.js';
 
@@ -26,5 +27,19 @@ test('parameterized statements are prepared once per connection, and one broken 
     assert.equal((await client.query('select count(*)::int as n from pg_prepared_statements')).rows[0].n, 2);
   } finally {
     await client.end();
+  }
+});
+
+test('statements sent through the pool (which passes a callback) are prepared too', async (t) => {
+  const pool = new pg.Pool({ connectionString: await emptyDatabase(t), Client: PreparingClient, max: 1 });
+  try {
+    const byNumber = 'select $1::int * 2 as doubled';
+    assert.equal((await pool.query(byNumber, [2])).rows[0].doubled, 4);
+    assert.equal((await pool.query(byNumber, [3])).rows[0].doubled, 6);
+    const prepared = await pool.query<{ statement: string }>('select statement from pg_prepared_statements');
+    assert.deepEqual(prepared.rows.map((r) => r.statement), [byNumber]);
+    await assert.rejects(pool.query('select $1::int / 0', [1]), (err: { code?: string }) => err.code === '22012');
+  } finally {
+    await pool.end();
   }
 });

@@ -55,4 +55,12 @@ test('the logger writes JSON with emails masked and secrets redacted', async () 
   assert.equal(line.nested.to, 'b***@e***.org');
   assert.equal(line.msg, 'welcome mail to a***@e***.com');
   assert.equal(line.level, 'info');
+  // Secrets by key at any depth (headers included, whatever their case) and in a child's bindings.
+  logger.child({ token: 'abc.def.ghi', email: 'eve@example.net' }).info({ req: { headers: { Authorization: 'Bearer abc', cookie: 's=1' } }, user: { passwordHash: '$argon2id$x' } }, 'sign-in');
+  const child = JSON.parse(lines[1]!);
+  assert.equal(child.token, '[redacted]');
+  assert.equal(child.email, 'e***@e***.net');
+  assert.deepEqual(child.req.headers, { Authorization: '[redacted]', cookie: '[redacted]' });
+  assert.equal(child.user.passwordHash, '[redacted]');
+  assert.doesNotMatch(lines.join(''), /hunter2|abc\.def|Bearer abc|argon2/);
 });

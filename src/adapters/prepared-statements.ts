@@ -17,10 +17,11 @@ class Preparing extends pg.Client {
   readonly #names = new Map<string, string>();
   #counter = 0;
 
-  // pg's query() has many overloads; only (text, values) without a callback is rewritten.
+  // pg's query() has many overloads; only (text, values) and (text, values, callback) are rewritten
+  // (pg-pool's own query() passes a callback).
   override query(config: unknown, values?: unknown, callback?: unknown): any {
     const call = super.query.bind(this) as (...args: unknown[]) => Promise<unknown>;
-    if (typeof config !== 'string' || !Array.isArray(values) || values.length === 0 || callback !== undefined) {
+    if (typeof config !== 'string' || !Array.isArray(values) || values.length === 0 || (callback !== undefined && typeof callback !== 'function')) {
       return call(config, values, callback);
     }
     let name = this.#names.get(config);
@@ -28,10 +29,19 @@ class Preparing extends pg.Client {
       name = `svc_${++this.#counter}`;
       this.#names.set(config, name);
     }
-    if (name === undefined) return call(config, values);
+    if (name === undefined) return call(config, values, callback);
+    // The next execution prepares the text again under a new name; this one fails as it would have.
+    const forgetIfStale = (err: unknown) => {
+      if (STALE_STATEMENT.has((err as { code?: string } | null)?.code ?? '')) this.#names.delete(config);
+    };
+    if (typeof callback === 'function') {
+      return call({ name, text: config, values }, (err: unknown, result: unknown) => {
+        forgetIfStale(err);
+        (callback as (err: unknown, result: unknown) => void)(err, result);
+      });
+    }
     return call({ name, text: config, values }).catch((err: unknown) => {
-      // The next execution prepares the text again under a new name; this one fails as it would have.
-      if (STALE_STATEMENT.has((err as { code?: string }).code ?? '')) this.#names.delete(config);
+      forgetIfStale(err);
       throw err;
     });
   }
