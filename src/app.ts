@@ -8,6 +8,7 @@ import { ApiKeysService } from './domain/auth/api-keys.service.js';
 import { ProductsService } from './domain/catalog/products.service.js';
 import { OrdersService } from './domain/orders/orders.service.js';
 import type { Ctx } from './domain/shared/context.js';
+import { sqlOn } from './domain/shared/sql.js';
 import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
 import { DomainError } from './domain/shared/errors.js';
@@ -49,6 +50,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       cursorCodec = undefined;
       throw err;
     }));
+  // Plain statements run on the root EntityManager's connection: never inside a transaction.
+  const sql = sqlOn(db.orm.em as Ctx['em']);
   return {
     config,
     logger,
@@ -58,12 +61,18 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     products: new ProductsService(),
     orders: new OrdersService(),
     apiKeys,
-    context: ({ actor, traceId }) => ({
-      actor,
-      traceId: traceId ?? randomBytes(16).toString('hex'),
-      em: db.orm.em.fork({ clear: true }) as Ctx['em'],
-      cursors,
-    }),
+    context: ({ actor, traceId }) => {
+      let em: Ctx['em'] | undefined;
+      return {
+        actor,
+        traceId: traceId ?? randomBytes(16).toString('hex'),
+        get em() {
+          return (em ??= db.orm.em.fork({ clear: true }) as Ctx['em']);
+        },
+        sql,
+        cursors,
+      };
+    },
     async close() {
       if (closed) return;
       closed = true;

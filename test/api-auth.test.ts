@@ -301,16 +301,16 @@ test('authentication on PostgreSQL', async (t) => {
     const ctx = () => ts.app.context({ actor: 'cli:test' });
     let now = 1_000_000;
     const standings = new UserStandings(5_000, () => now);
-    assert.deepEqual(await standings.get(ctx().em, frank.id), { role: 'user', status: 'active' });
+    assert.deepEqual(await standings.get(ctx().sql, frank.id), { role: 'user', status: 'active' });
     await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
     now += 4_999;
-    assert.equal((await standings.get(ctx().em, frank.id))?.status, 'active', 'still the cached standing');
+    assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'active', 'still the cached standing');
     now += 1;
-    assert.equal((await standings.get(ctx().em, frank.id))?.status, 'disabled', 'read again after the TTL');
+    assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'disabled', 'read again after the TTL');
     await ts.app.users.setStatus(ctx(), frank.id, 'active');
     standings.forget(frank.id);
-    assert.equal((await standings.get(ctx().em, frank.id))?.status, 'active', 'read again once forgotten');
-    assert.equal(await new UserStandings(0).get(ctx().em, 'usr_00000000000000000000000000'), undefined);
+    assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'active', 'read again once forgotten');
+    assert.equal(await new UserStandings(0).get(ctx().sql, 'usr_00000000000000000000000000'), undefined);
 
     // The server's own cache: a token keeps working until then (the default is 5 s).
     assert.equal(ts.config.USER_STANDING_TTL_SECONDS, 5);

@@ -28,7 +28,7 @@ export function principalOf(request: FastifyRequest): Principal {
 export function authorize(rule: AccessRule): preHandlerAsyncHookHandler {
   return async function (this: unknown, request: FastifyRequest, _reply: FastifyReply) {
     const app = request.server.svc;
-    const principal = await app.authenticator.authenticate(request.ctx.em, request.headers.authorization);
+    const principal = await app.authenticator.authenticate(request.ctx, request.headers.authorization);
     request.principal = principal;
     // Route-level hooks run after the global preHandler that would otherwise set the actor.
     request.ctx.actor = actorOf(principal);

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { SqlEntityManager } from '@mikro-orm/sql';
+import type { Ctx } from '../shared/context.js';
 import { DomainError } from '../shared/errors.js';
 import type { UserRole } from '../users/user.entity.js';
 import { ApiKey } from './auth.entities.js';
@@ -33,15 +34,15 @@ export class Authenticator {
   }
 
   /** Authenticates `Authorization: Bearer …`; anything missing, malformed, expired or revoked is unauthorized. */
-  async authenticate(em: SqlEntityManager, authorization: string | undefined): Promise<Principal> {
+  async authenticate(ctx: Ctx, authorization: string | undefined): Promise<Principal> {
     if (!authorization) throw unauthorized('this route needs a bearer token: Authorization: Bearer <access token or API key>');
     const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
     if (!match) throw unauthorized('the Authorization header must be "Bearer <token>"');
     const credential = match[1]!;
-    if (credential.startsWith('svc_')) return this.apiKey(em, credential);
+    if (credential.startsWith('svc_')) return this.apiKey(ctx.em, credential);
     const claims = await this.tokens.verify(credential);
     // The token says who the user was when it was issued; their role and status are what they are now.
-    const standing = await this.standings.get(em, claims.sub);
+    const standing = await this.standings.get(ctx.sql, claims.sub);
     if (!standing) throw unauthorized("the access token's user no longer exists");
     if (standing.status !== 'active') throw unauthorized('the user is disabled');
     return { kind: 'user', userId: claims.sub, role: standing.role };

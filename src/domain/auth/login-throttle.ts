@@ -30,7 +30,7 @@ function lockEnd(failures: number, lastFailedAt: Date): Date {
 export async function assertNotLocked(em: SqlEntityManager, key: string, now: Date): Promise<boolean> {
   const [row] = await query<{ failures: number; last_failed_at: Date | string }>(em, 'select failures, last_failed_at from login_throttles where key = $1', [key]);
   if (!row) return false;
-  const wait = lockEnd(row.failures, rowDate(em, row.last_failed_at)).getTime() - now.getTime();
+  const wait = lockEnd(row.failures, rowDate(row.last_failed_at)).getTime() - now.getTime();
   if (wait <= 0) return true;
   const seconds = Math.ceil(wait / 1000);
   throw new DomainError('rate_limited', `too many failed logins for this email; try again in ${seconds} s`, { retryAfterSeconds: seconds });

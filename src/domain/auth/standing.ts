@@ -1,5 +1,4 @@
-import type { SqlEntityManager } from '@mikro-orm/sql';
-import { query } from '../shared/sql.js';
+import type { Sql } from '../shared/sql.js';
 import type { UserRole, UserStatus } from '../users/user.entity.js';
 
 /** A user's role and status as they are now (an access token only says what they were when it was issued). */
@@ -25,13 +24,13 @@ export class UserStandings {
   ) {}
 
   /** The user's standing, or undefined when the user no longer exists. */
-  get(em: SqlEntityManager, userId: string): Promise<Standing | undefined> {
-    if (this.ttlMs === 0) return read(em, userId);
+  get(sql: Sql, userId: string): Promise<Standing | undefined> {
+    if (this.ttlMs === 0) return read(sql, userId);
     const now = this.now();
     const hit = this.#cache.get(userId);
     if (hit && now - hit.readAt < this.ttlMs) return hit.standing;
     // Requests for the same user share one read; a failed read is not kept.
-    const standing = read(em, userId);
+    const standing = read(sql, userId);
     this.#cache.delete(userId);
     this.#cache.set(userId, { readAt: now, standing });
     if (this.#cache.size > MAX_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
@@ -46,7 +45,7 @@ export class UserStandings {
   }
 }
 
-async function read(em: SqlEntityManager, userId: string): Promise<Standing | undefined> {
-  const [row] = await query<Standing>(em, 'select role, status from users where id = $1', [userId]);
+async function read(sql: Sql, userId: string): Promise<Standing | undefined> {
+  const [row] = await sql<Standing>('select role, status from users where id = $1', [userId]);
   return row;
 }

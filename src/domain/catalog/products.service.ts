@@ -127,13 +127,12 @@ export class ProductsService {
     if (input.cursor !== undefined) where.push(afterCursorSql('p', cursors.decode(input.cursor), params));
     // The limit stays in the text: a prepared statement with a parameter for it would be planned
     // for an unknown page size.
-    const rows = await query<ProductRow>(
-      ctx.em,
+    const rows = await ctx.sql<ProductRow>(
       `select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p
        ${where.length ? `where ${where.join(' and ')}` : ''} order by p.created_at desc, p.id desc limit ${limit + 1}`,
       params.values,
     );
-    return toPage(rows, limit, toProductView, cursors, (row) => ({ id: row.id, createdAt: rowDate(ctx.em, row.created_at) }));
+    return toPage(rows, limit, toProductView, cursors, (row) => ({ id: row.id, createdAt: rowDate(row.created_at) }));
   }
 
   /** One product by id; an inactive product is not found for anyone but admins. */

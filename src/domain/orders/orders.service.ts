@@ -3,7 +3,7 @@ import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { afterCursorSql, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
-import { Params, query, rowDate } from '../shared/sql.js';
+import { Params, query, rowDate, sqlOn, type Sql } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Principal } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
@@ -143,11 +143,11 @@ export class OrdersService {
       if (placed) return { statusCode: 201, order: placed, replayed: false };
       const first = await replay(ctx.em, idem);
       const firstId = (first.body as { orderId: string }).orderId;
-      const order = await this.find(ctx.em, { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
+      const order = await this.find(sqlOn(ctx.em), { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
         if (err instanceof DomainError && err.code === 'not_found') return undefined;
         throw err;
       });
-      if (order) return { statusCode: first.statusCode, order: this.view(ctx.em, order), replayed: true };
+      if (order) return { statusCode: first.statusCode, order: this.view(order), replayed: true };
       await release(ctx.em, idem, first);
     }
     throw new DomainError('retryable', `the Idempotency-Key ${idem.key} is contended by concurrent attempts; send it again`);
@@ -179,24 +179,23 @@ export class OrdersService {
     if (input.cursor !== undefined) where.push(afterCursorSql('o', cursors.decode(input.cursor), params));
     // The limit stays in the text: a prepared statement with a parameter for it would be planned
     // for an unknown page size.
-    const rows = await query<OrderRow>(
-      ctx.em,
+    const rows = await ctx.sql<OrderRow>(
       `select ${ORDER_COLUMNS} from orders o ${where.length ? `where ${where.join(' and ')}` : ''}
        order by o.created_at desc, o.id desc limit ${limit + 1}`,
       params.values,
     );
-    return toPage(rows, limit, (row) => this.view(ctx.em, row), cursors, (row) => ({ id: row.id, createdAt: rowDate(ctx.em, row.created_at) }));
+    return toPage(rows, limit, (row) => this.view(row), cursors, (row) => ({ id: row.id, createdAt: rowDate(row.created_at) }));
   }
 
   /** One order with its items; another user's order is not found (its existence is not revealed). */
   async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
-    return this.view(ctx.em, await this.find(ctx.em, input.viewer, input.id));
+    return this.view(await this.find(ctx.sql, input.viewer, input.id));
   }
 
   /** Cancels a pending order and puts its stock back, in one transaction; any other status is a conflict. */
   async cancel(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
     return ctx.em.transactional(async (em) => {
-      const order = await this.find(em, input.viewer, input.id, true);
+      const order = await this.find(sqlOn(em), input.viewer, input.id, true);
       if (order.status !== 'pending') {
         throw conflict(`order ${order.id} is ${order.status}; only a pending order can be cancelled`, { status: order.status });
       }
@@ -213,7 +212,7 @@ export class OrdersService {
         [new Date(), order.id],
       );
       if (input.viewer.role === 'admin') audit({ ...ctx, em }, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
-      return this.view(em, updated!);
+      return this.view(updated!);
     });
   }
 
@@ -318,10 +317,9 @@ export class OrdersService {
     );
   }
 
-  private async find(em: SqlEntityManager, viewer: Viewer, id: string, forUpdate = false): Promise<OrderRow> {
+  private async find(sql: Sql, viewer: Viewer, id: string, forUpdate = false): Promise<OrderRow> {
     const own = viewer.role !== 'admin';
-    const [row] = await query<OrderRow>(
-      em,
+    const [row] = await sql<OrderRow>(
       `select ${ORDER_COLUMNS} from orders o where o.id = $1${own ? ' and o.user_id = $2' : ''}${forUpdate ? ' for update of o' : ''}`,
       own ? [id, viewer.userId] : [id],
     );
@@ -329,8 +327,8 @@ export class OrdersService {
     return row;
   }
 
-  private view(em: SqlEntityManager, row: OrderRow): OrderView {
-    const date = (v: Date | string) => rowDate(em, v).toISOString();
+  private view(row: OrderRow): OrderView {
+    const date = (v: Date | string) => rowDate(v).toISOString();
     const items = typeof row.items === 'string' ? (JSON.parse(row.items) as Exclude<OrderRow['items'], string>) : row.items;
     return {
       id: row.id,
