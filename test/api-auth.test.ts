@@ -6,14 +6,13 @@ import { createPublicKey } from 'node:crypto';
 import { generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
+import { assertProblem, type Json } from './helpers/http.js';
 import { tempDir } from './helpers/cli.js';
 import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { sha256 } from '../src/domain/auth/authenticator.js';
 import { UserStandings } from '../src/domain/auth/standing.js';
 
 const PASSWORD = 'correct horse battery staple';
-
-type Json = Record<string, any>;
 
 async function call(ts: TestServer, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, options: { body?: unknown; headers?: Record<string, string> } = {}) {
   const res = await ts.server.inject({ method, url, payload: options.body as object, headers: options.headers });
@@ -26,21 +25,24 @@ async function login(ts: TestServer, email: string, password = PASSWORD, prefix 
   return call(ts, 'POST', `${prefix}/auth/login`, { body: { email, password } });
 }
 
-function assertUnauthorized(res: { status: number; type?: string; body: Json }, detail?: RegExp) {
-  assert.equal(res.status, 401, JSON.stringify(res.body));
-  assert.equal(res.type, 'application/problem+json; charset=utf-8');
-  assert.equal(res.body.code, 'unauthorized');
-  if (detail) assert.match(res.body.detail, detail);
-}
+const assertUnauthorized = (res: { status: number; type?: string; body: Json }, detail?: RegExp) => assertProblem(res, 401, 'unauthorized', detail);
 
 /** The server's signing key (the first of JWT_KEYS_FILE), for forging tokens the way an attacker with partial knowledge would. */
 function serverJwk(ts: TestServer): JWK {
   return JSON.parse(readFileSync(ts.config.JWT_KEYS_FILE!, 'utf8')).keys[0];
 }
 
-async function forge(ts: TestServer, userId: string, edit: { claims?: Json; header?: Json; issuer?: string; audience?: string; exp?: number } = {}) {
+/**
+ * A token for userId signed with the server's key (or `edit.key`, a key of another kind or from
+ * another party, with its `alg` in `edit.header`), with the claims and header edited as given.
+ */
+async function forge(
+  ts: TestServer,
+  userId: string,
+  edit: { claims?: Json; header?: Json; issuer?: string; audience?: string; exp?: number; key?: Parameters<SignJWT['sign']>[0] } = {},
+) {
   const jwk = serverJwk(ts);
-  const key = await importJWK(jwk, jwk.alg);
+  const key = edit.key ?? (await importJWK(jwk, jwk.alg));
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ role: 'user', ...edit.claims })
     .setProtectedHeader({ alg: jwk.alg!, kid: jwk.kid, typ: 'JWT', ...edit.header })
@@ -341,23 +343,12 @@ test('authentication on PostgreSQL', async (t) => {
     const [h, p, s] = valid.split('.') as [string, string, string];
     const rsa = await generateKeyPair('RS256', { extractable: true });
     const { d: _private, ...publicJwk } = jwk;
+    const admin = { role: 'admin' };
     const publicPem = createPublicKey({ key: publicJwk as never, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
     const attacks: [string, string, RegExp][] = [
       ['alg none', `${b64json({ alg: 'none', typ: 'JWT', kid: jwk.kid })}.${b64json({ sub: ada.id, role: 'admin', iss: ts.config.JWT_ISSUER, aud: ts.config.JWT_AUDIENCE, exp: now + 600, iat: now, jti: 'x' })}.`, /algorithm none/],
-      [
-        'HS256 signed with the public key',
-        await new SignJWT({ role: 'admin' })
-          .setProtectedHeader({ alg: 'HS256', kid: jwk.kid })
-          .setSubject(ada.id)
-          .setIssuer(ts.config.JWT_ISSUER)
-          .setAudience(ts.config.JWT_AUDIENCE)
-          .setIssuedAt()
-          .setExpirationTime('10m')
-          .setJti('x')
-          .sign(Buffer.from(publicPem as string)),
-        /algorithm HS256/,
-      ],
-      ['RS256 claimed for an EdDSA kid', await new SignJWT({ role: 'admin' }).setProtectedHeader({ alg: 'RS256', kid: jwk.kid }).setSubject(ada.id).setIssuer(ts.config.JWT_ISSUER).setAudience(ts.config.JWT_AUDIENCE).setIssuedAt().setExpirationTime('10m').setJti('x').sign(rsa.privateKey), /algorithm RS256/],
+      ['HS256 signed with the public key', await forge(ts, ada.id, { claims: admin, header: { alg: 'HS256' }, key: Buffer.from(publicPem as string) }), /algorithm HS256/],
+      ['RS256 claimed for an EdDSA kid', await forge(ts, ada.id, { claims: admin, header: { alg: 'RS256' }, key: rsa.privateKey }), /algorithm RS256/],
       ['expired', await forge(ts, ada.id, { exp: now - 5 }), /expired/],
       ['wrong audience', await forge(ts, ada.id, { audience: 'another-api' }), /aud claim/],
       ['wrong issuer', await forge(ts, ada.id, { issuer: 'someone-else' }), /iss claim/],
@@ -407,15 +398,7 @@ test('a token signed by the second key of the set is still accepted (key rotatio
   const ts = await testServer(t, { env: { JWT_KEYS_FILE: file } });
   const user = await ts.user({ email: 'rot@example.com', password: PASSWORD });
 
-  const old = await new SignJWT({ role: 'user' })
-    .setProtectedHeader({ alg: previous.alg!, kid: previous.kid })
-    .setSubject(user.id)
-    .setIssuer(ts.config.JWT_ISSUER)
-    .setAudience(ts.config.JWT_AUDIENCE)
-    .setIssuedAt()
-    .setExpirationTime('5m')
-    .setJti('old')
-    .sign(await importJWK(previous, previous.alg));
+  const old = await forge(ts, user.id, { header: { alg: previous.alg, kid: previous.kid }, key: await importJWK(previous, previous.alg) });
   const me = await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(old) });
   assert.equal(me.status, 200);
   assert.equal(me.body.id, user.id);

@@ -2,9 +2,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
+import { assertProblem, type Json } from './helpers/http.js';
 import type { UserView } from '../src/domain/users/users.service.js';
-
-type Json = Record<string, any>;
 
 interface Reply {
   status: number;
@@ -61,14 +60,6 @@ async function setup(t: TestContext, options: { embedded?: boolean } = {}): Prom
     return res.body.stock;
   };
   return { ts, admin, alice, bob, guest, call, product, stock };
-}
-
-function assertProblem(res: Reply, status: number, code: string, detail?: RegExp, field?: string) {
-  assert.equal(res.status, status, JSON.stringify(res.body));
-  assert.equal(res.type, 'application/problem+json; charset=utf-8');
-  assert.equal(res.body.code, code);
-  if (detail) assert.match(res.body.detail, detail);
-  if (field) assert.equal(res.body.field, field);
 }
 
 const count = async (db: string, sql: string, params: unknown[] = []) => Number((await query<{ n: string }>(db, sql, params))[0]!.n);

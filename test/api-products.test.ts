@@ -2,9 +2,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
+import { assertProblem, type Json } from './helpers/http.js';
 import type { UserView } from '../src/domain/users/users.service.js';
-
-type Json = Record<string, any>;
 
 interface Reply {
   status: number;
@@ -36,14 +35,6 @@ async function setup(t: TestContext, options: { embedded?: boolean } = {}): Prom
     return { status: res.statusCode, type: res.headers['content-type'] as string | undefined, body: (res.body ? res.json() : undefined) as Json };
   };
   return { ts, admin, user, guest, call };
-}
-
-function assertProblem(res: Reply, status: number, code: string, detail?: RegExp, field?: string) {
-  assert.equal(res.status, status, JSON.stringify(res.body));
-  assert.equal(res.type, 'application/problem+json; charset=utf-8');
-  assert.equal(res.body.code, code);
-  if (detail) assert.match(res.body.detail, detail);
-  if (field) assert.equal(res.body.field, field);
 }
 
 const strip = ({ id: _id, ...rest }: Json) => rest;
