@@ -15,8 +15,8 @@ export async function query<T>(em: SqlEntityManager, text: string, values: unkno
   const trx = em.getTransactionContext<Transaction<any>>();
   if (!trx) {
     // Outside a transaction on PostgreSQL: straight to the pool (its clients, type parsers and
-    // prepared statements are the ORM's own), without the query-builder layers in between: with
-    // the fork it no longer needs, about a fifth of the CPU of an order read (npm run bench -- api).
+    // prepared statements are the ORM's own), without the query-builder layers in between, a
+    // measurable share of the CPU of the API's hottest reads (README, Benchmarks).
     const pool = await poolOf(em);
     if (pool) return (await pool.query(text, values)).rows as T[];
   }
