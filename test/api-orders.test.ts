@@ -128,7 +128,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   const pen = await product('PEN-1', 250, 10);
   const pad = await product('PAD-1', 1999, 5);
   const yen = await product('TEA-JP', 1200, 5, 'JPY');
-  const kwd = await product('DATES-KW', 1250, 5, 'KWD');
+  await product('DATES-KW', 1250, 5, 'KWD');
 
   await t.test('money is a decimal of major units in v1 and {amount, currency} in v2, for every currency', async () => {
     const usd = await call(alice, 'POST', '/orders', { version: 'v2', body: { items: [{ sku: 'PEN-1', quantity: 2 }] } });

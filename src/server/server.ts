@@ -110,10 +110,6 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
     reply.header('x-trace-id', request.traceId);
     done();
   });
-  server.addHook('preHandler', (request, _reply, done) => {
-    if (request.principal) request.ctx.actor = request.principal.keyId ?? request.principal.userId;
-    done();
-  });
   // One line per request: method, route, status, duration, trace id (and the actor when known).
   server.addHook('onResponse', (request, reply, done) => {
     // Skipped before the line is built when info is off (LOG_LEVEL=warn and above).

@@ -66,6 +66,20 @@ export function pageSchema(item: Record<string, unknown>) {
   };
 }
 
+/** The path parameters of a route on one resource: `id`, an id with the resource's prefix (`ord`, `prd`, `usr`). */
+export function idParamsSchema(prefix: string, noun: string) {
+  return {
+    type: 'object',
+    required: ['id'],
+    additionalProperties: false,
+    properties: { id: { type: 'string', pattern: `^${prefix}_[0-9A-HJKMNP-TV-Z]{26}$`, description: `${noun} id (${prefix}_…)` } },
+  } as const;
+}
+
+export interface IdParams {
+  id: string;
+}
+
 /** Query parameters of every list route: page size (at most 100) and the opaque cursor. */
 export const pageQuery = {
   limit: { type: 'integer', minimum: 1, maximum: 100, default: 20, description: 'Items per page' },

@@ -18,6 +18,9 @@ export interface Principal {
   keyId?: string;
 }
 
+/** Who is asking, for reads scoped to their owner: users see their own, admins see all. */
+export type Viewer = Pick<Principal, 'userId' | 'role'>;
+
 export const can = (principal: Principal, permission: Permission) => PERMISSIONS[principal.role].includes(permission);
 
 /** The actor recorded in audit rows and logs: the API key when there is one, else the user. */

@@ -2,11 +2,11 @@ import { LockMode } from '@mikro-orm/core';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
-import { afterCursorSql, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
+import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { CURRENCY_PATTERN, toMinor } from '../shared/money.js';
-import { Params, query, rowDate } from '../shared/sql.js';
+import { Params } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
-import type { Principal } from '../auth/principal.js';
+import type { Viewer } from '../auth/principal.js';
 import { Product } from './product.entity.js';
 
 /** A product as clients see it; the price is integer minor units of `currency`. */
@@ -20,8 +20,6 @@ export interface ProductView {
   active: boolean;
 }
 
-/** Who is asking: admins see inactive products too. */
-export type Viewer = Pick<Principal, 'userId' | 'role'>;
 
 /**
  * A price as a client gives it: integer minor units with a currency (v2), or a decimal number of
@@ -111,10 +109,7 @@ function resolvePrice(input: PriceInput, fixedCurrency?: string): { amount: numb
 export class ProductsService {
   /** Lists products newest first, one cursor page at a time; only admins see (or filter by) inactive ones. */
   async list(ctx: Ctx, input: ListProductsInput): Promise<Page<ProductView>> {
-    const limit = input.limit ?? 20;
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) {
-      throw invalid(`the limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, { field: 'limit' });
-    }
+    const limit = pageLimit(input.limit);
     const admin = input.viewer.role === 'admin';
     if (!admin && input.active === false) throw new DomainError('forbidden', 'only admins may list inactive products; leave out active=false');
     // One raw statement instead of a query builder and 21 hydrated entities: the list is the
@@ -123,16 +118,11 @@ export class ProductsService {
     const params = new Params();
     const active = admin ? input.active : true;
     if (active !== undefined) where.push(`p.active = ${params.add(active)}`);
-    const cursors = await ctx.cursors();
-    if (input.cursor !== undefined) where.push(afterCursorSql('p', cursors.decode(input.cursor), params));
-    // The limit stays in the text: a prepared statement with a parameter for it would be planned
-    // for an unknown page size.
-    const rows = await ctx.sql<ProductRow>(
-      `select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p
-       ${where.length ? `where ${where.join(' and ')}` : ''} order by p.created_at desc, p.id desc limit ${limit + 1}`,
-      params.values,
+    return keysetPage<ProductRow, ProductView>(
+      ctx,
+      { from: 'select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p', alias: 'p', where, params, limit, cursor: input.cursor },
+      toProductView,
     );
-    return toPage(rows, limit, toProductView, cursors, (row) => ({ id: row.id, createdAt: rowDate(row.created_at) }));
   }
 
   /** One product by id; an inactive product is not found for anyone but admins. */

@@ -1,11 +1,11 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
-import { afterCursorSql, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
+import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
 import { Params, query, rowDate, sqlOn, type Sql } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
-import type { Principal } from '../auth/principal.js';
+import type { Viewer } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
 
@@ -30,8 +30,6 @@ export interface OrderView {
   updatedAt: string;
 }
 
-/** Who is asking: users see their own orders, admins see all. */
-export type Viewer = Pick<Principal, 'userId' | 'role'>;
 
 export interface CreateOrderInput {
   /** Whose order it is. */
@@ -155,10 +153,7 @@ export class OrdersService {
 
   /** Lists orders newest first, one cursor page at a time: a user's own, or (for admins) anyone's with filters. */
   async list(ctx: Ctx, input: ListOrdersInput): Promise<Page<OrderView>> {
-    const limit = input.limit ?? 20;
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) {
-      throw invalid(`the limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, { field: 'limit' });
-    }
+    const limit = pageLimit(input.limit);
     const admin = input.viewer.role === 'admin';
     if (!admin && input.userId !== undefined && input.userId !== input.viewer.userId) {
       throw new DomainError('forbidden', "only admins may list other users' orders; leave out userId to list your own", { field: 'userId' });
@@ -175,16 +170,9 @@ export class OrdersService {
     }
     if (input.createdFrom) where.push(`o.created_at >= ${params.add(input.createdFrom)}`);
     if (input.createdTo) where.push(`o.created_at < ${params.add(input.createdTo)}`);
-    const cursors = await ctx.cursors();
-    if (input.cursor !== undefined) where.push(afterCursorSql('o', cursors.decode(input.cursor), params));
-    // The limit stays in the text: a prepared statement with a parameter for it would be planned
-    // for an unknown page size.
-    const rows = await ctx.sql<OrderRow>(
-      `select ${ORDER_COLUMNS} from orders o ${where.length ? `where ${where.join(' and ')}` : ''}
-       order by o.created_at desc, o.id desc limit ${limit + 1}`,
-      params.values,
+    return keysetPage<OrderRow, OrderView>(ctx, { from: `select ${ORDER_COLUMNS} from orders o`, alias: 'o', where, params, limit, cursor: input.cursor }, (row) =>
+      this.view(row),
     );
-    return toPage(rows, limit, (row) => this.view(row), cursors, (row) => ({ id: row.id, createdAt: rowDate(row.created_at) }));
   }
 
   /** One order with its items; another user's order is not found (its existence is not revealed). */
@@ -276,8 +264,8 @@ export class OrdersService {
     );
     if (!result!.claimed) return undefined;
     const products = typeof result!.products === 'string' ? (JSON.parse(result!.products) as LockedProduct[]) : result!.products;
+    const bySku = new Map(products.map((p) => [p.sku, p]));
     if (result!.ok) {
-      const bySku = new Map(products.map((p) => [p.sku, p]));
       const items = [...lines].map(([sku, quantity]) => {
         const p = bySku.get(sku)!;
         return { productId: p.id, sku, name: p.name, unitPrice: Number(p.price), quantity };
@@ -294,8 +282,7 @@ export class OrdersService {
       };
     }
 
-    const found = new Map(products.map((p) => [p.sku, p]));
-    const missing = skus.filter((sku) => !found.get(sku)?.active);
+    const missing = skus.filter((sku) => !bySku.get(sku)?.active);
     if (missing.length > 0) {
       throw new DomainError(
         'unprocessable',

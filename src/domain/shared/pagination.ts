@@ -1,6 +1,7 @@
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import type { Ctx } from './context.js';
 import { invalid } from './errors.js';
-import type { Params } from './sql.js';
+import { rowDate, type Params } from './sql.js';
 
 /** The brief's page shape: `{"data": [...], "pagination": {"cursor": "...", "hasMore": true}}`. */
 export interface Page<T> {
@@ -14,6 +15,13 @@ export interface Keyset {
 }
 
 export const MAX_PAGE_SIZE = 100;
+
+/** A list's page size: `limit`, or 20 when not given; anything but an integer from 1 to 100 is invalid input. */
+export function pageLimit(limit: number | undefined): number {
+  const size = limit ?? 20;
+  if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE) throw invalid(`the limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, { field: 'limit' });
+  return size;
+}
 
 /**
  * Opaque, signed cursors: base64url of the last row's (createdAt, id), then an HMAC of it, so a cursor
@@ -77,4 +85,26 @@ export function toPage<R, T>(rows: R[], limit: number, map: (row: R) => T, curso
   const kept = hasMore ? rows.slice(0, limit) : rows;
   const last = kept.at(-1);
   return { data: kept.map(map), pagination: { cursor: hasMore && last ? cursors.encode(keyOf(last)) : null, hasMore } };
+}
+
+/**
+ * One page of a raw list statement, newest first: `from` is the statement's select and from clause
+ * (the table under `alias`, whose rows have `id` and `created_at`), `where` its conditions with
+ * their values in `params`; the cursor's condition and the keyset order and limit are added here.
+ */
+export async function keysetPage<R extends { id: string; created_at: Date | string }, T>(
+  ctx: Ctx,
+  statement: { from: string; alias: string; where: string[]; params: Params; limit: number; cursor?: string },
+  map: (row: R) => T,
+): Promise<Page<T>> {
+  const { from, alias, where, params, limit } = statement;
+  const cursors = await ctx.cursors();
+  if (statement.cursor !== undefined) where.push(afterCursorSql(alias, cursors.decode(statement.cursor), params));
+  // The limit stays in the text: a prepared statement with a parameter for it would be planned
+  // for an unknown page size.
+  const rows = await ctx.sql<R>(
+    `${from} ${where.length ? `where ${where.join(' and ')}` : ''} order by ${alias}.created_at desc, ${alias}.id desc limit ${limit + 1}`,
+    params.values,
+  );
+  return toPage(rows, limit, map, cursors, (row) => ({ id: row.id, createdAt: rowDate(row.created_at) }));
 }

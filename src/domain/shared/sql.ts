@@ -61,13 +61,13 @@ export class Params {
   }
 }
 
+// A CommonJS module whose function is its export (its typings declare an ES default export).
+const parseTimestamp = postgresDate as unknown as (text: string) => Date | number | null;
+
 /**
  * A timestamp column of a raw row: node-postgres gives a Date, PGlite may give PostgreSQL's text
  * form, read here with the parser node-postgres itself uses.
  */
-// A CommonJS module whose function is its export (its typings declare an ES default export).
-const parseTimestamp = postgresDate as unknown as (text: string) => Date | number | null;
-
 export function rowDate(value: Date | string): Date {
   if (value instanceof Date) return value;
   const parsed = parseTimestamp(value);

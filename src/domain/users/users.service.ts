@@ -2,7 +2,7 @@ import { LockMode, sql } from '@mikro-orm/core';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, invalid, notFound } from '../shared/errors.js';
-import { afterCursor, MAX_PAGE_SIZE, toPage, type Page } from '../shared/pagination.js';
+import { afterCursor, pageLimit, toPage, type Page } from '../shared/pagination.js';
 import { audit } from '../audit/audit.js';
 import { hashPassword, passwordProblem } from './password.js';
 import { Order } from '../orders/order.entity.js';
@@ -117,10 +117,7 @@ export class UsersService {
 
   /** Lists users newest first, filtered, one cursor page at a time. */
   async list(ctx: Ctx, input: ListUsersInput = {}): Promise<Page<UserView>> {
-    const limit = input.limit ?? 20;
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) {
-      throw invalid(`the limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, { field: 'limit' });
-    }
+    const limit = pageLimit(input.limit);
     const where: Record<string, unknown>[] = [];
     if (input.role !== undefined) where.push({ role: checkRole(input.role) });
     if (input.status !== undefined) where.push({ status: checkStatus(input.status) });

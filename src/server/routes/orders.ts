@@ -1,14 +1,11 @@
-import type { FastifyPluginAsync, preValidationAsyncHookHandler } from 'fastify';
+import type { FastifyPluginAsync } from 'fastify';
 import { ORDER_STATUSES } from '../../domain/orders/order.entity.js';
 import { MAX_ORDER_LINES, MAX_QUANTITY, type OrderView } from '../../domain/orders/orders.service.js';
 import { IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_TTL_HOURS } from '../../domain/idempotency/idempotency.js';
 import { actorOf } from '../../domain/auth/principal.js';
 import { CURRENCY_PATTERN } from '../../domain/shared/money.js';
-import { authorize, BEARER, principalOf, type AccessRule } from '../auth.js';
-import { errorResponses, pageQuery, pageSchema, type ApiVersion } from '../versions.js';
-
-// Authenticate before validation, as the users routes do: 403 before 400 for a role that may not write.
-const guard = (rule: AccessRule) => authorize(rule) as unknown as preValidationAsyncHookHandler;
+import { authorize, BEARER, principalOf } from '../auth.js';
+import { errorResponses, idParamsSchema, pageQuery, pageSchema, type ApiVersion, type IdParams } from '../versions.js';
 
 /** The brief's Order plus its currency; money (total, unit prices) per version. */
 export function orderSchema(version: ApiVersion) {
@@ -43,16 +40,7 @@ export const orderBody = (version: ApiVersion, o: OrderView) => ({
   items: o.items.map((i) => ({ ...i, unitPrice: version.money(i.unitPrice, o.currency) })),
 });
 
-const idParams = {
-  type: 'object',
-  required: ['id'],
-  additionalProperties: false,
-  properties: { id: { type: 'string', pattern: '^ord_[0-9A-HJKMNP-TV-Z]{26}$', description: 'Order id (ord_…)' } },
-} as const;
-
-interface IdParams {
-  id: string;
-}
+const idParams = idParamsSchema('ord', 'Order');
 
 interface ListQuery {
   status?: string;
@@ -117,7 +105,7 @@ export const orderRoutes =
           ...errorResponses(400, 401, 403, 409, 413, 422, 503),
         },
       },
-      preValidation: guard({ permission: 'write' }),
+      preValidation: authorize({ permission: 'write' }),
       handler: async (request, reply) => {
         const principal = principalOf(request);
         const key = request.headers['idempotency-key'];
@@ -149,7 +137,7 @@ export const orderRoutes =
         },
         response: { 200: { ...pageSchema(order), description: 'A page of orders, newest first' }, ...errorResponses(400, 401, 403) },
       },
-      preValidation: guard({ permission: 'read' }),
+      preValidation: authorize({ permission: 'read' }),
       handler: async (request) => {
         const { status, userId, createdFrom, createdTo, limit, cursor } = request.query;
         const page = await orders().list(request.ctx, {
@@ -172,7 +160,7 @@ export const orderRoutes =
         params: idParams,
         response: { 200: { ...order, description: 'The order with its items' }, ...errorResponses(400, 401, 404) },
       },
-      preValidation: guard({ permission: 'read' }),
+      preValidation: authorize({ permission: 'read' }),
       handler: async (request) => orderBody(version, await orders().get(request.ctx, { viewer: principalOf(request), id: request.params.id })),
     });
 
@@ -184,7 +172,7 @@ export const orderRoutes =
         params: idParams,
         response: { 200: { ...order, description: 'The cancelled order; its stock is back on sale' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
-      preValidation: guard({ permission: 'write' }),
+      preValidation: authorize({ permission: 'write' }),
       handler: async (request) => orderBody(version, await orders().cancel(request.ctx, { viewer: principalOf(request), id: request.params.id })),
     });
   };

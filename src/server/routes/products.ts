@@ -1,12 +1,8 @@
-import type { FastifyPluginAsync, preValidationAsyncHookHandler } from 'fastify';
+import type { FastifyPluginAsync } from 'fastify';
 import { MAX_PRICE, MAX_STOCK, SKU_PATTERN, type PriceInput, type ProductView } from '../../domain/catalog/products.service.js';
 import { CURRENCY_PATTERN } from '../../domain/shared/money.js';
-import { authorize, BEARER, principalOf, type AccessRule } from '../auth.js';
-import { errorResponses, pageQuery, pageSchema, type ApiVersion } from '../versions.js';
-
-// Authenticate before validation: a caller without the right role learns nothing about a route's
-// schema (403 before 400), as the users routes do.
-const guard = (rule: AccessRule) => authorize(rule) as unknown as preValidationAsyncHookHandler;
+import { authorize, BEARER, principalOf } from '../auth.js';
+import { errorResponses, idParamsSchema, pageQuery, pageSchema, type ApiVersion, type IdParams } from '../versions.js';
 
 /** A product as a version shows it: `{id, sku, name, price, currency, stock, active}`, price per version. */
 export function productSchema(version: ApiVersion) {
@@ -48,16 +44,7 @@ type VersionPrice = number | { amount: number; currency: string };
 const toPriceInput = (price: VersionPrice, currency?: string): PriceInput =>
   typeof price === 'number' ? { major: price, ...(currency ? { currency } : {}) } : price;
 
-const idParams = {
-  type: 'object',
-  required: ['id'],
-  additionalProperties: false,
-  properties: { id: { type: 'string', pattern: '^prd_[0-9A-HJKMNP-TV-Z]{26}$', description: 'Product id (prd_…)' } },
-} as const;
-
-interface IdParams {
-  id: string;
-}
+const idParams = idParamsSchema('prd', 'Product');
 
 interface CreateBody {
   sku: string;
@@ -89,7 +76,7 @@ export const productRoutes =
         },
         response: { 200: { ...pageSchema(product), description: 'A page of products, newest first' }, ...errorResponses(400, 401, 403) },
       },
-      preValidation: guard({ permission: 'read' }),
+      preValidation: authorize({ permission: 'read' }),
       handler: async (request) => {
         const { active, limit, cursor } = request.query;
         const page = await products().list(request.ctx, { viewer: principalOf(request), active, limit, cursor });
@@ -104,7 +91,7 @@ export const productRoutes =
         params: idParams,
         response: { 200: { ...product, description: 'The product' }, ...errorResponses(400, 401, 404) },
       },
-      preValidation: guard({ permission: 'read' }),
+      preValidation: authorize({ permission: 'read' }),
       handler: async (request) => productBody(version, await products().get(request.ctx, { viewer: principalOf(request), id: request.params.id })),
     });
 
@@ -129,7 +116,7 @@ export const productRoutes =
         },
         response: { 201: { ...product, description: 'The new product' }, ...errorResponses(400, 401, 403, 409) },
       },
-      preValidation: guard({ permission: 'write', adminOnly: true }),
+      preValidation: authorize({ permission: 'write', adminOnly: true }),
       handler: async (request, reply) => {
         const { price, currency, ...rest } = request.body;
         const created = await products().create(request.ctx, { ...rest, price: toPriceInput(price, currency) });
@@ -152,7 +139,7 @@ export const productRoutes =
         },
         response: { 200: { ...product, description: 'The product as changed' }, ...errorResponses(400, 401, 403, 404, 422) },
       },
-      preValidation: guard({ permission: 'write', adminOnly: true }),
+      preValidation: authorize({ permission: 'write', adminOnly: true }),
       handler: async (request) => {
         const { price, ...rest } = request.body;
         const updated = await products().update(request.ctx, request.params.id, { ...rest, ...(price === undefined ? {} : { price: toPriceInput(price) }) });
@@ -168,7 +155,7 @@ export const productRoutes =
         params: idParams,
         response: { 200: { ...product, description: 'The product, now inactive' }, ...errorResponses(400, 401, 403, 404) },
       },
-      preValidation: guard({ permission: 'write', adminOnly: true }),
+      preValidation: authorize({ permission: 'write', adminOnly: true }),
       handler: async (request) => productBody(version, await products().deactivate(request.ctx, request.params.id)),
     });
   };

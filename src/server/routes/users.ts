@@ -1,9 +1,9 @@
-import type { FastifyPluginAsync, FastifyRequest, preValidationAsyncHookHandler } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DomainError } from '../../domain/shared/errors.js';
 import { USER_ROLES, USER_STATUSES } from '../../domain/users/user.entity.js';
 import type { UserView } from '../../domain/users/users.service.js';
-import { authorize, BEARER, principalOf, type AccessRule } from '../auth.js';
-import { errorResponses, pageQuery, pageSchema, type ApiVersion } from '../versions.js';
+import { authorize, BEARER, principalOf } from '../auth.js';
+import { errorResponses, idParamsSchema, pageQuery, pageSchema, type ApiVersion, type IdParams } from '../versions.js';
 
 /** The user as a version shows it: v1 is the brief's {id, email, name, role, createdAt, updatedAt}; v2 adds status. */
 export function userSchema(version: ApiVersion) {
@@ -25,20 +25,7 @@ export function userBody(version: ApiVersion, u: UserView) {
   return version.name === 'v1' ? v1 : { ...v1, status };
 }
 
-// Authenticate before validation: a caller without the right role learns nothing about a route's
-// schema (403 before 400), and every RBAC cell answers the same whatever the body.
-const guard = (rule: AccessRule) => authorize(rule) as unknown as preValidationAsyncHookHandler;
-
-const idParams = {
-  type: 'object',
-  required: ['id'],
-  additionalProperties: false,
-  properties: { id: { type: 'string', pattern: '^usr_[0-9A-HJKMNP-TV-Z]{26}$', description: 'User id (usr_…)' } },
-} as const;
-
-interface IdParams {
-  id: string;
-}
+const idParams = idParamsSchema('usr', 'User');
 
 const actingUser = (request: FastifyRequest) => principalOf(request).userId;
 
@@ -56,7 +43,7 @@ export const usersRoutes =
         querystring: { type: 'object', additionalProperties: false, properties: {} },
         response: { 200: { ...user, description: 'The signed-in user' }, ...errorResponses(400, 401) },
       },
-      preValidation: guard({ permission: 'read' }),
+      preValidation: authorize({ permission: 'read' }),
       handler: async (request) => {
         try {
           return userBody(version, await server.svc.app.users.get(request.ctx, actingUser(request)));
@@ -85,7 +72,7 @@ export const usersRoutes =
         },
         response: { 200: { ...pageSchema(user), description: 'A page of users, newest first' }, ...errorResponses(400, 401, 403) },
       },
-      preValidation: guard({ permission: 'read', adminOnly: true }),
+      preValidation: authorize({ permission: 'read', adminOnly: true }),
       handler: async (request) => {
         const { role, status, search, limit, cursor } = request.query;
         const page = await server.svc.app.users.list(request.ctx, { role, status, search, limit, cursor });
@@ -101,7 +88,7 @@ export const usersRoutes =
         params: idParams,
         response: { 200: { ...user, description: 'The user' }, ...errorResponses(400, 401, 403, 404) },
       },
-      preValidation: guard({ permission: 'read', adminOnly: true }),
+      preValidation: authorize({ permission: 'read', adminOnly: true }),
       handler: async (request) => userBody(version, await server.svc.app.users.get(request.ctx, request.params.id)),
     });
 
@@ -124,7 +111,7 @@ export const usersRoutes =
         },
         response: { 200: { ...user, description: 'The user as changed' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
-      preValidation: guard({ permission: 'write', adminOnly: true }),
+      preValidation: authorize({ permission: 'write', adminOnly: true }),
       handler: async (request) => {
         const changed = await server.svc.app.users.update(request.ctx, request.params.id, { ...request.body, actingUserId: actingUser(request) });
         // This process applies a new role or status at once; other replicas within USER_STANDING_TTL_SECONDS.
@@ -142,7 +129,7 @@ export const usersRoutes =
         params: idParams,
         response: { 204: { type: 'null', description: 'Deleted' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
-      preValidation: guard({ permission: 'delete', adminOnly: true }),
+      preValidation: authorize({ permission: 'delete', adminOnly: true }),
       handler: async (request, reply) => {
         await server.svc.app.users.delete(request.ctx, request.params.id, { actingUserId: actingUser(request) });
         server.svc.authenticator.standings.forget(request.params.id);
