@@ -18,12 +18,12 @@ const REDACTED = '[redacted]';
 
 /**
  * The log-safe copy of a value: secrets replaced by key, emails masked in every string. One walk
- * does both (it runs on every log line, so it copies only plain objects and arrays, and only
- * down to a bounded depth).
+ * does both (it runs on every log line), down to a bounded depth.
  */
 function maskDeep(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return maskEmail(value);
-  if (depth > 4 || value === null || typeof value !== 'object') return value;
+  // A Date has no keys of its own: copied, it would log as {} instead of its time.
+  if (depth > 4 || value === null || typeof value !== 'object' || value instanceof Date) return value;
   if (Array.isArray(value)) return value.map((v) => maskDeep(v, depth + 1));
   // Serialised here rather than by pino's err serializer (which runs after this), so that an email in an
   // error's message or stack (a unique-violation detail, say) is masked too.

@@ -63,6 +63,9 @@ test('the logger writes JSON with emails masked and secrets redacted', async () 
   assert.deepEqual(child.req.headers, { Authorization: '[redacted]', cookie: '[redacted]' });
   assert.equal(child.user.passwordHash, '[redacted]');
   assert.doesNotMatch(lines.join(''), /hunter2|abc\.def|Bearer abc|argon2/);
+  // A time logs as its ISO text, not as an empty object.
+  logger.info({ since: new Date('2026-11-25T07:00:00.000Z') }, 'held');
+  assert.equal(JSON.parse(lines[2]!).since, '2026-11-25T07:00:00.000Z');
 });
 
 test('timestamps of raw rows read as Dates, from node-postgres (a Date) or from PostgreSQL text (PGlite)', async () => {
