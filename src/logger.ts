@@ -12,28 +12,63 @@ export function maskEmail(value: string): string {
 }
 
 // Keys whose values are secrets wherever they appear in a log line, at any depth (compared in
-// lower case): credentials, tokens and the headers that carry them.
-const SECRET_KEYS = new Set(['password', 'passwordhash', 'token', 'accesstoken', 'refreshtoken', 'secret', 'authorization', 'cookie', 'set-cookie']);
+// lower case): credentials, tokens and the headers that carry them, and SQL parameters (a database
+// error from PGlite carries the statement's values, a password hash among them).
+const SECRET_KEYS = new Set(['password', 'passwordhash', 'token', 'accesstoken', 'refreshtoken', 'secret', 'authorization', 'cookie', 'set-cookie', 'params']);
 const REDACTED = '[redacted]';
+// Objects nested deeper than this are written as TRUNCATED, never as they are: a subtree the walk
+// has not looked at could hold a password or an email. Eight levels keep an error's cause chain
+// and a request's headers readable.
+const MAX_DEPTH = 8;
+const TRUNCATED = '[truncated]';
+const CIRCULAR = '[circular]';
 
 /**
- * The log-safe copy of a value: secrets replaced by key, emails masked in every string. One walk
- * does both (it runs on every log line), down to a bounded depth.
+ * The log-safe copy of a value: secrets replaced by key, emails masked in every string, objects
+ * past MAX_DEPTH truncated and cycles cut. One walk does all of it (it runs on every log line).
+ * `parents` holds the objects on the path from the root (at most MAX_DEPTH), to recognise a cycle.
  */
-function maskDeep(value: unknown, depth = 0): unknown {
+function maskDeep(value: unknown, depth = 0, parents: object[] = []): unknown {
   if (typeof value === 'string') return maskEmail(value);
   // A Date has no keys of its own: copied, it would log as {} instead of its time.
-  if (depth > 4 || value === null || typeof value !== 'object' || value instanceof Date) return value;
-  if (Array.isArray(value)) return value.map((v) => maskDeep(v, depth + 1));
-  // Serialised here rather than by pino's err serializer (which runs after this), so that an email in an
-  // error's message or stack (a unique-violation detail, say) is masked too.
-  if (value instanceof Error) return maskDeep(pino.stdSerializers.err(value), depth);
-  const out: Record<string, unknown> = {};
+  if (value === null || typeof value !== 'object' || value instanceof Date) return value;
+  if (depth > MAX_DEPTH) return TRUNCATED;
+  if (parents.includes(value)) return CIRCULAR;
+  parents.push(value);
+  let out: unknown;
+  if (Array.isArray(value)) out = value.map((v) => maskDeep(v, depth + 1, parents));
+  else if (value instanceof Error) out = maskError(value, depth, parents);
+  else out = maskFields(value, {}, depth, parents);
+  parents.pop();
+  return out;
+}
+
+/** Copies an object's own enumerable fields into `out`, each secret redacted and the rest masked. */
+function maskFields(value: object, out: Record<string, unknown>, depth: number, parents: object[]): Record<string, unknown> {
   for (const key in value) {
-    if (!Object.hasOwn(value, key)) continue;
+    if (!Object.hasOwn(value, key) || key in out) continue;
     const v = (value as Record<string, unknown>)[key];
-    out[key] = SECRET_KEYS.has(key.toLowerCase()) && v !== undefined && v !== null ? REDACTED : maskDeep(v, depth + 1);
+    out[key] = SECRET_KEYS.has(key.toLowerCase()) && v !== undefined && v !== null ? REDACTED : maskDeep(v, depth + 1, parents);
   }
+  return out;
+}
+
+/**
+ * An error as a log-safe object: its type, message, stack and own fields (a database error's code,
+ * constraint and detail), then its cause (and an AggregateError's errors) as objects of their own.
+ * Serialised here rather than by pino's err serializer (which runs after this and keeps only the
+ * causes' messages), so that emails in messages and stacks are masked and a cause's fields are kept.
+ */
+function maskError(err: Error, depth: number, parents: object[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    type: typeof err.constructor === 'function' ? err.constructor.name : err.name,
+    message: maskEmail(err.message),
+    stack: typeof err.stack === 'string' ? maskEmail(err.stack) : err.stack,
+  };
+  maskFields(err, out, depth, parents);
+  // Both are own but not enumerable properties when set by the Error constructors.
+  if (err.cause !== undefined && !('cause' in out)) out.cause = maskDeep(err.cause, depth + 1, parents);
+  if (err instanceof AggregateError && !('errors' in out)) out.errors = maskDeep(err.errors, depth + 1, parents);
   return out;
 }
 
@@ -53,13 +88,23 @@ export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream
       base: maskDeep({ service: 'svc', pid: process.pid, ...bindings }) as Record<string, unknown>,
       timestamp: pino.stdTimeFunctions.isoTime,
       // maskDeep has already turned errors into masked plain objects; re-serialising one would lose its type.
-      serializers: { err: (err: unknown) => (err instanceof Error ? pino.stdSerializers.err(err) : err) },
+      serializers: { err: (err: unknown) => (err instanceof Error ? maskDeep(err) : err) },
       formatters: {
         level: (label) => ({ level: label }),
         log: (obj) => maskDeep(obj) as Record<string, unknown>,
       },
       hooks: {
         logMethod(args, method) {
+          // Given an error and no message (logger.error(err), logger.error({ err })), pino would write
+          // the error's message as the line's message, unmasked: pass it as the message, masked.
+          if (args.length === 1) {
+            const only = args[0] as unknown;
+            const err = only instanceof Error ? only : typeof only === 'object' && only !== null ? (only as { err?: unknown; msg?: unknown }).err : undefined;
+            if (err instanceof Error && (only === err || (only as { msg?: unknown }).msg === undefined)) {
+              method.apply(this, [only, maskEmail(err.message)] as unknown as Parameters<typeof method>);
+              return;
+            }
+          }
           // The message (and its format arguments): copied only when one of them holds an email.
           const email = args.some((a) => typeof a === 'string' && a.includes('@'));
           method.apply(this, email ? (args.map((a) => (typeof a === 'string' ? maskEmail(a) : a)) as Parameters<typeof method>) : args);
