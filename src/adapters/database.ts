@@ -6,7 +6,7 @@ import type { SqlEntityManager } from '@mikro-orm/sql';
 import { Migrator } from '@mikro-orm/migrations';
 import type { Config } from '../config.js';
 import { entities } from '../domain/entities.js';
-import { DomainError } from '../domain/shared/errors.js';
+import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
 import { PreparingClient } from './prepared-statements.js';
 import { readShare, type ShareInfo } from './embedded-share.js';
@@ -182,9 +182,10 @@ function maskedDatabaseUrl(url: string): string {
 
 /** PostgreSQL SQLSTATEs svc turns into domain errors; everything else stays an internal error. */
 const PG_CODES: Record<string, (err: PgError) => DomainError> = {
-  '23505': (e) => new DomainError('conflict', `already exists: ${e.detail ?? e.constraint ?? 'unique constraint'}`, { constraint: e.constraint }, { cause: e }),
-  '23503': (e) => new DomainError('invalid', `refers to something that does not exist: ${e.detail ?? e.constraint ?? ''}`.trim(), { constraint: e.constraint }, { cause: e }),
-  '23514': (e) => new DomainError('invalid', `violates ${e.constraint ?? 'a check constraint'}`, { constraint: e.constraint }, { cause: e }),
+  '23505': (e) => violation(e, UNIQUE, uniqueViolation),
+  '23503': (e) => (stillReferenced(e) ? violation(e, REFERENCED, stillReferencedViolation) : violation(e, MISSING, missingViolation)),
+  '23514': (e) => violation(e, CHECKS, checkViolation),
+  '23502': (e) => refused(e, 'invalid', `${fieldName(e.column) ?? 'a required value'} is required`, fieldName(e.column)),
   '40001': (e) => new DomainError('retryable', 'the database could not serialize this change with a concurrent one; try again', {}, { cause: e }),
   '40P01': (e) => new DomainError('retryable', 'the database aborted this change to break a deadlock; try again', {}, { cause: e }),
   '57014': (e) => new DomainError('unavailable', 'the database query took too long and was cancelled', {}, { cause: e }),
@@ -195,14 +196,152 @@ interface PgError extends Error {
   code?: string;
   detail?: string;
   constraint?: string;
+  table?: string;
+  column?: string;
 }
+
+/**
+ * A violated constraint as the domain says it. PostgreSQL's own message and detail name the index
+ * expression (`Key (lower(email))=(…)`), the table and the constraint: they stay in the log, as
+ * the error's cause, and never reach a client or a terminal.
+ */
+type Explain = (key: ViolatedKey, err: PgError) => DomainError;
+
+/** What PostgreSQL's detail says about the key, when it says it (`Key (sku)=(TEA-1) already exists.`). */
+interface ViolatedKey {
+  /** The key's columns, when the key is plain columns (not an expression): `['sku']`. */
+  columns?: string[];
+  /** The offending value, as PostgreSQL shows it (an expression index shows its result: the email lower-cased). */
+  value?: string;
+  /** A foreign key's referenced table, when a row refers to one that is not there. */
+  missingFrom?: string;
+  /** A foreign key's referring table, when a deleted row is still referred to. */
+  referencedFrom?: string;
+}
+
+const DETAIL = /^Key \((.+?)\)=\((.*)\) (?:already exists|is not present in table "([^"]+)"|is still referenced from table "([^"]+)")\.$/s;
+
+function violatedKey(detail: string | undefined): ViolatedKey {
+  const m = detail === undefined ? null : DETAIL.exec(detail);
+  if (!m) return {};
+  const columns = /^[a-z_][a-z0-9_]*(, [a-z_][a-z0-9_]*)*$/.test(m[1]!) ? m[1]!.split(', ') : undefined;
+  return { columns, value: m[2], missingFrom: m[3], referencedFrom: m[4] };
+}
+
+/** A column as the domain names it: `user_id` is `userId`. */
+function fieldName(column: string | undefined): string | undefined {
+  return column?.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+// What one row of each table is called in messages.
+const NOUNS: Record<string, string> = {
+  users: 'user',
+  products: 'product',
+  orders: 'order',
+  order_items: 'order line',
+  api_keys: 'API key',
+  refresh_tokens: 'refresh token',
+  idempotency_keys: 'idempotency key',
+  audit_log: 'audit entry',
+  app_secrets: 'application secret',
+  login_throttles: 'login throttle',
+};
+const noun = (table: string | undefined) => (table && NOUNS[table]) ?? 'record';
+/** "user usr_…", or "the user" when PostgreSQL did not say which. */
+const named = (table: string | undefined, value: string | undefined) => (value ? `${noun(table)} ${value}` : `the ${noun(table)}`);
+
+function refused(err: PgError, code: ErrorCode, message: string, field?: string, details: Record<string, unknown> = {}): DomainError {
+  // The cause is PostgreSQL's error (the MikroORM exception that copies its fields, or the driver's
+  // own): it carries the detail for the log, and not the statement's parameters.
+  return new DomainError(code, message, { ...(field ? { field } : {}), ...details }, { cause: err });
+}
+
+function violation(err: PgError, known: Record<string, Explain>, generic: Explain): DomainError {
+  const key = violatedKey(err.detail);
+  return (known[err.constraint ?? ''] ?? generic)(key, err);
+}
+
+// Unique constraints and indexes (migrations/): the field they guard, in the words of the services'
+// own checks. These answer a race the services' checks cannot see (two writers at once).
+const UNIQUE: Record<string, Explain> = {
+  // The message names the email the caller gave, never the account that holds it.
+  users_email_lower_unique: (k, e) => refused(e, 'conflict', `${k.value ? `email ${k.value}` : 'this email'} is already taken`, 'email'),
+  products_sku_unique: (k, e) =>
+    refused(e, 'conflict', `a product with ${k.value ? `SKU ${k.value}` : 'this SKU'} already exists; change that one or pick another SKU`, 'sku'),
+};
+
+const uniqueViolation: Explain = (k, e) => {
+  const fields = k.columns?.map((c) => fieldName(c)!);
+  const what = fields ? `this ${fields.join(' and ')}` : 'these values';
+  return refused(e, 'conflict', `a ${noun(e.table)} with ${what} already exists`, fields?.length === 1 ? fields[0] : undefined);
+};
+
+/**
+ * Whether a foreign key violation is a delete of a row still referred to, rather than a write that
+ * refers to a row not there: the detail says which; without one, the constraint is named after the
+ * referring table (MikroORM's `<table>_<column>_foreign`) and the error names the table written to.
+ */
+function stillReferenced(err: PgError): boolean {
+  const key = violatedKey(err.detail);
+  if (key.referencedFrom || key.missingFrom) return key.referencedFrom !== undefined;
+  return !!err.table && !err.constraint?.startsWith(`${err.table}_`);
+}
+
+// A row referred to was deleted between the service's read and its write (a user deleted while
+// they order): say what is gone.
+const MISSING: Record<string, Explain> = {
+  orders_user_id_foreign: (k, e) => refused(e, 'not_found', `${named('users', k.value)} no longer exists; the order was not placed`, 'userId', { userId: k.value }),
+  api_keys_user_id_foreign: (k, e) => refused(e, 'not_found', `${named('users', k.value)} no longer exists; no API key was created`, 'userId', { userId: k.value }),
+  refresh_tokens_user_id_foreign: (k, e) => refused(e, 'not_found', `${named('users', k.value)} no longer exists; sign-in is not possible`, 'userId', { userId: k.value }),
+  order_items_product_id_foreign: (k, e) =>
+    refused(e, 'unprocessable', `${named('products', k.value)} no longer exists; remove that item`, 'items', { productId: k.value }),
+  order_items_order_id_foreign: (k, e) => refused(e, 'not_found', `${named('orders', k.value)} no longer exists`, 'orderId', { orderId: k.value }),
+};
+
+// A row was deleted while another still refers to it (the service counted none a moment before).
+const REFERENCED: Record<string, Explain> = {
+  orders_user_id_foreign: (k, e) =>
+    refused(e, 'conflict', `${named('users', k.value)} has orders and cannot be deleted; disable the account instead (status "disabled")`, undefined, { userId: k.value }),
+  order_items_product_id_foreign: (k, e) =>
+    refused(e, 'conflict', `${named('products', k.value)} is on orders and cannot be deleted; deactivate it instead`, undefined, { productId: k.value }),
+};
+
+const missingViolation: Explain = (k, e) => {
+  const field = k.columns?.length === 1 ? fieldName(k.columns[0]) : undefined;
+  return refused(e, 'not_found', `${named(k.missingFrom, k.value)} does not exist (or no longer does)`, field);
+};
+
+const stillReferencedViolation: Explain = (k, e) =>
+  refused(e, 'conflict', `${named(e.table, k.value)} is still referred to by ${k.referencedFrom ? `${noun(k.referencedFrom)}s` : 'other records'} and cannot be deleted`);
+
+// Check constraints: the services validate first, so these are a last line of defence.
+const CHECKS: Record<string, Explain> = {
+  products_price_check: (_k, e) => refused(e, 'invalid', 'the price must be 0 or more', 'price'),
+  products_stock_check: (_k, e) => refused(e, 'conflict', 'the stock cannot go below 0', 'stock'),
+  users_role_check: (_k, e) => refused(e, 'invalid', 'the role must be one of admin, user, guest', 'role'),
+  users_status_check: (_k, e) => refused(e, 'invalid', 'the status must be active or disabled', 'status'),
+  orders_total_check: (_k, e) => refused(e, 'invalid', 'the order total cannot be negative', 'total'),
+  orders_refunded_amount_check: (_k, e) => refused(e, 'conflict', "the refunds would exceed the order's total", 'amount'),
+  orders_status_check: (_k, e) => refused(e, 'invalid', 'the order status must be one of pending, processing, completed, failed, cancelled, refunded', 'status'),
+  order_items_unit_price_check: (_k, e) => refused(e, 'invalid', 'the unit price must be 0 or more', 'items'),
+  order_items_quantity_check: (_k, e) => refused(e, 'invalid', 'a quantity must be 1 or more', 'items'),
+};
+
+// MikroORM names a check `<table>_<column>_check`; the column is the field.
+const checkViolation: Explain = (_k, e) => {
+  const column = e.table && e.constraint?.startsWith(`${e.table}_`) && e.constraint.endsWith('_check') ? e.constraint.slice(e.table.length + 1, -'_check'.length) : undefined;
+  const field = fieldName(column);
+  return refused(e, 'invalid', `${field ?? 'a value'} is outside what a ${noun(e.table)} allows`, field);
+};
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', '28P01', '28000', '3D000', '57P03']);
 
 /**
- * The one place where database errors become domain errors: unique violation is a conflict, a foreign
- * key or check violation is invalid input, serialization failures are retryable, an unreachable server
- * is unavailable. Anything else is returned unchanged (and becomes an internal error at the edge).
+ * The one place where database errors become domain errors, in the domain's words: a unique
+ * violation is a conflict naming the field, a foreign key violation says what is gone (or still in
+ * use), a check or not-null violation is invalid input naming the field, serialization failures are
+ * retryable, an unreachable server is unavailable. PostgreSQL's error stays the cause (for the log).
+ * Anything else is returned unchanged (and becomes an internal error at the edge).
  */
 export function translateDatabaseError(err: unknown): unknown {
   if (err instanceof DomainError || !(err instanceof Error)) return err;

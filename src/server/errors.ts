@@ -99,6 +99,9 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
       if (translated.code === 'retryable' || translated.code === 'unavailable') reply.header('retry-after', '1');
       return send(reply, problem(status, translated.code, traceId, status === 503 ? 'the service is temporarily unavailable; try again' : undefined));
     }
+    // A database refusal (a constraint hit in a race): the client gets the domain's words, the log
+    // gets PostgreSQL's (the error's cause: code, constraint, detail) under the trace id.
+    if (translated !== err) request.log.info({ err: translated, traceId }, 'the database refused the change');
     const field = typeof translated.details.field === 'string' ? translated.details.field : undefined;
     if (typeof translated.details.retryAfterSeconds === 'number') reply.header('retry-after', String(translated.details.retryAfterSeconds));
     return send(reply, problem(status, translated.code, traceId, translated.message, field ? { field } : {}));
