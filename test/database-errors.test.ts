@@ -193,6 +193,7 @@ test('constraints without a message of their own still answer in words naming th
     [{ code: '23514', constraint: 'order_items_quantity_check', table: 'order_items', detail: 'Failing row contains (itm_1, 0).' }, 'invalid', 'a quantity must be 1 or more', 'items'],
     [{ code: '23514', constraint: 'widgets_size_check', table: 'widgets', detail: 'Failing row contains (1).' }, 'invalid', 'size is outside what a record allows', 'size'],
     [{ code: '23502', table: 'orders', column: 'user_id', detail: 'Failing row contains (ord_1, null).' }, 'invalid', 'userId is required', 'userId'],
+    [{ code: '23505', constraint: 'order_items_pkey', table: 'order_items', detail: 'Key (id)=(itm_1) already exists.' }, 'conflict', 'an order line with this id already exists', 'id'],
   ];
   for (const [fields, code, message, field] of cases) {
     const translated = translateDatabaseError(pgError(fields));

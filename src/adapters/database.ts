@@ -185,7 +185,7 @@ const PG_CODES: Record<string, (err: PgError) => DomainError> = {
   '23505': (e) => violation(e, UNIQUE, uniqueViolation),
   '23503': (e) => (stillReferenced(e) ? violation(e, REFERENCED, stillReferencedViolation) : violation(e, MISSING, missingViolation)),
   '23514': (e) => violation(e, CHECKS, checkViolation),
-  '23502': (e) => refused(e, 'invalid', `${fieldName(e.column) ?? 'a required value'} is required`, fieldName(e.column)),
+  '23502': (e) => refused(e, 'invalid', e.column ? `${fieldName(e.column)} is required` : 'a required value is missing', fieldName(e.column)),
   '40001': (e) => new DomainError('retryable', 'the database could not serialize this change with a concurrent one; try again', {}, { cause: e }),
   '40P01': (e) => new DomainError('retryable', 'the database aborted this change to break a deadlock; try again', {}, { cause: e }),
   '57014': (e) => new DomainError('unavailable', 'the database query took too long and was cancelled', {}, { cause: e }),
@@ -247,12 +247,15 @@ const NOUNS: Record<string, string> = {
   login_throttles: 'login throttle',
 };
 const noun = (table: string | undefined) => (table && NOUNS[table]) ?? 'record';
+/** "a user", "an order", "an API key". */
+const aNoun = (table: string | undefined) => `${/^[aeioAEIO]/.test(noun(table)) ? 'an' : 'a'} ${noun(table)}`;
 /** "user usr_…", or "the user" when PostgreSQL did not say which. */
 const named = (table: string | undefined, value: string | undefined) => (value ? `${noun(table)} ${value}` : `the ${noun(table)}`);
 
 function refused(err: PgError, code: ErrorCode, message: string, field?: string, details: Record<string, unknown> = {}): DomainError {
-  // The cause is PostgreSQL's error (the MikroORM exception that copies its fields, or the driver's
-  // own): it carries the detail for the log, and not the statement's parameters.
+  // The cause is PostgreSQL's error (the driver's, or the MikroORM exception that copies its fields):
+  // the log gets its code, constraint and detail from it. (PGlite's also carries the statement and
+  // its parameters; the logger redacts `params`.)
   return new DomainError(code, message, { ...(field ? { field } : {}), ...details }, { cause: err });
 }
 
@@ -273,7 +276,7 @@ const UNIQUE: Record<string, Explain> = {
 const uniqueViolation: Explain = (k, e) => {
   const fields = k.columns?.map((c) => fieldName(c)!);
   const what = fields ? `this ${fields.join(' and ')}` : 'these values';
-  return refused(e, 'conflict', `a ${noun(e.table)} with ${what} already exists`, fields?.length === 1 ? fields[0] : undefined);
+  return refused(e, 'conflict', `${aNoun(e.table)} with ${what} already exists`, fields?.length === 1 ? fields[0] : undefined);
 };
 
 /**
@@ -331,7 +334,7 @@ const CHECKS: Record<string, Explain> = {
 const checkViolation: Explain = (_k, e) => {
   const column = e.table && e.constraint?.startsWith(`${e.table}_`) && e.constraint.endsWith('_check') ? e.constraint.slice(e.table.length + 1, -'_check'.length) : undefined;
   const field = fieldName(column);
-  return refused(e, 'invalid', `${field ?? 'a value'} is outside what a ${noun(e.table)} allows`, field);
+  return refused(e, 'invalid', `${field ?? 'a value'} is outside what ${aNoun(e.table)} allows`, field);
 };
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', '28P01', '28000', '3D000', '57P03']);
