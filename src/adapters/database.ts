@@ -92,7 +92,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   let lock: DirLock;
   try {
-    lock = acquireDirLock(join(dataDir, 'pglite.lock'));
+    lock = await acquireDirLock(join(dataDir, 'pglite.lock'));
   } catch (err) {
     // Held by a live process: when that is svc serve, it publishes a socket to reach the database through.
     const pid = err instanceof DomainError ? err.details.pid : undefined;
