@@ -2,8 +2,9 @@
 // svc runs on Node 24. When an older node starts this file (a bare `node bin/run.js`, or a PATH
 // without node_modules/.bin), re-exec with the Node 24 that package.json pins as an optional
 // dependency, or refuse with a message that says how to fix it.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const REQUIRED_MAJOR = 24;
@@ -12,15 +13,23 @@ const major = Number(process.versions.node.split('.')[0]);
 if (major !== REQUIRED_MAJOR) {
   const pinned = fileURLToPath(new URL('../node_modules/.bin/node', import.meta.url));
   if (!process.env.SVC_REEXEC && existsSync(pinned)) {
-    const child = spawnSync(pinned, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    const child = spawn(pinned, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
       stdio: 'inherit',
       env: { ...process.env, SVC_REEXEC: '1' },
     });
-    if (child.error) {
-      process.stderr.write(`svc: could not start Node ${REQUIRED_MAJOR} at ${pinned}: ${child.error.message}\n`);
+    // This process only waits for svc: a signal sent to it (a supervisor's SIGTERM, a SIGINT, a
+    // SIGHUP) is meant for svc and passed on, and it exits when svc does, with svc's code, or with
+    // 128 + the number of the signal that killed svc, as a shell reports it.
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+    const ended = await new Promise((resolve) => {
+      child.once('error', (error) => resolve({ error }));
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    if (ended.error) {
+      process.stderr.write(`svc: could not start Node ${REQUIRED_MAJOR} at ${pinned}: ${ended.error.message}\n`);
       process.exit(1);
     }
-    process.exit(child.status ?? (child.signal ? 128 + 1 : 1));
+    process.exit(ended.code ?? 128 + (constants.signals[ended.signal] ?? 0));
   }
   process.stderr.write(
     `svc: needs Node.js ${REQUIRED_MAJOR}.x, but was started by ${process.version}.\n` +

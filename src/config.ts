@@ -38,6 +38,18 @@ const oneOf = <T extends string>(...values: T[]): Parser<T> => ({
   },
 });
 
+const TRUE = ['true', 'on', 'yes', '1'];
+const FALSE = ['false', 'off', 'no', '0'];
+const bool: Parser<boolean> = {
+  expected: 'true or false (also on/off, yes/no, 1/0)',
+  parse(raw) {
+    const v = raw.trim().toLowerCase();
+    if (TRUE.includes(v)) return true;
+    if (FALSE.includes(v)) return false;
+    throw new ConfigValueError();
+  },
+};
+
 const text = (expected: string, pattern?: RegExp): Parser<string> => ({
   expected,
   parse(raw) {
@@ -103,6 +115,11 @@ export const configSchema = {
     parser: int(0, 3_600_000),
     default: () => 5_000,
   } satisfies KeySpec<number>,
+  DATABASE_PREPARED_STATEMENTS: {
+    doc: 'Prepare parameterized statements once per PostgreSQL connection (faster); turn off behind a PgBouncer in transaction pooling mode, where consecutive statements may run on different server connections',
+    parser: bool,
+    default: () => true,
+  } satisfies KeySpec<boolean>,
   SVC_DATA_DIR: {
     doc: 'Folder for the embedded mode\'s data (database, generated keys); created on first use',
     parser: text('a folder path'),
@@ -259,7 +276,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
 
 export interface ConfigEntry {
   key: ConfigKey;
-  value: string | number | null;
+  value: string | number | boolean | null;
   source: ConfigSource;
   doc: string;
 }
@@ -267,8 +284,8 @@ export interface ConfigEntry {
 /** The effective configuration as `svc config` shows it: secrets masked, each value's source named. */
 export function describeConfig(config: Config): ConfigEntry[] {
   return (Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]).map(([key, spec]) => {
-    const value = config[key] as string | number | undefined;
+    const value = config[key] as string | number | boolean | undefined;
     const shown = value === undefined ? null : spec.mask ? spec.mask(value) : value;
-    return { key, value: shown as string | number | null, source: config.sources[key], doc: spec.doc };
+    return { key, value: shown as string | number | boolean | null, source: config.sources[key], doc: spec.doc };
   });
 }

@@ -1,9 +1,14 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, existsSync } from 'node:fs';
+import { copyFileSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { constants } from 'node:os';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { svc, tempDir } from './helpers/cli.js';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
+import { migratedDatabase } from './helpers/db.js';
+import { generateSigningJwk } from '../src/adapters/jwt.js';
 
 // The machine's own node: 20 on this image, so it exercises the Node 24 guard in bin/run.js.
 const SYSTEM_NODE = '/usr/bin/node';
@@ -52,4 +57,68 @@ test('started by an older node with no pinned node installed, svc refuses with a
   assert.equal(res.status, 1);
   assert.equal(res.stdout, '');
   assert.match(res.stderr, /needs Node\.js 24\.x, but was started by v\d+.*\n.*npx svc/);
+});
+
+/** Environment for `svc serve` on a migrated PostgreSQL database of this test's own (it starts faster than the embedded one). */
+async function serveEnv(t: TestContext): Promise<Record<string, string>> {
+  const keys = join(tempDir(t), 'jwks.json');
+  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  return { DATABASE_URL: await migratedDatabase(t), JWT_KEYS_FILE: keys, LOG_LEVEL: 'info' };
+}
+
+/**
+ * svc serve started by the older node: bin/run.js waits while the pinned Node 24 runs the server in
+ * a child process. Resolves to both, the server's pid read from its "listening on" log line.
+ */
+async function reexecutedServe(t: TestContext): Promise<{ serve: ServeProcess; serverPid: number }> {
+  const serve = await svcServe(t, ['--port', '0'], { node: systemNode(), env: await serveEnv(t) });
+  await serve.waitForStderr(/"msg":"listening on/);
+  const listening = serve.stderr().split('\n').find((l) => l.includes('"msg":"listening on'))!;
+  const serverPid = JSON.parse(listening).pid as number;
+  assert.notEqual(serverPid, serve.child.pid, 'the server runs in a child process of bin/run.js');
+  t.after(() => {
+    if (isRunning(serverPid)) process.kill(serverPid, 'SIGKILL');
+  });
+  return { serve, serverPid };
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('started by an older node, svc serve gets the SIGTERM sent to bin/run.js, stops cleanly, and bin/run.js exits with its code', { timeout: 120_000 }, async (t) => {
+  const { serve, serverPid } = await reexecutedServe(t);
+  assert.equal((await fetch(`${serve.url}/health/live`)).status, 200);
+  serve.child.kill('SIGTERM');
+  assert.deepEqual(await serve.exited, { code: 0, signal: null });
+  assert.match(serve.stderr(), /"signal":"SIGTERM","msg":"SIGTERM: stopping"/);
+  assert.match(serve.stderr(), /"drained":true/);
+  assert.equal(isRunning(serverPid), false, 'the server is gone');
+});
+
+test('started by an older node, a second SIGINT while svc serve stops (Ctrl-C on a terminal reaches it directly and again through bin/run.js) does not cut the shutdown short', { timeout: 120_000 }, async (t) => {
+  const { serve, serverPid } = await reexecutedServe(t);
+  // A connection without a request yet keeps the shutdown going for a moment (its request may be on the wire).
+  const idle = connect(Number(new URL(serve.url).port), '127.0.0.1');
+  idle.on('error', () => undefined);
+  t.after(() => idle.destroy());
+  await once(idle, 'connect');
+  process.kill(serverPid, 'SIGINT');
+  await serve.waitForStderr(/"msg":"SIGINT: stopping"/);
+  serve.child.kill('SIGINT');
+  await serve.waitForStderr(/"msg":"SIGINT: already stopping"/);
+  assert.deepEqual(await serve.exited, { code: 0, signal: null });
+  assert.match(serve.stderr(), /"msg":"stopped"/);
+  assert.equal(isRunning(serverPid), false, 'the server is gone');
+});
+
+test('started by an older node, when svc dies of a signal bin/run.js exits with 128 + its number', { timeout: 120_000 }, async (t) => {
+  const { serve, serverPid } = await reexecutedServe(t);
+  process.kill(serverPid, 'SIGKILL');
+  assert.deepEqual(await serve.exited, { code: 128 + constants.signals.SIGKILL, signal: null });
 });

@@ -80,3 +80,15 @@ test('svc config with an invalid value exits 78 naming the key', async () => {
   assert.equal(res.code, 78);
   assert.match(res.stderr, /DATABASE_STATEMENT_TIMEOUT_MS="-5" in the environment is invalid: expected an integer from 0 to 3600000/);
 });
+
+test('DATABASE_PREPARED_STATEMENTS is on by default, read as a yes or no, and refused otherwise naming the key', async () => {
+  assert.equal(loadConfig({}).DATABASE_PREPARED_STATEMENTS, true);
+  for (const off of ['false', 'off', 'No', '0']) assert.equal(loadConfig({ DATABASE_PREPARED_STATEMENTS: off }).DATABASE_PREPARED_STATEMENTS, false, off);
+  for (const on of ['true', 'ON', 'yes', '1']) assert.equal(loadConfig({ DATABASE_PREPARED_STATEMENTS: on }).DATABASE_PREPARED_STATEMENTS, true, on);
+  const shown = await svc(['config'], { env: { DATABASE_PREPARED_STATEMENTS: 'off' } });
+  assert.match(shown.stdout, /DATABASE_PREPARED_STATEMENTS\s+│ false\s+│ env/);
+  const bad = await svc(['config', '--json'], { env: { DATABASE_PREPARED_STATEMENTS: 'maybe' } });
+  assert.equal(bad.code, 78);
+  assert.equal(bad.json().error.details.key, 'DATABASE_PREPARED_STATEMENTS');
+  assert.match(bad.json().error.message, /expected true or false \(also on\/off, yes\/no, 1\/0\)/);
+});

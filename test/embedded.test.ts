@@ -68,5 +68,37 @@ test('with no DATABASE_URL, svc migrates and manages users in an embedded databa
     assert.equal(existsSync(lock), false);
   });
 
+  await t.test('10 svc users list started at once: on a stale lock one at a time opens the folder, the others name it; on a live lock none does', async () => {
+    const lock = join(dataDir, 'pglite.lock');
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((resolve) => dead.once('exit', resolve));
+    writeFileSync(lock, `${dead.pid}\n`);
+    const runs = await Promise.all(Array.from({ length: 10 }, () => svc(['users', 'list', '--json'], { env })));
+    const opened = runs.filter((r) => r.code === 0);
+    assert.ok(opened.length >= 1, runs.map((r) => r.stderr).join('\n'));
+    for (const r of opened) assert.deepEqual(r.json().data.map((u: { email: string }) => u.email), ['grace.hopper@example.com', 'ada@example.com']);
+    // A refused one names a process that held the folder at the time: one of the runs that opened it.
+    const owners = new Set(opened.map((r) => r.pid));
+    for (const r of runs.filter((r) => r.code !== 0)) {
+      assert.equal(r.code, 6, r.stderr);
+      const holder = Number(/in use by another svc process \(pid (\d+)\)/.exec(r.json().error.message)?.[1]);
+      assert.ok(owners.has(holder), `refused naming pid ${holder}, which is not one of the runs that opened the folder (${[...owners].join(', ')})`);
+    }
+    assert.equal(existsSync(lock), false);
+    const check = await svc(['migrate', 'check'], { env });
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+
+    const holder = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
+    t.after(() => holder.kill());
+    writeFileSync(lock, `${holder.pid}\n`);
+    const refused = await Promise.all(Array.from({ length: 10 }, () => svc(['users', 'list', '--json'], { env })));
+    for (const r of refused) {
+      assert.equal(r.code, 6, r.stderr);
+      assert.match(r.json().error.message, new RegExp(`in use by another svc process \\(pid ${holder.pid}\\)`));
+    }
+    assert.equal(readFileSync(lock, 'utf8').trim(), String(holder.pid));
+    holder.kill();
+  });
+
   assert.ok(BIN);
 });

@@ -78,7 +78,9 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS || undefined,
         application_name: 'svc',
         connectionTimeoutMillis: 5_000,
-        Client: PreparingClient,
+        // Behind a transaction-pooling PgBouncer a statement prepared on one server connection is
+        // not there for the next transaction: plain pg.Client then sends every statement unnamed.
+        ...(config.DATABASE_PREPARED_STATEMENTS ? { Client: PreparingClient } : {}),
       },
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,
@@ -92,7 +94,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   let lock: DirLock;
   try {
-    lock = acquireDirLock(join(dataDir, 'pglite.lock'));
+    lock = await acquireDirLock(join(dataDir, 'pglite.lock'));
   } catch (err) {
     // Held by a live process: when that is svc serve, it publishes a socket to reach the database through.
     const pid = err instanceof DomainError ? err.details.pid : undefined;

@@ -58,6 +58,46 @@ export class Migrations {
     });
   }
 
+  /**
+   * Makes the schema current before the domain is used. On the embedded default (this process's own
+   * PGlite) pending migrations are applied and announced once, as svc serve does; on PostgreSQL, or
+   * on the database of a running svc serve (which applied its own), pending migrations are a
+   * conflict that says to run `svc migrate`, unless `apply` is set (svc serve --migrate). Returns the
+   * migrations applied.
+   */
+  async prepareSchema(options: { apply?: boolean; orElse?: string } = {}): Promise<string[]> {
+    const pending = await this.guard(() => this.pendingNames());
+    if (pending.length === 0) return [];
+    if (!options.apply && (this.db.kind !== 'embedded' || this.db.via)) {
+      throw new DomainError(
+        'conflict',
+        `${pending.length} migration(s) are pending (${pending.join(', ')}); run \`svc migrate\` first${options.orElse ? `, or ${options.orElse}` : ''}`,
+        { pending },
+      );
+    }
+    const applied = (await this.up()).migrations;
+    this.logger.info({ migrations: applied }, `applied ${applied.length} pending migration(s) to ${this.db.location}`);
+    return applied;
+  }
+
+  /**
+   * Names of the migrations of this build that the database has not applied, in one query (run before
+   * every command that uses the domain). Unlike the migrator's status it creates nothing: a database
+   * without the migrations table has applied none.
+   */
+  private async pendingNames(): Promise<string[]> {
+    let rows: { name: string }[];
+    try {
+      rows = await this.db.orm.em.getConnection().execute<{ name: string }[]>('select name from mikro_orm_migrations', [], 'all');
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42P01') throw err;
+      rows = [];
+    }
+    // The migrator records names without an extension; older records may carry one.
+    const applied = new Set(rows.map((r) => r.name.replace(/\.[jt]s$/, '')));
+    return compiledMigrations.map((m) => m.name).filter((name) => !applied.has(name));
+  }
+
   /** Applies every pending migration in one transaction, holding the migration lock. */
   async up(options: { dryRun?: boolean; waitMs?: number; onWait?: (holder: string) => void } = {}): Promise<MigrationRun> {
     return this.guard(async () => {

@@ -30,6 +30,7 @@ export abstract class SvcCommand extends Command {
   static override enableJsonFlag = true;
 
   private appInstance?: App;
+  private schemaReady?: Promise<unknown>;
 
   /** Loads and validates the configuration (a bad value exits 78 naming the key). */
   protected async loadConfig(): Promise<Config> {
@@ -47,9 +48,15 @@ export abstract class SvcCommand extends Command {
     return this.appInstance;
   }
 
-  /** A unit-of-work context acting as the operator (SVC_ACTOR or cli:<os user>). */
+  /**
+   * A unit-of-work context acting as the operator (SVC_ACTOR or cli:<os user>), on a current schema:
+   * the embedded default applies pending migrations first (as svc serve does), PostgreSQL with
+   * migrations pending stops the command (exit 4, run `svc migrate`) before it reads or writes.
+   */
   protected async ctx(): Promise<Ctx> {
     const app = await this.app();
+    this.schemaReady ??= app.migrations.prepareSchema();
+    await this.schemaReady;
     return app.context({ actor: app.config.SVC_ACTOR });
   }
 
@@ -61,15 +68,23 @@ export abstract class SvcCommand extends Command {
   override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
     const report = await this.report(err);
     process.exitCode = report.exitCode;
+    let hint = report.code === 'invalid' && err instanceof Errors.CLIError ? `\nSee more help with --help` : '';
     if (report.exitCode === EXIT.internal) {
-      // Unexpected: keep the stack for whoever debugs it, on stderr with the logs.
-      (this.appInstance?.logger ?? console).error({ err }, 'command failed');
+      // Unexpected: the stack is for whoever debugs it, as a JSON log line on stderr where logs are
+      // collected (not a terminal), or when asked for. A person at a terminal gets one line.
+      const level = this.appInstance?.config.LOG_LEVEL ?? process.env.LOG_LEVEL?.trim();
+      if (!process.stderr.isTTY || level === 'debug' || level === 'trace') {
+        const { createLogger } = await import('../logger.js');
+        (this.appInstance?.logger ?? createLogger('error')).error({ err }, 'command failed');
+      } else {
+        report.message = report.message.replace(/\s+/g, ' ').trim();
+        hint = ' (an unexpected error; run it again with LOG_LEVEL=debug for the details)';
+      }
     }
     if (this.jsonEnabled()) {
       this.logJson({ error: report });
       return;
     }
-    const hint = report.code === 'invalid' && err instanceof Errors.CLIError ? `\nSee more help with --help` : '';
     process.stderr.write(`Error: ${report.message}${hint}\n`);
   }
 

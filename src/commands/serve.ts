@@ -29,8 +29,19 @@ export default class Serve extends SvcCommand {
     const running = await startServer(config, { migrate: flags.migrate });
     this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
+      // The listeners stay for the whole shutdown: a second signal must not kill the process halfway
+      // through it (Ctrl-C on a terminal reaches this process twice when bin/run.js forwards it).
+      let stopping = false;
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          running.app.logger.info({ signal }, `${signal}: already stopping`);
+          return;
+        }
+        stopping = true;
+        resolve(signal);
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
     });
     running.app.logger.info({ signal }, `${signal}: stopping`);
     const { drained } = await running.stop();

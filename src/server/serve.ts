@@ -3,7 +3,6 @@ import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Config } from '../config.js';
 import { createApp, type App } from '../app.js';
 import { AccessTokens, loadSigningKeys } from '../adapters/jwt.js';
-import { DomainError } from '../domain/shared/errors.js';
 import { shareEmbeddedDatabase, type EmbeddedShare } from '../adapters/embedded-share.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
@@ -31,19 +30,7 @@ export async function startServer(config: Config, options: { migrate?: boolean }
   const app = await createApp(config, { exclusiveDatabase: true });
   let share: EmbeddedShare | undefined;
   try {
-    const pending = await app.migrations.status().then((s) => s.pending.map((m) => m.name));
-    let migrated: string[] = [];
-    if (pending.length > 0) {
-      if (app.db.kind === 'postgresql' && !options.migrate) {
-        throw new DomainError(
-          'conflict',
-          `${pending.length} migration(s) are pending (${pending.join(', ')}); run \`svc migrate\` first, or start with --migrate`,
-          { pending },
-        );
-      }
-      migrated = (await app.migrations.up()).migrations;
-      app.logger.info({ migrations: migrated }, `applied ${migrated.length} pending migration(s)`);
-    }
+    const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
     const tokens = new AccessTokens(await loadSigningKeys(config, app.logger), {
       issuer: config.JWT_ISSUER,
       audience: config.JWT_AUDIENCE,

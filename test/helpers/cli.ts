@@ -11,6 +11,8 @@ export const BIN = join(ROOT, 'bin', 'run.js');
 
 export interface CliResult {
   code: number;
+  /** The process's pid (the one a lock or a log line names). */
+  pid: number;
   stdout: string;
   stderr: string;
   /** stdout parsed as JSON (for --json runs). */
@@ -42,6 +44,7 @@ export function svc(args: string[], options: CliOptions = {}): Promise<CliResult
     child.on('close', (code, signal) => {
       resolve({
         code: code ?? (signal ? 128 : -1),
+        pid: child.pid!,
         stdout,
         stderr,
         json() {

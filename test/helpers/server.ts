@@ -42,6 +42,9 @@ export async function testServer(t: TestContext, options: { embedded?: boolean; 
     writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
     Object.assign(env, { DATABASE_URL: databaseUrl, JWT_KEYS_FILE: keys });
   }
+  // A run of the tests can turn prepared statements off for every API test, as behind PgBouncer
+  // (`DATABASE_PREPARED_STATEMENTS=false npm test`; test/api-orders-unprepared.test.ts does it for one file).
+  if (process.env.DATABASE_PREPARED_STATEMENTS) env.DATABASE_PREPARED_STATEMENTS = process.env.DATABASE_PREPARED_STATEMENTS;
   const config = loadConfig({ ...env, ...options.env });
   const running = await startServer(config);
   t.after(() => running.stop());
