@@ -11,6 +11,16 @@ export function maskEmail(value: string): string {
   return value.replace(EMAIL, (_m, first: string, domain: string, tld: string) => `${first}***@${domain[0]}***.${tld}`);
 }
 
+// A password hash in PHC form. It reaches a log inside text rather than under a key, e.g. in
+// PostgreSQL's "Failing row contains (...)" detail of a check violation on users.
+const PASSWORD_HASH = /\$argon2(?:id|i|d)\$(?:v=\d+\$)?[^$\s]*\$[A-Za-z0-9+/=]*(?:\$[A-Za-z0-9+/=]*)?/g;
+
+/** A string made safe for logs: emails masked, password hashes redacted (both checked cheaply first). */
+function maskText(value: string): string {
+  const masked = maskEmail(value);
+  return masked.includes('$argon2') ? masked.replace(PASSWORD_HASH, '[redacted]') : masked;
+}
+
 // Keys whose values are secrets wherever they appear in a log line, at any depth (compared in
 // lower case): credentials, tokens and the headers that carry them, and SQL parameters (a database
 // error from PGlite carries the statement's values, a password hash among them).
@@ -29,7 +39,7 @@ const CIRCULAR = '[circular]';
  * `parents` holds the objects on the path from the root (at most MAX_DEPTH), to recognise a cycle.
  */
 function maskDeep(value: unknown, depth = 0, parents: object[] = []): unknown {
-  if (typeof value === 'string') return maskEmail(value);
+  if (typeof value === 'string') return maskText(value);
   // A Date has no keys of its own: copied, it would log as {} instead of its time.
   if (value === null || typeof value !== 'object' || value instanceof Date) return value;
   if (depth > MAX_DEPTH) return TRUNCATED;
@@ -62,8 +72,8 @@ function maskFields(value: object, out: Record<string, unknown>, depth: number, 
 function maskError(err: Error, depth: number, parents: object[]): Record<string, unknown> {
   const out: Record<string, unknown> = {
     type: typeof err.constructor === 'function' ? err.constructor.name : err.name,
-    message: maskEmail(err.message),
-    stack: typeof err.stack === 'string' ? maskEmail(err.stack) : err.stack,
+    message: maskText(err.message),
+    stack: typeof err.stack === 'string' ? maskText(err.stack) : err.stack,
   };
   maskFields(err, out, depth, parents);
   // Both are own but not enumerable properties when set by the Error constructors.
@@ -101,13 +111,13 @@ export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream
             const only = args[0] as unknown;
             const err = only instanceof Error ? only : typeof only === 'object' && only !== null ? (only as { err?: unknown; msg?: unknown }).err : undefined;
             if (err instanceof Error && (only === err || (only as { msg?: unknown }).msg === undefined)) {
-              method.apply(this, [only, maskEmail(err.message)] as unknown as Parameters<typeof method>);
+              method.apply(this, [only, maskText(err.message)] as unknown as Parameters<typeof method>);
               return;
             }
           }
-          // The message (and its format arguments): copied only when one of them holds an email.
-          const email = args.some((a) => typeof a === 'string' && a.includes('@'));
-          method.apply(this, email ? (args.map((a) => (typeof a === 'string' ? maskEmail(a) : a)) as Parameters<typeof method>) : args);
+          // The message (and its format arguments): copied only when one of them holds an email or a hash.
+          const unsafe = args.some((a) => typeof a === 'string' && (a.includes('@') || a.includes('$argon2')));
+          method.apply(this, unsafe ? (args.map((a) => (typeof a === 'string' ? maskText(a) : a)) as Parameters<typeof method>) : args);
         },
       },
     },

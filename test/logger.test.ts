@@ -87,3 +87,18 @@ test('a cyclic object is logged once with the cycle marked, and a secret inside 
   assert.equal(line.err.cause, '[circular]');
   assert.doesNotMatch(raw(), /cyclic-token|cyclic@/);
 });
+
+test("a password hash inside text (PostgreSQL's \"Failing row contains\" detail) is redacted in fields and messages", () => {
+  const { logger, raw, lines } = capture();
+  const hash = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo';
+  const pg = Object.assign(new Error('new row for relation "users" violates check constraint'), {
+    code: '23514',
+    detail: `Failing row contains (usr_1, ada@example.com, Ada, ${hash}, user, active).`,
+  });
+  logger.info({ err: pg }, 'the database refused the change');
+  logger.warn(`row was (${hash})`);
+  const [first, second] = lines() as [Json, Json];
+  assert.match(first.err.detail, /Failing row contains \(usr_1, a\*\*\*@e\*\*\*\.com, Ada, \[redacted\], user, active\)\./);
+  assert.equal(second.msg, 'row was ([redacted])');
+  assert.doesNotMatch(raw(), /argon2id\$v=19/);
+});

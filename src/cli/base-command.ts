@@ -80,6 +80,10 @@ export abstract class SvcCommand extends Command {
         report.message = report.message.replace(/\s+/g, ' ').trim();
         hint = ' (an unexpected error; run it again with LOG_LEVEL=debug for the details)';
       }
+    } else {
+      // An expected failure: its message is the operator's. What lies under it (PostgreSQL's own
+      // detail of a refused change, say) is for LOG_LEVEL=debug.
+      this.appInstance?.logger.debug({ err }, 'command refused');
     }
     if (this.jsonEnabled()) {
       this.logJson({ error: report });
