@@ -74,6 +74,13 @@ test('a dynamic template needs no subject or content', async (t) => {
   assert.deepEqual(fake.messages[0]!.body.personalizations[0].dynamic_template_data, { order: 'ord_1' });
 });
 
+test('sandbox mode validates without sending: 200, nothing kept', async (t) => {
+  const { fake, mail } = await setup(t);
+  const [res] = await mail.send({ ...receipt, mailSettings: { sandboxMode: { enable: true } } });
+  assert.equal(res.statusCode, 200);
+  assert.equal(fake.messages.length, 0);
+});
+
 test('a wrong API key is a 401 with SendGrid error body', async (t) => {
   const { fake } = await setup(t);
   const mail = new MailService();

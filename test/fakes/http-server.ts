@@ -64,9 +64,14 @@ export function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-/** Writes a JSON answer unless the client has gone (a timed-out SDK request, a dropped connection). */
+/** Writes a JSON answer (no body for `undefined`) unless the client has gone (a timed-out request, a dropped connection). */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.destroyed || res.writableEnded) return;
+  if (body === undefined) {
+    res.writeHead(status, { 'content-length': 0, ...headers });
+    res.end();
+    return;
+  }
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);

@@ -268,6 +268,11 @@ export async function startFakeSendGrid(options: FakeSendGridOptions = {}): Prom
       reply(400, { errors });
       return;
     }
+    // Sandbox mode validates without sending, and answers 200 instead of 202.
+    if ((parsed as Record<string, any>).mail_settings?.sandbox_mode?.enable === true) {
+      reply(200, undefined);
+      return;
+    }
     const fault = takeFault(['error', 'delay']);
     const accept = () => {
       const messageId = randomBytes(16).toString('base64url').slice(0, 22);
@@ -282,12 +287,7 @@ export async function startFakeSendGrid(options: FakeSendGridOptions = {}): Prom
       return;
     }
     const messageId = accept();
-    const answer = () => {
-      statuses.push(202);
-      if (res.destroyed || res.writableEnded) return;
-      res.writeHead(202, { 'x-message-id': messageId, 'content-length': 0 });
-      res.end();
-    };
+    const answer = () => reply(202, undefined, { 'x-message-id': messageId });
     if (fault?.kind === 'delay') server.later(fault.ms, answer);
     else answer();
   }
