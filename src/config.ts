@@ -195,7 +195,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   try {
     raw = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
   let parsed: unknown;
   try {
@@ -233,7 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       raw = envValue;
       source = 'env';
     } else if (fileValue !== undefined && fileValue !== null) {
-      raw = String(fileValue);
+      raw = typeof fileValue === 'string' ? fileValue : JSON.stringify(fileValue);
       source = 'file';
     }
     sources[key] = source;
@@ -267,8 +267,8 @@ export interface ConfigEntry {
 /** The effective configuration as `svc config` shows it: secrets masked, each value's source named. */
 export function describeConfig(config: Config): ConfigEntry[] {
   return (Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]).map(([key, spec]) => {
-    const value = config[key] as string | number | undefined;
+    const value = config[key];
     const shown = value === undefined ? null : spec.mask ? spec.mask(value) : value;
-    return { key, value: shown as string | number | null, source: config.sources[key], doc: spec.doc };
+    return { key, value: shown, source: config.sources[key], doc: spec.doc };
   });
 }
