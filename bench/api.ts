@@ -145,7 +145,7 @@ async function admin<T>(fn: (client: pg.Client) => Promise<T>, url = PG_ADMIN_UR
   try {
     await client.connect();
   } catch (err) {
-    throw new Error(`cannot reach PostgreSQL at ${url.replace(/:[^:@/]*@/, ':****@')} (set TEST_PG_URL to another server): ${(err as Error).message}`);
+    throw new Error(`cannot reach PostgreSQL at ${url.replace(/:[^:@/]*@/, ':****@')} (set TEST_PG_URL to another server): ${(err as Error).message}`, { cause: err });
   }
   try {
     return await fn(client);

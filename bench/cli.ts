@@ -64,7 +64,7 @@ async function admin(sql: string): Promise<void> {
   try {
     await client.connect();
   } catch (err) {
-    throw new Error(`cannot reach PostgreSQL at ${PG_ADMIN_URL} (set TEST_PG_URL to another server): ${(err as Error).message}`);
+    throw new Error(`cannot reach PostgreSQL at ${PG_ADMIN_URL} (set TEST_PG_URL to another server): ${(err as Error).message}`, { cause: err });
   }
   try {
     await client.query(sql);

@@ -212,7 +212,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   try {
     raw = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    throw new ConfigError('SVC_CONFIG', 'env', `SVC_CONFIG: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
   let parsed: unknown;
   try {
@@ -250,7 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       raw = envValue;
       source = 'env';
     } else if (fileValue !== undefined && fileValue !== null) {
-      raw = String(fileValue);
+      raw = typeof fileValue === 'string' ? fileValue : JSON.stringify(fileValue);
       source = 'file';
     }
     sources[key] = source;

@@ -125,6 +125,8 @@ export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream
   );
   // A child's bindings are written once, when it is made, without passing the formatters: they are
   // masked here (children inherit this method from the root).
+  // Called with .call(this) below: a child inherits this method, and its children are made from it.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
   const pinoChild = logger.child;
   logger.child = function (this: Logger, childBindings: Record<string, unknown>, options?: object) {
     return pinoChild.call(this, maskDeep(childBindings) as Record<string, unknown>, options);

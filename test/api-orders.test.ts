@@ -19,11 +19,11 @@ interface Setup {
   bob: UserView;
   guest: UserView;
   /** An API call over real HTTP as a user (or anonymously), v1 unless said otherwise. */
-  call(user: UserView | null, method: string, path: string, options?: { body?: unknown; headers?: Record<string, string>; version?: 'v1' | 'v2' }): Promise<Reply>;
+  call: (user: UserView | null, method: string, path: string, options?: { body?: unknown; headers?: Record<string, string>; version?: 'v1' | 'v2' }) => Promise<Reply>;
   /** A product created by the admin through the API (v2: integer minor units); returns it in v2 shape. */
-  product(sku: string, price: number, stock: number, currency?: string): Promise<Json>;
+  product: (sku: string, price: number, stock: number, currency?: string) => Promise<Json>;
   /** The stock of a product as the admin reads it through the API. */
-  stock(productId: string): Promise<number>;
+  stock: (productId: string) => Promise<number>;
 }
 
 async function setup(t: TestContext, options: { embedded?: boolean } = {}): Promise<Setup> {

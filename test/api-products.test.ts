@@ -17,7 +17,7 @@ interface Setup {
   user: UserView;
   guest: UserView;
   /** An API call through fastify.inject as a user (or anonymously), v1 unless said otherwise. */
-  call(user: UserView | null, method: 'GET' | 'POST' | 'PATCH', path: string, options?: { body?: unknown; version?: 'v1' | 'v2' }): Promise<Reply>;
+  call: (user: UserView | null, method: 'GET' | 'POST' | 'PATCH', path: string, options?: { body?: unknown; version?: 'v1' | 'v2' }) => Promise<Reply>;
 }
 
 async function setup(t: TestContext, options: { embedded?: boolean } = {}): Promise<Setup> {
@@ -32,7 +32,7 @@ async function setup(t: TestContext, options: { embedded?: boolean } = {}): Prom
       headers: who ? await ts.auth(who) : {},
       ...(body === undefined ? {} : { payload: body as object }),
     });
-    return { status: res.statusCode, type: res.headers['content-type'] as string | undefined, body: (res.body ? res.json() : undefined) as Json };
+    return { status: res.statusCode, type: res.headers['content-type'], body: (res.body ? res.json() : undefined) as Json };
   };
   return { ts, admin, user, guest, call };
 }

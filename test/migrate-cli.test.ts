@@ -156,7 +156,7 @@ test('the migration index lists every migration file, oldest first', (t) => {
   writeMigrationIndex(dir);
   const index = readFileSync(join(dir, 'index.ts'), 'utf8');
   assert.match(index, /import \{ Migration20260101000000_a \} from '\.\/Migration20260101000000_a\.js';\nimport \{ Migration20270101000000_b \}/);
-  assert.match(index, /\{ name: 'Migration20260101000000_a', class: Migration20260101000000_a \},\n  \{ name: 'Migration20270101000000_b'/);
+  assert.match(index, /\{ name: 'Migration20260101000000_a', class: Migration20260101000000_a \},\n {2}\{ name: 'Migration20270101000000_b'/);
   // The committed index is exactly what the generator writes for the committed migrations.
   const committed = tempDir(t);
   for (const f of readdirSync(migrationsDir)) writeFileSync(join(committed, f), '');

@@ -217,7 +217,7 @@ for (const embedded of [true, false]) {
       assert.equal(r.body.status, 401);
     }
     assert.ok(refusedAt, 'new connections were refused');
-    const later = results.filter((r) => r.at > refusedAt!);
+    const later = results.filter((r) => r.at > refusedAt);
     assert.ok(later.length >= 5, `requests answered after new connections were refused: ${later.length}`);
     // Those answers close their connection, so the process does not wait for idle keep-alive sockets.
     for (const r of later) assert.equal(r.headers.connection, 'close');

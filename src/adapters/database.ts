@@ -97,7 +97,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
     lock = await acquireDirLock(join(dataDir, 'pglite.lock'));
   } catch (err) {
     // Held by a live process: when that is svc serve, it publishes a socket to reach the database through.
-    const pid = err instanceof DomainError ? err.details.pid : undefined;
+    const pid = err instanceof DomainError && typeof err.details.pid === 'number' ? err.details.pid : undefined;
     const share = typeof pid === 'number' ? readShare(dataDir, pid) : undefined;
     if (!share) throw err;
     if (options.exclusive) {
@@ -364,7 +364,7 @@ function findPgError(err: Error): PgError | undefined {
   let current: unknown = err;
   for (let depth = 0; current instanceof Error && depth < 5; depth++) {
     const code = (current as PgError).code;
-    if (typeof code === 'string' && (code in PG_CODES || CONNECT_CODES.has(code))) return current as PgError;
+    if (typeof code === 'string' && (code in PG_CODES || CONNECT_CODES.has(code))) return current;
     current = (current as { cause?: unknown }).cause ?? (current as { previous?: unknown }).previous;
   }
   return undefined;

@@ -77,7 +77,7 @@ export async function loadSigningKeys(config: Config, logger: Logger): Promise<S
     try {
       raw = readFileSync(config.JWT_KEYS_FILE, 'utf8');
     } catch (err) {
-      throw new ConfigError('JWT_KEYS_FILE', config.sources.JWT_KEYS_FILE, `JWT_KEYS_FILE: cannot read ${config.JWT_KEYS_FILE}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      throw new ConfigError('JWT_KEYS_FILE', config.sources.JWT_KEYS_FILE, `JWT_KEYS_FILE: cannot read ${config.JWT_KEYS_FILE}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
     let parsed: unknown;
     try {

@@ -178,7 +178,7 @@ export class Migrations {
       if (!entry) throw new DomainError('internal', `migration ${name} is applied but not part of this build`);
       const migration = new (entry.class as unknown as MigrationClass)(driver, this.db.orm.config);
       await migration[method]();
-      out.push({ name, statements: migration.getQueries().map((q) => (typeof q === 'string' ? q : String((q as { sql?: string }).sql ?? q))) });
+      out.push({ name, statements: migration.getQueries().map((q) => (typeof q === 'string' ? q : 'sql' in q ? q.sql : q.toString())) });
     }
     return out;
   }

@@ -19,6 +19,7 @@ class Preparing extends pg.Client {
 
   // pg's query() has many overloads; only (text, values) and (text, values, callback) are rewritten
   // (pg-pool's own query() passes a callback).
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- only any is assignable to the return types of all of pg's overloads
   override query(config: unknown, values?: unknown, callback?: unknown): any {
     const call = super.query.bind(this) as (...args: unknown[]) => Promise<unknown>;
     if (typeof config !== 'string' || !Array.isArray(values) || values.length === 0 || (callback !== undefined && typeof callback !== 'function')) {

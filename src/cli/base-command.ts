@@ -2,7 +2,6 @@ import { Command, Errors } from '@oclif/core';
 import type { App } from '../app.js';
 import type { Config } from '../config.js';
 import type { Ctx } from '../domain/shared/context.js';
-import type { DomainError } from '../domain/shared/errors.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
 interface ErrorReport {
@@ -109,7 +108,7 @@ export abstract class SvcCommand extends Command {
     }
     const translated = translateDatabaseError(err);
     if (translated instanceof DomainError) {
-      const e = translated as DomainError;
+      const e = translated;
       return { code: e.code, message: e.message, exitCode: exitCodeFor(e.code), details: e.details };
     }
     if (err instanceof Errors.CLIError && (err.oclif?.exit === 2 || err.name.includes('Parse') || /flag|argument/i.test(err.message))) {

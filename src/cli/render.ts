@@ -2,10 +2,12 @@ import Table from 'cli-table3';
 
 export interface Column<T> {
   header: string;
-  get: (row: T) => unknown;
+  get: (row: T) => Cell;
 }
 
-const show = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+type Cell = string | number | boolean | Date | null | undefined;
+
+const show = (v: Cell): string => (v === null || v === undefined ? '' : String(v));
 
 // Plain tables: no colours, so output reads the same in a terminal, a pipe or a log.
 const PLAIN = { head: [] as string[], border: [] as string[] };
@@ -20,6 +22,6 @@ export function renderTable<T>(rows: T[], columns: Column<T>[]): string {
 /** A two-column table of one record's fields. */
 export function renderRecord(record: Record<string, unknown>): string {
   const table = new Table({ style: PLAIN });
-  for (const [k, v] of Object.entries(record)) table.push({ [k]: show(typeof v === 'object' && v !== null ? JSON.stringify(v) : v) });
+  for (const [k, v] of Object.entries(record)) table.push({ [k]: show(typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as Cell)) });
   return table.toString();
 }

@@ -53,7 +53,7 @@ export async function startServer(config: Config, options: { migrate?: boolean }
       url,
       migrated,
       async stop() {
-        let drained = false;
+        let drained: boolean;
         try {
           drained = await connections.drain(config.SHUTDOWN_TIMEOUT_MS);
           if (!drained) app.logger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'in-flight requests did not finish in time; their connections were closed');

@@ -65,6 +65,8 @@ function randomHexSource(poolBytes = 4096): (bytes: number) => string {
 export async function buildServer(app: App, options: ServerOptions): Promise<FastifyInstance> {
   const randomHex = randomHexSource();
   const server = Fastify({
+    // Not redundant: it makes fastify's logger type parameter FastifyBaseLogger rather than pino's Logger.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: app.logger as FastifyBaseLogger,
     // fastify's own request logs are off: the onResponse hook below writes one line per request.
     logController: new LogController({ disableRequestLogging: true }),

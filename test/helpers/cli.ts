@@ -95,8 +95,8 @@ export function svcServe(t: TestContext, args: string[] = [], options: CliOption
   let stdout = '';
   let stderr = '';
   const watchers: { pattern: RegExp; resolve: () => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
     for (const w of [...watchers]) {
       if (w.pattern.test(stderr)) {
@@ -113,7 +113,7 @@ export function svcServe(t: TestContext, args: string[] = [], options: CliOption
     const onData = () => {
       const m = /listening on (http:\/\/\S+)/.exec(stdout);
       if (!m) return;
-      child.stdout!.off('data', onData);
+      child.stdout.off('data', onData);
       resolve({
         child,
         url: m[1]!,
@@ -124,7 +124,7 @@ export function svcServe(t: TestContext, args: string[] = [], options: CliOption
           pattern.test(stderr) ? Promise.resolve() : new Promise<void>((resolveWait) => watchers.push({ pattern, resolve: resolveWait })),
       });
     };
-    child.stdout!.on('data', onData);
+    child.stdout.on('data', onData);
     child.on('error', reject);
     void exited.then(({ code, signal }) => reject(new Error(`svc serve exited (${code ?? signal}) before listening:\n${stdout}\n${stderr}`)));
   });

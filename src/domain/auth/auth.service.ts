@@ -101,7 +101,7 @@ export class AuthService {
     });
     // The revocation above commits before the error is answered: a reused token must kill its family.
     if (outcome.error) throw outcome.error;
-    return outcome.pair!;
+    return outcome.pair;
   }
 
   /** Ends the session a refresh token belongs to (its whole family); an unknown or revoked token is fine too. */

@@ -12,7 +12,7 @@ import postgresDate from 'postgres-date';
  * data, go in parameters).
  */
 export async function query<T>(em: SqlEntityManager, text: string, values: unknown[]): Promise<T[]> {
-  const trx = em.getTransactionContext<Transaction<any>>();
+  const trx = em.getTransactionContext<Transaction<object>>();
   if (!trx) {
     // Outside a transaction on PostgreSQL: straight to the pool (its clients, type parsers and
     // prepared statements are the ORM's own), without the query-builder layers in between, a
