@@ -5,7 +5,7 @@ import type { Ctx } from '../shared/context.js';
 import { DomainError } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
 import { audit } from '../audit/audit.js';
-import { hashPassword, verifyPassword } from '../users/password.js';
+import type { PasswordHasher } from '../users/password.js';
 import { User, type UserRole } from '../users/user.entity.js';
 import type { UsersService, UserView } from '../users/users.service.js';
 import { RefreshToken } from './auth.entities.js';
@@ -42,16 +42,12 @@ interface ConsumedRow {
 
 /** Registration, password login and the refresh-token sessions that follow it. */
 export class AuthService {
-  // Unknown emails are verified against this, so a login takes as long whether or not the email exists.
-  private readonly dummyHash: Promise<string>;
-
   constructor(
     private readonly users: UsersService,
+    private readonly passwords: PasswordHasher,
     private readonly tokens: AccessTokenIssuer,
     private readonly options: { refreshTtlSeconds: number },
-  ) {
-    this.dummyHash = hashPassword(randomBytes(32).toString('base64url'));
-  }
+  ) {}
 
   /** Creates an account with the user role for someone signing up themselves. */
   async register(ctx: Ctx, input: { email: string; password: string; name: string }): Promise<UserView> {
@@ -64,8 +60,8 @@ export class AuthService {
     const throttle = throttleKey(input.email);
     const failedBefore = await assertNotLocked(ctx.em, throttle, new Date());
     const user = await ctx.em.findOne(User, { [sql`lower(email)`]: input.email.trim().toLowerCase() }, { populate: ['passwordHash'] });
-    const hash = user?.passwordHash ?? (await this.dummyHash);
-    const ok = await verifyPassword(input.password, hash);
+    // Unknown emails are checked against the decoy, so a login takes as long whether or not the email exists.
+    const ok = await this.passwords.verify(input.password, user?.passwordHash ?? this.passwords.decoy);
     if (!user || !user.passwordHash || !ok) {
       await recordFailure(ctx.em, throttle, new Date());
       throw unauthorized(INVALID_LOGIN);

@@ -4,7 +4,7 @@ import type { Ctx } from '../shared/context.js';
 import { conflict, invalid, notFound } from '../shared/errors.js';
 import { afterCursor, pageLimit, toPage, type Page } from '../shared/pagination.js';
 import { audit } from '../audit/audit.js';
-import { hashPassword, passwordProblem } from './password.js';
+import { passwordProblem, type PasswordHasher } from './password.js';
 import { Order } from '../orders/order.entity.js';
 import { User, USER_ROLES, USER_STATUSES, type UserRole, type UserStatus } from './user.entity.js';
 
@@ -90,6 +90,8 @@ const byEmail = (email: string) => ({ [sql`lower(email)`]: email.toLowerCase() }
 
 /** User accounts: creation, lookup, listing, roles and status, each write audited. */
 export class UsersService {
+  constructor(private readonly passwords: PasswordHasher) {}
+
   /** Creates a user; a taken email (in any letter case) is a conflict naming it. */
   async create(ctx: Ctx, input: CreateUserInput): Promise<UserView> {
     const email = checkEmail(input.email);
@@ -99,7 +101,7 @@ export class UsersService {
       const problem = passwordProblem(input.password);
       if (problem) throw invalid(problem, { field: 'password' });
     }
-    const passwordHash = input.password === undefined ? null : await hashPassword(input.password);
+    const passwordHash = input.password === undefined ? null : await this.passwords.hash(input.password);
     return ctx.em.transactional(async (em) => {
       const taken = await em.findOne(User, byEmail(email), { fields: ['id', 'email'] });
       if (taken) throw conflict(`a user with email ${email} already exists (${taken.id})`, { field: 'email', userId: taken.id });
