@@ -79,10 +79,30 @@ test('authentication on PostgreSQL', async (t) => {
     assert.equal(loggedIn.status, 200);
   });
 
-  await t.test('register refuses a taken email (any case) with 409, and bad bodies with 400 naming the field', async () => {
+  await t.test('register refuses a taken email (any case) with 409 naming the field but not the account, before hashing the password', async () => {
+    const hashed = ts.app.passwords.stats().completed;
     const taken = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'ADA@example.com', password: PASSWORD, name: 'Ada 2' } });
-    assert.equal(taken.status, 409);
-    assert.equal(taken.body.field, 'email');
+    assertProblem(taken, 409, 'conflict', /^an account with this email already exists; log in, or register with another email$/, 'email');
+    assert.doesNotMatch(JSON.stringify(taken.body), new RegExp(`${ada.id}|usr_`), 'an anonymous caller is not told which account it is');
+    assert.equal(ts.app.passwords.stats().completed, hashed, 'a taken email costs no password hash');
+  });
+
+  await t.test('concurrent registrations of one new email: one is created, the others get the same clean 409', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        call(ts, 'POST', '/api/v1/auth/register', { body: { email: i % 2 ? 'Race@Example.com' : 'race@example.com', password: PASSWORD, name: 'Race' } }),
+      ),
+    );
+    assert.deepEqual(answers.map((a) => a.status).sort(), [201, 409, 409, 409, 409]);
+    for (const lost of answers.filter((a) => a.status === 409)) {
+      // Whether the other registration committed before or during this one: no id, no index or SQL.
+      assertProblem(lost, 409, 'conflict', /^an account with this email already exists; log in, or register with another email$/, 'email');
+    }
+    const rows = await query(db, "select 1 from users where lower(email) = 'race@example.com'");
+    assert.equal(rows.length, 1);
+  });
+
+  await t.test('register answers 400 naming the field for bad bodies', async () => {
 
     const cases: [Json, string][] = [
       [{ email: 'not-an-email', password: PASSWORD, name: 'X' }, 'email'],
@@ -410,13 +430,19 @@ test('a token signed by the second key of the set is still accepted (key rotatio
 
 test('register, login, refresh and logout on the embedded default', async (t) => {
   const ts = await testServer(t, { embedded: true });
-  const reg = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'emb@example.com', password: PASSWORD, name: 'Emb' } });
-  assert.equal(reg.status, 201);
+  // The same email twice at once: whichever commits first is created.
+  const [reg, twin] = (
+    await Promise.all(
+      ['emb@example.com', 'EMB@example.com'].map((email) => call(ts, 'POST', '/api/v1/auth/register', { body: { email, password: PASSWORD, name: 'Emb' } })),
+    )
+  ).sort((a, b) => a.status - b.status);
+  assert.equal(reg!.status, 201);
+  assertProblem(twin!, 409, 'conflict', /^an account with this email already exists; log in, or register with another email$/, 'email');
   const first = await login(ts, 'emb@example.com');
   assert.equal(first.status, 200);
   assert.equal(first.body.tokenType, 'Bearer');
   const me = await call(ts, 'GET', '/api/v2/users/me', { headers: bearer(first.body.accessToken) });
-  assert.deepEqual({ id: me.body.id, status: me.body.status }, { id: reg.body.id, status: 'active' });
+  assert.deepEqual({ id: me.body.id, status: me.body.status }, { id: reg!.body.id, status: 'active' });
 
   const second = await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.body.refreshToken } });
   assert.equal(second.status, 200);

@@ -51,7 +51,7 @@ export class AuthService {
 
   /** Creates an account with the user role for someone signing up themselves. */
   async register(ctx: Ctx, input: { email: string; password: string; name: string }): Promise<UserView> {
-    return this.users.create(ctx, { email: input.email, name: input.name, password: input.password, role: 'user' });
+    return this.users.signUp(ctx, { email: input.email, name: input.name, password: input.password });
   }
 
   /** Checks an email and password and opens a session: an access token and the first refresh token of a new family. */
