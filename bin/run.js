@@ -46,11 +46,19 @@ if (major !== REQUIRED_MAJOR) {
 // makes those pauses a third as frequent, which is most of the API's p99 (npm run bench -- api).
 // Values already given in NODE_OPTIONS or on the node command line win.
 const SERVE_V8_FLAGS = ['--max-semi-space-size=16', '--max-old-space-size=160', '--heap-growing-percent=200'];
+// A password hash (argon2id) allocates 19 MiB on a libuv thread. After the first such block is
+// freed, glibc raises its mmap threshold past it, and each of the pool's threads then keeps up to
+// twice that in its own malloc arena: RSS grew by ~140 MiB under a burst of logins however few
+// hashes ran at once. A fixed threshold maps blocks of 4 MiB and more directly and unmaps them when
+// freed, so PASSWORD_HASH_CONCURRENCY bounds that memory. Other C libraries (musl) ignore it.
+const SERVE_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '4194304' };
 if (process.argv[2] === 'serve' && typeof process.execve === 'function') {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
   const missing = SERVE_V8_FLAGS.filter((flag) => !given.some((g) => g.startsWith(flag.split('=')[0])));
-  if (missing.length > 0) {
-    process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
+  const missingEnv = Object.keys(SERVE_MALLOC_ENV).filter((name) => process.env[name] === undefined);
+  if (missing.length > 0 || missingEnv.length > 0) {
+    const env = { ...SERVE_MALLOC_ENV, ...process.env };
+    process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], env);
   }
 }
 

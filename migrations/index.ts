@@ -4,10 +4,12 @@ import { Migration20261125024953_initial } from './Migration20261125024953_initi
 import { Migration20261125025914_auth_and_idempotency } from './Migration20261125025914_auth_and_idempotency.js';
 import { Migration20261125033846_app_secrets } from './Migration20261125033846_app_secrets.js';
 import { Migration20261125062752_login_throttles } from './Migration20261125062752_login_throttles.js';
+import { Migration20261127090000_login_throttle_decay } from './Migration20261127090000_login_throttle_decay.js';
 
 export const migrations = [
   { name: 'Migration20261125024953_initial', class: Migration20261125024953_initial },
   { name: 'Migration20261125025914_auth_and_idempotency', class: Migration20261125025914_auth_and_idempotency },
   { name: 'Migration20261125033846_app_secrets', class: Migration20261125033846_app_secrets },
   { name: 'Migration20261125062752_login_throttles', class: Migration20261125062752_login_throttles },
+  { name: 'Migration20261127090000_login_throttle_decay', class: Migration20261127090000_login_throttle_decay },
 ];

@@ -4,6 +4,7 @@ import { createLogger, type Logger } from './logger.js';
 import { openDatabase, type Database } from './adapters/database.js';
 import { Migrations } from './adapters/migrations.js';
 import { UsersService } from './domain/users/users.service.js';
+import { PasswordHasher } from './domain/users/password.js';
 import { ApiKeysService } from './domain/auth/api-keys.service.js';
 import { ProductsService } from './domain/catalog/products.service.js';
 import { OrdersService } from './domain/orders/orders.service.js';
@@ -26,6 +27,8 @@ export interface App {
   db: Database;
   migrations: Migrations;
   users: UsersService;
+  /** The process's password hashing, bounded (PASSWORD_HASH_CONCURRENCY, PASSWORD_HASH_QUEUE). */
+  passwords: PasswordHasher;
   products: ProductsService;
   orders: OrdersService;
   apiKeys: ApiKeysService;
@@ -39,7 +42,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const logger = overrides.logger ?? createLogger(config.LOG_LEVEL);
   const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase });
   const migrations = new Migrations(db, logger);
-  const users = new UsersService();
+  const passwords = new PasswordHasher({ concurrency: config.PASSWORD_HASH_CONCURRENCY, queue: config.PASSWORD_HASH_QUEUE });
+  const users = new UsersService(passwords);
   const apiKeys = new ApiKeysService(users);
   let closed = false;
   // Read once, on first use: commands that never page never touch it. Read on a fresh fork outside
@@ -58,6 +62,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     db,
     migrations,
     users,
+    passwords,
     products: new ProductsService(),
     orders: new OrdersService(),
     apiKeys,

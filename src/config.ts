@@ -145,6 +145,16 @@ export const configSchema = {
     parser: int(0, 600_000),
     default: () => 10_000,
   } satisfies KeySpec<number>,
+  PASSWORD_HASH_CONCURRENCY: {
+    doc: 'Most password hashes (argon2id, 19 MiB and about 0.1 s of a core each) one process computes at once, for logins and registrations',
+    parser: int(1, 64),
+    default: () => 2,
+  } satisfies KeySpec<number>,
+  PASSWORD_HASH_QUEUE: {
+    doc: 'Most password hashes one process keeps waiting for a turn; beyond it a login or registration gets 503 with Retry-After',
+    parser: int(0, 10_000),
+    default: () => 16,
+  } satisfies KeySpec<number>,
   JWT_KEYS_FILE: {
     doc: 'JSON Web Key Set of private signing keys (EdDSA or RS256, each with a kid; the first signs); unset in embedded mode: generated into SVC_DATA_DIR',
     parser: text('a path to a JWKS JSON file'),

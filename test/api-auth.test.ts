@@ -11,6 +11,8 @@ import { tempDir } from './helpers/cli.js';
 import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { sha256 } from '../src/domain/auth/authenticator.js';
 import { UserStandings } from '../src/domain/auth/standing.js';
+import { AuthService } from '../src/domain/auth/auth.service.js';
+import type { DomainError } from '../src/domain/shared/errors.js';
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -79,10 +81,30 @@ test('authentication on PostgreSQL', async (t) => {
     assert.equal(loggedIn.status, 200);
   });
 
-  await t.test('register refuses a taken email (any case) with 409, and bad bodies with 400 naming the field', async () => {
+  await t.test('register refuses a taken email (any case) with 409 naming the field but not the account, before hashing the password', async () => {
+    const hashed = ts.app.passwords.stats().completed;
     const taken = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'ADA@example.com', password: PASSWORD, name: 'Ada 2' } });
-    assert.equal(taken.status, 409);
-    assert.equal(taken.body.field, 'email');
+    assertProblem(taken, 409, 'conflict', /^an account with this email already exists; log in, or register with another email$/, 'email');
+    assert.doesNotMatch(JSON.stringify(taken.body), new RegExp(`${ada.id}|usr_`), 'an anonymous caller is not told which account it is');
+    assert.equal(ts.app.passwords.stats().completed, hashed, 'a taken email costs no password hash');
+  });
+
+  await t.test('concurrent registrations of one new email: one is created, the others get the same clean 409', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        call(ts, 'POST', '/api/v1/auth/register', { body: { email: i % 2 ? 'Race@Example.com' : 'race@example.com', password: PASSWORD, name: 'Race' } }),
+      ),
+    );
+    assert.deepEqual(answers.map((a) => a.status).sort(), [201, 409, 409, 409, 409]);
+    for (const lost of answers.filter((a) => a.status === 409)) {
+      // Whether the other registration committed before or during this one: no id, no index or SQL.
+      assertProblem(lost, 409, 'conflict', /^an account with this email already exists; log in, or register with another email$/, 'email');
+    }
+    const rows = await query(db, "select 1 from users where lower(email) = 'race@example.com'");
+    assert.equal(rows.length, 1);
+  });
+
+  await t.test('register answers 400 naming the field for bad bodies', async () => {
 
     const cases: [Json, string][] = [
       [{ email: 'not-an-email', password: PASSWORD, name: 'X' }, 'email'],
@@ -160,7 +182,8 @@ test('authentication on PostgreSQL', async (t) => {
     assert.equal(body.code, 'rate_limited');
     assert.match(body.detail, /^too many failed logins for this email; try again in \d+ s$/);
     const retryAfter = Number(locked.headers['retry-after']);
-    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${locked.headers['retry-after']}`);
+    // The next attempt comes back when the oldest of the five has decayed: 15 minutes after it.
+    assert.ok(retryAfter > 840 && retryAfter <= 900, `Retry-After ${locked.headers['retry-after']}`);
     assert.ok(body.detail.includes(`${retryAfter} s`));
     assert.equal((await login(ts, 'ada@example.com')).status, 200, 'another email logs in');
 
@@ -172,37 +195,58 @@ test('authentication on PostgreSQL', async (t) => {
     assert.ok(keys.length >= 2 && keys.every((k) => /^[0-9a-f]{64}$/.test(k.key)), JSON.stringify(keys));
   });
 
-  await t.test('a lock that ends lets the right password in and clears the count; another failure after it locks twice as long; a passed window starts again', async () => {
-    const key = (email: string) => sha256(email);
-    // Moves the last failure back by the longest lock, so whatever lock it earned has ended.
-    const endLock = (email: string) => query(db, "update login_throttles set last_failed_at = last_failed_at - interval '15 minutes' where key = $1", [key(email)]);
-    const hank = await ts.user({ email: 'hank@example.com', password: PASSWORD });
-    for (let i = 0; i < 5; i++) assertUnauthorized(await login(ts, hank.email, 'wrong password'));
-    await endLock(hank.email);
-    assertUnauthorized(await login(ts, hank.email, 'wrong password'));
-    const again = await ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: hank.email, password: PASSWORD } });
-    assert.equal(again.statusCode, 429);
-    const retryAfter = Number(again.headers['retry-after']);
-    assert.ok(retryAfter > 60 && retryAfter <= 120, `the second lock is 2 minutes, Retry-After ${retryAfter}`);
-    await endLock(hank.email);
-    assert.equal((await login(ts, hank.email)).status, 200);
-    assert.deepEqual(await query(db, 'select 1 from login_throttles where key = $1', [key(hank.email)]), [], 'a success clears the count');
-
-    const ivy = await ts.user({ email: 'ivy@example.com', password: PASSWORD });
-    for (let i = 0; i < 4; i++) assertUnauthorized(await login(ts, ivy.email, 'wrong password'));
-    await query(db, "update login_throttles set window_started_at = now() - interval '16 minutes' where key = $1", [key(ivy.email)]);
-    assertUnauthorized(await login(ts, ivy.email, 'wrong password'));
-    const [row] = await query<{ failures: number }>(db, 'select failures from login_throttles where key = $1', [key(ivy.email)]);
-    assert.deepEqual(row, { failures: 1 }, 'the fifth failure came after the window, so it counts as the first (and locks nothing)');
-    assert.equal((await login(ts, ivy.email)).status, 200);
+  await t.test('a burst of 30 concurrent wrong passwords for one email gets 5 of them checked; the other 25 answer 429 with Retry-After', async () => {
+    const jay = await ts.user({ email: 'jay@example.com', password: PASSWORD });
+    const answers = await Promise.all(
+      Array.from({ length: 30 }, () => ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: jay.email, password: 'wrong password' } })),
+    );
+    const statuses = answers.map((a) => a.statusCode);
+    assert.equal(statuses.filter((s) => s === 401).length, 5, statuses.join(' '));
+    assert.equal(statuses.filter((s) => s === 429).length, 25, statuses.join(' '));
+    assert.ok(answers.filter((a) => a.statusCode === 429).every((a) => Number(a.headers['retry-after']) >= 1));
+    assert.equal((await login(ts, jay.email)).status, 429, 'the right password too, afterwards');
   });
 
-  await t.test('concurrent wrong passwords are all counted', async () => {
-    const jay = await ts.user({ email: 'jay@example.com', password: PASSWORD });
-    const answers = await Promise.all(Array.from({ length: 4 }, () => login(ts, jay.email, 'wrong password')));
-    assert.deepEqual(answers.map((a) => a.status), [401, 401, 401, 401]);
-    const [row] = await query<{ failures: number }>(db, 'select failures from login_throttles where key = $1', [sha256(jay.email)]);
-    assert.equal(row!.failures, 4);
+  await t.test('an attacker gets at most 8 attempts in any hour against one email, and 4 an hour once the first 5 are spent, however they time them', async () => {
+    let clock = Date.parse('2026-11-20T10:00:00Z');
+    const auth = new AuthService(ts.app.users, ts.app.passwords, ts.server.svc.tokens, { refreshTtlSeconds: 3600, now: () => new Date(clock) });
+    const kim = await ts.user({ email: 'kim@example.com', password: PASSWORD });
+    const attempt = async (password = 'wrong password') => {
+      try {
+        await auth.login(ts.app.context({ actor: 'anonymous' }), { email: kim.email, password });
+        return { status: 200 };
+      } catch (err) {
+        const { code, details } = err as DomainError;
+        return { status: code === 'unauthorized' ? 401 : code === 'rate_limited' ? 429 : 500, retryAfter: details.retryAfterSeconds as number | undefined };
+      }
+    };
+    // Once a minute for three hours (trying more often gets no more: a refused attempt costs nothing and counts nothing).
+    const checked: number[] = [];
+    for (let minute = 0; minute < 180; minute++) {
+      clock = Date.parse('2026-11-20T10:00:00Z') + minute * 60_000;
+      const res = await attempt();
+      if (res.status === 401) checked.push(minute);
+      else assert.equal(res.status, 429, `minute ${minute}`);
+      // A refusal says exactly when the next attempt will be checked.
+      if (minute === 5 || minute === 14) assert.equal(res.retryAfter, (15 - minute) * 60, `Retry-After at minute ${minute}`);
+    }
+    assert.deepEqual(checked.slice(0, 8), [0, 1, 2, 3, 4, 15, 30, 45], 'five at once, then one every 15 minutes');
+    const inHour = (start: number) => checked.filter((m) => m >= start && m < start + 60).length;
+    assert.deepEqual([inHour(0), inHour(60), inHour(120)], [8, 4, 4]);
+    assert.equal(Math.max(...Array.from({ length: 121 }, (_, start) => inHour(start))), 8, 'no hour, wherever it starts, holds more than 8');
+
+    // Waiting is what brings attempts back, one per 15 minutes: after an hour's rest, four (not a fresh five).
+    clock += 60 * 60_000;
+    const afterRest = [];
+    for (let i = 0; i < 5; i++) afterRest.push((await attempt()).status);
+    assert.deepEqual(afterRest, [401, 401, 401, 401, 429]);
+    // The right password, once an attempt is allowed, logs in and clears the count: five at once again.
+    clock += 15 * 60_000;
+    assert.equal((await attempt(PASSWORD)).status, 200);
+    assert.deepEqual(await query(db, 'select 1 from login_throttles where key = $1', [sha256(kim.email)]), [], 'a success clears the count');
+    const fresh = [];
+    for (let i = 0; i < 6; i++) fresh.push((await attempt()).status);
+    assert.deepEqual(fresh, [401, 401, 401, 401, 401, 429]);
   });
 
   await t.test('login bodies are validated: missing fields and extra properties are 400', async () => {
@@ -408,15 +452,32 @@ test('a token signed by the second key of the set is still accepted (key rotatio
   assert.deepEqual({ alg: header.alg, kid: header.kid }, { alg: 'EdDSA', kid: current.kid });
 });
 
+test("a login turned away with 503 (too many password hashes in progress) does not use up one of the email's attempts", async (t) => {
+  const ts = await testServer(t, { env: { PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '0' } });
+  const email = 'busy@example.com';
+  const statuses = (await Promise.all(Array.from({ length: 5 }, () => login(ts, email, 'wrong password')))).map((r) => r.status);
+  const checked = statuses.filter((s) => s === 401).length;
+  assert.ok(checked >= 1 && statuses.includes(503) && checked + statuses.filter((s) => s === 503).length === 5, statuses.join(' '));
+  // Only the attempts that were checked count: the email has the rest of its five.
+  for (let i = checked; i < 5; i++) assertUnauthorized(await login(ts, email, 'wrong password'), /^invalid email or password$/);
+  assert.equal((await login(ts, email, 'wrong password')).status, 429);
+});
+
 test('register, login, refresh and logout on the embedded default', async (t) => {
   const ts = await testServer(t, { embedded: true });
-  const reg = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'emb@example.com', password: PASSWORD, name: 'Emb' } });
-  assert.equal(reg.status, 201);
+  // The same email twice at once: whichever commits first is created.
+  const [reg, twin] = (
+    await Promise.all(
+      ['emb@example.com', 'EMB@example.com'].map((email) => call(ts, 'POST', '/api/v1/auth/register', { body: { email, password: PASSWORD, name: 'Emb' } })),
+    )
+  ).sort((a, b) => a.status - b.status);
+  assert.equal(reg!.status, 201);
+  assertProblem(twin!, 409, 'conflict', /^an account with this email already exists; log in, or register with another email$/, 'email');
   const first = await login(ts, 'emb@example.com');
   assert.equal(first.status, 200);
   assert.equal(first.body.tokenType, 'Bearer');
   const me = await call(ts, 'GET', '/api/v2/users/me', { headers: bearer(first.body.accessToken) });
-  assert.deepEqual({ id: me.body.id, status: me.body.status }, { id: reg.body.id, status: 'active' });
+  assert.deepEqual({ id: me.body.id, status: me.body.status }, { id: reg!.body.id, status: 'active' });
 
   const second = await call(ts, 'POST', '/api/v1/auth/refresh', { body: { refreshToken: first.body.refreshToken } });
   assert.equal(second.status, 200);

@@ -36,13 +36,13 @@ async function seed(db: string, extraExpiredKeys = 0): Promise<void> {
      ('rt_live_2', $1, 'fam_live', repeat('4', 64), now() + interval '29 days', null, null, now() - interval '1 day')`,
     [USER],
   );
-  // Login failures: one count whose window has passed, one within its window, one window passed but still locked (9 failures, the last 5 minutes ago).
+  // Login attempts: one count that has decayed to zero, one still decaying, one at the limit (locked).
   await query(
     db,
-    `insert into login_throttles (key, failures, window_started_at, last_failed_at) values
-     ('old', 3, now() - interval '30 minutes', now() - interval '16 minutes'),
-     ('recent', 2, now() - interval '1 minute', now() - interval '1 minute'),
-     ('locked', 9, now() - interval '20 minutes', now() - interval '5 minutes')`,
+    `insert into login_throttles (key, drained_at) values
+     ('old', now() - interval '1 minute'),
+     ('recent', now() + interval '15 minutes'),
+     ('locked', now() + interval '70 minutes')`,
   );
 }
 

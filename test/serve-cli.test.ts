@@ -175,7 +175,8 @@ for (const embedded of [true, false]) {
   test(`SIGTERM lets in-flight requests finish, refuses new connections and exits 0 (${embedded ? 'embedded' : 'PostgreSQL'})`, { timeout: 120_000 }, async (t) => {
     const dataDir = join(tempDir(t), 'data');
     const env = embedded ? { SVC_DATA_DIR: dataDir } : { SVC_DATA_DIR: dataDir, ...(await postgresEnv(t)) };
-    const serve = await svcServe(t, ['--port', '0'], { env: { ...env, LOG_LEVEL: 'info' } });
+    // Room for all 50 logins below in the password-hash queue (16 by default): they must pile up, not get 503.
+    const serve = await svcServe(t, ['--port', '0'], { env: { ...env, LOG_LEVEL: 'info', PASSWORD_HASH_QUEUE: '64' } });
     await register(serve, 'ada@example.com');
 
     // The client keeps 50 connections alive, as a load balancer does; they are opened (and accepted
@@ -184,9 +185,10 @@ for (const embedded of [true, false]) {
     t.after(() => agent.destroy());
     const warm = await Promise.all(Array.from({ length: 50 }, () => request(`${serve.url}/health/live`, 'GET', undefined, agent)));
     assert.ok(warm.every((r) => r.status === 200));
-    // Each wrong-password login costs an argon2 hash, so 50 of them queue up in the server.
-    const inFlight = Array.from({ length: 50 }, async () => {
-      const res = await request(`${serve.url}/api/v1/auth/login`, 'POST', { email: 'ada@example.com', password: 'not the password' }, agent);
+    // Each wrong-password login costs an argon2 hash, so 50 of them queue up in the server (for 50
+    // emails: the login throttle lets 5 attempts at one email be checked).
+    const inFlight = Array.from({ length: 50 }, async (_, i) => {
+      const res = await request(`${serve.url}/api/v1/auth/login`, 'POST', { email: `ada-${i}@example.com`, password: 'not the password' }, agent);
       return { ...res, at: Date.now() };
     });
     // A connection opened before the shutdown whose request is sent only after it started (as when

@@ -1,5 +1,4 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
-import { LOGIN_THROTTLE } from './auth/login-throttle.js';
 
 /** Rows deleted by one housekeeping pass. */
 export interface Purged {
@@ -14,7 +13,7 @@ const BATCH = 5_000;
 /**
  * Deletes what can no longer be used: idempotency keys past their 24 hours, refresh-token
  * families whose every token has expired (a live family keeps its used tokens, so presenting an old
- * one is still recognised as reuse), and login-failure counts whose window and lock have passed.
+ * one is still recognised as reuse), and login-attempt counts that have decayed to zero.
  * Safe to run from every replica at once.
  */
 export async function purgeExpired(em: SqlEntityManager, now = new Date()): Promise<Purged> {
@@ -30,14 +29,12 @@ export async function purgeExpired(em: SqlEntityManager, now = new Date()): Prom
        (select family_id from refresh_tokens group by family_id having max(expires_at) <= ? limit ${BATCH})`,
     [now],
   );
-  // A count is spent once its window has passed and no lock can still follow from it.
-  const windowStart = new Date(now.getTime() - LOGIN_THROTTLE.windowSeconds * 1000);
-  const lastLockStart = new Date(now.getTime() - LOGIN_THROTTLE.maxLockSeconds * 1000);
+  // A count is spent once it has decayed to zero: the row then means what no row means.
   const loginThrottles = await inBatches(
     em,
     `delete from login_throttles where key in
-       (select key from login_throttles where window_started_at <= ? and last_failed_at <= ? limit ${BATCH} for update skip locked)`,
-    [windowStart, lastLockStart],
+       (select key from login_throttles where drained_at <= ? limit ${BATCH} for update skip locked)`,
+    [now],
   );
   return { idempotencyKeys, refreshTokens, loginThrottles };
 }

@@ -96,7 +96,11 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
     const status = STATUS_BY_CODE[translated.code];
     if (status >= 500) {
       request.log.error({ err, traceId }, 'request failed');
-      if (translated.code === 'retryable' || translated.code === 'unavailable') reply.header('retry-after', '1');
+      if (translated.code === 'retryable' || translated.code === 'unavailable') {
+        // A busy part of svc says when it expects to have room again (see Bulkhead); otherwise 1 s.
+        const retryAfter = translated.details.retryAfterSeconds;
+        reply.header('retry-after', typeof retryAfter === 'number' ? String(retryAfter) : '1');
+      }
       return send(reply, problem(status, translated.code, traceId, status === 503 ? 'the service is temporarily unavailable; try again' : undefined));
     }
     // A database refusal (a constraint hit in a race): the client gets the domain's words, the log

@@ -92,7 +92,7 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
   server.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
 
   const authenticator = new Authenticator(options.tokens, app.config.USER_STANDING_TTL_SECONDS * 1000);
-  const auth = new AuthService(app.users, options.tokens, { refreshTtlSeconds: app.config.REFRESH_TOKEN_TTL_SECONDS });
+  const auth = new AuthService(app.users, app.passwords, options.tokens, { refreshTtlSeconds: app.config.REFRESH_TOKEN_TTL_SECONDS });
   server.decorate('svc', {
     app,
     tokens: options.tokens,

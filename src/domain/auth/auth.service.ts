@@ -5,12 +5,12 @@ import type { Ctx } from '../shared/context.js';
 import { DomainError } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
 import { audit } from '../audit/audit.js';
-import { hashPassword, verifyPassword } from '../users/password.js';
+import type { PasswordHasher } from '../users/password.js';
 import { User, type UserRole } from '../users/user.entity.js';
 import type { UsersService, UserView } from '../users/users.service.js';
 import { RefreshToken } from './auth.entities.js';
 import { sha256 } from './authenticator.js';
-import { assertNotLocked, clearFailures, recordFailure, throttleKey } from './login-throttle.js';
+import { clearAttempts, countAttempt, throttleKey, uncountAttempt } from './login-throttle.js';
 
 /** Issues access tokens (implemented by the JWT adapter). */
 export interface AccessTokenIssuer {
@@ -42,35 +42,41 @@ interface ConsumedRow {
 
 /** Registration, password login and the refresh-token sessions that follow it. */
 export class AuthService {
-  // Unknown emails are verified against this, so a login takes as long whether or not the email exists.
-  private readonly dummyHash: Promise<string>;
-
   constructor(
     private readonly users: UsersService,
+    private readonly passwords: PasswordHasher,
     private readonly tokens: AccessTokenIssuer,
-    private readonly options: { refreshTtlSeconds: number },
-  ) {
-    this.dummyHash = hashPassword(randomBytes(32).toString('base64url'));
+    private readonly options: { refreshTtlSeconds: number; now?: () => Date },
+  ) {}
+
+  private now(): Date {
+    return this.options.now?.() ?? new Date();
   }
 
   /** Creates an account with the user role for someone signing up themselves. */
   async register(ctx: Ctx, input: { email: string; password: string; name: string }): Promise<UserView> {
-    return this.users.create(ctx, { email: input.email, name: input.name, password: input.password, role: 'user' });
+    return this.users.signUp(ctx, { email: input.email, name: input.name, password: input.password });
   }
 
   /** Checks an email and password and opens a session: an access token and the first refresh token of a new family. */
   async login(ctx: Ctx, input: { email: string; password: string }): Promise<TokenPair> {
-    // Checked before the password, so a locked email tells a guesser nothing, even about the right one.
+    // Counted before the password is checked, in one statement: a burst of any size gets at most the
+    // throttle's limit checked, and a locked email tells a guesser nothing, even about the right password.
     const throttle = throttleKey(input.email);
-    const failedBefore = await assertNotLocked(ctx.em, throttle, new Date());
+    await countAttempt(ctx.em, throttle, this.now());
     const user = await ctx.em.findOne(User, { [sql`lower(email)`]: input.email.trim().toLowerCase() }, { populate: ['passwordHash'] });
-    const hash = user?.passwordHash ?? (await this.dummyHash);
-    const ok = await verifyPassword(input.password, hash);
-    if (!user || !user.passwordHash || !ok) {
-      await recordFailure(ctx.em, throttle, new Date());
-      throw unauthorized(INVALID_LOGIN);
+    let ok: boolean;
+    try {
+      // Unknown emails are checked against the decoy, so a login takes as long whether or not the email exists.
+      ok = await this.passwords.verify(input.password, user?.passwordHash ?? this.passwords.decoy);
+    } catch (err) {
+      // Turned away unchecked (too many password hashes in progress: 503): the attempt is given back,
+      // so a flood elsewhere does not use up this email's attempts.
+      if (err instanceof DomainError && err.code === 'unavailable') await uncountAttempt(ctx.em, throttle);
+      throw err;
     }
-    if (failedBefore) await clearFailures(ctx.em, throttle);
+    if (!user || !user.passwordHash || !ok) throw unauthorized(INVALID_LOGIN);
+    await clearAttempts(ctx.em, throttle);
     // Said only after the right password, so it tells nobody else that the account exists.
     if (user.status !== 'active') throw new DomainError('forbidden', 'this account is disabled; ask an administrator to enable it');
     return ctx.em.transactional(async (em) => this.issue(em, user, newId('fam')));

@@ -1,18 +1,17 @@
 import { defineEntity, p } from '@mikro-orm/core';
 
 /**
- * Failed logins per email within a window, and when the last one was (the lock they earned follows
- * from both). Keyed by a SHA-256 of the lower-cased email, so the emails people mistype (or
- * attackers try) are not stored.
+ * Login attempts per email as a decaying count: `drainedAt` is when the count will have decayed to
+ * zero, so the count now is (drainedAt - now) / LOGIN_THROTTLE.decaySeconds (login-throttle.ts).
+ * Keyed by a SHA-256 of the lower-cased email, so the emails people mistype (or attackers try) are
+ * not stored.
  */
 export const LoginThrottleSchema = defineEntity({
   name: 'LoginThrottle',
   tableName: 'login_throttles',
   properties: {
     key: p.string().length(64).primary(),
-    failures: p.integer(),
-    windowStartedAt: p.datetime(),
-    lastFailedAt: p.datetime(),
+    drainedAt: p.datetime(),
   },
 });
 

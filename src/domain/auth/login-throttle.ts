@@ -4,53 +4,52 @@ import { query, rowDate } from '../shared/sql.js';
 import { sha256 } from './authenticator.js';
 
 /**
- * Brute-force protection for password login, per email (existing or not, so it reveals nothing):
- * after `maxFailures` wrong passwords within `windowSeconds`, the email is locked for
- * `lockSeconds` from the last failure, doubling with each further failure up to `maxLockSeconds`.
- * A locked email gets 429 even with the right password; a successful login clears the count. Kept
- * in PostgreSQL, so every replica behind the load balancer sees the same count.
+ * Brute-force protection for password login, per email (existing or not, so it reveals nothing), as
+ * a decaying count of attempts (the generic cell rate algorithm): each attempt adds one before its
+ * password is checked, the count decays by one every `decaySeconds`, and an attempt that finds the
+ * count at `burst` is refused unchecked: 429 with the seconds until one will be allowed, even with
+ * the right password. A successful login clears the count. Whatever an attacker does, one email
+ * gets `burst` attempts at once, then one per `decaySeconds`: at most 8 in any hour, 4 an hour after
+ * the first five. Kept in PostgreSQL (one row per email hash), so every replica shares the count.
  */
-export const LOGIN_THROTTLE = { maxFailures: 5, windowSeconds: 15 * 60, lockSeconds: 60, maxLockSeconds: 15 * 60 } as const;
+export const LOGIN_THROTTLE = { burst: 5, decaySeconds: 15 * 60 } as const;
 
 /** The row key for an email: a SHA-256 of its lower-cased form, so mistyped emails are not stored. */
 export const throttleKey = (email: string) => sha256(email.trim().toLowerCase());
 
-/** When the lock earned by `failures` failures, the last at `lastFailedAt`, ends (no later than it if there is none). */
-function lockEnd(failures: number, lastFailedAt: Date): Date {
-  const { maxFailures, lockSeconds, maxLockSeconds } = LOGIN_THROTTLE;
-  if (failures < maxFailures) return lastFailedAt;
-  const seconds = Math.min(maxLockSeconds, lockSeconds * 2 ** (failures - maxFailures));
-  return new Date(lastFailedAt.getTime() + seconds * 1000);
-}
-
 /**
- * Refuses a login attempt for a locked email with 429 and the seconds to wait; otherwise says
- * whether failures are on record (so a successful login clears them only then).
+ * Counts a login attempt before its password is checked, or refuses it (429 with Retry-After) when
+ * the count is at the limit. One statement decides, so of any number of concurrent attempts at most
+ * as many as the count allows get through. A refused attempt is not counted.
  */
-export async function assertNotLocked(em: SqlEntityManager, key: string, now: Date): Promise<boolean> {
-  const [row] = await query<{ failures: number; last_failed_at: Date | string }>(em, 'select failures, last_failed_at from login_throttles where key = $1', [key]);
-  if (!row) return false;
-  const wait = lockEnd(row.failures, rowDate(row.last_failed_at)).getTime() - now.getTime();
-  if (wait <= 0) return true;
-  const seconds = Math.ceil(wait / 1000);
+export async function countAttempt(em: SqlEntityManager, key: string, now: Date): Promise<void> {
+  const { burst, decaySeconds } = LOGIN_THROTTLE;
+  // The row holds when the count will have decayed to zero (drained_at). An attempt adds one decay
+  // period to it (from now, if that is later) and is allowed while the count before it is at most
+  // burst - 1: while drained_at is at most burst - 1 periods ahead. The row lock taken by the upsert
+  // makes concurrent attempts for one email take their turn, each seeing the others' counts.
+  const counted = await query(
+    em,
+    `insert into login_throttles as t (key, drained_at) values ($1, $2::timestamptz + $3 * interval '1 second')
+     on conflict (key) do update set drained_at = greatest(t.drained_at, $2::timestamptz) + $3 * interval '1 second'
+       where t.drained_at <= $2::timestamptz + $4 * interval '1 second'
+     returning key`,
+    [key, now, decaySeconds, (burst - 1) * decaySeconds],
+  );
+  if (counted.length > 0) return;
+  // Refused (the statement changed nothing): the next attempt is allowed once the count is below the limit.
+  const [row] = await query<{ drained_at: Date | string }>(em, 'select drained_at from login_throttles where key = $1', [key]);
+  const wait = row ? rowDate(row.drained_at).getTime() - (burst - 1) * decaySeconds * 1000 - now.getTime() : 0;
+  const seconds = Math.max(1, Math.ceil(wait / 1000));
   throw new DomainError('rate_limited', `too many failed logins for this email; try again in ${seconds} s`, { retryAfterSeconds: seconds });
 }
 
-/** Counts a failed login, atomically whatever runs concurrently; a window that has passed starts again at 1. */
-export async function recordFailure(em: SqlEntityManager, key: string, now: Date): Promise<void> {
-  const windowStart = new Date(now.getTime() - LOGIN_THROTTLE.windowSeconds * 1000);
-  await query(
-    em,
-    `insert into login_throttles as t (key, failures, window_started_at, last_failed_at) values ($1, 1, $2, $2)
-     on conflict (key) do update set
-       failures = case when t.window_started_at <= $3 then 1 else t.failures + 1 end,
-       window_started_at = case when t.window_started_at <= $3 then $2 else t.window_started_at end,
-       last_failed_at = $2`,
-    [key, now, windowStart],
-  );
+/** Takes back an attempt that was counted but never checked (the server turned it away), so it costs the email nothing. */
+export async function uncountAttempt(em: SqlEntityManager, key: string): Promise<void> {
+  await query(em, `update login_throttles set drained_at = drained_at - $2 * interval '1 second' where key = $1`, [key, LOGIN_THROTTLE.decaySeconds]);
 }
 
-/** Forgets the failures of an email after a successful login. */
-export async function clearFailures(em: SqlEntityManager, key: string): Promise<void> {
+/** Forgets the attempts of an email after a successful login. */
+export async function clearAttempts(em: SqlEntityManager, key: string): Promise<void> {
   await query(em, 'delete from login_throttles where key = $1', [key]);
 }

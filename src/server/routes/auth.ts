@@ -40,7 +40,7 @@ export const authRoutes =
             name: { type: 'string', minLength: 1, maxLength: 200 },
           },
         },
-        response: { 201: { ...userSchema(version), description: 'The new account (role user)' }, ...errorResponses(400, 409) },
+        response: { 201: { ...userSchema(version), description: 'The new account (role user)' }, ...errorResponses(400, 409, 503) },
       },
       handler: async (request, reply) => {
         const user = await server.svc.auth.register(request.ctx, request.body);
@@ -59,7 +59,7 @@ export const authRoutes =
           // Any password length is accepted here: a wrong one is 401, like every other wrong password.
           properties: { email, password: { type: 'string', minLength: 1, maxLength: 256 } },
         },
-        response: { 200: { ...tokenPair, description: 'An access token and a refresh token' }, ...errorResponses(400, 401, 403, 429) },
+        response: { 200: { ...tokenPair, description: 'An access token and a refresh token' }, ...errorResponses(400, 401, 403, 429, 503) },
       },
       handler: async (request) => server.svc.auth.login(request.ctx, request.body),
     });
