@@ -13,4 +13,11 @@ server.get<{ Params: { id: string } }>('/orders/:id', async (request, reply) => 
 });
 const url = await server.listen({ port: 0, host: '127.0.0.1' });
 process.stdout.write(`listening on ${url}\n`);
-process.once('SIGTERM', () => void server.close().then(() => pool.end()).then(() => process.exit(0)));
+process.once(
+  'SIGTERM',
+  () =>
+    void server
+      .close()
+      .then(() => pool.end())
+      .then(() => process.exit(0)),
+);

@@ -60,7 +60,9 @@ function exec(cmd: string, args: string[], env: Env = process.env): Promise<stri
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.on('error', reject);
-    child.on('close', (code, signal) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code ?? signal}:\n${out}${err}`))));
+    child.on('close', (code, signal) =>
+      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code ?? signal}:\n${out}${err}`)),
+    );
   });
 }
 
@@ -145,7 +147,9 @@ async function admin<T>(fn: (client: pg.Client) => Promise<T>, url = PG_ADMIN_UR
   try {
     await client.connect();
   } catch (err) {
-    throw new Error(`cannot reach PostgreSQL at ${url.replace(/:[^:@/]*@/, ':****@')} (set TEST_PG_URL to another server): ${(err as Error).message}`, { cause: err });
+    throw new Error(`cannot reach PostgreSQL at ${url.replace(/:[^:@/]*@/, ':****@')} (set TEST_PG_URL to another server): ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   try {
     return await fn(client);
@@ -282,7 +286,8 @@ const mib = (bytes?: number) => (bytes === undefined ? 'n/a' : fmt(bytes / 2 ** 
  * one order by id (database read), and pgbench TPC-B (database write).
  */
 export async function run(options: BenchOptions): Promise<Report> {
-  if (process.versions.node.split('.')[0] !== '24') throw new Error(`the api benchmark needs Node 24 but runs on ${process.version}; start it with npm run bench`);
+  if (process.versions.node.split('.')[0] !== '24')
+    throw new Error(`the api benchmark needs Node 24 but runs on ${process.version}; start it with npm run bench`);
   ensureBuilt();
   const durationS = options.durationS ?? 10;
   const scratch = mkdtempSync(join(tmpdir(), 'svc-bench-api-'));
@@ -307,9 +312,15 @@ export async function run(options: BenchOptions): Promise<Report> {
       const dbAnchor = await startChild('the database-read anchor', ['--import', 'tsx', 'bench/anchor-pg.ts'], { ...base, DATABASE_URL: url, POOL_MAX: '20' });
       let dbFigures: Figures;
       try {
-        dbFigures = await drive('database read: bare fastify + pg, one order by id', dbAnchor.url, durationS, {
-          requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/orders/${pick(orderIds)}` }) }],
-        }, dbAnchor.pid);
+        dbFigures = await drive(
+          'database read: bare fastify + pg, one order by id',
+          dbAnchor.url,
+          durationS,
+          {
+            requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/orders/${pick(orderIds)}` }) }],
+          },
+          dbAnchor.pid,
+        );
       } finally {
         await dbAnchor.stop();
       }
@@ -324,33 +335,51 @@ export async function run(options: BenchOptions): Promise<Report> {
       });
       try {
         const auth = (req: autocannon.Request, user: LoadUser) => ({ ...req.headers, authorization: `Bearer ${user.token}` });
-        const read = await drive('svc GET /api/v1/orders/{id} (own order, with items)', serve.url, durationS, {
-          requests: [
-            {
-              method: 'GET',
-              setupRequest: (req) => {
-                const user = pick(users);
-                return { ...req, path: `/api/v1/orders/${pick(user.orders)}`, headers: auth(req, user) };
+        const read = await drive(
+          'svc GET /api/v1/orders/{id} (own order, with items)',
+          serve.url,
+          durationS,
+          {
+            requests: [
+              {
+                method: 'GET',
+                setupRequest: (req) => {
+                  const user = pick(users);
+                  return { ...req, path: `/api/v1/orders/${pick(user.orders)}`, headers: auth(req, user) };
+                },
               },
-            },
-          ],
-        }, serve.pid);
-        const products = await drive('svc GET /api/v1/products?limit=20', serve.url, durationS, {
-          requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: '/api/v1/products?limit=20', headers: auth(req, pick(users)) }) }],
-        }, serve.pid);
-        const create = await drive(`svc POST /api/v1/orders (${ITEMS_PER_ORDER} items)`, serve.url, durationS, {
-          requests: [
-            {
-              method: 'POST',
-              setupRequest: (req) => ({
-                ...req,
-                path: '/api/v1/orders',
-                body: orderBody(),
-                headers: { ...auth(req, pick(users)), 'content-type': 'application/json' },
-              }),
-            },
-          ],
-        }, serve.pid);
+            ],
+          },
+          serve.pid,
+        );
+        const products = await drive(
+          'svc GET /api/v1/products?limit=20',
+          serve.url,
+          durationS,
+          {
+            requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: '/api/v1/products?limit=20', headers: auth(req, pick(users)) }) }],
+          },
+          serve.pid,
+        );
+        const create = await drive(
+          `svc POST /api/v1/orders (${ITEMS_PER_ORDER} items)`,
+          serve.url,
+          durationS,
+          {
+            requests: [
+              {
+                method: 'POST',
+                setupRequest: (req) => ({
+                  ...req,
+                  path: '/api/v1/orders',
+                  body: orderBody(),
+                  headers: { ...auth(req, pick(users)), 'content-type': 'application/json' },
+                }),
+              },
+            ],
+          },
+          serve.pid,
+        );
         const stock = await checkStock(url, seededAt);
         return { httpFigures, dbFigures, read, products, create, stock };
       } finally {
@@ -365,7 +394,14 @@ export async function run(options: BenchOptions): Promise<Report> {
 }
 
 function report(
-  m: { httpFigures: Figures; dbFigures: Figures; read: Figures; products: Figures; create: Figures; stock: { negative: number; mismatched: number; created: number } },
+  m: {
+    httpFigures: Figures;
+    dbFigures: Figures;
+    read: Figures;
+    products: Figures;
+    create: Figures;
+    stock: { negative: number; mismatched: number; created: number };
+  },
   pgb: { tps: number; latencyMs: number },
   durationS: number,
 ): Report {
@@ -389,7 +425,13 @@ function report(
   const goals: Goal[] = [
     { name: 'order read vs database-read anchor', ratio: readRatio, value: `${fmt(readRatio * 100, 1)}%`, target: '≥ 30%', met: readRatio >= 0.3 },
     { name: 'order read p99', ratio: m.read.p99 / 25, value: `${fmt(m.read.p99, 1)} ms`, target: '< 25 ms', met: m.read.p99 < 25 },
-    { name: 'order creation rate', ratio: m.create.reqPerSec / 1000, value: `${fmt(m.create.reqPerSec)}/s`, target: '≥ 1,000/s', met: m.create.reqPerSec >= 1000 },
+    {
+      name: 'order creation rate',
+      ratio: m.create.reqPerSec / 1000,
+      value: `${fmt(m.create.reqPerSec)}/s`,
+      target: '≥ 1,000/s',
+      met: m.create.reqPerSec >= 1000,
+    },
     { name: 'order creation errors', ratio: m.create.errors, value: fmt(m.create.errors), target: '0', met: m.create.errors === 0 },
     {
       name: 'no oversell (products with stock < 0, with stock ≠ units ordered)',
@@ -400,7 +442,11 @@ function report(
     },
     { name: 'RSS of svc serve under load', ratio: rss / (250 * 2 ** 20), value: `${mib(rss)} MiB`, target: '< 250 MiB', met: rss > 0 && rss < 250 * 2 ** 20 },
     { name: 'order creation vs pgbench tps', ratio: ratio(m.create.reqPerSec, pgb.tps), value: `${fmt(ratio(m.create.reqPerSec, pgb.tps) * 100, 1)}%` },
-    { name: 'order read vs HTTP ceiling', ratio: ratio(m.read.reqPerSec, m.httpFigures.reqPerSec), value: `${fmt(ratio(m.read.reqPerSec, m.httpFigures.reqPerSec) * 100, 1)}%` },
+    {
+      name: 'order read vs HTTP ceiling',
+      ratio: ratio(m.read.reqPerSec, m.httpFigures.reqPerSec),
+      value: `${fmt(ratio(m.read.reqPerSec, m.httpFigures.reqPerSec) * 100, 1)}%`,
+    },
   ];
   return {
     title: `api: autocannon, ${CONNECTIONS} connections, ${durationS} s per measurement after ${WARMUP_S} s warm-up; PostgreSQL seeded with ${fmt(USERS)} users, ${fmt(PRODUCTS)} products, ${fmt(ORDERS)} orders × ${ITEMS_PER_ORDER} items`,
@@ -413,7 +459,16 @@ function report(
         row(m.read, 'database read', m.dbFigures.reqPerSec),
         row(m.products, 'database read', m.dbFigures.reqPerSec),
         row(m.create, 'pgbench tps', pgb.tps),
-        [`pgbench TPC-B (scale ${PGBENCH_SCALE}, ${PGBENCH_CLIENTS} clients; latency is the average)`, fmt(pgb.tps), fmt(pgb.latencyMs, 1), '', '0', '', '', ''],
+        [
+          `pgbench TPC-B (scale ${PGBENCH_SCALE}, ${PGBENCH_CLIENTS} clients; latency is the average)`,
+          fmt(pgb.tps),
+          fmt(pgb.latencyMs, 1),
+          '',
+          '0',
+          '',
+          '',
+          '',
+        ],
       ],
     },
     goals,

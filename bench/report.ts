@@ -69,12 +69,9 @@ export function goal(name: string, ratio: number, maxRatio?: number): Goal {
 /** The report as aligned plain-text lines. */
 export function formatReport(report: Report): string {
   const header = report.table?.header ?? ['name', 'runs', 'median ms', 'p90 ms', 'min ms', 'max ms', 'ratio'];
-  const rows = report.table?.rows ?? report.measurements.map((m) => [
-    m.name,
-    String(m.runs),
-    ...[m.medianMs, m.p90Ms, m.minMs, m.maxMs].map((ms) => ms.toFixed(1)),
-    `${m.ratio.toFixed(1)}x`,
-  ]);
+  const rows =
+    report.table?.rows ??
+    report.measurements.map((m) => [m.name, String(m.runs), ...[m.medianMs, m.p90Ms, m.minMs, m.maxMs].map((ms) => ms.toFixed(1)), `${m.ratio.toFixed(1)}x`]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
   const goalWidth = Math.max(...report.goals.map((g) => g.name.length));

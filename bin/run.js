@@ -21,6 +21,7 @@ if (major !== REQUIRED_MAJOR) {
     // SIGHUP) is meant for svc and passed on, and it exits when svc does, with svc's code, or with
     // 128 + the number of the signal that killed svc, as a shell reports it.
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+    /** @type {{ error?: Error, code?: number | null, signal?: NodeJS.Signals | null }} */
     const ended = await new Promise((resolve) => {
       child.once('error', (error) => resolve({ error }));
       child.once('exit', (code, signal) => resolve({ code, signal }));
@@ -29,7 +30,7 @@ if (major !== REQUIRED_MAJOR) {
       process.stderr.write(`svc: could not start Node ${REQUIRED_MAJOR} at ${pinned}: ${ended.error.message}\n`);
       process.exit(1);
     }
-    process.exit(ended.code ?? 128 + (constants.signals[ended.signal] ?? 0));
+    process.exit(ended.code ?? 128 + (ended.signal ? constants.signals[ended.signal] : 0));
   }
   process.stderr.write(
     `svc: needs Node.js ${REQUIRED_MAJOR}.x, but was started by ${process.version}.\n` +

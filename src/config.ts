@@ -111,7 +111,7 @@ export const configSchema = {
     default: () => 20,
   } satisfies KeySpec<number>,
   DATABASE_STATEMENT_TIMEOUT_MS: {
-    doc: 'PostgreSQL statement_timeout for the service\'s queries, in milliseconds (0 = none)',
+    doc: "PostgreSQL statement_timeout for the service's queries, in milliseconds (0 = none)",
     parser: int(0, 3_600_000),
     default: () => 5_000,
   } satisfies KeySpec<number>,
@@ -121,7 +121,7 @@ export const configSchema = {
     default: () => true,
   } satisfies KeySpec<boolean>,
   SVC_DATA_DIR: {
-    doc: 'Folder for the embedded mode\'s data (database, generated keys); created on first use',
+    doc: "Folder for the embedded mode's data (database, generated keys); created on first use",
     parser: text('a folder path'),
     default: () => './.svc',
   } satisfies KeySpec<string>,
@@ -294,8 +294,8 @@ export interface ConfigEntry {
 /** The effective configuration as `svc config` shows it: secrets masked, each value's source named. */
 export function describeConfig(config: Config): ConfigEntry[] {
   return (Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]).map(([key, spec]) => {
-    const value = config[key] as string | number | boolean | undefined;
+    const value = config[key];
     const shown = value === undefined ? null : spec.mask ? spec.mask(value) : value;
-    return { key, value: shown as string | number | boolean | null, source: config.sources[key], doc: spec.doc };
+    return { key, value: shown, source: config.sources[key], doc: spec.doc };
   });
 }

@@ -108,7 +108,7 @@ export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream
           // Given an error and no message (logger.error(err), logger.error({ err })), pino would write
           // the error's message as the line's message, unmasked: pass it as the message, masked.
           if (args.length === 1) {
-            const only = args[0] as unknown;
+            const only: unknown = args[0];
             const err = only instanceof Error ? only : typeof only === 'object' && only !== null ? (only as { err?: unknown; msg?: unknown }).err : undefined;
             if (err instanceof Error && (only === err || (only as { msg?: unknown }).msg === undefined)) {
               method.apply(this, [only, maskText(err.message)] as unknown as Parameters<typeof method>);

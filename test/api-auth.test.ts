@@ -16,7 +16,12 @@ import type { DomainError } from '../src/domain/shared/errors.js';
 
 const PASSWORD = 'correct horse battery staple';
 
-async function call(ts: TestServer, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, options: { body?: unknown; headers?: Record<string, string> } = {}) {
+async function call(
+  ts: TestServer,
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+  url: string,
+  options: { body?: unknown; headers?: Record<string, string> } = {},
+) {
   const res = await ts.server.inject({ method, url, payload: options.body as object, headers: options.headers });
   return { status: res.statusCode, type: res.headers['content-type'], body: (res.body ? res.json() : undefined) as Json };
 }
@@ -105,7 +110,6 @@ test('authentication on PostgreSQL', async (t) => {
   });
 
   await t.test('register answers 400 naming the field for bad bodies', async () => {
-
     const cases: [Json, string][] = [
       [{ email: 'not-an-email', password: PASSWORD, name: 'X' }, 'email'],
       [{ email: `${'a'.repeat(250)}@example.com`, password: PASSWORD, name: 'X' }, 'email'],
@@ -120,7 +124,10 @@ test('authentication on PostgreSQL', async (t) => {
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.equal(res.body.field, field, JSON.stringify(res.body));
     }
-    const [{ n }] = (await query<{ n: string }>(db, "select count(*) as n from users where email like '%noname%' or email like 'short%' or email like 'long%'")) as [{ n: string }];
+    const [{ n }] = (await query<{ n: string }>(
+      db,
+      "select count(*) as n from users where email like '%noname%' or email like 'short%' or email like 'long%'",
+    )) as [{ n: string }];
     assert.equal(Number(n), 0);
   });
 
@@ -198,7 +205,9 @@ test('authentication on PostgreSQL', async (t) => {
   await t.test('a burst of 30 concurrent wrong passwords for one email gets 5 of them checked; the other 25 answer 429 with Retry-After', async () => {
     const jay = await ts.user({ email: 'jay@example.com', password: PASSWORD });
     const answers = await Promise.all(
-      Array.from({ length: 30 }, () => ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: jay.email, password: 'wrong password' } })),
+      Array.from({ length: 30 }, () =>
+        ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: jay.email, password: 'wrong password' } }),
+      ),
     );
     const statuses = answers.map((a) => a.statusCode);
     assert.equal(statuses.filter((s) => s === 401).length, 5, statuses.join(' '));
@@ -207,47 +216,50 @@ test('authentication on PostgreSQL', async (t) => {
     assert.equal((await login(ts, jay.email)).status, 429, 'the right password too, afterwards');
   });
 
-  await t.test('an attacker gets at most 8 attempts in any hour against one email, and 4 an hour once the first 5 are spent, however they time them', async () => {
-    let clock = Date.parse('2026-11-20T10:00:00Z');
-    const auth = new AuthService(ts.app.users, ts.app.passwords, ts.server.svc.tokens, { refreshTtlSeconds: 3600, now: () => new Date(clock) });
-    const kim = await ts.user({ email: 'kim@example.com', password: PASSWORD });
-    const attempt = async (password = 'wrong password') => {
-      try {
-        await auth.login(ts.app.context({ actor: 'anonymous' }), { email: kim.email, password });
-        return { status: 200 };
-      } catch (err) {
-        const { code, details } = err as DomainError;
-        return { status: code === 'unauthorized' ? 401 : code === 'rate_limited' ? 429 : 500, retryAfter: details.retryAfterSeconds as number | undefined };
+  await t.test(
+    'an attacker gets at most 8 attempts in any hour against one email, and 4 an hour once the first 5 are spent, however they time them',
+    async () => {
+      let clock = Date.parse('2026-11-20T10:00:00Z');
+      const auth = new AuthService(ts.app.users, ts.app.passwords, ts.server.svc.tokens, { refreshTtlSeconds: 3600, now: () => new Date(clock) });
+      const kim = await ts.user({ email: 'kim@example.com', password: PASSWORD });
+      const attempt = async (password = 'wrong password') => {
+        try {
+          await auth.login(ts.app.context({ actor: 'anonymous' }), { email: kim.email, password });
+          return { status: 200 };
+        } catch (err) {
+          const { code, details } = err as DomainError;
+          return { status: code === 'unauthorized' ? 401 : code === 'rate_limited' ? 429 : 500, retryAfter: details.retryAfterSeconds as number | undefined };
+        }
+      };
+      // Once a minute for three hours (trying more often gets no more: a refused attempt costs nothing and counts nothing).
+      const checked: number[] = [];
+      for (let minute = 0; minute < 180; minute++) {
+        clock = Date.parse('2026-11-20T10:00:00Z') + minute * 60_000;
+        const res = await attempt();
+        if (res.status === 401) checked.push(minute);
+        else assert.equal(res.status, 429, `minute ${minute}`);
+        // A refusal says exactly when the next attempt will be checked.
+        if (minute === 5 || minute === 14) assert.equal(res.retryAfter, (15 - minute) * 60, `Retry-After at minute ${minute}`);
       }
-    };
-    // Once a minute for three hours (trying more often gets no more: a refused attempt costs nothing and counts nothing).
-    const checked: number[] = [];
-    for (let minute = 0; minute < 180; minute++) {
-      clock = Date.parse('2026-11-20T10:00:00Z') + minute * 60_000;
-      const res = await attempt();
-      if (res.status === 401) checked.push(minute);
-      else assert.equal(res.status, 429, `minute ${minute}`);
-      // A refusal says exactly when the next attempt will be checked.
-      if (minute === 5 || minute === 14) assert.equal(res.retryAfter, (15 - minute) * 60, `Retry-After at minute ${minute}`);
-    }
-    assert.deepEqual(checked.slice(0, 8), [0, 1, 2, 3, 4, 15, 30, 45], 'five at once, then one every 15 minutes');
-    const inHour = (start: number) => checked.filter((m) => m >= start && m < start + 60).length;
-    assert.deepEqual([inHour(0), inHour(60), inHour(120)], [8, 4, 4]);
-    assert.equal(Math.max(...Array.from({ length: 121 }, (_, start) => inHour(start))), 8, 'no hour, wherever it starts, holds more than 8');
+      assert.deepEqual(checked.slice(0, 8), [0, 1, 2, 3, 4, 15, 30, 45], 'five at once, then one every 15 minutes');
+      const inHour = (start: number) => checked.filter((m) => m >= start && m < start + 60).length;
+      assert.deepEqual([inHour(0), inHour(60), inHour(120)], [8, 4, 4]);
+      assert.equal(Math.max(...Array.from({ length: 121 }, (_, start) => inHour(start))), 8, 'no hour, wherever it starts, holds more than 8');
 
-    // Waiting is what brings attempts back, one per 15 minutes: after an hour's rest, four (not a fresh five).
-    clock += 60 * 60_000;
-    const afterRest = [];
-    for (let i = 0; i < 5; i++) afterRest.push((await attempt()).status);
-    assert.deepEqual(afterRest, [401, 401, 401, 401, 429]);
-    // The right password, once an attempt is allowed, logs in and clears the count: five at once again.
-    clock += 15 * 60_000;
-    assert.equal((await attempt(PASSWORD)).status, 200);
-    assert.deepEqual(await query(db, 'select 1 from login_throttles where key = $1', [sha256(kim.email)]), [], 'a success clears the count');
-    const fresh = [];
-    for (let i = 0; i < 6; i++) fresh.push((await attempt()).status);
-    assert.deepEqual(fresh, [401, 401, 401, 401, 401, 429]);
-  });
+      // Waiting is what brings attempts back, one per 15 minutes: after an hour's rest, four (not a fresh five).
+      clock += 60 * 60_000;
+      const afterRest = [];
+      for (let i = 0; i < 5; i++) afterRest.push((await attempt()).status);
+      assert.deepEqual(afterRest, [401, 401, 401, 401, 429]);
+      // The right password, once an attempt is allowed, logs in and clears the count: five at once again.
+      clock += 15 * 60_000;
+      assert.equal((await attempt(PASSWORD)).status, 200);
+      assert.deepEqual(await query(db, 'select 1 from login_throttles where key = $1', [sha256(kim.email)]), [], 'a success clears the count');
+      const fresh = [];
+      for (let i = 0; i < 6; i++) fresh.push((await attempt()).status);
+      assert.deepEqual(fresh, [401, 401, 401, 401, 401, 429]);
+    },
+  );
 
   await t.test('login bodies are validated: missing fields and extra properties are 400', async () => {
     assert.equal((await call(ts, 'POST', '/api/v1/auth/login', { body: { email: 'ada@example.com' } })).body.field, 'password');
@@ -342,31 +354,34 @@ test('authentication on PostgreSQL', async (t) => {
     assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: asErin }), /user no longer exists/);
   });
 
-  await t.test('a change made elsewhere (svc users on a shared host, another replica) applies once the cached standing is USER_STANDING_TTL_SECONDS old', async () => {
-    const frank = await ts.user({ email: 'frank@example.com' });
-    const ctx = () => ts.app.context({ actor: 'cli:test' });
-    let now = 1_000_000;
-    const standings = new UserStandings(5_000, () => now);
-    assert.deepEqual(await standings.get(ctx().sql, frank.id), { role: 'user', status: 'active' });
-    await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
-    now += 4_999;
-    assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'active', 'still the cached standing');
-    now += 1;
-    assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'disabled', 'read again after the TTL');
-    await ts.app.users.setStatus(ctx(), frank.id, 'active');
-    standings.forget(frank.id);
-    assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'active', 'read again once forgotten');
-    assert.equal(await new UserStandings(0).get(ctx().sql, 'usr_00000000000000000000000000'), undefined);
+  await t.test(
+    'a change made elsewhere (svc users on a shared host, another replica) applies once the cached standing is USER_STANDING_TTL_SECONDS old',
+    async () => {
+      const frank = await ts.user({ email: 'frank@example.com' });
+      const ctx = () => ts.app.context({ actor: 'cli:test' });
+      let now = 1_000_000;
+      const standings = new UserStandings(5_000, () => now);
+      assert.deepEqual(await standings.get(ctx().sql, frank.id), { role: 'user', status: 'active' });
+      await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
+      now += 4_999;
+      assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'active', 'still the cached standing');
+      now += 1;
+      assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'disabled', 'read again after the TTL');
+      await ts.app.users.setStatus(ctx(), frank.id, 'active');
+      standings.forget(frank.id);
+      assert.equal((await standings.get(ctx().sql, frank.id))?.status, 'active', 'read again once forgotten');
+      assert.equal(await new UserStandings(0).get(ctx().sql, 'usr_00000000000000000000000000'), undefined);
 
-    // The server's own cache: a token keeps working until then (the default is 5 s).
-    assert.equal(ts.config.USER_STANDING_TTL_SECONDS, 5);
-    const asFrank = await ts.auth(frank);
-    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank })).status, 200);
-    await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
-    assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank })).status, 200, 'within the TTL');
-    ts.server.svc.authenticator.standings.forget(frank.id);
-    assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank }), /disabled/);
-  });
+      // The server's own cache: a token keeps working until then (the default is 5 s).
+      assert.equal(ts.config.USER_STANDING_TTL_SECONDS, 5);
+      const asFrank = await ts.auth(frank);
+      assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank })).status, 200);
+      await ts.app.users.setStatus(ctx(), frank.id, 'disabled');
+      assert.equal((await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank })).status, 200, 'within the TTL');
+      ts.server.svc.authenticator.standings.forget(frank.id);
+      assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: asFrank }), /disabled/);
+    },
+  );
 
   await t.test('logout revokes the session, answers 204, and is idempotent', async () => {
     const first = (await login(ts, 'ada@example.com')).body;
@@ -390,8 +405,16 @@ test('authentication on PostgreSQL', async (t) => {
     const admin = { role: 'admin' };
     const publicPem = createPublicKey({ key: publicJwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
     const attacks: [string, string, RegExp][] = [
-      ['alg none', `${b64json({ alg: 'none', typ: 'JWT', kid: jwk.kid })}.${b64json({ sub: ada.id, role: 'admin', iss: ts.config.JWT_ISSUER, aud: ts.config.JWT_AUDIENCE, exp: now + 600, iat: now, jti: 'x' })}.`, /algorithm none/],
-      ['HS256 signed with the public key', await forge(ts, ada.id, { claims: admin, header: { alg: 'HS256' }, key: Buffer.from(publicPem as string) }), /algorithm HS256/],
+      [
+        'alg none',
+        `${b64json({ alg: 'none', typ: 'JWT', kid: jwk.kid })}.${b64json({ sub: ada.id, role: 'admin', iss: ts.config.JWT_ISSUER, aud: ts.config.JWT_AUDIENCE, exp: now + 600, iat: now, jti: 'x' })}.`,
+        /algorithm none/,
+      ],
+      [
+        'HS256 signed with the public key',
+        await forge(ts, ada.id, { claims: admin, header: { alg: 'HS256' }, key: Buffer.from(publicPem as string) }),
+        /algorithm HS256/,
+      ],
       ['RS256 claimed for an EdDSA kid', await forge(ts, ada.id, { claims: admin, header: { alg: 'RS256' }, key: rsa.privateKey }), /algorithm RS256/],
       ['expired', await forge(ts, ada.id, { exp: now - 5 }), /expired/],
       ['wrong audience', await forge(ts, ada.id, { audience: 'another-api' }), /aud claim/],
@@ -421,7 +444,9 @@ test('authentication on PostgreSQL', async (t) => {
     const me = await call(ts, 'GET', '/api/v2/users/me', { headers: bearer(key.secret) });
     assert.equal(me.status, 200);
     assert.equal(me.body.id, ada.id);
-    const [used] = await query<{ last_used_at: Date | null; secret_hash: string }>(db, 'select last_used_at, secret_hash from api_keys where id = $1', [key.id]);
+    const [used] = await query<{ last_used_at: Date | null; secret_hash: string }>(db, 'select last_used_at, secret_hash from api_keys where id = $1', [
+      key.id,
+    ]);
     assert.ok(used!.last_used_at, 'last_used_at is recorded');
     assert.ok(!key.secret.includes(used!.secret_hash));
 

@@ -61,7 +61,7 @@ test('svc users api-keys on PostgreSQL, used against svc serve on the same datab
     assert.equal((await query(db, 'select id from api_keys')).length, 2);
   });
 
-  await t.test('list shows every key or one user\'s, never a secret', async () => {
+  await t.test("list shows every key or one user's, never a secret", async () => {
     const all = await run('users', 'api-keys', 'list', '--json');
     assert.equal(all.code, 0, all.stderr);
     assert.equal(all.json().length, 2);
@@ -71,7 +71,10 @@ test('svc users api-keys on PostgreSQL, used against svc serve on the same datab
       assert.ok(k.lastUsedAt, 'each key was used once above');
     }
     const ada1 = await run('users', 'api-keys', 'list', 'ADA@example.com', '--json');
-    assert.deepEqual(ada1.json().map((k: { id: string }) => k.id), [adaKey.id]);
+    assert.deepEqual(
+      ada1.json().map((k: { id: string }) => k.id),
+      [adaKey.id],
+    );
     const table = await run('users', 'api-keys', 'list');
     assert.equal(table.code, 0);
     assert.match(table.stdout, new RegExp(adaKey.id));
@@ -123,7 +126,10 @@ test('svc keys generate writes a 0600 key set, refuses to overwrite, and rotates
   assert.ok(kid, first.stdout);
   assert.equal(statSync(file).mode & 0o777, 0o600);
   const set = JSON.parse(readFileSync(file, 'utf8'));
-  assert.deepEqual(set.keys.map((k: { kid: string; alg: string; use: string }) => [k.kid, k.alg, k.use]), [[kid, 'EdDSA', 'sig']]);
+  assert.deepEqual(
+    set.keys.map((k: { kid: string; alg: string; use: string }) => [k.kid, k.alg, k.use]),
+    [[kid, 'EdDSA', 'sig']],
+  );
 
   const before = readFileSync(file, 'utf8');
   const again = await run('keys', 'generate', '--out', file, '--json');
@@ -140,7 +146,10 @@ test('svc keys generate writes a 0600 key set, refuses to overwrite, and rotates
   assert.equal(added.code, 0, added.stderr);
   const result = added.json();
   assert.deepEqual({ alg: result.alg, file: result.file, keys: result.keys }, { alg: 'RS256', file, keys: 2 });
-  assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).keys.map((k: { kid: string }) => k.kid), [result.kid, kid]);
+  assert.deepEqual(
+    JSON.parse(readFileSync(file, 'utf8')).keys.map((k: { kid: string }) => k.kid),
+    [result.kid, kid],
+  );
   assert.equal(statSync(file).mode & 0o777, 0o600);
 
   const serverB = await testServer(t, { env: { JWT_KEYS_FILE: file, DATABASE_URL: serverA.databaseUrl! } });

@@ -49,11 +49,24 @@ test('svc serve writes one JSON line per request on stderr, with the incoming tr
   }
 
   assert.equal((await send('GET', '/health/live', '/health/live')).status, 200);
-  assert.equal((await send('POST', '/api/v1/auth/register', '/api/v1/auth/register', { body: { email: EMAIL, password: PASSWORD, name: 'Leak' } })).status, 201);
-  assert.equal((await send('POST', '/api/v1/auth/register', '/api/v1/auth/register', { body: { email: EMAIL, password: PASSWORD, name: 'Again' } })).status, 409);
+  assert.equal(
+    (await send('POST', '/api/v1/auth/register', '/api/v1/auth/register', { body: { email: EMAIL, password: PASSWORD, name: 'Leak' } })).status,
+    201,
+  );
+  assert.equal(
+    (await send('POST', '/api/v1/auth/register', '/api/v1/auth/register', { body: { email: EMAIL, password: PASSWORD, name: 'Again' } })).status,
+    409,
+  );
   assert.equal((await send('POST', '/api/v1/auth/login', '/api/v1/auth/login', { body: { email: EMAIL, password: 'not the password' } })).status, 401);
-  assert.equal((await send('POST', '/api/v2/auth/register', '/api/v2/auth/register', { body: { email: EMAIL, password: PASSWORD, name: 'X', role: 'admin' } })).status, 400);
-  const login = await fetch(`${serve.url}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: EMAIL, password: PASSWORD }) });
+  assert.equal(
+    (await send('POST', '/api/v2/auth/register', '/api/v2/auth/register', { body: { email: EMAIL, password: PASSWORD, name: 'X', role: 'admin' } })).status,
+    400,
+  );
+  const login = await fetch(`${serve.url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: EMAIL, password: PASSWORD }),
+  });
   const { accessToken } = (await login.json()) as { accessToken: string };
   assert.equal((await send('GET', '/api/v1/users/me', '/api/v1/users/me', { token: accessToken })).status, 200);
   assert.equal((await send('GET', `/api/v1/no-such-route?email=${EMAIL}`, 'unmatched')).status, 404);

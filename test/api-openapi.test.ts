@@ -67,9 +67,16 @@ test('the OpenAPI document is valid OpenAPI 3.1 and lists every route with its p
     assert.ok(routes.length >= 4, `found routes: ${JSON.stringify(routes)}`);
     const missing = routes.filter(([method, path]) => !doc.paths[openapiPath(path)]?.[method.toLowerCase()]).map((r) => r.join(' '));
     assert.deepEqual(missing, []);
-    const listed = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => METHODS.includes(m)).map((m) => `${m.toUpperCase()} ${path}`));
+    const listed = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops)
+        .filter((m) => METHODS.includes(m))
+        .map((m) => `${m.toUpperCase()} ${path}`),
+    );
     const served = new Set(routes.map(([method, path]) => `${method} ${openapiPath(path)}`));
-    assert.deepEqual(listed.filter((op) => !served.has(op)), []);
+    assert.deepEqual(
+      listed.filter((op) => !served.has(op)),
+      [],
+    );
     // Both versions serve the same operations; only money differs.
     const v1 = [...served].filter((op) => op.includes('/api/v1/')).map((op) => op.replace('/api/v1/', '/api/'));
     const v2 = [...served].filter((op) => op.includes('/api/v2/')).map((op) => op.replace('/api/v2/', '/api/'));
@@ -85,13 +92,19 @@ test('the OpenAPI document is valid OpenAPI 3.1 and lists every route with its p
       const name = `${method} ${path}`;
       assert.ok(op.tags?.length, `${name} has tags`);
       assert.ok(op.summary, `${name} has a summary`);
-      assert.ok(Object.keys(op.responses).some((s) => /^2\d\d$/.test(s)), `${name} documents its success response`);
+      assert.ok(
+        Object.keys(op.responses).some((s) => /^2\d\d$/.test(s)),
+        `${name} documents its success response`,
+      );
       for (const [status, response] of Object.entries(op.responses)) {
         // "Default Response" is what @fastify/swagger writes when a route says nothing.
         assert.ok(response.description && response.description !== 'Default Response', `${name} ${status} says what it is`);
       }
       for (const param of path.match(/:(\w+)/g) ?? []) {
-        assert.ok(op.parameters?.some((p) => p.in === 'path' && p.name === param.slice(1) && p.required), `${name} documents ${param}`);
+        assert.ok(
+          op.parameters?.some((p) => p.in === 'path' && p.name === param.slice(1) && p.required),
+          `${name} documents ${param}`,
+        );
       }
     }
   });

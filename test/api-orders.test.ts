@@ -19,7 +19,12 @@ interface Setup {
   bob: UserView;
   guest: UserView;
   /** An API call over real HTTP as a user (or anonymously), v1 unless said otherwise. */
-  call: (user: UserView | null, method: string, path: string, options?: { body?: unknown; headers?: Record<string, string>; version?: 'v1' | 'v2' }) => Promise<Reply>;
+  call: (
+    user: UserView | null,
+    method: string,
+    path: string,
+    options?: { body?: unknown; headers?: Record<string, string>; version?: 'v1' | 'v2' },
+  ) => Promise<Reply>;
   /** A product created by the admin through the API (v2: integer minor units); returns it in v2 shape. */
   product: (sku: string, price: number, stock: number, currency?: string) => Promise<Json>;
   /** The stock of a product as the admin reads it through the API. */
@@ -70,7 +75,14 @@ for (const embedded of [false, true]) {
     const pen = await product('PEN-1', 250, 10);
     const pad = await product('PAD-1', 1999, 5);
 
-    const created = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 4 }, { sku: 'PAD-1', quantity: 1 }] } });
+    const created = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'PEN-1', quantity: 4 },
+          { sku: 'PAD-1', quantity: 1 },
+        ],
+      },
+    });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const order = created.body;
     assert.match(order.id, /^ord_[0-9A-Z]{26}$/);
@@ -161,7 +173,10 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     for (const [body, field] of cases) {
       const res = await call(alice, 'POST', '/orders', { body });
       assertProblem(res, 400, 'invalid');
-      assert.ok(res.body.errors.some((e: Json) => e.field === field && /not an accepted property/.test(e.message)), JSON.stringify(res.body));
+      assert.ok(
+        res.body.errors.some((e: Json) => e.field === field && /not an accepted property/.test(e.message)),
+        JSON.stringify(res.body),
+      );
     }
     assert.equal(await count(db, 'select count(*) as n from orders'), before);
     assert.equal(await stock(pen.id), 10);
@@ -198,11 +213,32 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   await t.test('an unknown or inactive SKU, or items in two currencies, answer 422 naming them, and nothing is reserved', async () => {
     const old = await product('OLD-1', 100, 5);
     assert.equal((await call(admin, 'POST', `/products/${old.id}/deactivate`)).status, 200);
-    const unknown = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }, { sku: 'NOPE-9', quantity: 1 }] } });
+    const unknown = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'PEN-1', quantity: 1 },
+          { sku: 'NOPE-9', quantity: 1 },
+        ],
+      },
+    });
     assertProblem(unknown, 422, 'unprocessable', /no product on sale with SKU NOPE-9/, 'items');
-    const inactive = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'OLD-1', quantity: 1 }, { sku: 'PEN-1', quantity: 1 }] } });
+    const inactive = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'OLD-1', quantity: 1 },
+          { sku: 'PEN-1', quantity: 1 },
+        ],
+      },
+    });
     assertProblem(inactive, 422, 'unprocessable', /SKU OLD-1/);
-    const mixed = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }, { sku: 'TEA-JP', quantity: 1 }] } });
+    const mixed = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'PEN-1', quantity: 1 },
+          { sku: 'TEA-JP', quantity: 1 },
+        ],
+      },
+    });
     assertProblem(mixed, 422, 'unprocessable', /different currencies \((JPY, USD|USD, JPY)\)/);
     assert.equal(await stock(pen.id), 10);
     assert.equal(await stock(yen.id), 5);
@@ -210,7 +246,14 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test('a SKU short of stock answers 409 naming it and what is left, and no other line is reserved', async () => {
-    const res = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 3 }, { sku: 'PAD-1', quantity: 6 }] } });
+    const res = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'PEN-1', quantity: 3 },
+          { sku: 'PAD-1', quantity: 6 },
+        ],
+      },
+    });
     assertProblem(res, 409, 'conflict', /SKU PAD-1 has 5 left, 6 requested/, 'items');
     assert.doesNotMatch(res.body.detail, /PEN-1/);
     assert.equal(await stock(pen.id), 10);
@@ -218,7 +261,15 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test('a SKU listed twice is one line with the quantities added', async () => {
-    const res = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 2 }, { sku: 'PAD-1', quantity: 1 }, { sku: 'PEN-1', quantity: 3 }] } });
+    const res = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'PEN-1', quantity: 2 },
+          { sku: 'PAD-1', quantity: 1 },
+          { sku: 'PEN-1', quantity: 3 },
+        ],
+      },
+    });
     assert.equal(res.status, 201, JSON.stringify(res.body));
     assert.deepEqual(
       res.body.items.map((i: Json) => [i.sku, i.quantity]),
@@ -258,7 +309,11 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
       ['GET', `/orders/${order.body.id}`],
       ['POST', `/orders/${order.body.id}/cancel`],
     ] as const) {
-      assertProblem(await call(null, method, path, method === 'POST' && path === '/orders' ? { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } } : {}), 401, 'unauthorized');
+      assertProblem(
+        await call(null, method, path, method === 'POST' && path === '/orders' ? { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } } : {}),
+        401,
+        'unauthorized',
+      );
     }
     assert.equal((await call(alice, 'POST', `/orders/${order.body.id}/cancel`)).status, 200);
   });
@@ -296,7 +351,14 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test('concurrent cancels of one order: one succeeds, the others get 409, and the stock comes back once', async () => {
-    const order = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 3 }, { sku: 'PAD-1', quantity: 2 }] } });
+    const order = await call(alice, 'POST', '/orders', {
+      body: {
+        items: [
+          { sku: 'PEN-1', quantity: 3 },
+          { sku: 'PAD-1', quantity: 2 },
+        ],
+      },
+    });
     assert.equal(order.status, 201, JSON.stringify(order.body));
     const replies = await Promise.all(Array.from({ length: 10 }, () => call(alice, 'POST', `/orders/${order.body.id}/cancel`)));
     assert.equal(replies.filter((r) => r.status === 200).length, 1);
@@ -313,16 +375,34 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     await call(alice, 'POST', `/orders/${a2.id}/cancel`);
 
     const own = await call(alice, 'GET', '/orders');
-    assert.deepEqual(own.body.data.map((o: Json) => o.id), [a2.id, a1.id]);
-    assert.deepEqual((await call(bob, 'GET', '/orders')).body.data.map((o: Json) => o.id), [b1.id]);
+    assert.deepEqual(
+      own.body.data.map((o: Json) => o.id),
+      [a2.id, a1.id],
+    );
+    assert.deepEqual(
+      (await call(bob, 'GET', '/orders')).body.data.map((o: Json) => o.id),
+      [b1.id],
+    );
     assert.deepEqual((await call(alice, 'GET', `/orders?userId=${alice.id}`)).body.data.length, 2);
     assertProblem(await call(alice, 'GET', `/orders?userId=${bob.id}`), 403, 'forbidden', /only admins/, 'userId');
-    assert.deepEqual((await call(alice, 'GET', '/orders?status=cancelled')).body.data.map((o: Json) => o.id), [a2.id]);
+    assert.deepEqual(
+      (await call(alice, 'GET', '/orders?status=cancelled')).body.data.map((o: Json) => o.id),
+      [a2.id],
+    );
 
     const all = await call(admin, 'GET', '/orders');
-    assert.deepEqual(all.body.data.map((o: Json) => o.id), [a2.id, b1.id, a1.id]);
-    assert.deepEqual((await call(admin, 'GET', `/orders?userId=${bob.id}`)).body.data.map((o: Json) => o.id), [b1.id]);
-    assert.deepEqual((await call(admin, 'GET', '/orders?status=pending')).body.data.map((o: Json) => o.id), [b1.id, a1.id]);
+    assert.deepEqual(
+      all.body.data.map((o: Json) => o.id),
+      [a2.id, b1.id, a1.id],
+    );
+    assert.deepEqual(
+      (await call(admin, 'GET', `/orders?userId=${bob.id}`)).body.data.map((o: Json) => o.id),
+      [b1.id],
+    );
+    assert.deepEqual(
+      (await call(admin, 'GET', '/orders?status=pending')).body.data.map((o: Json) => o.id),
+      [b1.id, a1.id],
+    );
     assert.deepEqual(
       (await call(admin, 'GET', `/orders?status=pending&userId=${alice.id}`)).body.data.map((o: Json) => o.id),
       [a1.id],
@@ -331,7 +411,10 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     const range = `createdFrom=${encodeURIComponent(b1.createdAt)}&createdTo=${encodeURIComponent(a2.createdAt)}`;
     const inRange = [a2, b1, a1].filter((o) => o.createdAt >= b1.createdAt && o.createdAt < a2.createdAt).map((o) => o.id);
     assert.ok(inRange.includes(b1.id) || b1.createdAt === a2.createdAt);
-    assert.deepEqual((await call(admin, 'GET', `/orders?${range}`)).body.data.map((o: Json) => o.id), inRange);
+    assert.deepEqual(
+      (await call(admin, 'GET', `/orders?${range}`)).body.data.map((o: Json) => o.id),
+      inRange,
+    );
     assert.deepEqual((await call(admin, 'GET', `/orders?createdFrom=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`)).body.data, []);
 
     assertProblem(await call(admin, 'GET', '/orders?status=shipped'), 400, 'invalid', undefined, 'status');
@@ -420,7 +503,16 @@ test('concurrent orders naming the same SKUs in opposite orders never deadlock, 
   const token = await ts.token(alice);
   const results = await Promise.all(
     Array.from({ length: 200 }, async (_, i) => {
-      const items = i % 2 ? [{ sku: 'ZZZ-1', quantity: 1 }, { sku: 'AAA-1', quantity: 1 }] : [{ sku: 'AAA-1', quantity: 1 }, { sku: 'ZZZ-1', quantity: 1 }];
+      const items =
+        i % 2
+          ? [
+              { sku: 'ZZZ-1', quantity: 1 },
+              { sku: 'AAA-1', quantity: 1 },
+            ]
+          : [
+              { sku: 'AAA-1', quantity: 1 },
+              { sku: 'ZZZ-1', quantity: 1 },
+            ];
       const res = await fetch(`${ts.url}/api/v1/orders`, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
@@ -491,7 +583,11 @@ test('Idempotency-Key: repeats return the first response, concurrent ones includ
     assert.equal(after.headers.get('idempotent-replayed'), null);
     const again = await call(alice, 'POST', '/orders', { headers, body: { items: [{ sku: 'PEN-1', quantity: 3 }] } });
     assert.equal(again.body.id, after.body.id);
-    const [row] = await query<{ hours: number }>(db, "select round(extract(epoch from expires_at - created_at) / 3600) as hours from idempotency_keys where key = 'order-2026-11-25-0001' and principal = $1", [alice.id]);
+    const [row] = await query<{ hours: number }>(
+      db,
+      "select round(extract(epoch from expires_at - created_at) / 3600) as hours from idempotency_keys where key = 'order-2026-11-25-0001' and principal = $1",
+      [alice.id],
+    );
     assert.equal(Number(row!.hours), 24);
   });
 
@@ -508,7 +604,9 @@ test('Idempotency-Key: repeats return the first response, concurrent ones includ
 
   await t.test('a claim left behind by a failed attempt is cleared by the next request with the key', async () => {
     // As if the process had died between a failed attempt (its claim committed, no order) and giving the key back.
-    const sameRequest = (await query<{ request_hash: string }>(db, "select request_hash from idempotency_keys where key = 'order-2026-11-25-0001' and principal = $1", [bob.id]))[0]!;
+    const sameRequest = (
+      await query<{ request_hash: string }>(db, "select request_hash from idempotency_keys where key = 'order-2026-11-25-0001' and principal = $1", [bob.id])
+    )[0]!;
     await query(
       db,
       "insert into idempotency_keys (principal, key, request_hash, status_code, response_body, created_at, expires_at) values ($1, 'orphan', $2, 201, $3, now(), now() + interval '1 day')",

@@ -64,7 +64,10 @@ for (const embedded of [false, true]) {
     const off = await call(admin, 'POST', `/products/${v1.body.id}/deactivate`);
     assert.equal(off.status, 200);
     assert.equal(off.body.active, false);
-    assert.deepEqual((await call(user, 'GET', '/products')).body.data.map((p: Json) => p.sku), ['TEA-1']);
+    assert.deepEqual(
+      (await call(user, 'GET', '/products')).body.data.map((p: Json) => p.sku),
+      ['TEA-1'],
+    );
     assertProblem(await call(user, 'GET', `/products/${v1.body.id}`), 404, 'not_found');
     assert.equal((await call(admin, 'GET', `/products/${v1.body.id}`)).body.active, false);
     const back = await call(admin, 'PATCH', `/products/${v1.body.id}`, { body: { active: true } });
@@ -163,13 +166,28 @@ test('products on PostgreSQL: audit, validation, access rules, visibility and pa
   await t.test('inactive products are hidden from non-admins; admins filter by active', async () => {
     const old = (await call(admin, 'POST', '/products', { body: { sku: 'OLD-1', name: 'Old', price: 1, currency: 'USD' } })).body;
     await call(admin, 'POST', `/products/${old.id}/deactivate`);
-    assert.deepEqual((await call(user, 'GET', '/products')).body.data.map((p: Json) => p.sku), ['MUG-1']);
-    assert.deepEqual((await call(user, 'GET', '/products?active=true')).body.data.map((p: Json) => p.sku), ['MUG-1']);
+    assert.deepEqual(
+      (await call(user, 'GET', '/products')).body.data.map((p: Json) => p.sku),
+      ['MUG-1'],
+    );
+    assert.deepEqual(
+      (await call(user, 'GET', '/products?active=true')).body.data.map((p: Json) => p.sku),
+      ['MUG-1'],
+    );
     assertProblem(await call(user, 'GET', '/products?active=false'), 403, 'forbidden', /only admins may list inactive products/);
     assertProblem(await call(guest, 'GET', `/products/${old.id}`), 404, 'not_found', new RegExp(`no product ${old.id}`));
-    assert.deepEqual((await call(admin, 'GET', '/products')).body.data.map((p: Json) => p.sku), ['OLD-1', 'MUG-1']);
-    assert.deepEqual((await call(admin, 'GET', '/products?active=false')).body.data.map((p: Json) => p.sku), ['OLD-1']);
-    assert.deepEqual((await call(admin, 'GET', '/products?active=true')).body.data.map((p: Json) => p.sku), ['MUG-1']);
+    assert.deepEqual(
+      (await call(admin, 'GET', '/products')).body.data.map((p: Json) => p.sku),
+      ['OLD-1', 'MUG-1'],
+    );
+    assert.deepEqual(
+      (await call(admin, 'GET', '/products?active=false')).body.data.map((p: Json) => p.sku),
+      ['OLD-1'],
+    );
+    assert.deepEqual(
+      (await call(admin, 'GET', '/products?active=true')).body.data.map((p: Json) => p.sku),
+      ['MUG-1'],
+    );
   });
 
   await t.test('unknown and malformed product ids answer 404 and 400', async () => {

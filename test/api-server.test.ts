@@ -20,7 +20,10 @@ for (const embedded of [false, true]) {
     assert.equal(missing.headers.get('content-type'), 'application/problem+json; charset=utf-8');
     assert.equal(missing.headers.get('x-trace-id'), traceId);
     const body = (await missing.json()) as Record<string, unknown>;
-    assert.deepEqual({ ...body, detail: undefined }, { type: 'urn:svc:problem:not_found', title: 'Not Found', status: 404, code: 'not_found', traceId, detail: undefined });
+    assert.deepEqual(
+      { ...body, detail: undefined },
+      { type: 'urn:svc:problem:not_found', title: 'Not Found', status: 404, code: 'not_found', traceId, detail: undefined },
+    );
   });
 }
 

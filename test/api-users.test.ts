@@ -35,7 +35,13 @@ test('the users API on PostgreSQL', async (t) => {
       { name: 'GET /users/me', method: 'GET', url: () => '/users/me', expect: { admin: 200, user: 200, guest: 200, anonymous: 401 } },
       { name: 'GET /users', method: 'GET', url: () => '/users', expect: { admin: 200, user: 403, guest: 403, anonymous: 401 } },
       { name: 'GET /users/{id}', method: 'GET', url: (id) => `/users/${id}`, expect: { admin: 200, user: 403, guest: 403, anonymous: 401 } },
-      { name: 'PATCH /users/{id}', method: 'PATCH', url: (id) => `/users/${id}`, body: { name: 'Renamed' }, expect: { admin: 200, user: 403, guest: 403, anonymous: 401 } },
+      {
+        name: 'PATCH /users/{id}',
+        method: 'PATCH',
+        url: (id) => `/users/${id}`,
+        body: { name: 'Renamed' },
+        expect: { admin: 200, user: 403, guest: 403, anonymous: 401 },
+      },
       { name: 'DELETE /users/{id}', method: 'DELETE', url: (id) => `/users/${id}`, expect: { admin: 204, user: 403, guest: 403, anonymous: 401 } },
     ];
     for (const prefix of ['/api/v1', '/api/v2']) {
@@ -55,7 +61,7 @@ test('the users API on PostgreSQL', async (t) => {
     }
   });
 
-  await t.test('v1 shows the brief\'s user shape, v2 adds status; no internal column ever leaks', async () => {
+  await t.test("v1 shows the brief's user shape, v2 adds status; no internal column ever leaks", async () => {
     const v1 = await call(ts, 'GET', '/api/v1/users/me', { headers: as.user });
     assert.deepEqual(v1.body, { id: alice.id, email: alice.email, name: 'Alice', role: 'user', createdAt: alice.createdAt, updatedAt: alice.updatedAt });
     const v2 = await call(ts, 'GET', `/api/v2/users/${alice.id}`, { headers: as.admin });
@@ -92,8 +98,14 @@ test('the users API on PostgreSQL', async (t) => {
 
     const patched = await call(ts, 'PATCH', `/api/v2/users/${alice.id}`, { headers: as.admin, body: { name: 'Alice L.', role: 'guest', status: 'disabled' } });
     assert.equal(patched.status, 200);
-    assert.deepEqual({ name: patched.body.name, role: patched.body.role, status: patched.body.status }, { name: 'Alice L.', role: 'guest', status: 'disabled' });
-    const audit = await query<{ actor: string; action: string }>(db, 'select actor, action from audit_log where target = $1 and action <> $2 order by action', [alice.id, 'user.created']);
+    assert.deepEqual(
+      { name: patched.body.name, role: patched.body.role, status: patched.body.status },
+      { name: 'Alice L.', role: 'guest', status: 'disabled' },
+    );
+    const audit = await query<{ actor: string; action: string }>(db, 'select actor, action from audit_log where target = $1 and action <> $2 order by action', [
+      alice.id,
+      'user.created',
+    ]);
     assert.deepEqual(audit, [
       { actor: admin.id, action: 'user.disabled' },
       { actor: admin.id, action: 'user.renamed' },
@@ -148,7 +160,9 @@ test('the users API on PostgreSQL', async (t) => {
   });
 
   await t.test('mass assignment: register with role admin is 400 and creates nobody', async () => {
-    const res = await call(ts, 'POST', '/api/v1/auth/register', { body: { email: 'eve@example.com', password: 'correct horse battery', name: 'Eve', role: 'admin' } });
+    const res = await call(ts, 'POST', '/api/v1/auth/register', {
+      body: { email: 'eve@example.com', password: 'correct horse battery', name: 'Eve', role: 'admin' },
+    });
     assert.equal(res.status, 400);
     assert.equal(res.body.field, 'role');
     assert.deepEqual(await query(db, "select role from users where email = 'eve@example.com'"), []);
@@ -173,7 +187,11 @@ test('the users API on PostgreSQL', async (t) => {
 
   await t.test('deleting a user with orders is 409 saying to disable instead; without orders it is 204, audited, and gone', async () => {
     const buyer = await ts.user({ email: 'buyer@example.com' });
-    await query(db, "insert into orders (id, user_id, status, currency, total, refunded_amount, created_at, updated_at) values ('ord_00000000000000000000000001', $1, 'completed', 'USD', 100, 0, now(), now())", [buyer.id]);
+    await query(
+      db,
+      "insert into orders (id, user_id, status, currency, total, refunded_amount, created_at, updated_at) values ('ord_00000000000000000000000001', $1, 'completed', 'USD', 100, 0, now(), now())",
+      [buyer.id],
+    );
     const refused = await call(ts, 'DELETE', `/api/v1/users/${buyer.id}`, { headers: as.admin });
     assert.equal(refused.status, 409);
     assert.match(refused.body.detail, /has 1 order\(s\).*disable the account instead/);
@@ -202,9 +220,15 @@ test('the users API on PostgreSQL', async (t) => {
     assert.ok(guests.body.data.length > 0);
     assert.ok(guests.body.data.every((u: UserView) => u.role === 'guest'));
     const disabled = await call(ts, 'GET', '/api/v2/users?status=disabled', { headers: as.admin });
-    assert.deepEqual(disabled.body.data.map((u: UserView) => u.id), [gus.id]);
+    assert.deepEqual(
+      disabled.body.data.map((u: UserView) => u.id),
+      [gus.id],
+    );
     const search = await call(ts, 'GET', '/api/v1/users?search=ALICE', { headers: as.admin });
-    assert.deepEqual(search.body.data.map((u: UserView) => u.id), [alice.id]);
+    assert.deepEqual(
+      search.body.data.map((u: UserView) => u.id),
+      [alice.id],
+    );
     const noMatch = await call(ts, 'GET', '/api/v1/users?search=%25', { headers: as.admin });
     assert.deepEqual(noMatch.body, { data: [], pagination: { cursor: null, hasMore: false } });
 
@@ -226,7 +250,13 @@ test('the users API on PostgreSQL', async (t) => {
       assert.equal(res.status, 400, bad);
       assert.equal(res.body.field, 'cursor');
     }
-    for (const [q, field] of [['limit=0', 'limit'], ['limit=101', 'limit'], ['role=root', 'role'], ['status=gone', 'status'], ['colour=red', 'colour']]) {
+    for (const [q, field] of [
+      ['limit=0', 'limit'],
+      ['limit=101', 'limit'],
+      ['role=root', 'role'],
+      ['status=gone', 'status'],
+      ['colour=red', 'colour'],
+    ]) {
       const res = await call(ts, 'GET', `/api/v1/users?${q}`, { headers: as.admin });
       assert.equal(res.status, 400, q);
       assert.equal(res.body.field, field, q);
@@ -264,5 +294,8 @@ test('GET /users/me and an admin list on the embedded default', async (t) => {
   assert.equal(list.body.data.length, 1);
   assert.equal(list.body.pagination.hasMore, true);
   const next = await call(ts, 'GET', `/api/v1/users?limit=1&cursor=${list.body.pagination.cursor}`, { headers: await ts.auth(admin) });
-  assert.deepEqual([...list.body.data, ...next.body.data].map((u: UserView) => u.id), [user.id, admin.id]);
+  assert.deepEqual(
+    [...list.body.data, ...next.body.data].map((u: UserView) => u.id),
+    [user.id, admin.id],
+  );
 });

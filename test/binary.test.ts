@@ -73,7 +73,10 @@ async function serveEnv(t: TestContext): Promise<Record<string, string>> {
 async function reexecutedServe(t: TestContext): Promise<{ serve: ServeProcess; serverPid: number }> {
   const serve = await svcServe(t, ['--port', '0'], { node: systemNode(), env: await serveEnv(t) });
   await serve.waitForStderr(/"msg":"listening on/);
-  const listening = serve.stderr().split('\n').find((l) => l.includes('"msg":"listening on'))!;
+  const listening = serve
+    .stderr()
+    .split('\n')
+    .find((l) => l.includes('"msg":"listening on'))!;
   const serverPid = JSON.parse(listening).pid as number;
   assert.notEqual(serverPid, serve.child.pid, 'the server runs in a child process of bin/run.js');
   t.after(() => {
@@ -91,31 +94,39 @@ function isRunning(pid: number): boolean {
   }
 }
 
-test('started by an older node, svc serve gets the SIGTERM sent to bin/run.js, stops cleanly, and bin/run.js exits with its code', { timeout: 120_000 }, async (t) => {
-  const { serve, serverPid } = await reexecutedServe(t);
-  assert.equal((await fetch(`${serve.url}/health/live`)).status, 200);
-  serve.child.kill('SIGTERM');
-  assert.deepEqual(await serve.exited, { code: 0, signal: null });
-  assert.match(serve.stderr(), /"signal":"SIGTERM","msg":"SIGTERM: stopping"/);
-  assert.match(serve.stderr(), /"drained":true/);
-  assert.equal(isRunning(serverPid), false, 'the server is gone');
-});
+test(
+  'started by an older node, svc serve gets the SIGTERM sent to bin/run.js, stops cleanly, and bin/run.js exits with its code',
+  { timeout: 120_000 },
+  async (t) => {
+    const { serve, serverPid } = await reexecutedServe(t);
+    assert.equal((await fetch(`${serve.url}/health/live`)).status, 200);
+    serve.child.kill('SIGTERM');
+    assert.deepEqual(await serve.exited, { code: 0, signal: null });
+    assert.match(serve.stderr(), /"signal":"SIGTERM","msg":"SIGTERM: stopping"/);
+    assert.match(serve.stderr(), /"drained":true/);
+    assert.equal(isRunning(serverPid), false, 'the server is gone');
+  },
+);
 
-test('started by an older node, a second SIGINT while svc serve stops (Ctrl-C on a terminal reaches it directly and again through bin/run.js) does not cut the shutdown short', { timeout: 120_000 }, async (t) => {
-  const { serve, serverPid } = await reexecutedServe(t);
-  // A connection without a request yet keeps the shutdown going for a moment (its request may be on the wire).
-  const idle = connect(Number(new URL(serve.url).port), '127.0.0.1');
-  idle.on('error', () => undefined);
-  t.after(() => idle.destroy());
-  await once(idle, 'connect');
-  process.kill(serverPid, 'SIGINT');
-  await serve.waitForStderr(/"msg":"SIGINT: stopping"/);
-  serve.child.kill('SIGINT');
-  await serve.waitForStderr(/"msg":"SIGINT: already stopping"/);
-  assert.deepEqual(await serve.exited, { code: 0, signal: null });
-  assert.match(serve.stderr(), /"msg":"stopped"/);
-  assert.equal(isRunning(serverPid), false, 'the server is gone');
-});
+test(
+  'started by an older node, a second SIGINT while svc serve stops (Ctrl-C on a terminal reaches it directly and again through bin/run.js) does not cut the shutdown short',
+  { timeout: 120_000 },
+  async (t) => {
+    const { serve, serverPid } = await reexecutedServe(t);
+    // A connection without a request yet keeps the shutdown going for a moment (its request may be on the wire).
+    const idle = connect(Number(new URL(serve.url).port), '127.0.0.1');
+    idle.on('error', () => undefined);
+    t.after(() => idle.destroy());
+    await once(idle, 'connect');
+    process.kill(serverPid, 'SIGINT');
+    await serve.waitForStderr(/"msg":"SIGINT: stopping"/);
+    serve.child.kill('SIGINT');
+    await serve.waitForStderr(/"msg":"SIGINT: already stopping"/);
+    assert.deepEqual(await serve.exited, { code: 0, signal: null });
+    assert.match(serve.stderr(), /"msg":"stopped"/);
+    assert.equal(isRunning(serverPid), false, 'the server is gone');
+  },
+);
 
 test('started by an older node, when svc dies of a signal bin/run.js exits with 128 + its number', { timeout: 120_000 }, async (t) => {
   const { serve, serverPid } = await reexecutedServe(t);

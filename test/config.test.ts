@@ -26,12 +26,19 @@ test('an invalid value fails naming the key, the value and the expected form', (
     [{ SVC_ACTOR: 'two words' }, /SVC_ACTOR="two words" .*without spaces/],
   ];
   for (const [env, message] of cases) {
-    assert.throws(() => loadConfig(env), (err: unknown) => err instanceof ConfigError && message.test(err.message), JSON.stringify(env));
+    assert.throws(
+      () => loadConfig(env),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      JSON.stringify(env),
+    );
   }
 });
 
 test('a password in DATABASE_URL never shows in messages or in svc config', () => {
-  assert.throws(() => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/x' }), (err: Error) => !err.message.includes('hunter2'));
+  assert.throws(
+    () => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/x' }),
+    (err: Error) => !err.message.includes('hunter2'),
+  );
   const config = loadConfig({ DATABASE_URL: 'postgres://svc:hunter2@db.internal:5432/svc' });
   const entry = describeConfig(config).find((e) => e.key === 'DATABASE_URL')!;
   assert.equal(entry.value, 'postgres://svc:****@db.internal:5432/svc');

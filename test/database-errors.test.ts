@@ -49,7 +49,12 @@ test('a user deleted while their order is placed gets 404 naming the user in the
   const ts = await testServer(t);
   const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
   const alice = await ts.user({ email: 'alice@example.com' });
-  const product = await ts.server.inject({ method: 'POST', url: '/api/v2/products', headers: await ts.auth(admin), payload: { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 5 } });
+  const product = await ts.server.inject({
+    method: 'POST',
+    url: '/api/v2/products',
+    headers: await ts.auth(admin),
+    payload: { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 5 },
+  });
   assert.equal(product.statusCode, 201, product.body);
 
   // Hold the product's row: the order statement passes authentication, then waits for it ...
@@ -72,65 +77,89 @@ test('a user deleted while their order is placed gets 404 naming the user in the
   assertProblem({ status: res.status, type: res.headers.get('content-type'), body: JSON.parse(text) }, 404, 'not_found', undefined, 'userId');
   assert.equal(JSON.parse(text).detail, `user ${alice.id} no longer exists; the order was not placed`);
   assert.doesNotMatch(text, DATABASE_WORDS);
-  const [row] = await query<{ stock: number; orders: number }>(ts.databaseUrl!, "select stock, (select count(*)::int from orders) as orders from products where sku = 'TEA-1'");
+  const [row] = await query<{ stock: number; orders: number }>(
+    ts.databaseUrl!,
+    "select stock, (select count(*)::int from orders) as orders from products where sku = 'TEA-1'",
+  );
   assert.deepEqual(row, { stock: 5, orders: 0 });
 });
 
-test('a SKU taken by a concurrent writer answers 409 naming the SKU; the request log has PostgreSQL detail under the trace id, the body never does', { timeout: 120_000 }, async (t) => {
-  const dir = tempDir(t);
-  const url = await migratedDatabase(t);
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
-  const env = { DATABASE_URL: url, JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data') };
-  const password = 'correct horse battery staple';
-  const created = await svc(['users', 'create', '--email', 'admin@example.com', '--name', 'Admin', '--role', 'admin', '--password-stdin'], { env, input: password });
-  assert.equal(created.code, 0, created.stderr);
-  const serve = await svcServe(t, ['--port', '0'], { env: { ...env, LOG_LEVEL: 'info' } });
-  const login = await fetch(`${serve.url}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'admin@example.com', password }) });
-  const { accessToken } = (await login.json()) as { accessToken: string };
+test(
+  'a SKU taken by a concurrent writer answers 409 naming the SKU; the request log has PostgreSQL detail under the trace id, the body never does',
+  { timeout: 120_000 },
+  async (t) => {
+    const dir = tempDir(t);
+    const url = await migratedDatabase(t);
+    const keys = join(dir, 'jwks.json');
+    writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+    const env = { DATABASE_URL: url, JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data') };
+    const password = 'correct horse battery staple';
+    const created = await svc(['users', 'create', '--email', 'admin@example.com', '--name', 'Admin', '--role', 'admin', '--password-stdin'], {
+      env,
+      input: password,
+    });
+    assert.equal(created.code, 0, created.stderr);
+    const serve = await svcServe(t, ['--port', '0'], { env: { ...env, LOG_LEVEL: 'info' } });
+    const login = await fetch(`${serve.url}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'admin@example.com', password }),
+    });
+    const { accessToken } = (await login.json()) as { accessToken: string };
 
-  // Another writer has inserted TEA-1 and not committed: the service's own check cannot see it,
-  // and its insert waits on the unique index until that writer commits.
-  const other = await connect(t, url);
-  await other.query('begin');
-  await other.query("insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values ($1, 'TEA-1', 'Tea', 450, 'USD', 1, true, $2, $2)", [newId('prd'), now()]);
-  const traceId = randomBytes(16).toString('hex');
-  const creating = fetch(`${serve.url}/api/v2/products`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
-    body: JSON.stringify({ sku: 'TEA-1', name: 'Green tea', price: { amount: 500, currency: 'USD' }, stock: 3 }),
-  });
-  await untilSomeoneWaitsFor(url, other);
-  await other.query('commit');
+    // Another writer has inserted TEA-1 and not committed: the service's own check cannot see it,
+    // and its insert waits on the unique index until that writer commits.
+    const other = await connect(t, url);
+    await other.query('begin');
+    await other.query(
+      "insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values ($1, 'TEA-1', 'Tea', 450, 'USD', 1, true, $2, $2)",
+      [newId('prd'), now()],
+    );
+    const traceId = randomBytes(16).toString('hex');
+    const creating = fetch(`${serve.url}/api/v2/products`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${accessToken}`,
+        'content-type': 'application/json',
+        traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01`,
+      },
+      body: JSON.stringify({ sku: 'TEA-1', name: 'Green tea', price: { amount: 500, currency: 'USD' }, stock: 3 }),
+    });
+    await untilSomeoneWaitsFor(url, other);
+    await other.query('commit');
 
-  const res = await creating;
-  const text = await res.text();
-  assertProblem({ status: res.status, type: res.headers.get('content-type'), body: JSON.parse(text) }, 409, 'conflict', undefined, 'sku');
-  assert.equal(JSON.parse(text).detail, 'a product with SKU TEA-1 already exists; change that one or pick another SKU');
-  assert.doesNotMatch(text, DATABASE_WORDS);
+    const res = await creating;
+    const text = await res.text();
+    assertProblem({ status: res.status, type: res.headers.get('content-type'), body: JSON.parse(text) }, 409, 'conflict', undefined, 'sku');
+    assert.equal(JSON.parse(text).detail, 'a product with SKU TEA-1 already exists; change that one or pick another SKU');
+    assert.doesNotMatch(text, DATABASE_WORDS);
 
-  serve.child.kill('SIGTERM');
-  assert.equal((await serve.exited).code, 0);
-  const lines = serve
-    .stderr()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Json)
-    .filter((l) => l.traceId === traceId);
-  const refused = lines.find((l) => l.msg === 'the database refused the change');
-  assert.ok(refused, serve.stderr());
-  assert.equal(refused.err.message, 'a product with SKU TEA-1 already exists; change that one or pick another SKU');
-  assert.equal(refused.err.cause.code, '23505');
-  assert.equal(refused.err.cause.constraint, 'products_sku_unique');
-  assert.equal(refused.err.cause.detail, 'Key (sku)=(TEA-1) already exists.');
-  assert.ok(lines.some((l) => l.msg === 'request' && l.status === 409));
-});
+    serve.child.kill('SIGTERM');
+    assert.equal((await serve.exited).code, 0);
+    const lines = serve
+      .stderr()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Json)
+      .filter((l) => l.traceId === traceId);
+    const refused = lines.find((l) => l.msg === 'the database refused the change');
+    assert.ok(refused, serve.stderr());
+    assert.equal(refused.err.message, 'a product with SKU TEA-1 already exists; change that one or pick another SKU');
+    assert.equal(refused.err.cause.code, '23505');
+    assert.equal(refused.err.cause.constraint, 'products_sku_unique');
+    assert.equal(refused.err.cause.detail, 'Key (sku)=(TEA-1) already exists.');
+    assert.ok(lines.some((l) => l.msg === 'request' && l.status === 409));
+  },
+);
 
 test('svc users create racing another writer for the same email (another letter case) says the email is taken, naming no account', async (t) => {
   const url = await migratedDatabase(t);
   const other = await connect(t, url);
   await other.query('begin');
-  await other.query("insert into users (id, email, name, role, status, created_at, updated_at) values ($1, 'ada@example.com', 'Ada', 'user', 'active', $2, $2)", [newId('usr'), now()]);
+  await other.query(
+    "insert into users (id, email, name, role, status, created_at, updated_at) values ($1, 'ada@example.com', 'Ada', 'user', 'active', $2, $2)",
+    [newId('usr'), now()],
+  );
   const creating = svc(['users', 'create', '--email', 'ADA@Example.com', '--name', 'Ada', '--json'], { env: { DATABASE_URL: url } });
   await untilSomeoneWaitsFor(url, other);
   await other.query('commit');
@@ -173,8 +202,14 @@ test('on the embedded database (PGlite) a constraint error is translated the sam
   await ts.app.products.create(ctx, { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' } });
   // A second writer that skipped the service's check (as a concurrent one effectively does).
   const err = await ctx.em
-    .execute("insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values (?, 'TEA-1', 'Tea', 1, 'USD', 0, true, now(), now())", [newId('prd')])
-    .then(() => assert.fail('the duplicate SKU was accepted'), (e: unknown) => e);
+    .execute(
+      "insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values (?, 'TEA-1', 'Tea', 1, 'USD', 0, true, now(), now())",
+      [newId('prd')],
+    )
+    .then(
+      () => assert.fail('the duplicate SKU was accepted'),
+      (e: unknown) => e,
+    );
   const translated = translateDatabaseError(err);
   assert.ok(translated instanceof DomainError, String(err));
   assert.equal(translated.code, 'conflict');
@@ -186,14 +221,54 @@ test('on the embedded database (PGlite) a constraint error is translated the sam
 test('constraints without a message of their own still answer in words naming the field, never PostgreSQL', () => {
   const pgError = (fields: Record<string, string>) => Object.assign(new Error('database said no'), fields);
   const cases: [Record<string, string>, string, string, string | undefined][] = [
-    [{ code: '23505', constraint: 'refresh_tokens_token_hash_unique', table: 'refresh_tokens', detail: 'Key (token_hash)=(ab12) already exists.' }, 'conflict', 'a refresh token with this tokenHash already exists', 'tokenHash'],
-    [{ code: '23503', constraint: 'orders_user_id_foreign', table: 'users', detail: 'Key (id)=(usr_1) is still referenced from table "orders".' }, 'conflict', 'user usr_1 has orders and cannot be deleted; disable the account instead (status "disabled")', undefined],
-    [{ code: '23503', constraint: 'order_items_product_id_foreign', table: 'order_items', detail: 'Key (product_id)=(prd_1) is not present in table "products".' }, 'unprocessable', 'product prd_1 no longer exists; remove that item', 'items'],
-    [{ code: '23503', constraint: 'widgets_owner_id_foreign', table: 'widgets', detail: 'Key (owner_id)=(usr_2) is not present in table "users".' }, 'not_found', 'user usr_2 does not exist (or no longer does)', 'ownerId'],
-    [{ code: '23514', constraint: 'order_items_quantity_check', table: 'order_items', detail: 'Failing row contains (itm_1, 0).' }, 'invalid', 'a quantity must be 1 or more', 'items'],
-    [{ code: '23514', constraint: 'widgets_size_check', table: 'widgets', detail: 'Failing row contains (1).' }, 'invalid', 'size is outside what a record allows', 'size'],
+    [
+      { code: '23505', constraint: 'refresh_tokens_token_hash_unique', table: 'refresh_tokens', detail: 'Key (token_hash)=(ab12) already exists.' },
+      'conflict',
+      'a refresh token with this tokenHash already exists',
+      'tokenHash',
+    ],
+    [
+      { code: '23503', constraint: 'orders_user_id_foreign', table: 'users', detail: 'Key (id)=(usr_1) is still referenced from table "orders".' },
+      'conflict',
+      'user usr_1 has orders and cannot be deleted; disable the account instead (status "disabled")',
+      undefined,
+    ],
+    [
+      {
+        code: '23503',
+        constraint: 'order_items_product_id_foreign',
+        table: 'order_items',
+        detail: 'Key (product_id)=(prd_1) is not present in table "products".',
+      },
+      'unprocessable',
+      'product prd_1 no longer exists; remove that item',
+      'items',
+    ],
+    [
+      { code: '23503', constraint: 'widgets_owner_id_foreign', table: 'widgets', detail: 'Key (owner_id)=(usr_2) is not present in table "users".' },
+      'not_found',
+      'user usr_2 does not exist (or no longer does)',
+      'ownerId',
+    ],
+    [
+      { code: '23514', constraint: 'order_items_quantity_check', table: 'order_items', detail: 'Failing row contains (itm_1, 0).' },
+      'invalid',
+      'a quantity must be 1 or more',
+      'items',
+    ],
+    [
+      { code: '23514', constraint: 'widgets_size_check', table: 'widgets', detail: 'Failing row contains (1).' },
+      'invalid',
+      'size is outside what a record allows',
+      'size',
+    ],
     [{ code: '23502', table: 'orders', column: 'user_id', detail: 'Failing row contains (ord_1, null).' }, 'invalid', 'userId is required', 'userId'],
-    [{ code: '23505', constraint: 'order_items_pkey', table: 'order_items', detail: 'Key (id)=(itm_1) already exists.' }, 'conflict', 'an order line with this id already exists', 'id'],
+    [
+      { code: '23505', constraint: 'order_items_pkey', table: 'order_items', detail: 'Key (id)=(itm_1) already exists.' },
+      'conflict',
+      'an order line with this id already exists',
+      'id',
+    ],
   ];
   for (const [fields, code, message, field] of cases) {
     const translated = translateDatabaseError(pgError(fields));

@@ -27,7 +27,7 @@ async function contender(t: TestContext, path: string): Promise<Contender> {
     child.stdin.write(`${line}\n`);
     const next = await lines.next();
     assert.ok(!next.done, `contender ${child.pid} ended: ${stderr}`);
-    return next.value as string;
+    return next.value;
   };
   // Loaded and listening once it answers a no-op release.
   assert.equal(await ask('release'), 'released');

@@ -24,7 +24,10 @@ test('with no DATABASE_URL, svc migrates and manages users in an embedded databa
     const created = await svc(['users', 'create', '--email', 'ada@example.com', '--name', 'Ada', '--role', 'admin', '--json'], { env });
     assert.equal(created.code, 0, created.stderr);
     const list = await svc(['users', 'list', '--json'], { env });
-    assert.deepEqual(list.json().data.map((u: { email: string }) => u.email), ['ada@example.com']);
+    assert.deepEqual(
+      list.json().data.map((u: { email: string }) => u.email),
+      ['ada@example.com'],
+    );
     const dup = await svc(['users', 'create', '--email', 'Ada@Example.COM', '--name', 'Twin'], { env });
     assert.equal(dup.code, 4);
     assert.match(dup.stderr, /already exists/);
@@ -76,7 +79,11 @@ test('with no DATABASE_URL, svc migrates and manages users in an embedded databa
     const runs = await Promise.all(Array.from({ length: 10 }, () => svc(['users', 'list', '--json'], { env })));
     const opened = runs.filter((r) => r.code === 0);
     assert.ok(opened.length >= 1, runs.map((r) => r.stderr).join('\n'));
-    for (const r of opened) assert.deepEqual(r.json().data.map((u: { email: string }) => u.email), ['grace.hopper@example.com', 'ada@example.com']);
+    for (const r of opened)
+      assert.deepEqual(
+        r.json().data.map((u: { email: string }) => u.email),
+        ['grace.hopper@example.com', 'ada@example.com'],
+      );
     // A refused one names a process that held the folder at the time: one of the runs that opened it.
     const owners = new Set(opened.map((r) => r.pid));
     for (const r of runs.filter((r) => r.code !== 0)) {

@@ -31,7 +31,14 @@ test('a receipt put with server-side encryption is stored and read back byte for
   const client = s3.client();
   const key = 'receipts/2026/ord_1.pdf';
   const put = await client.send(
-    new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: receiptPdf, ContentType: 'application/pdf', ServerSideEncryption: 'AES256', Metadata: { 'order-id': 'ord_1' } }),
+    new PutObjectCommand({
+      Bucket: s3.bucket,
+      Key: key,
+      Body: receiptPdf,
+      ContentType: 'application/pdf',
+      ServerSideEncryption: 'AES256',
+      Metadata: { 'order-id': 'ord_1' },
+    }),
   );
   assert.equal(put.$metadata.httpStatusCode, 200);
   assert.match(put.ETag ?? '', /^"[0-9a-f]{32}"$/);
@@ -65,8 +72,14 @@ test('a streamed body round-trips with the harness config; the SDK default (aws-
 test('a presigned GET URL downloads the object; an expired one is refused', async (t) => {
   const s3 = await setup(t);
   const client = s3.client();
-  await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'r.pdf', Body: receiptPdf, ContentType: 'application/pdf', ServerSideEncryption: 'AES256' }));
-  const url = await getSignedUrl(client, new GetObjectCommand({ Bucket: s3.bucket, Key: 'r.pdf', ResponseContentDisposition: 'attachment; filename="receipt.pdf"' }), { expiresIn: 300 });
+  await client.send(
+    new PutObjectCommand({ Bucket: s3.bucket, Key: 'r.pdf', Body: receiptPdf, ContentType: 'application/pdf', ServerSideEncryption: 'AES256' }),
+  );
+  const url = await getSignedUrl(
+    client,
+    new GetObjectCommand({ Bucket: s3.bucket, Key: 'r.pdf', ResponseContentDisposition: 'attachment; filename="receipt.pdf"' }),
+    { expiresIn: 300 },
+  );
   assert.ok(url.startsWith(`${s3.url}/${s3.bucket}/r.pdf?`));
   assert.match(url, /X-Amz-Expires=300/);
   const res = await fetch(url);
@@ -74,7 +87,10 @@ test('a presigned GET URL downloads the object; an expired one is refused', asyn
   assert.equal(res.headers.get('content-disposition'), 'attachment; filename="receipt.pdf"');
   assert.ok(Buffer.from(await res.arrayBuffer()).equals(receiptPdf));
 
-  const expired = await getSignedUrl(client, new GetObjectCommand({ Bucket: s3.bucket, Key: 'r.pdf' }), { expiresIn: 60, signingDate: new Date(Date.now() - 3_600_000) });
+  const expired = await getSignedUrl(client, new GetObjectCommand({ Bucket: s3.bucket, Key: 'r.pdf' }), {
+    expiresIn: 60,
+    signingDate: new Date(Date.now() - 3_600_000),
+  });
   const refused = await fetch(expired);
   assert.equal(refused.status, 403);
   assert.match(await refused.text(), /<Code>AccessDenied<\/Code><Message>Request has expired/);

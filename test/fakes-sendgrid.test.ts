@@ -69,7 +69,12 @@ test('SendGrid has no idempotency: the same message sent twice is two messages',
 
 test('a dynamic template needs no subject or content', async (t) => {
   const { fake, mail } = await setup(t);
-  const [res] = await mail.send({ to: 'ada@example.com', from: 'orders@svc.example', templateId: 'd-0123456789abcdef0123456789abcdef', dynamicTemplateData: { order: 'ord_1' } });
+  const [res] = await mail.send({
+    to: 'ada@example.com',
+    from: 'orders@svc.example',
+    templateId: 'd-0123456789abcdef0123456789abcdef',
+    dynamicTemplateData: { order: 'ord_1' },
+  });
   assert.equal(res.statusCode, 202);
   assert.deepEqual(fake.messages[0]!.body.personalizations[0].dynamic_template_data, { order: 'ord_1' });
 });
@@ -97,7 +102,11 @@ test('a wrong API key is a 401 with SendGrid error body', async (t) => {
 test('bad bodies are a 400 listing every error with its field and help link', async (t) => {
   const { fake, client } = await setup(t);
   const err = await client
-    .request({ method: 'POST', url: '/v3/mail/send', body: { personalizations: [{ to: [{ email: 'not-an-address' }] }], from: { email: 'orders@svc.example' }, content: [{ type: 'text/html', value: '' }] } })
+    .request({
+      method: 'POST',
+      url: '/v3/mail/send',
+      body: { personalizations: [{ to: [{ email: 'not-an-address' }] }], from: { email: 'orders@svc.example' }, content: [{ type: 'text/html', value: '' }] },
+    })
     .then(
       () => assert.fail('expected a 400'),
       (e: unknown) => e as { code: number; response: { body: { errors: Array<{ message: string; field: string; help: string }> } } },
@@ -112,7 +121,12 @@ test('bad bodies are a 400 listing every error with its field and help link', as
 });
 
 test('the validation follows the documented rules', () => {
-  const ok = { personalizations: [{ to: [{ email: 'a@example.com' }] }], from: { email: 'o@example.com' }, subject: 's', content: [{ type: 'text/plain', value: 'x' }] };
+  const ok = {
+    personalizations: [{ to: [{ email: 'a@example.com' }] }],
+    from: { email: 'o@example.com' },
+    subject: 's',
+    content: [{ type: 'text/plain', value: 'x' }],
+  };
   assert.deepEqual(validateMailSend(ok), []);
   const fields = (body: unknown) => validateMailSend(body).map((e) => e.field);
   assert.deepEqual(fields({ ...ok, personalizations: [] }), ['personalizations']);
@@ -121,10 +135,22 @@ test('the validation follows the documented rules', () => {
   assert.deepEqual(fields({ ...ok, from: undefined }), ['from.email']);
   assert.deepEqual(fields({ ...ok, subject: undefined, personalizations: [{ to: [{ email: 'a@example.com' }], subject: 'per recipient' }] }), []);
   assert.deepEqual(fields({ ...ok, content: undefined }), ['content']);
-  assert.deepEqual(fields({ ...ok, content: [{ type: 'text/html', value: 'h' }, { type: 'text/plain', value: 'p' }] }), ['content']);
+  assert.deepEqual(
+    fields({
+      ...ok,
+      content: [
+        { type: 'text/html', value: 'h' },
+        { type: 'text/plain', value: 'p' },
+      ],
+    }),
+    ['content'],
+  );
   assert.deepEqual(fields({ ...ok, template_id: 'welcome' }), ['template_id']);
   assert.deepEqual(fields({ ...ok, attachments: [{ content: 'not base64!', filename: 'r.pdf' }] }), ['attachments.0.content']);
-  assert.deepEqual(fields({ ...ok, attachments: [{ content: Buffer.from('%PDF-1.7').toString('base64'), filename: 'receipt.pdf', type: 'application/pdf' }] }), []);
+  assert.deepEqual(
+    fields({ ...ok, attachments: [{ content: Buffer.from('%PDF-1.7').toString('base64'), filename: 'receipt.pdf', type: 'application/pdf' }] }),
+    [],
+  );
   const many = Array.from({ length: 1001 }, (_, i) => ({ email: `r${i}@example.com` }));
   assert.deepEqual(fields({ ...ok, personalizations: [{ to: many }] }), ['personalizations']);
 });

@@ -19,7 +19,7 @@ import {
 interface Setup {
   fake: FakeStripe;
   /** An SDK client on the fake; no automatic retries unless asked for. */
-  stripe(config?: Stripe.StripeConfig, key?: string): Stripe;
+  stripe: (config?: Stripe.StripeConfig, key?: string) => Stripe;
 }
 
 async function setup(t: TestContext, options: FakeStripeOptions = {}): Promise<Setup> {
@@ -120,7 +120,11 @@ test('a wrong or missing API key is a 401 the SDK raises as StripeAuthentication
 
 test('invalid parameters are a 400 naming the param, and are not stored under the idempotency key', async (t) => {
   const { fake, stripe } = await setup(t);
-  const missing = await failure(stripe().paymentIntents.create({ amount: 4950, payment_method: 'pm_card_visa', confirm: true } as Stripe.PaymentIntentCreateParams, { idempotencyKey: 'k1' }));
+  const missing = await failure(
+    stripe().paymentIntents.create({ amount: 4950, payment_method: 'pm_card_visa', confirm: true } as Stripe.PaymentIntentCreateParams, {
+      idempotencyKey: 'k1',
+    }),
+  );
   assert.ok(missing instanceof Stripe.errors.StripeInvalidRequestError);
   assert.equal(missing.param, 'currency');
   assert.equal(missing.code, 'parameter_missing');
@@ -208,7 +212,10 @@ test('a GET that fails with a 500 is retried by the SDK (no idempotency key, no 
   fake.failNext({ route: 'GET /v1/payment_intents/:id' });
   const got = await stripe({ maxNetworkRetries: 1 }).paymentIntents.retrieve(pi.id);
   assert.equal(got.id, pi.id);
-  assert.deepEqual(fake.requests.filter((r) => r.method === 'GET').map((r) => r.status), [500, 200]);
+  assert.deepEqual(
+    fake.requests.filter((r) => r.method === 'GET').map((r) => r.status),
+    [500, 200],
+  );
 });
 
 test('a request while another with the same key is in flight is a 409 idempotency_key_in_use', async (t) => {

@@ -36,7 +36,10 @@ test('on a fresh embedded data folder the first command that uses the domain app
 test('on PostgreSQL a command that finds migrations pending exits 4, says to run svc migrate, and changes nothing', async (t) => {
   const url = await emptyDatabase(t);
   const env = { DATABASE_URL: url };
-  for (const args of [['users', 'list'], ['users', 'create', '--email', 'ada@example.com', '--name', 'Ada']]) {
+  for (const args of [
+    ['users', 'list'],
+    ['users', 'create', '--email', 'ada@example.com', '--name', 'Ada'],
+  ]) {
     const res = await svc([...args, '--json'], { env });
     assert.equal(res.code, 4, res.stderr);
     assert.equal(res.json().error.code, 'conflict');
@@ -53,7 +56,11 @@ test('on PostgreSQL a command that finds migrations pending exits 4, says to run
 function svcOnTerminal(args: string[], env: Record<string, string>): Promise<{ code: number | null; screen: string }> {
   const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
   const command = [process.execPath, BIN, ...args].map(quote).join(' ');
-  const child = spawn('script', ['--quiet', '--return', '--command', command, '/dev/null'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('script', ['--quiet', '--return', '--command', command, '/dev/null'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let screen = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (screen += d));
   return new Promise((resolve, reject) => {
@@ -70,12 +77,21 @@ test('an unexpected error is one readable line on a terminal; the JSON log line 
 
   const terminal = await svcOnTerminal(['users', 'list'], env);
   assert.equal(terminal.code, 1);
-  assert.equal(terminal.screen, 'Error: EISDIR: illegal operation on a directory, read (an unexpected error; run it again with LOG_LEVEL=debug for the details)\n');
+  assert.equal(
+    terminal.screen,
+    'Error: EISDIR: illegal operation on a directory, read (an unexpected error; run it again with LOG_LEVEL=debug for the details)\n',
+  );
 
   const debug = await svcOnTerminal(['users', 'list'], { ...env, LOG_LEVEL: 'debug' });
   assert.equal(debug.code, 1);
-  const logged = debug.screen.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-  assert.ok(logged.some((l) => l.level === 'error' && /^Error: EISDIR.*\n\s+at /.test(l.err?.stack)), debug.screen);
+  const logged = debug.screen
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
+  assert.ok(
+    logged.some((l) => l.level === 'error' && /^Error: EISDIR.*\n\s+at /.test(l.err?.stack)),
+    debug.screen,
+  );
 
   const piped = await svc(['users', 'list'], { env });
   assert.equal(piped.code, 1);

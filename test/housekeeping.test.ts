@@ -18,7 +18,11 @@ const USER = 'usr_01JZ0000000000000000000000';
 
 /** An expired and a live idempotency key; family fam_dead wholly expired, family fam_live with one expired (used) and one live token. */
 async function seed(db: string, extraExpiredKeys = 0): Promise<void> {
-  await query(db, `insert into users (id, email, name, role, status, created_at, updated_at) values ($1, 'hk@example.com', 'HK', 'user', 'active', now(), now())`, [USER]);
+  await query(
+    db,
+    `insert into users (id, email, name, role, status, created_at, updated_at) values ($1, 'hk@example.com', 'HK', 'user', 'active', now(), now())`,
+    [USER],
+  );
   await query(
     db,
     `insert into idempotency_keys (principal, key, request_hash, status_code, response_body, created_at, expires_at)

@@ -88,7 +88,7 @@ test('a cyclic object is logged once with the cycle marked, and a secret inside 
   assert.doesNotMatch(raw(), /cyclic-token|cyclic@/);
 });
 
-test("a password hash inside text (PostgreSQL's \"Failing row contains\" detail) is redacted in fields and messages", () => {
+test('a password hash inside text (PostgreSQL\'s "Failing row contains" detail) is redacted in fields and messages', () => {
   const { logger, raw, lines } = capture();
   const hash = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo';
   const pg = Object.assign(new Error('new row for relation "users" violates check constraint'), {

@@ -16,7 +16,9 @@ const tables = async (url: string) =>
   (await query<{ tablename: string }>(url, "select tablename from pg_tables where schemaname = 'public' order by tablename")).map((r) => r.tablename);
 // Every table.column of the schema: what any migration changes.
 const columns = async (url: string) =>
-  (await query<{ c: string }>(url, "select table_name || '.' || column_name as c from information_schema.columns where table_schema = 'public' order by 1")).map((r) => r.c);
+  (
+    await query<{ c: string }>(url, "select table_name || '.' || column_name as c from information_schema.columns where table_schema = 'public' order by 1")
+  ).map((r) => r.c);
 
 test('svc migrate on a new PostgreSQL database', async (t) => {
   const url = await emptyDatabase(t);
@@ -37,7 +39,10 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     assert.equal(json.json().dryRun, true);
     assert.deepEqual(json.json().migrations, MIGRATIONS);
     assert.ok(json.json().sql[0].statements.some((s: string) => s.includes('create table "orders"')));
-    assert.deepEqual((await tables(url)).filter((n) => n !== 'mikro_orm_migrations'), []);
+    assert.deepEqual(
+      (await tables(url)).filter((n) => n !== 'mikro_orm_migrations'),
+      [],
+    );
   });
 
   await t.test('migrate applies them; status shows when; a second run has nothing to do', async () => {
@@ -49,7 +54,10 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     }
 
     const status = (await svc(['migrate', 'status', '--json'], { env })).json();
-    assert.deepEqual(status.applied.map((m: { name: string }) => m.name), MIGRATIONS);
+    assert.deepEqual(
+      status.applied.map((m: { name: string }) => m.name),
+      MIGRATIONS,
+    );
     assert.ok(Date.now() - Date.parse(status.applied[0].executedAt) < 60_000);
     assert.deepEqual(status.pending, []);
 
@@ -66,7 +74,10 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     const drift = await svc(['migrate', 'check', '--json'], { env });
     assert.equal(drift.code, 8);
     assert.equal(drift.json().inSync, false);
-    assert.ok(drift.json().difference.some((s: string) => /nickname/.test(s)), drift.stdout);
+    assert.ok(
+      drift.json().difference.some((s: string) => /nickname/.test(s)),
+      drift.stdout,
+    );
     const human = await svc(['migrate', 'check'], { env });
     assert.equal(human.code, 8);
     assert.match(human.stdout, /differs from the entities[\s\S]*nickname/);
@@ -101,7 +112,10 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     assert.notDeepEqual(await columns(url), before);
     assert.deepEqual(down.json().migrations, [MIGRATIONS.at(-1)]);
     const status = (await svc(['migrate', 'status', '--json'], { env })).json();
-    assert.deepEqual(status.pending.map((m: { name: string }) => m.name), [MIGRATIONS.at(-1)]);
+    assert.deepEqual(
+      status.pending.map((m: { name: string }) => m.name),
+      [MIGRATIONS.at(-1)],
+    );
 
     const up = await svc(['migrate'], { env });
     assert.equal(up.code, 0, up.stderr);
@@ -111,7 +125,10 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     assert.equal(to.code, 0, to.stderr);
     assert.deepEqual(to.json().migrations, MIGRATIONS.slice(1).reverse());
     const after = (await svc(['migrate', 'status', '--json'], { env })).json();
-    assert.deepEqual(after.applied.map((m: { name: string }) => m.name), [MIGRATIONS[0]]);
+    assert.deepEqual(
+      after.applied.map((m: { name: string }) => m.name),
+      [MIGRATIONS[0]],
+    );
     assert.equal((await svc(['migrate'], { env })).code, 0);
   });
 });
@@ -135,7 +152,10 @@ test('a migration that fails exits non-zero and leaves the schema as it was', as
   const res = await svc(['migrate'], { env: { DATABASE_URL: url } });
   assert.notEqual(res.code, 0);
   assert.match(res.stderr, /products/);
-  assert.deepEqual((await tables(url)).filter((n) => n !== 'mikro_orm_migrations'), ['products']);
+  assert.deepEqual(
+    (await tables(url)).filter((n) => n !== 'mikro_orm_migrations'),
+    ['products'],
+  );
   const executed = await query(url, "select * from pg_tables where tablename = 'mikro_orm_migrations'");
   if (executed.length) assert.deepEqual(await query(url, 'select * from mikro_orm_migrations'), []);
 });

@@ -31,7 +31,12 @@ test('a bulkhead runs at most its concurrency at once, keeps a bounded queue, an
         resolve(i);
       };
     });
-  const outcomes = Array.from({ length: 7 }, (_, i) => bulkhead.run(task(i)).then((value) => ({ value }), (error: unknown) => ({ error })));
+  const outcomes = Array.from({ length: 7 }, (_, i) =>
+    bulkhead.run(task(i)).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+  );
   await settled();
   assert.deepEqual(started, [0, 1], 'two run, three wait');
 
@@ -40,7 +45,7 @@ test('a bulkhead runs at most its concurrency at once, keeps a bounded queue, an
     assert.equal(refused.error.code, 'unavailable');
     assert.match(refused.error.message, /too many password hashes in progress/);
     const retryAfter = refused.error.details.retryAfterSeconds;
-    assert.ok(typeof retryAfter === 'number' && retryAfter >= 1, `retryAfterSeconds ${retryAfter}`);
+    assert.ok(typeof retryAfter === 'number' && retryAfter >= 1, `retryAfterSeconds ${String(retryAfter)}`);
   }
 
   finish[1]!();
@@ -50,13 +55,19 @@ test('a bulkhead runs at most its concurrency at once, keeps a bounded queue, an
     finish[i]!();
     await settled();
   }
-  assert.deepEqual(await Promise.all(outcomes.slice(0, 5)), [0, 1, 2, 3, 4].map((value) => ({ value })));
+  assert.deepEqual(
+    await Promise.all(outcomes.slice(0, 5)),
+    [0, 1, 2, 3, 4].map((value) => ({ value })),
+  );
   assert.equal(peak, 2, 'never more than the concurrency at once');
   assert.deepEqual(bulkhead.stats(), { running: 0, queued: 0, completed: 5, refused: 2 });
 
   // A task that fails frees its place too.
-  await assert.rejects(bulkhead.run(() => Promise.reject(new Error('boom'))), /boom/);
-  assert.equal(await bulkhead.run(async () => 'next'), 'next');
+  await assert.rejects(
+    bulkhead.run(() => Promise.reject(new Error('boom'))),
+    /boom/,
+  );
+  assert.equal(await bulkhead.run(() => Promise.resolve('next')), 'next');
   assert.deepEqual(bulkhead.stats(), { running: 0, queued: 0, completed: 7, refused: 2 });
 });
 
@@ -64,7 +75,9 @@ test('a burst of logins beyond the hash capacity gets 503 with Retry-After inste
   const ts = await testServer(t, { env: { PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '2' } });
   // Distinct emails, so the login throttle (per email) refuses none of them.
   const answers = await Promise.all(
-    Array.from({ length: 20 }, (_, i) => ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: `burst-${i}@example.com`, password: PASSWORD } })),
+    Array.from({ length: 20 }, (_, i) =>
+      ts.server.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: `burst-${i}@example.com`, password: PASSWORD } }),
+    ),
   );
   const statuses = answers.map((a) => a.statusCode);
   assert.deepEqual([...new Set(statuses)].sort(), [401, 503], statuses.join(' '));
@@ -94,39 +107,46 @@ function residentMiB(pid: number): { peak: number; now: number } {
 /** The bound the README gives for `svc serve` on PostgreSQL under a burst of logins (Operations). */
 const SERVE_RSS_BOUND_MIB = 200;
 
-test(`svc serve answers a burst of 200 concurrent logins (200 or 503 with Retry-After) and its RSS stays under ${SERVE_RSS_BOUND_MIB} MiB`, { timeout: 120_000 }, async (t) => {
-  const db = await migratedDatabase(t);
-  const keys = join(tempDir(t), 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
-  // 200 accounts with one password (hashed once here: the burst is about the server's hashing).
-  const hash = await hashPassword(PASSWORD);
-  const emails = Array.from({ length: 200 }, (_, i) => `crowd-${i}@example.com`);
-  await query(
-    db,
-    `insert into users (id, email, name, role, status, password_hash, created_at, updated_at)
+test(
+  `svc serve answers a burst of 200 concurrent logins (200 or 503 with Retry-After) and its RSS stays under ${SERVE_RSS_BOUND_MIB} MiB`,
+  { timeout: 120_000 },
+  async (t) => {
+    const db = await migratedDatabase(t);
+    const keys = join(tempDir(t), 'jwks.json');
+    writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+    // 200 accounts with one password (hashed once here: the burst is about the server's hashing).
+    const hash = await hashPassword(PASSWORD);
+    const emails = Array.from({ length: 200 }, (_, i) => `crowd-${i}@example.com`);
+    await query(
+      db,
+      `insert into users (id, email, name, role, status, password_hash, created_at, updated_at)
      select id, email, 'Crowd', 'user', 'active', $3, now(), now() from unnest($1::text[], $2::text[]) as u(id, email)`,
-    [emails.map(() => newId('usr')), emails, hash],
-  );
-  const serve = await svcServe(t, ['--port', '0'], { env: { DATABASE_URL: db, JWT_KEYS_FILE: keys, LOG_LEVEL: 'warn' } });
-  const pid = serve.child.pid!;
-  const before = residentMiB(pid);
+      [emails.map(() => newId('usr')), emails, hash],
+    );
+    const serve = await svcServe(t, ['--port', '0'], { env: { DATABASE_URL: db, JWT_KEYS_FILE: keys, LOG_LEVEL: 'warn' } });
+    const pid = serve.child.pid!;
+    const before = residentMiB(pid);
 
-  const answers = await Promise.all(
-    emails.map(async (email) => {
-      const res = await fetch(`${serve.url}/api/v1/auth/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ email, password: PASSWORD }),
-      });
-      await res.arrayBuffer();
-      return { status: res.status, retryAfter: res.headers.get('retry-after') };
-    }),
-  );
-  const after = residentMiB(pid);
-  const ok = answers.filter((a) => a.status === 200).length;
-  const busy = answers.filter((a) => a.status === 503);
-  t.diagnostic(`200 logins: ${ok} answered 200, ${busy.length} answered 503; RSS ${before.now.toFixed(0)} MiB before, peak ${after.peak.toFixed(0)} MiB`);
-  assert.equal(ok + busy.length, 200, JSON.stringify(answers.filter((a) => a.status !== 200 && a.status !== 503)));
-  assert.ok(busy.every((a) => Number(a.retryAfter) >= 1), 'every 503 says when to retry');
-  assert.ok(after.peak < SERVE_RSS_BOUND_MIB, `peak RSS ${after.peak.toFixed(0)} MiB`);
-});
+    const answers = await Promise.all(
+      emails.map(async (email) => {
+        const res = await fetch(`${serve.url}/api/v1/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email, password: PASSWORD }),
+        });
+        await res.arrayBuffer();
+        return { status: res.status, retryAfter: res.headers.get('retry-after') };
+      }),
+    );
+    const after = residentMiB(pid);
+    const ok = answers.filter((a) => a.status === 200).length;
+    const busy = answers.filter((a) => a.status === 503);
+    t.diagnostic(`200 logins: ${ok} answered 200, ${busy.length} answered 503; RSS ${before.now.toFixed(0)} MiB before, peak ${after.peak.toFixed(0)} MiB`);
+    assert.equal(ok + busy.length, 200, JSON.stringify(answers.filter((a) => a.status !== 200 && a.status !== 503)));
+    assert.ok(
+      busy.every((a) => Number(a.retryAfter) >= 1),
+      'every 503 says when to retry',
+    );
+    assert.ok(after.peak < SERVE_RSS_BOUND_MIB, `peak RSS ${after.peak.toFixed(0)} MiB`);
+  },
+);

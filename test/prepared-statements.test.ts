@@ -15,7 +15,11 @@ test('parameterized statements are prepared once per connection, and one broken 
     assert.deepEqual((await client.query(byId, [1])).rows, [{ id: 1, name: 'one' }]);
     assert.deepEqual((await client.query(byId, [2])).rows, [{ id: 2, name: 'two' }]);
     const prepared = await client.query<{ name: string; statement: string }>('select name, statement from pg_prepared_statements');
-    assert.deepEqual(prepared.rows.map((r) => r.statement), [byId], 'one server-side statement for both executions');
+    assert.deepEqual(
+      prepared.rows.map((r) => r.statement),
+      [byId],
+      'one server-side statement for both executions',
+    );
 
     // `select *` now returns another row type: PostgreSQL refuses the old plan once, then it is prepared anew.
     await client.query('alter table things add column size int');
@@ -37,7 +41,10 @@ test('statements sent through the pool (which passes a callback) are prepared to
     assert.equal((await pool.query(byNumber, [2])).rows[0].doubled, 4);
     assert.equal((await pool.query(byNumber, [3])).rows[0].doubled, 6);
     const prepared = await pool.query<{ statement: string }>('select statement from pg_prepared_statements');
-    assert.deepEqual(prepared.rows.map((r) => r.statement), [byNumber]);
+    assert.deepEqual(
+      prepared.rows.map((r) => r.statement),
+      [byNumber],
+    );
     await assert.rejects(pool.query('select $1::int / 0', [1]), (err: { code?: string }) => err.code === '22012');
   } finally {
     await pool.end();

@@ -25,8 +25,21 @@ test('a cursor round-trips, and anything tampered with, truncated or signed with
   // A well-formed cursor for another position, with the original signature: refused.
   const moved = Buffer.from(JSON.stringify(['2020-01-01T00:00:00.000Z', key.id])).toString('base64url');
   const other = new CursorCodec(Buffer.from('x'.repeat(32))).encode(key);
-  for (const bad of ['', 'not a cursor!', payload, `${payload}.`, cursor.slice(3), `${moved}.${mac}`, other, `${payload}.${mac.slice(0, -1)}${mac.endsWith('A') ? 'B' : 'A'}`]) {
-    assert.throws(() => codec.decode(bad, 'after'), (err: unknown) => err instanceof DomainError && err.code === 'invalid' && err.details.field === 'after', bad);
+  for (const bad of [
+    '',
+    'not a cursor!',
+    payload,
+    `${payload}.`,
+    cursor.slice(3),
+    `${moved}.${mac}`,
+    other,
+    `${payload}.${mac.slice(0, -1)}${mac.endsWith('A') ? 'B' : 'A'}`,
+  ]) {
+    assert.throws(
+      () => codec.decode(bad, 'after'),
+      (err: unknown) => err instanceof DomainError && err.code === 'invalid' && err.details.field === 'after',
+      bad,
+    );
   }
 });
 
@@ -56,7 +69,9 @@ test('the logger writes JSON with emails masked and secrets redacted', async () 
   assert.equal(line.msg, 'welcome mail to a***@e***.com');
   assert.equal(line.level, 'info');
   // Secrets by key at any depth (headers included, whatever their case) and in a child's bindings.
-  logger.child({ token: 'abc.def.ghi', email: 'eve@example.net' }).info({ req: { headers: { Authorization: 'Bearer abc', cookie: 's=1' } }, user: { passwordHash: '$argon2id$x' } }, 'sign-in');
+  logger
+    .child({ token: 'abc.def.ghi', email: 'eve@example.net' })
+    .info({ req: { headers: { Authorization: 'Bearer abc', cookie: 's=1' } }, user: { passwordHash: '$argon2id$x' } }, 'sign-in');
   const child = JSON.parse(lines[1]!);
   assert.equal(child.token, '[redacted]');
   assert.equal(child.email, 'e***@e***.net');

@@ -19,7 +19,10 @@ test('svc users on PostgreSQL', async (t) => {
     assert.equal(res.code, 0, res.stderr);
     const user = res.json();
     assert.match(user.id, /^usr_[0-9A-Z]{26}$/);
-    assert.deepEqual({ email: user.email, name: user.name, role: user.role, status: user.status }, { email: 'ada@example.com', name: 'Ada', role: 'admin', status: 'active' });
+    assert.deepEqual(
+      { email: user.email, name: user.name, role: user.role, status: user.status },
+      { email: 'ada@example.com', name: 'Ada', role: 'admin', status: 'active' },
+    );
     assert.equal(user.passwordHash, undefined);
 
     const table = await run('users', 'create', '--email', 'grace@example.com', '--name', 'Grace');
@@ -29,9 +32,15 @@ test('svc users on PostgreSQL', async (t) => {
   });
 
   await t.test('every write records an audit row with the operator as actor', async () => {
-    const rows = await query<{ actor: string; action: string; target: string }>(url, "select actor, action, target from audit_log where action = 'user.created' order by created_at");
+    const rows = await query<{ actor: string; action: string; target: string }>(
+      url,
+      "select actor, action, target from audit_log where action = 'user.created' order by created_at",
+    );
     assert.equal(rows.length, 2);
-    assert.deepEqual(rows.map((r) => r.actor), ['cli:alice', 'cli:alice']);
+    assert.deepEqual(
+      rows.map((r) => r.actor),
+      ['cli:alice', 'cli:alice'],
+    );
     const [ada] = await query<{ id: string }>(url, "select id from users where email = 'ada@example.com'");
     assert.equal(rows[0]!.target, ada!.id);
   });
@@ -120,7 +129,10 @@ test('svc users on PostgreSQL', async (t) => {
       'select action, details from audit_log where target = $1 order by created_at, id',
       [role.json().id],
     );
-    assert.deepEqual(audit.map((a) => a.action), ['user.created', 'user.role-changed', 'user.disabled', 'user.enabled']);
+    assert.deepEqual(
+      audit.map((a) => a.action),
+      ['user.created', 'user.role-changed', 'user.disabled', 'user.enabled'],
+    );
     assert.deepEqual(audit[1]!.details, { from: 'user', to: 'guest' });
 
     const badRole = await run('users', 'set-role', 'grace@example.com', 'superuser');
@@ -129,18 +141,27 @@ test('svc users on PostgreSQL', async (t) => {
     assert.equal(unknown.code, 3);
   });
 
-  await t.test('list prints the brief\'s page document and filters by role, status and search', async () => {
+  await t.test("list prints the brief's page document and filters by role, status and search", async () => {
     const all = await run('users', 'list', '--json');
     assert.equal(all.code, 0, all.stderr);
     const page = all.json();
     assert.deepEqual(Object.keys(page), ['data', 'pagination']);
     assert.deepEqual(page.pagination, { cursor: null, hasMore: false });
-    assert.deepEqual(page.data.map((u: { email: string }) => u.email), ['bob@example.com', 'grace@example.com', 'ada@example.com']);
+    assert.deepEqual(
+      page.data.map((u: { email: string }) => u.email),
+      ['bob@example.com', 'grace@example.com', 'ada@example.com'],
+    );
 
     const admins = await run('users', 'list', '--role', 'admin', '--json');
-    assert.deepEqual(admins.json().data.map((u: { email: string }) => u.email), ['ada@example.com']);
+    assert.deepEqual(
+      admins.json().data.map((u: { email: string }) => u.email),
+      ['ada@example.com'],
+    );
     const search = await run('users', 'list', '--search', 'GRA', '--json');
-    assert.deepEqual(search.json().data.map((u: { email: string }) => u.email), ['grace@example.com']);
+    assert.deepEqual(
+      search.json().data.map((u: { email: string }) => u.email),
+      ['grace@example.com'],
+    );
     const percent = await run('users', 'list', '--search', '%', '--json');
     assert.deepEqual(percent.json().data, []);
 

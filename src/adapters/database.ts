@@ -13,7 +13,6 @@ import { readShare, type ShareInfo } from './embedded-share.js';
 import { MIGRATIONS_DIR } from '../paths.js';
 import { migrations } from '../../migrations/index.js';
 
-
 export type Orm = MikroORM;
 export type EntityManager = SqlEntityManager;
 
@@ -295,9 +294,12 @@ function stillReferenced(err: PgError): boolean {
 // A row referred to was deleted between the service's read and its write (a user deleted while
 // they order): say what is gone.
 const MISSING: Record<string, Explain> = {
-  orders_user_id_foreign: (k, e) => refused(e, 'not_found', `${named('users', k.value)} no longer exists; the order was not placed`, 'userId', { userId: k.value }),
-  api_keys_user_id_foreign: (k, e) => refused(e, 'not_found', `${named('users', k.value)} no longer exists; no API key was created`, 'userId', { userId: k.value }),
-  refresh_tokens_user_id_foreign: (k, e) => refused(e, 'not_found', `${named('users', k.value)} no longer exists; sign-in is not possible`, 'userId', { userId: k.value }),
+  orders_user_id_foreign: (k, e) =>
+    refused(e, 'not_found', `${named('users', k.value)} no longer exists; the order was not placed`, 'userId', { userId: k.value }),
+  api_keys_user_id_foreign: (k, e) =>
+    refused(e, 'not_found', `${named('users', k.value)} no longer exists; no API key was created`, 'userId', { userId: k.value }),
+  refresh_tokens_user_id_foreign: (k, e) =>
+    refused(e, 'not_found', `${named('users', k.value)} no longer exists; sign-in is not possible`, 'userId', { userId: k.value }),
   order_items_product_id_foreign: (k, e) =>
     refused(e, 'unprocessable', `${named('products', k.value)} no longer exists; remove that item`, 'items', { productId: k.value }),
   order_items_order_id_foreign: (k, e) => refused(e, 'not_found', `${named('orders', k.value)} no longer exists`, 'orderId', { orderId: k.value }),
@@ -306,7 +308,9 @@ const MISSING: Record<string, Explain> = {
 // A row was deleted while another still refers to it (the service counted none a moment before).
 const REFERENCED: Record<string, Explain> = {
   orders_user_id_foreign: (k, e) =>
-    refused(e, 'conflict', `${named('users', k.value)} has orders and cannot be deleted; disable the account instead (status "disabled")`, undefined, { userId: k.value }),
+    refused(e, 'conflict', `${named('users', k.value)} has orders and cannot be deleted; disable the account instead (status "disabled")`, undefined, {
+      userId: k.value,
+    }),
   order_items_product_id_foreign: (k, e) =>
     refused(e, 'conflict', `${named('products', k.value)} is on orders and cannot be deleted; deactivate it instead`, undefined, { productId: k.value }),
 };
@@ -317,7 +321,11 @@ const missingViolation: Explain = (k, e) => {
 };
 
 const stillReferencedViolation: Explain = (k, e) =>
-  refused(e, 'conflict', `${named(e.table, k.value)} is still referred to by ${k.referencedFrom ? `${noun(k.referencedFrom)}s` : 'other records'} and cannot be deleted`);
+  refused(
+    e,
+    'conflict',
+    `${named(e.table, k.value)} is still referred to by ${k.referencedFrom ? `${noun(k.referencedFrom)}s` : 'other records'} and cannot be deleted`,
+  );
 
 // Check constraints: the services validate first, so these are a last line of defence.
 const CHECKS: Record<string, Explain> = {
@@ -327,14 +335,18 @@ const CHECKS: Record<string, Explain> = {
   users_status_check: (_k, e) => refused(e, 'invalid', 'the status must be active or disabled', 'status'),
   orders_total_check: (_k, e) => refused(e, 'invalid', 'the order total cannot be negative', 'total'),
   orders_refunded_amount_check: (_k, e) => refused(e, 'conflict', "the refunds would exceed the order's total", 'amount'),
-  orders_status_check: (_k, e) => refused(e, 'invalid', 'the order status must be one of pending, processing, completed, failed, cancelled, refunded', 'status'),
+  orders_status_check: (_k, e) =>
+    refused(e, 'invalid', 'the order status must be one of pending, processing, completed, failed, cancelled, refunded', 'status'),
   order_items_unit_price_check: (_k, e) => refused(e, 'invalid', 'the unit price must be 0 or more', 'items'),
   order_items_quantity_check: (_k, e) => refused(e, 'invalid', 'a quantity must be 1 or more', 'items'),
 };
 
 // MikroORM names a check `<table>_<column>_check`; the column is the field.
 const checkViolation: Explain = (_k, e) => {
-  const column = e.table && e.constraint?.startsWith(`${e.table}_`) && e.constraint.endsWith('_check') ? e.constraint.slice(e.table.length + 1, -'_check'.length) : undefined;
+  const column =
+    e.table && e.constraint?.startsWith(`${e.table}_`) && e.constraint.endsWith('_check')
+      ? e.constraint.slice(e.table.length + 1, -'_check'.length)
+      : undefined;
   const field = fieldName(column);
   return refused(e, 'invalid', `${field ?? 'a value'} is outside what ${aNoun(e.table)} allows`, field);
 };

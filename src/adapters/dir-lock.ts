@@ -124,7 +124,9 @@ export async function acquireDirLock(path: string): Promise<DirLock> {
     }
     // Another process is taking a stale lock over (or the lock was just released): look again shortly.
     if (tries >= CLAIM_WAIT_TRIES) {
-      throw new DomainError('unavailable', `could not lock the embedded database (${path}): another svc process keeps taking it over; try again`, { lock: path });
+      throw new DomainError('unavailable', `could not lock the embedded database (${path}): another svc process keeps taking it over; try again`, {
+        lock: path,
+      });
     }
     await sleep(CLAIM_WAIT_MS);
   }

@@ -62,7 +62,8 @@ async function importKeySet(jwks: unknown, source: string): Promise<SigningKey[]
       throw new ConfigError('JWT_KEYS_FILE', 'env', `JWT_KEYS_FILE: ${where} is not a usable ${jwk.alg} key: ${(err as Error).message}`);
     }
   }
-  if (new Set(out.map((k) => k.kid)).size !== out.length) throw new ConfigError('JWT_KEYS_FILE', 'env', `JWT_KEYS_FILE: ${source} has two keys with the same kid`);
+  if (new Set(out.map((k) => k.kid)).size !== out.length)
+    throw new ConfigError('JWT_KEYS_FILE', 'env', `JWT_KEYS_FILE: ${source} has two keys with the same kid`);
   return out;
 }
 
@@ -77,7 +78,11 @@ export async function loadSigningKeys(config: Config, logger: Logger): Promise<S
     try {
       raw = readFileSync(config.JWT_KEYS_FILE, 'utf8');
     } catch (err) {
-      throw new ConfigError('JWT_KEYS_FILE', config.sources.JWT_KEYS_FILE, `JWT_KEYS_FILE: cannot read ${config.JWT_KEYS_FILE}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      throw new ConfigError(
+        'JWT_KEYS_FILE',
+        config.sources.JWT_KEYS_FILE,
+        `JWT_KEYS_FILE: cannot read ${config.JWT_KEYS_FILE}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
     }
     let parsed: unknown;
     try {
@@ -177,7 +182,8 @@ export class AccessTokens {
       if (err instanceof DomainError) throw err;
       const code = (err as { code?: string }).code;
       if (code === 'ERR_JWT_EXPIRED') throw unauthorized('the access token has expired; refresh it');
-      if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') throw unauthorized(`the access token is not for this service (${(err as { claim?: string }).claim} claim)`);
+      if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED')
+        throw unauthorized(`the access token is not for this service (${(err as { claim?: string }).claim} claim)`);
       throw unauthorized('the access token is not valid');
     }
   }

@@ -88,7 +88,7 @@ export class Migrations {
   private async pendingNames(): Promise<string[]> {
     let rows: { name: string }[];
     try {
-      rows = await this.db.orm.em.getConnection().execute<{ name: string }[]>('select name from mikro_orm_migrations', [], 'all');
+      rows = (await this.db.orm.em.getConnection().execute('select name from mikro_orm_migrations', [], 'all')) as { name: string }[];
     } catch (err) {
       if ((err as { code?: string }).code !== '42P01') throw err;
       rows = [];

@@ -106,7 +106,11 @@ export function validateMailSend(body: unknown): SendGridError[] {
   if (!Array.isArray(personalizations) || personalizations.length === 0) {
     add('The personalizations field is required and must have at least one personalization.', 'personalizations', 'personalizations');
   } else if (personalizations.length > 1000) {
-    add(`The personalization block is limited to 1000 personalizations per API request. You have provided ${personalizations.length} personalizations. Please consider splitting this into multiple requests and resending your request.`, 'personalizations', 'personalizations');
+    add(
+      `The personalization block is limited to 1000 personalizations per API request. You have provided ${personalizations.length} personalizations. Please consider splitting this into multiple requests and resending your request.`,
+      'personalizations',
+      'personalizations',
+    );
   } else {
     personalizations.forEach((p: unknown, i: number) => {
       if (!isObject(p)) {
@@ -114,7 +118,11 @@ export function validateMailSend(body: unknown): SendGridError[] {
         return;
       }
       if (!Array.isArray(p.to) || p.to.length === 0) {
-        add('The to array is required for all personalization objects, and must have at least one email object with a valid email address.', `personalizations.${i}.to`, 'personalizations.to');
+        add(
+          'The to array is required for all personalization objects, and must have at least one email object with a valid email address.',
+          `personalizations.${i}.to`,
+          'personalizations.to',
+        );
       }
       const seen = new Set<string>();
       for (const kind of ['to', 'cc', 'bcc'] as const) {
@@ -133,7 +141,11 @@ export function validateMailSend(body: unknown): SendGridError[] {
           }
           const key = email.toLowerCase();
           if (seen.has(key)) {
-            add(`Each email address in the personalization block should be unique between to, cc, and bcc. We found the first duplicate instance of [${email}] in the personalizations.${i}.${kind} field.`, `personalizations.${i}`, 'personalizations');
+            add(
+              `Each email address in the personalization block should be unique between to, cc, and bcc. We found the first duplicate instance of [${email}] in the personalizations.${i}.${kind} field.`,
+              `personalizations.${i}`,
+              'personalizations',
+            );
           }
           seen.add(key);
         });
@@ -161,9 +173,16 @@ export function validateMailSend(body: unknown): SendGridError[] {
   }
   const hasTemplate = typeof templateId === 'string';
 
-  const everyPersonalizationHasSubject = Array.isArray(personalizations) && personalizations.length > 0 && personalizations.every((p: unknown) => isObject(p) && typeof p.subject === 'string' && p.subject !== '');
+  const everyPersonalizationHasSubject =
+    Array.isArray(personalizations) &&
+    personalizations.length > 0 &&
+    personalizations.every((p: unknown) => isObject(p) && typeof p.subject === 'string' && p.subject !== '');
   if (!hasTemplate && !everyPersonalizationHasSubject && (typeof body.subject !== 'string' || body.subject === '')) {
-    add('The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.', 'subject', 'subject');
+    add(
+      'The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.',
+      'subject',
+      'subject',
+    );
   }
 
   const content = body.content;
@@ -183,7 +202,8 @@ export function validateMailSend(body: unknown): SendGridError[] {
       const value = isObject(block) ? block.value : undefined;
       if (typeof type !== 'string' || type === '') add('Content types must be a string at least one character in length.', `content.${i}.type`, 'content.type');
       else if (/[;\r\n]/.test(type)) add("The content type cannot contain ';', or CRLF characters.", `content.${i}.type`, 'content.type');
-      if (typeof value !== 'string' || value === '') add('The content value must be a string at least one character in length.', `content.${i}.value`, 'content.value');
+      if (typeof value !== 'string' || value === '')
+        add('The content value must be a string at least one character in length.', `content.${i}.value`, 'content.value');
     });
     const types = content.map((b: unknown) => (isObject(b) ? b.type : undefined));
     const expected = ['text/plain', 'text/html'].filter((t) => types.includes(t));
@@ -196,9 +216,12 @@ export function validateMailSend(body: unknown): SendGridError[] {
     if (!Array.isArray(body.attachments)) add('The attachments field must be an array.', 'attachments', 'attachments');
     else
       body.attachments.forEach((a: unknown, i: number) => {
-        if (!isObject(a) || typeof a.content !== 'string' || a.content === '') add('The attachment content is required.', `attachments.${i}.content`, 'attachments.content');
-        else if (!BASE64.test(a.content.replace(/\s/g, ''))) add('The attachment content must be base64 encoded.', `attachments.${i}.content`, 'attachments.content');
-        if (!isObject(a) || typeof a.filename !== 'string' || a.filename === '') add('The attachment filename parameter is required.', `attachments.${i}.filename`, 'attachments.filename');
+        if (!isObject(a) || typeof a.content !== 'string' || a.content === '')
+          add('The attachment content is required.', `attachments.${i}.content`, 'attachments.content');
+        else if (!BASE64.test(a.content.replace(/\s/g, '')))
+          add('The attachment content must be base64 encoded.', `attachments.${i}.content`, 'attachments.content');
+        if (!isObject(a) || typeof a.filename !== 'string' || a.filename === '')
+          add('The attachment filename parameter is required.', `attachments.${i}.filename`, 'attachments.filename');
       });
   }
   return errors;
@@ -277,7 +300,9 @@ export async function startFakeSendGrid(options: FakeSendGridOptions = {}): Prom
     const accept = () => {
       const messageId = randomBytes(16).toString('base64url').slice(0, 22);
       const mail = parsed as Record<string, any>;
-      const recipients = (mail.personalizations as Array<Record<string, any>>).flatMap((p) => ['to', 'cc', 'bcc'].flatMap((k) => ((p[k] as Array<{ email: string }> | undefined) ?? []).map((a) => a.email.toLowerCase())));
+      const recipients = (mail.personalizations as Array<Record<string, any>>).flatMap((p) =>
+        ['to', 'cc', 'bcc'].flatMap((k) => ((p[k] as Array<{ email: string }> | undefined) ?? []).map((a) => a.email.toLowerCase())),
+      );
       messages.push({ messageId, body: mail, apiKey, recipients, receivedAt: new Date() });
       return messageId;
     };

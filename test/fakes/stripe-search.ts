@@ -38,7 +38,17 @@ export function parseSearchQuery(query: string): SearchQuery {
   for (;;) {
     const m = /^(-?)([a-z_]+)(?:\[(['"])(.+?)\3\])?(>=|<=|:|>|<)(?:'([^']*)'|"([^"]*)"|(-?\d+))/.exec(rest);
     if (!m) throw new SearchSyntaxError(`Could not parse the query near: ${rest.slice(0, 40)}`);
-    const [whole, neg, field, , key, op, single, double, number] = m as unknown as [string, string, string, string | undefined, string | undefined, SearchClause['op'], string | undefined, string | undefined, string | undefined];
+    const [whole, neg, field, , key, op, single, double, number] = m as unknown as [
+      string,
+      string,
+      string,
+      string | undefined,
+      string | undefined,
+      SearchClause['op'],
+      string | undefined,
+      string | undefined,
+      string | undefined,
+    ];
     const kind = PAYMENT_INTENT_FIELDS[field];
     if (!kind) throw new SearchSyntaxError(`Field '${field}' is an unsupported search field for resource 'payment_intents'.`);
     if ((kind === 'metadata') !== (key !== undefined)) throw new SearchSyntaxError(`Field '${field}' is used incorrectly.`);

@@ -155,9 +155,7 @@ interface StoredKey {
 
 /** What each of Stripe's test PaymentMethods does when confirmed (https://docs.stripe.com/testing). */
 type CardBehaviour =
-  | { kind: 'succeed'; dispute?: boolean }
-  | { kind: 'decline'; code: string; declineCode: string; message: string }
-  | { kind: 'authenticate' };
+  { kind: 'succeed'; dispute?: boolean } | { kind: 'decline'; code: string; declineCode: string; message: string } | { kind: 'authenticate' };
 
 interface TestCard {
   brand: string;
@@ -166,7 +164,12 @@ interface TestCard {
 }
 
 const GENERIC_DECLINE: CardBehaviour = { kind: 'decline', code: 'card_declined', declineCode: 'generic_decline', message: 'Your card was declined.' };
-const INSUFFICIENT_FUNDS: CardBehaviour = { kind: 'decline', code: 'card_declined', declineCode: 'insufficient_funds', message: 'Your card has insufficient funds.' };
+const INSUFFICIENT_FUNDS: CardBehaviour = {
+  kind: 'decline',
+  code: 'card_declined',
+  declineCode: 'insufficient_funds',
+  message: 'Your card has insufficient funds.',
+};
 
 export const TEST_PAYMENT_METHODS: Record<string, TestCard> = {
   pm_card_visa: { brand: 'visa', last4: '4242', behaviour: { kind: 'succeed' } },
@@ -176,18 +179,40 @@ export const TEST_PAYMENT_METHODS: Record<string, TestCard> = {
   pm_card_visa_chargeDeclined: { brand: 'visa', last4: '0002', behaviour: GENERIC_DECLINE },
   pm_card_chargeDeclinedInsufficientFunds: { brand: 'visa', last4: '9995', behaviour: INSUFFICIENT_FUNDS },
   pm_card_visa_chargeDeclinedInsufficientFunds: { brand: 'visa', last4: '9995', behaviour: INSUFFICIENT_FUNDS },
-  pm_card_chargeDeclinedExpiredCard: { brand: 'visa', last4: '0069', behaviour: { kind: 'decline', code: 'expired_card', declineCode: 'expired_card', message: 'Your card has expired.' } },
+  pm_card_chargeDeclinedExpiredCard: {
+    brand: 'visa',
+    last4: '0069',
+    behaviour: { kind: 'decline', code: 'expired_card', declineCode: 'expired_card', message: 'Your card has expired.' },
+  },
   pm_card_chargeDeclinedProcessingError: {
     brand: 'visa',
     last4: '0119',
-    behaviour: { kind: 'decline', code: 'processing_error', declineCode: 'processing_error', message: 'An error occurred while processing your card. Try again in a little bit.' },
+    behaviour: {
+      kind: 'decline',
+      code: 'processing_error',
+      declineCode: 'processing_error',
+      message: 'An error occurred while processing your card. Try again in a little bit.',
+    },
   },
   pm_card_authenticationRequired: { brand: 'visa', last4: '3184', behaviour: { kind: 'authenticate' } },
   pm_card_threeDSecure2Required: { brand: 'visa', last4: '3220', behaviour: { kind: 'authenticate' } },
 };
 
 /** Minimum charge amounts in minor units (https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts), for the currencies the fake knows. */
-const MINIMUM_AMOUNT: Record<string, number> = { usd: 50, eur: 50, gbp: 30, chf: 50, cad: 50, aud: 50, sek: 300, nok: 300, dkk: 250, pln: 200, czk: 1500, jpy: 50 };
+const MINIMUM_AMOUNT: Record<string, number> = {
+  usd: 50,
+  eur: 50,
+  gbp: 30,
+  chf: 50,
+  cad: 50,
+  aud: 50,
+  sek: 300,
+  nok: 300,
+  dkk: 250,
+  pln: 200,
+  czk: 1500,
+  jpy: 50,
+};
 
 export interface FakeStripeOptions {
   /** Secret keys the fake accepts; each is its own account (idempotency keys are scoped per key). */
@@ -273,12 +298,15 @@ function stripeId(prefix: string, length = 24): string {
   return `${prefix}_${s}`;
 }
 
-class StripeApiError {
+/** An answer of Stripe's error shape, thrown inside the fake and turned into the response. */
+class StripeApiError extends Error {
   constructor(
     readonly status: number,
     readonly error: StripeObject,
     readonly headers: Record<string, string> = {},
-  ) {}
+  ) {
+    super(typeof error.message === 'string' ? error.message : `Stripe error ${status}`);
+  }
 }
 
 function docUrl(code: string): string {
@@ -323,7 +351,12 @@ export function parseStripeForm(text: string): StripeObject {
 function fingerprint(params: unknown): string {
   const canon = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(canon);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon((v as StripeObject)[k])]));
+    if (v && typeof v === 'object')
+      return Object.fromEntries(
+        Object.keys(v)
+          .sort()
+          .map((k) => [k, canon((v as StripeObject)[k])]),
+      );
     return v;
   };
   return JSON.stringify(canon(params));
@@ -341,7 +374,8 @@ function integerParam(params: StripeObject, name: string, required: boolean): nu
     if (required) throw missingParam(name);
     return undefined;
   }
-  if (typeof raw !== 'string' || !/^-?\d+$/.test(raw)) throw invalidRequest(`Invalid integer: ${typeof raw === 'string' ? raw : JSON.stringify(raw)}`, { param: name, code: 'parameter_invalid_integer' });
+  if (typeof raw !== 'string' || !/^-?\d+$/.test(raw))
+    throw invalidRequest(`Invalid integer: ${typeof raw === 'string' ? raw : JSON.stringify(raw)}`, { param: name, code: 'parameter_invalid_integer' });
   return Number(raw);
 }
 
@@ -369,7 +403,8 @@ function metadataParam(params: StripeObject): Record<string, string> {
   if (entries.length > 50) throw invalidRequest('Metadata can have at most 50 keys.', { param: 'metadata' });
   for (const [k, v] of entries) {
     if (k.length > 40) throw invalidRequest(`Metadata keys can be at most 40 characters long: ${k}`, { param: `metadata[${k}]` });
-    if (typeof v !== 'string' || v.length > 500) throw invalidRequest('Metadata values must be strings of at most 500 characters.', { param: `metadata[${k}]` });
+    if (typeof v !== 'string' || v.length > 500)
+      throw invalidRequest('Metadata values must be strings of at most 500 characters.', { param: `metadata[${k}]` });
   }
   return Object.fromEntries(entries) as Record<string, string>;
 }
@@ -465,7 +500,11 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     return out;
   }
 
-  function newCharge(pi: StripeObject, pm: StripeObject, outcome: { succeeded: boolean; captured: boolean; failure?: { code: string; message: string; declineCode: string } }): StripeObject {
+  function newCharge(
+    pi: StripeObject,
+    pm: StripeObject,
+    outcome: { succeeded: boolean; captured: boolean; failure?: { code: string; message: string; declineCode: string } },
+  ): StripeObject {
     const charge: StripeObject = {
       id: stripeId('ch'),
       object: 'charge',
@@ -485,7 +524,13 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       metadata: clone(pi.metadata),
       outcome: outcome.succeeded
         ? { network_status: 'approved_by_network', reason: null, risk_level: 'normal', seller_message: 'Payment complete.', type: 'authorized' }
-        : { network_status: 'declined_by_network', reason: outcome.failure!.declineCode, risk_level: 'normal', seller_message: 'The bank did not return any further details with this decline.', type: 'issuer_declined' },
+        : {
+            network_status: 'declined_by_network',
+            reason: outcome.failure!.declineCode,
+            risk_level: 'normal',
+            seller_message: 'The bank did not return any further details with this decline.',
+            type: 'issuer_declined',
+          },
       paid: outcome.succeeded,
       payment_intent: pi.id,
       payment_method: pm.id,
@@ -522,14 +567,21 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     if (behaviour.kind === 'authenticate' && !offSession) {
       // On session the customer can authenticate: the PaymentIntent waits for it.
       pi.status = 'requires_action';
-      pi.next_action = { type: 'use_stripe_sdk', use_stripe_sdk: { type: 'three_d_secure_redirect', stripe_js: `https://hooks.stripe.com/3d_secure_2/hosted?payment_intent=${pi.id}` } };
+      pi.next_action = {
+        type: 'use_stripe_sdk',
+        use_stripe_sdk: { type: 'three_d_secure_redirect', stripe_js: `https://hooks.stripe.com/3d_secure_2/hosted?payment_intent=${pi.id}` },
+      };
       emit('payment_intent.requires_action', pi, context);
       return;
     }
     // Declined, or 3-D Secure required while the customer is not there: the attempt fails.
     const failure =
       behaviour.kind === 'authenticate'
-        ? { code: 'authentication_required', declineCode: 'authentication_required', message: 'Your card was declined. This transaction requires authentication.' }
+        ? {
+            code: 'authentication_required',
+            declineCode: 'authentication_required',
+            message: 'Your card was declined. This transaction requires authentication.',
+          }
         : { code: behaviour.code, declineCode: behaviour.declineCode, message: behaviour.message };
     const charge = newCharge(pi, entry.object, { succeeded: false, captured: false, failure });
     pi.latest_charge = charge.id;
@@ -590,29 +642,56 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     const ok = (body: unknown): Answer => ({ status: 200, body, headers: {} });
     switch (route) {
       case 'POST /v1/payment_intents': {
-        checkKnownParams(p, ['amount', 'currency', 'payment_method', 'confirm', 'off_session', 'capture_method', 'metadata', 'description', 'customer', 'receipt_email', 'payment_method_types', 'statement_descriptor_suffix', 'expand']);
+        checkKnownParams(p, [
+          'amount',
+          'currency',
+          'payment_method',
+          'confirm',
+          'off_session',
+          'capture_method',
+          'metadata',
+          'description',
+          'customer',
+          'receipt_email',
+          'payment_method_types',
+          'statement_descriptor_suffix',
+          'expand',
+        ]);
         const amount = integerParam(p, 'amount', true)!;
         const currencyRaw = stringParam(p, 'currency');
         if (!currencyRaw) throw missingParam('currency');
         const currency = currencyRaw.toLowerCase();
         const minimum = MINIMUM_AMOUNT[currency];
-        if (minimum === undefined) throw invalidRequest(`Invalid currency: ${currencyRaw}. Stripe currently supports these currencies: ${Object.keys(MINIMUM_AMOUNT).join(', ')}`, { param: 'currency' });
-        if (amount < minimum) throw invalidRequest(`Amount must be at least ${minimum} ${currency} (in the currency's smallest unit)`, { param: 'amount', code: 'amount_too_small' });
+        if (minimum === undefined)
+          throw invalidRequest(`Invalid currency: ${currencyRaw}. Stripe currently supports these currencies: ${Object.keys(MINIMUM_AMOUNT).join(', ')}`, {
+            param: 'currency',
+          });
+        if (amount < minimum)
+          throw invalidRequest(`Amount must be at least ${minimum} ${currency} (in the currency's smallest unit)`, {
+            param: 'amount',
+            code: 'amount_too_small',
+          });
         if (amount > 99_999_999) throw invalidRequest('Amount must be no more than 99999999', { param: 'amount', code: 'amount_too_large' });
         const confirm = booleanParam(p, 'confirm') ?? false;
         const offSessionRaw = p.off_session;
         let offSession = false;
         if (offSessionRaw !== undefined) {
-          if (!['true', 'false', 'one_off', 'recurring'].includes(offSessionRaw)) throw invalidRequest(`Invalid off_session: ${String(offSessionRaw)}`, { param: 'off_session' });
+          if (!['true', 'false', 'one_off', 'recurring'].includes(offSessionRaw))
+            throw invalidRequest(`Invalid off_session: ${String(offSessionRaw)}`, { param: 'off_session' });
           offSession = offSessionRaw !== 'false';
           if (!confirm) throw invalidRequest('You can only set `off_session` when `confirm` is true.', { param: 'off_session' });
         }
         const captureMethod = stringParam(p, 'capture_method') ?? 'automatic_async';
-        if (!['automatic', 'automatic_async', 'manual'].includes(captureMethod)) throw invalidRequest(`Invalid capture_method: must be one of automatic, automatic_async, or manual`, { param: 'capture_method' });
+        if (!['automatic', 'automatic_async', 'manual'].includes(captureMethod))
+          throw invalidRequest(`Invalid capture_method: must be one of automatic, automatic_async, or manual`, { param: 'capture_method' });
         const metadata = metadataParam(p);
         const token = stringParam(p, 'payment_method');
         checkPaymentMethod(token);
-        if (confirm && !token) throw invalidRequest('You cannot confirm this PaymentIntent because it\'s missing a payment method.', { param: 'payment_method', code: 'payment_intent_unexpected_state' });
+        if (confirm && !token)
+          throw invalidRequest("You cannot confirm this PaymentIntent because it's missing a payment method.", {
+            param: 'payment_method',
+            code: 'payment_intent_unexpected_state',
+          });
         const expand = expandParam(p);
         return () => {
           const pm = token ? paymentMethodFor(token) : undefined;
@@ -664,7 +743,8 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
             throw invalidRequest(`You cannot confirm this PaymentIntent because it has a status of ${pi.status}.`, { code: 'payment_intent_unexpected_state' });
           }
           if (token) pi.payment_method = paymentMethodFor(token).object.id;
-          if (!pi.payment_method) throw invalidRequest('You cannot confirm this PaymentIntent because it\'s missing a payment method.', { code: 'payment_intent_unexpected_state' });
+          if (!pi.payment_method)
+            throw invalidRequest("You cannot confirm this PaymentIntent because it's missing a payment method.", { code: 'payment_intent_unexpected_state' });
           attempt(pi, offSession, ctx);
           return ok(renderPaymentIntent(pi, expand));
         };
@@ -676,10 +756,14 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
         return () => {
           const pi = retrieveIntent(ctx.id!);
           if (pi.status !== 'requires_capture') {
-            throw invalidRequest(`This PaymentIntent could not be captured because it has a status of ${pi.status}. Only a PaymentIntent with one of the following statuses may be captured: requires_capture.`, { code: 'payment_intent_unexpected_state' });
+            throw invalidRequest(
+              `This PaymentIntent could not be captured because it has a status of ${pi.status}. Only a PaymentIntent with one of the following statuses may be captured: requires_capture.`,
+              { code: 'payment_intent_unexpected_state' },
+            );
           }
           const amount = amountToCapture ?? pi.amount;
-          if (amount > pi.amount_capturable || amount < 1) throw invalidRequest(`amount_to_capture must be between 1 and ${pi.amount_capturable}`, { param: 'amount_to_capture' });
+          if (amount > pi.amount_capturable || amount < 1)
+            throw invalidRequest(`amount_to_capture must be between 1 and ${pi.amount_capturable}`, { param: 'amount_to_capture' });
           const charge = charges.get(pi.latest_charge)!;
           Object.assign(charge, { captured: true, amount_captured: amount, balance_transaction: stripeId('txn') });
           Object.assign(pi, { status: 'succeeded', amount_received: amount, amount_capturable: 0 });
@@ -728,11 +812,13 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
         checkKnownParams(p, ['payment_intent', 'charge', 'amount', 'metadata', 'reason', 'expand']);
         const piId = stringParam(p, 'payment_intent');
         const chargeId = stringParam(p, 'charge');
-        if (!piId && !chargeId) throw invalidRequest('One of the following params should be provided for this request: payment_intent or charge.', { code: 'parameter_missing' });
+        if (!piId && !chargeId)
+          throw invalidRequest('One of the following params should be provided for this request: payment_intent or charge.', { code: 'parameter_missing' });
         const amount = integerParam(p, 'amount', false);
         if (amount !== undefined && amount < 1) throw invalidRequest('Invalid positive integer', { param: 'amount', code: 'parameter_invalid_integer' });
         const reason = stringParam(p, 'reason') ?? null;
-        if (reason && !['duplicate', 'fraudulent', 'requested_by_customer'].includes(reason)) throw invalidRequest('Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer', { param: 'reason' });
+        if (reason && !['duplicate', 'fraudulent', 'requested_by_customer'].includes(reason))
+          throw invalidRequest('Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer', { param: 'reason' });
         const metadata = metadataParam(p);
         if (piId && !paymentIntents.has(piId)) throw invalidRequest(`No such payment_intent: '${piId}'`, { param: 'payment_intent', code: 'resource_missing' });
         if (chargeId && !charges.has(chargeId)) throw invalidRequest(`No such charge: '${chargeId}'`, { param: 'charge', code: 'resource_missing' });
@@ -746,7 +832,10 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
           if (refundable <= 0) throw invalidRequest(`Charge ${charge.id} has already been refunded.`, { code: 'charge_already_refunded' });
           const refundAmount = amount ?? refundable;
           if (refundAmount > refundable) {
-            throw invalidRequest(`Refund amount (${refundAmount} ${charge.currency}) is greater than unrefunded amount on charge (${refundable} ${charge.currency})`, { param: 'amount', code: 'amount_too_large' });
+            throw invalidRequest(
+              `Refund amount (${refundAmount} ${charge.currency}) is greater than unrefunded amount on charge (${refundable} ${charge.currency})`,
+              { param: 'amount', code: 'amount_too_large' },
+            );
           }
           const refund: StripeObject = {
             id: stripeId('re'),
@@ -793,7 +882,9 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
   function apiError(shouldRetry: boolean | null): Answer {
     return {
       status: 500,
-      body: { error: { type: 'api_error', message: 'An unknown error occurred on Stripe\'s side. Retrying with the same idempotency key returns this same answer.' } },
+      body: {
+        error: { type: 'api_error', message: "An unknown error occurred on Stripe's side. Retrying with the same idempotency key returns this same answer." },
+      },
       headers: shouldRetry === null ? {} : { 'stripe-should-retry': String(shouldRetry) },
     };
   }
@@ -804,7 +895,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const matched = ROUTES.map((r) => ({ r, m: r.method === method ? r.pattern.exec(url.pathname) : null })).find((x) => x.m);
     const route = matched?.r.route ?? null;
-    const idempotencyKey = method === 'POST' ? (req.headers['idempotency-key'] as string | undefined) ?? null : null;
+    const idempotencyKey = method === 'POST' ? ((req.headers['idempotency-key'] as string | undefined) ?? null) : null;
     const log: RequestLogEntry = { method, path: url.pathname, route, idempotencyKey, status: 0, replayed: false, fault: null };
     const body = await readBody(req);
     requests.push(log);
@@ -820,7 +911,14 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     };
 
     if (!route) {
-      send(errorAnswer(invalidRequest(`Unrecognized request URL (${method}: ${url.pathname}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.`, { status: 404 })));
+      send(
+        errorAnswer(
+          invalidRequest(
+            `Unrecognized request URL (${method}: ${url.pathname}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.`,
+            { status: 404 },
+          ),
+        ),
+      );
       return;
     }
 
@@ -830,12 +928,23 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     if (/^Bearer /i.test(auth)) apiKey = auth.slice(7).trim();
     else if (/^Basic /i.test(auth)) apiKey = Buffer.from(auth.slice(6), 'base64').toString().split(':')[0];
     if (!apiKey) {
-      send(errorAnswer(invalidRequest("You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').", { status: 401 })));
+      send(
+        errorAnswer(
+          invalidRequest(
+            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            { status: 401 },
+          ),
+        ),
+      );
       return;
     }
     if (!apiKeys.has(apiKey)) {
       // Stripe answers 401 with type invalid_request_error (the SDK makes it a StripeAuthenticationError by status).
-      send(errorAnswer(invalidRequest(`Invalid API Key provided: ${apiKey.slice(0, 8)}${'*'.repeat(Math.max(0, apiKey.length - 12))}${apiKey.slice(-4)}`, { status: 401 })));
+      send(
+        errorAnswer(
+          invalidRequest(`Invalid API Key provided: ${apiKey.slice(0, 8)}${'*'.repeat(Math.max(0, apiKey.length - 12))}${apiKey.slice(-4)}`, { status: 401 }),
+        ),
+      );
       return;
     }
 
@@ -843,7 +952,10 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     const rateLimit = takeFault(['rate_limit'], route);
     if (rateLimit?.kind === 'rate_limit') {
       log.fault = 'rate_limit';
-      const limited = invalidRequest('Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.', { status: 429, code: 'rate_limit' });
+      const limited = invalidRequest('Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.', {
+        status: 429,
+        code: 'rate_limit',
+      });
       send(errorAnswer(limited), rateLimit.shouldRetry === undefined ? {} : { 'stripe-should-retry': String(rateLimit.shouldRetry) });
       return;
     }
@@ -1009,9 +1121,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     paymentIntent: (id) => (paymentIntents.has(id) ? clone(paymentIntents.get(id)) : undefined),
     paymentIntents: () => [...paymentIntents.values()].map(clone),
     chargesForOrder(orderId) {
-      return [...charges.values()]
-        .filter((c) => c.status === 'succeeded' && paymentIntents.get(c.payment_intent)?.metadata.order_id === orderId)
-        .map(clone);
+      return [...charges.values()].filter((c) => c.status === 'succeeded' && paymentIntents.get(c.payment_intent)?.metadata.order_id === orderId).map(clone);
     },
     refunds: () => [...refunds.values()].map(clone),
     executions: (key) => executionCounts.get(key) ?? 0,

@@ -24,7 +24,9 @@ function readKeySet(file: string): unknown[] {
   }
   const keys = (parsed as { keys?: unknown })?.keys;
   if (!Array.isArray(keys) || keys.some((k) => !k || typeof k !== 'object' || typeof (k as { kid?: unknown }).kid !== 'string')) {
-    throw new DomainError('invalid', `${file} is not a JSON Web Key Set ({"keys": [...]}, each key with a kid); fix it or pick another --out`, { field: 'out' });
+    throw new DomainError('invalid', `${file} is not a JSON Web Key Set ({"keys": [...]}, each key with a kid); fix it or pick another --out`, {
+      field: 'out',
+    });
   }
   return keys;
 }

@@ -11,7 +11,7 @@ export default class UsersCreate extends SvcCommand {
     'standard input and stored as an argon2id hash; without it the user cannot log in with a password until one is set.';
   static override examples = [
     '<%= config.bin %> users create --email ada@example.com --name Ada --role admin',
-    "printf '%s' \"$PASSWORD\" | <%= config.bin %> users create --email bob@example.com --name Bob --password-stdin --json",
+    'printf \'%s\' "$PASSWORD" | <%= config.bin %> users create --email bob@example.com --name Bob --password-stdin --json',
   ];
   static override flags = {
     email: Flags.string({ summary: 'Email address (unique, any letter case).', required: true }),

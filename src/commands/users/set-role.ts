@@ -6,7 +6,10 @@ import type { UserView } from '../../domain/users/users.service.js';
 
 export default class UsersSetRole extends SvcCommand {
   static override summary = "Change a user's role (audited).";
-  static override examples = ['<%= config.bin %> users set-role ada@example.com admin', '<%= config.bin %> users set-role usr_01JD3X0000000000000000000 guest --json'];
+  static override examples = [
+    '<%= config.bin %> users set-role ada@example.com admin',
+    '<%= config.bin %> users set-role usr_01JD3X0000000000000000000 guest --json',
+  ];
   static override args = {
     user: userArg,
     role: Args.string({ description: 'The new role', options: ['admin', 'user', 'guest'], required: true }),

@@ -6,7 +6,11 @@ export const AuditEntrySchema = defineEntity({
   name: 'AuditEntry',
   tableName: 'audit_log',
   properties: {
-    id: p.string().primary().length(30).onCreate(() => newId('aud')),
+    id: p
+      .string()
+      .primary()
+      .length(30)
+      .onCreate(() => newId('aud')),
     // `cli:<os user>`, `usr_…`, or `key_…`
     actor: p.string().length(120),
     // `noun.past-verb`, such as `user.created`

@@ -10,7 +10,11 @@ export const RefreshTokenSchema = defineEntity({
   name: 'RefreshToken',
   tableName: 'refresh_tokens',
   properties: {
-    id: p.string().primary().length(30).onCreate(() => newId('rtk')),
+    id: p
+      .string()
+      .primary()
+      .length(30)
+      .onCreate(() => newId('rtk')),
     user: () => p.manyToOne(User).ref().deleteRule('cascade').index('refresh_tokens_user_id_index'),
     familyId: p.string().length(30).index('refresh_tokens_family_id_index'),
     tokenHash: p.string().length(64).unique('refresh_tokens_token_hash_unique'),
@@ -29,7 +33,11 @@ export const ApiKeySchema = defineEntity({
   name: 'ApiKey',
   tableName: 'api_keys',
   properties: {
-    id: p.string().primary().length(30).onCreate(() => newId('key')),
+    id: p
+      .string()
+      .primary()
+      .length(30)
+      .onCreate(() => newId('key')),
     user: () => p.manyToOne(User).ref().deleteRule('cascade').index('api_keys_user_id_index'),
     name: p.string().length(100),
     secretHash: p.string().length(64),

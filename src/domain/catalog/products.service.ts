@@ -20,7 +20,6 @@ export interface ProductView {
   active: boolean;
 }
 
-
 /**
  * A price as a client gives it: integer minor units with a currency (v2), or a decimal number of
  * major units (v1) in the given currency, or in the product's own currency on update.
@@ -71,7 +70,8 @@ export const toProductView = (p: Omit<ProductView, 'price'> & { price: number | 
 type ProductRow = Parameters<typeof toProductView>[0] & { created_at: Date | string };
 
 function checkSku(raw: string): string {
-  if (!SKU.test(raw)) throw invalid(`"${raw}" is not a SKU: use 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit`, { field: 'sku' });
+  if (!SKU.test(raw))
+    throw invalid(`"${raw}" is not a SKU: use 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit`, { field: 'sku' });
   return raw;
 }
 
@@ -95,7 +95,9 @@ function checkStock(raw: number): number {
 function resolvePrice(input: PriceInput, fixedCurrency?: string): { amount: number; currency: string } {
   const currency = checkCurrency(input.currency ?? fixedCurrency ?? '');
   if (fixedCurrency && currency !== fixedCurrency) {
-    throw new DomainError('unprocessable', `the product is priced in ${fixedCurrency}; its currency cannot change (create a new product for ${currency})`, { field: 'price' });
+    throw new DomainError('unprocessable', `the product is priced in ${fixedCurrency}; its currency cannot change (create a new product for ${currency})`, {
+      field: 'price',
+    });
   }
   const amount = 'amount' in input ? input.amount : toMinor(input.major, currency);
   if (amount === undefined) throw invalid(`the price has more decimals than ${currency} allows`, { field: 'price' });
@@ -120,7 +122,14 @@ export class ProductsService {
     if (active !== undefined) where.push(`p.active = ${params.add(active)}`);
     return keysetPage<ProductRow, ProductView>(
       ctx,
-      { from: 'select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p', alias: 'p', where, params, limit, cursor: input.cursor },
+      {
+        from: 'select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p',
+        alias: 'p',
+        where,
+        params,
+        limit,
+        cursor: input.cursor,
+      },
       toProductView,
     );
   }
@@ -141,7 +150,8 @@ export class ProductsService {
     const active = input.active ?? true;
     return ctx.em.transactional(async (em) => {
       const taken = await em.findOne(Product, { sku }, { fields: ['id'] });
-      if (taken) throw conflict(`a product with SKU ${sku} already exists (${taken.id}); change that one or pick another SKU`, { field: 'sku', productId: taken.id });
+      if (taken)
+        throw conflict(`a product with SKU ${sku} already exists (${taken.id}); change that one or pick another SKU`, { field: 'sku', productId: taken.id });
       const product = em.create(Product, { sku, name, price: price.amount, currency: price.currency, stock, active });
       audit({ ...ctx, em }, 'product.created', product.id, { sku, name, price: price.amount, currency: price.currency, stock, active });
       await em.flush();

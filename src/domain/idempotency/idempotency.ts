@@ -69,11 +69,9 @@ export async function replay(em: SqlEntityManager, request: IdempotentRequest): 
   // Gone between the two statements (released or cleaned up): the client may simply retry.
   if (!stored) throw new DomainError('retryable', `the Idempotency-Key ${request.key} was released while this request was in flight; send it again`);
   if (stored.request_hash !== request.requestHash) {
-    throw new DomainError(
-      'unprocessable',
-      `the Idempotency-Key ${request.key} was already used with a different request; use a new key for a new request`,
-      { field: 'Idempotency-Key' },
-    );
+    throw new DomainError('unprocessable', `the Idempotency-Key ${request.key} was already used with a different request; use a new key for a new request`, {
+      field: 'Idempotency-Key',
+    });
   }
   const body = typeof stored.response_body === 'string' ? (JSON.parse(stored.response_body) as unknown) : stored.response_body;
   return { statusCode: stored.status_code, body };

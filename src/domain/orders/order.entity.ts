@@ -10,7 +10,11 @@ export const OrderSchema = defineEntity({
   name: 'Order',
   tableName: 'orders',
   properties: {
-    id: p.string().primary().length(30).onCreate(() => newId('ord')),
+    id: p
+      .string()
+      .primary()
+      .length(30)
+      .onCreate(() => newId('ord')),
     user: () => p.manyToOne(User).ref().deleteRule('restrict'),
     status: p.enum(ORDER_STATUSES).default('pending'),
     currency: p.string().length(3),
@@ -19,7 +23,10 @@ export const OrderSchema = defineEntity({
     refundedAmount: p.bigint('number').default(0).check('refunded_amount >= 0 and refunded_amount <= total'),
     items: () => p.oneToMany(OrderItem).mappedBy('order'),
     createdAt: p.datetime().onCreate(() => new Date()),
-    updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
+    updatedAt: p
+      .datetime()
+      .onCreate(() => new Date())
+      .onUpdate(() => new Date()),
   },
   indexes: [
     { name: 'orders_user_id_created_at_id_index', properties: ['user', 'createdAt', 'id'] },
@@ -35,7 +42,11 @@ export const OrderItemSchema = defineEntity({
   name: 'OrderItem',
   tableName: 'order_items',
   properties: {
-    id: p.string().primary().length(30).onCreate(() => newId('itm')),
+    id: p
+      .string()
+      .primary()
+      .length(30)
+      .onCreate(() => newId('itm')),
     order: () => p.manyToOne(Order).ref().deleteRule('cascade').index('order_items_order_id_index'),
     product: () => p.manyToOne(Product).ref().deleteRule('restrict').index('order_items_product_id_index'),
     // sku, name and unit price are copied at order time: the order keeps what the customer was charged.

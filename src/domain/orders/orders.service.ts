@@ -30,7 +30,6 @@ export interface OrderView {
   updatedAt: string;
 }
 
-
 export interface CreateOrderInput {
   /** Whose order it is. */
   userId: string;
@@ -94,7 +93,8 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
   }
   const lines = new Map<string, number>();
   items.forEach((item, i) => {
-    if (typeof item.sku !== 'string' || item.sku.length < 1 || item.sku.length > 64) throw invalid(`items[${i}].sku must be 1 to 64 characters`, { field: `items[${i}].sku` });
+    if (typeof item.sku !== 'string' || item.sku.length < 1 || item.sku.length > 64)
+      throw invalid(`items[${i}].sku must be 1 to 64 characters`, { field: `items[${i}].sku` });
     if (!Number.isInteger(item.quantity) || item.quantity < 1 || item.quantity > MAX_QUANTITY) {
       throw invalid(`items[${i}].quantity must be an integer from 1 to ${MAX_QUANTITY}`, { field: `items[${i}].quantity` });
     }
@@ -122,7 +122,10 @@ export class OrdersService {
     const idem = {
       principal: input.idempotency.principal,
       key: checkIdempotencyKey(input.idempotency.key),
-      requestHash: requestHash('POST /orders', input.items.map(({ sku, quantity }) => [sku, quantity])),
+      requestHash: requestHash(
+        'POST /orders',
+        input.items.map(({ sku, quantity }) => [sku, quantity]),
+      ),
     };
     // The key is claimed by the order's own statement, before it locks anything: a concurrent repeat
     // waits for that statement and then finds the key taken. A claim can outlive a failed attempt
@@ -170,8 +173,10 @@ export class OrdersService {
     }
     if (input.createdFrom) where.push(`o.created_at >= ${params.add(input.createdFrom)}`);
     if (input.createdTo) where.push(`o.created_at < ${params.add(input.createdTo)}`);
-    return keysetPage<OrderRow, OrderView>(ctx, { from: `select ${ORDER_COLUMNS} from orders o`, alias: 'o', where, params, limit, cursor: input.cursor }, (row) =>
-      this.view(row),
+    return keysetPage<OrderRow, OrderView>(
+      ctx,
+      { from: `select ${ORDER_COLUMNS} from orders o`, alias: 'o', where, params, limit, cursor: input.cursor },
+      (row) => this.view(row),
     );
   }
 
@@ -195,10 +200,10 @@ export class OrdersService {
          from locked join back on back.product_id = locked.id where p.id = locked.id`,
         [order.id, new Date()],
       );
-      const [updated] = await em.execute<OrderRow[]>(
-        `update orders o set status = 'cancelled', updated_at = ? where o.id = ? returning ${ORDER_COLUMNS}`,
-        [new Date(), order.id],
-      );
+      const [updated] = await em.execute<OrderRow[]>(`update orders o set status = 'cancelled', updated_at = ? where o.id = ? returning ${ORDER_COLUMNS}`, [
+        new Date(),
+        order.id,
+      ]);
       if (input.viewer.role === 'admin') audit({ ...ctx, em }, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
       return this.view(updated!);
     });

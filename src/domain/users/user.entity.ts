@@ -10,7 +10,11 @@ export const UserSchema = defineEntity({
   name: 'User',
   tableName: 'users',
   properties: {
-    id: p.string().primary().length(30).onCreate(() => newId('usr')),
+    id: p
+      .string()
+      .primary()
+      .length(30)
+      .onCreate(() => newId('usr')),
     // Stored as entered (trimmed); uniqueness ignores case through the lower(email) index below.
     email: p.string().length(254),
     name: p.string().length(200),
@@ -19,7 +23,10 @@ export const UserSchema = defineEntity({
     passwordHash: p.string().length(255).nullable().hidden().lazy(),
     status: p.enum(USER_STATUSES).default('active'),
     createdAt: p.datetime().onCreate(() => new Date()),
-    updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
+    updatedAt: p
+      .datetime()
+      .onCreate(() => new Date())
+      .onUpdate(() => new Date()),
   },
   uniques: [{ name: 'users_email_lower_unique', expression: 'create unique index "users_email_lower_unique" on "users" (lower("email"))' }],
   indexes: [{ name: 'users_created_at_id_index', properties: ['createdAt', 'id'] }],

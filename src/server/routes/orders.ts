@@ -122,8 +122,8 @@ export const orderRoutes =
     server.get<{ Querystring: ListQuery }>('/orders', {
       schema: {
         ...common,
-        summary: 'Orders, newest first, a cursor page at a time: your own, or (admin) anyone\'s',
-        description: 'Admins may filter by userId; a non-admin asking for another user\'s orders gets 403. createdFrom is inclusive, createdTo exclusive.',
+        summary: "Orders, newest first, a cursor page at a time: your own, or (admin) anyone's",
+        description: "Admins may filter by userId; a non-admin asking for another user's orders gets 403. createdFrom is inclusive, createdTo exclusive.",
         querystring: {
           type: 'object',
           additionalProperties: false,
@@ -156,7 +156,7 @@ export const orderRoutes =
     server.get<{ Params: IdParams }>('/orders/:id', {
       schema: {
         ...common,
-        summary: 'One order with its items (another user\'s order answers 404)',
+        summary: "One order with its items (another user's order answers 404)",
         params: idParams,
         response: { 200: { ...order, description: 'The order with its items' }, ...errorResponses(400, 401, 404) },
       },
@@ -168,7 +168,7 @@ export const orderRoutes =
       schema: {
         ...common,
         summary: 'Cancel a pending order, putting its stock back',
-        description: 'Any other status answers 409 with the current one. Another user\'s order answers 404.',
+        description: "Any other status answers 409 with the current one. Another user's order answers 404.",
         params: idParams,
         response: { 200: { ...order, description: 'The cancelled order; its stock is back on sale' }, ...errorResponses(400, 401, 403, 404, 409) },
       },

@@ -129,7 +129,7 @@ export const productRoutes =
         ...common,
         summary: "Change a product's name, price, stock or active flag (admin; audited)",
         description:
-          'Only these four can change; any other property is rejected. A price is in the product\'s currency (v2: a different currency answers 422). Stock is set, not added to.',
+          "Only these four can change; any other property is rejected. A price is in the product's currency (v2: a different currency answers 422). Stock is set, not added to.",
         params: idParams,
         body: {
           type: 'object',
@@ -151,7 +151,8 @@ export const productRoutes =
       schema: {
         ...common,
         summary: 'Take a product off sale (admin; audited)',
-        description: 'It can no longer be ordered and is hidden from non-admins; orders that have it keep it. Deactivating an inactive product changes nothing.',
+        description:
+          'It can no longer be ordered and is hidden from non-admins; orders that have it keep it. Deactivating an inactive product changes nothing.',
         params: idParams,
         response: { 200: { ...product, description: 'The product, now inactive' }, ...errorResponses(400, 401, 403, 404) },
       },

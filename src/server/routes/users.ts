@@ -49,7 +49,8 @@ export const usersRoutes =
           return userBody(version, await server.svc.app.users.get(request.ctx, actingUser(request)));
         } catch (err) {
           // A valid token for an account deleted since it was issued.
-          if (err instanceof DomainError && err.code === 'not_found') throw new DomainError('unauthorized', 'the user of this token no longer exists; log in again');
+          if (err instanceof DomainError && err.code === 'not_found')
+            throw new DomainError('unauthorized', 'the user of this token no longer exists; log in again');
           throw err;
         }
       },

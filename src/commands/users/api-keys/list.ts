@@ -5,9 +5,9 @@ import type { ApiKeyView } from '../../../domain/auth/api-keys.service.js';
 
 export default class UsersApiKeysList extends SvcCommand {
   static override summary = 'List API keys (never their secrets), newest first.';
-  static override description = 'Every key, or one user\'s, with its status and when it was last used (updated at most once a minute).';
+  static override description = "Every key, or one user's, with its status and when it was last used (updated at most once a minute).";
   static override examples = ['<%= config.bin %> users api-keys list', '<%= config.bin %> users api-keys list ada@example.com --json'];
-  static override args = { user: Args.string({ description: 'Only this user\'s keys: id (usr_…) or email address' }) };
+  static override args = { user: Args.string({ description: "Only this user's keys: id (usr_…) or email address" }) };
 
   /** Lists the keys. */
   async run(): Promise<ApiKeyView[]> {
