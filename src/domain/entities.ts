@@ -6,6 +6,7 @@ import { ApiKeySchema, RefreshTokenSchema } from './auth/auth.entities.js';
 import { IdempotencyRecordSchema } from './idempotency/idempotency.entity.js';
 import { AppSecretSchema } from './shared/app-secret.entity.js';
 import { LoginThrottleSchema } from './auth/login-throttle.entity.js';
+import { OutboxEventSchema } from './events/outbox.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -19,4 +20,5 @@ export const entities = [
   IdempotencyRecordSchema,
   AppSecretSchema,
   LoginThrottleSchema,
+  OutboxEventSchema,
 ];
