@@ -70,8 +70,8 @@ async function serveEnv(t: TestContext): Promise<Record<string, string>> {
  * svc serve started by the older node: bin/run.js waits while the pinned Node 24 runs the server in
  * a child process. Resolves to both, the server's pid read from its "listening on" log line.
  */
-async function reexecutedServe(t: TestContext): Promise<{ serve: ServeProcess; serverPid: number }> {
-  const serve = await svcServe(t, ['--port', '0'], { node: systemNode(), env: await serveEnv(t) });
+async function reexecutedServe(t: TestContext, env: Record<string, string> = {}): Promise<{ serve: ServeProcess; serverPid: number }> {
+  const serve = await svcServe(t, ['--port', '0'], { node: systemNode(), env: { ...(await serveEnv(t)), ...env } });
   await serve.waitForStderr(/"msg":"listening on/);
   const listening = serve
     .stderr()
@@ -112,16 +112,20 @@ test(
   'started by an older node, a second SIGINT while svc serve stops (Ctrl-C on a terminal reaches it directly and again through bin/run.js) does not cut the shutdown short',
   { timeout: 120_000 },
   async (t) => {
-    const { serve, serverPid } = await reexecutedServe(t);
-    // A connection without a request yet keeps the shutdown going for a moment (its request may be on the wire).
-    const idle = connect(Number(new URL(serve.url).port), '127.0.0.1');
-    idle.on('error', () => undefined);
-    t.after(() => idle.destroy());
-    await once(idle, 'connect');
+    const { serve, serverPid } = await reexecutedServe(t, { SHUTDOWN_TIMEOUT_MS: '120000' });
+    // A request whose body is still arriving keeps the shutdown waiting (it drains in-flight
+    // requests) until this test ends it: the second signal surely lands while svc is stopping.
+    const inFlight = connect(Number(new URL(serve.url).port), '127.0.0.1');
+    inFlight.on('error', () => undefined);
+    t.after(() => inFlight.destroy());
+    await once(inFlight, 'connect');
+    inFlight.write('POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{');
     process.kill(serverPid, 'SIGINT');
     await serve.waitForStderr(/"msg":"SIGINT: stopping"/);
     serve.child.kill('SIGINT');
     await serve.waitForStderr(/"msg":"SIGINT: already stopping"/);
+    assert.equal(isRunning(serverPid), true, 'the second SIGINT did not stop the server halfway through its shutdown');
+    inFlight.destroy();
     assert.deepEqual(await serve.exited, { code: 0, signal: null });
     assert.match(serve.stderr(), /"msg":"stopped"/);
     assert.equal(isRunning(serverPid), false, 'the server is gone');

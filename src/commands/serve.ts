@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { SvcCommand } from '../cli/base-command.js';
+import type { RunningServer } from '../server/serve.js';
 
 export default class Serve extends SvcCommand {
   static override summary = 'Run the HTTP API.';
@@ -25,16 +26,16 @@ export default class Serve extends SvcCommand {
     const config = await this.loadConfig();
     if (flags.port !== undefined) config.PORT = flags.port;
     if (flags.host !== undefined) config.HOST = flags.host;
-    const { startServer } = await import('../server/serve.js');
-    const running = await startServer(config, { migrate: flags.migrate });
-    this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      // The listeners stay for the whole shutdown: a second signal must not kill the process halfway
-      // through it (Ctrl-C on a terminal reaches this process twice when bin/run.js forwards it).
-      let stopping = false;
+    // The signal listeners go in before start-up and stay for the whole shutdown: a signal that
+    // arrives while svc serve starts (a supervisor's SIGTERM right after "listening on") stops it
+    // once it has started instead of killing it halfway, and a second signal must not kill the
+    // process during the drain (Ctrl-C on a terminal reaches it twice when bin/run.js forwards it).
+    let running: RunningServer | undefined;
+    let stopping = false;
+    const signal = new Promise<NodeJS.Signals>((resolve) => {
       const onSignal = (signal: NodeJS.Signals) => {
         if (stopping) {
-          running.app.logger.info({ signal }, `${signal}: already stopping`);
+          running?.app.logger.info({ signal }, `${signal}: already stopping`);
           return;
         }
         stopping = true;
@@ -43,7 +44,11 @@ export default class Serve extends SvcCommand {
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
     });
-    running.app.logger.info({ signal }, `${signal}: stopping`);
+    const { startServer } = await import('../server/serve.js');
+    running = await startServer(config, { migrate: flags.migrate });
+    this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);
+    const received = await signal;
+    running.app.logger.info({ signal: received }, `${received}: stopping`);
     const { drained } = await running.stop();
     running.app.logger.info({ drained }, 'stopped');
     return { url: running.url, drained };
