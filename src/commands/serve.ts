@@ -30,12 +30,13 @@ export default class Serve extends SvcCommand {
     // arrives while svc serve starts (a supervisor's SIGTERM right after "listening on") stops it
     // once it has started instead of killing it halfway, and a second signal must not kill the
     // process during the drain (Ctrl-C on a terminal reaches it twice when bin/run.js forwards it).
-    let running: RunningServer | undefined;
+    // Filled in once started (a second signal during start-up has no logger to tell yet).
+    const started: { server?: RunningServer } = {};
     let stopping = false;
     const signal = new Promise<NodeJS.Signals>((resolve) => {
       const onSignal = (signal: NodeJS.Signals) => {
         if (stopping) {
-          running?.app.logger.info({ signal }, `${signal}: already stopping`);
+          started.server?.app.logger.info({ signal }, `${signal}: already stopping`);
           return;
         }
         stopping = true;
@@ -45,7 +46,7 @@ export default class Serve extends SvcCommand {
       process.on('SIGINT', onSignal);
     });
     const { startServer } = await import('../server/serve.js');
-    running = await startServer(config, { migrate: flags.migrate });
+    const running = (started.server = await startServer(config, { migrate: flags.migrate }));
     this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);
     const received = await signal;
     running.app.logger.info({ signal: received }, `${received}: stopping`);
