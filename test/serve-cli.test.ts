@@ -190,8 +190,10 @@ for (const embedded of [true, false]) {
     async (t) => {
       const dataDir = join(tempDir(t), 'data');
       const env = embedded ? { SVC_DATA_DIR: dataDir } : { SVC_DATA_DIR: dataDir, ...(await postgresEnv(t)) };
-      // Room for all 50 logins below in the password-hash queue (16 by default): they must pile up, not get 503.
-      const serve = await svcServe(t, ['--port', '0'], { env: { ...env, LOG_LEVEL: 'info', PASSWORD_HASH_QUEUE: '64' } });
+      // Room for all 50 logins below in the password-hash queue (16 by default): they must pile up, not
+      // get 503. Two hashes at a time take 50 of them a few seconds, many more on a busy machine: the
+      // shutdown may wait for them all (its bound is another test's subject).
+      const serve = await svcServe(t, ['--port', '0'], { env: { ...env, LOG_LEVEL: 'info', PASSWORD_HASH_QUEUE: '64', SHUTDOWN_TIMEOUT_MS: '100000' } });
       await register(serve, 'ada@example.com');
 
       // The client keeps 50 connections alive, as a load balancer does; they are opened (and accepted
