@@ -138,13 +138,13 @@ test('a 429 is not attempted, with the seconds until the window resets', async (
 });
 
 test('a 5xx or a timeout is an unknown outcome: SendGrid may have accepted the mail', async (t) => {
-  const { fake, mailer } = await setup(t, { timeoutMs: 100 });
+  const { fake, mailer } = await setup(t, { timeoutMs: 1_000 });
   fake.failNext({ status: 503, accepted: true });
   const failed = await unavailable(mailer.send(message()));
   assert.deepEqual([failed.details.outcome, failed.details.reason], ['unknown', 'provider_error']);
   assert.equal(fake.messages.length, 1, 'accepted although the answer was a 503');
 
-  fake.delayNext({ ms: 1_000 });
+  fake.delayNext({ ms: 10_000 });
   const slow = await unavailable(mailer.send(message()));
   assert.deepEqual([slow.details.outcome, slow.details.reason], ['unknown', 'timeout']);
   assert.equal(fake.messages.length, 2);
@@ -162,7 +162,7 @@ test('a refused connection is not attempted', async (t) => {
 });
 
 test('the breaker opens on 5xx, refuses at once without reaching SendGrid, then closes; 400s do not open it', async (t) => {
-  const { fake, mailer, logs } = await setup(t, { breaker: { volumeThreshold: 2, resetTimeoutMs: 200 } });
+  const { fake, mailer, logs } = await setup(t, { breaker: { volumeThreshold: 2, resetTimeoutMs: 1_000 } });
   for (let i = 0; i < 3; i++) await invalid(mailer.send(message({ to: { email: 'nope' } })));
   assert.equal(mailer.breaker.state, 'closed');
 
