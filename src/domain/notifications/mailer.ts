@@ -1,8 +1,15 @@
+import { DomainError } from '../shared/errors.js';
+
 /** The mail port: SendGrid in production, `.eml` files in the data folder on the embedded default. */
 export interface Mailer {
   /** 'sendgrid' or 'local', for logs. */
   readonly name: string;
-  /** Sends one message; resolves with the provider's message id once the provider has accepted it. */
+  /**
+   * Sends one message; resolves with the provider's message id once the provider has accepted it.
+   * Rejects with a MailUnavailable when it should be tried again later (see its details), and with
+   * a DomainError `invalid` when the provider refused the message or the credentials (retrying
+   * cannot help).
+   */
   send(message: MailMessage): Promise<{ messageId: string }>;
 }
 
@@ -15,4 +22,27 @@ export interface MailMessage {
   category: string;
   /** Svc's own id of this mail (derived from the event), sent as a header so a duplicate can be traced. */
   reference: string;
+}
+
+/**
+ * Why a mail could not be handed over. `not_attempted`: the provider did not take it (rate limited,
+ * circuit open, connection refused): send it again later. `unknown`: it may have been accepted (a
+ * 5xx or a timeout after the request was sent; mail providers have no idempotency keys), so sending
+ * it again may deliver it twice.
+ */
+export type MailUnavailableDetails = {
+  provider: string;
+  outcome: 'unknown' | 'not_attempted';
+  reason: 'timeout' | 'connection_lost' | 'connection_refused' | 'provider_error' | 'rate_limited' | 'circuit_open';
+  retryAfterSeconds?: number;
+};
+
+/** A mail not (known to be) accepted: try later (code `unavailable`), as `details` says. */
+export class MailUnavailable extends DomainError {
+  declare readonly details: MailUnavailableDetails;
+
+  constructor(message: string, details: MailUnavailableDetails, options?: ErrorOptions) {
+    super('unavailable', message, details, options);
+    this.name = 'MailUnavailable';
+  }
 }

@@ -1,3 +1,5 @@
+import { DomainError } from '../shared/errors.js';
+
 /**
  * The payment provider port (Stripe in production, a simulated provider on the embedded default).
  * Amounts are integer minor units; currencies ISO 4217 upper case.
@@ -9,14 +11,19 @@ export interface PaymentProvider {
    * Charges a payment method off-session for an order. The idempotency key is derived from the
    * order and the attempt and stored before the call, so every retry of one attempt reuses it.
    * Resolves with the outcome the provider decided (succeeded or declined); rejects with a
-   * PaymentUnavailable when the outcome is unknown or the provider could not be reached.
+   * PaymentUnavailable when the outcome is unknown or the provider could not be reached (its
+   * `details` say which, and whether the same key may be sent again), and with a DomainError
+   * `invalid` when the provider refused the request as malformed (a bug: retrying cannot help).
    */
   charge(input: ChargeInput): Promise<ChargeOutcome>;
   /**
    * The payment made for an order, if any: what to check after an unknown outcome (a 500 or a
-   * timeout) before a new attempt with a new key.
+   * timeout) before a new attempt with a new key. A succeeded payment wins over declined ones.
+   * `since` is when the unknown attempt was made: a provider whose search lags behind its writes
+   * (Stripe's does) rejects with a PaymentUnavailable (`reason: 'search_lag'`) rather than answer
+   * "none" while an attempt that recent could still be invisible.
    */
-  findCharge(orderId: string): Promise<ChargeOutcome | undefined>;
+  findCharge(orderId: string, options?: { since?: Date }): Promise<ChargeOutcome | undefined>;
   /** Refunds part or all of a payment, under an idempotency key derived from the refund. */
   refund(input: RefundInput): Promise<RefundOutcome>;
 }
@@ -39,6 +46,8 @@ export type ChargeOutcome =
       /** Why, in the provider's words and code: `card_declined`, `authentication_required` … */
       reason: string;
       code: string;
+      /** The issuer's finer reason when the provider gives one: `insufficient_funds`, `generic_decline` … */
+      declineCode?: string;
     };
 
 export interface RefundInput {
@@ -49,4 +58,49 @@ export interface RefundInput {
   reason?: string;
 }
 
-export type RefundOutcome = { status: 'succeeded' | 'pending'; reference: string; amount: number } | { status: 'failed'; reference?: string; reason: string };
+export type RefundOutcome =
+  { status: 'succeeded' | 'pending'; reference: string; amount: number } | { status: 'failed'; reference?: string; reason: string; code?: string };
+
+/**
+ * What a PaymentUnavailable tells the caller about the attempt it could not complete.
+ *
+ * - `outcome: 'not_attempted'`: the provider did nothing with this request (rate limited, the key
+ *   still in flight, the circuit open, the connection refused). Retry later with the same key.
+ * - `outcome: 'unknown'`: the provider may have executed it (a 5xx, a timeout, a dropped
+ *   connection). With `keyReusable: true`, retrying with the same key is safe: the provider
+ *   answers with the stored result of the first request, or runs it if it never arrived. With
+ *   `keyReusable: false` the key holds a stored failure that every retry replays (Stripe keeps a
+ *   500 for 24 hours): call `findCharge` and only if it finds nothing, attempt with a new key.
+ */
+export type PaymentUnavailableDetails = {
+  provider: string;
+  outcome: 'unknown' | 'not_attempted';
+  keyReusable: boolean;
+  reason:
+    | 'timeout'
+    | 'connection_lost'
+    | 'connection_refused'
+    | 'provider_error'
+    | 'rate_limited'
+    | 'in_flight'
+    | 'circuit_open'
+    | 'auth'
+    /** findCharge: an attempt this recent may not be searchable yet. */
+    | 'search_lag'
+    /** The provider has the payment but has not decided it (processing). */
+    | 'pending';
+  /** When the provider said how long to wait. */
+  retryAfterSeconds?: number;
+  /** The provider's request id, for its support. */
+  requestId?: string;
+};
+
+/** A payment call with no decided outcome: try later (code `unavailable`), as `details` says. */
+export class PaymentUnavailable extends DomainError {
+  declare readonly details: PaymentUnavailableDetails;
+
+  constructor(message: string, details: PaymentUnavailableDetails, options?: ErrorOptions) {
+    super('unavailable', message, details, options);
+    this.name = 'PaymentUnavailable';
+  }
+}
