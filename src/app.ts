@@ -13,11 +13,41 @@ import { sqlOn } from './domain/shared/sql.js';
 import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
 import { DomainError } from './domain/shared/errors.js';
+import { Authenticator } from './domain/auth/authenticator.js';
+import { AuthService } from './domain/auth/auth.service.js';
+import type { PaymentProvider } from './domain/payments/payment-provider.js';
+import type { Mailer } from './domain/notifications/mailer.js';
+import type { FileStore } from './domain/files/file-store.js';
+import type { EventPublisher } from './domain/events/publisher.js';
+import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
+import { createProviders } from './adapters/providers.js';
+import type { LocalFileStore } from './adapters/local-file-store.js';
+import type { EmbeddedShare } from './adapters/embedded-share.js';
+import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
+/** Which process an App is for: what it loads at start-up rather than on first use. */
+export type AppRole = 'serve' | 'worker' | 'command';
+
+/** What tests (and the processes) choose or replace when building an App. */
 export interface AppOverrides {
+  /**
+   * 'serve' and 'worker' load at start-up what they will need (svc serve its signing keys; both the
+   * configured provider adapters), so a bad key file or adapter stops them before they take work, and
+   * announce the embedded stand-ins once. 'command' (the default) loads each on first use: a command
+   * that never signs a token never reads the keys. 'serve' also owns the embedded database.
+   */
+  role?: AppRole;
   logger?: Logger;
-  /** Own the embedded database (svc serve): never use it through another process's socket. */
+  /** Own the embedded database (svc serve): never use it through another process's socket. Default: role 'serve'. */
   exclusiveDatabase?: boolean;
+  /** Access tokens (signing keys) in place of the ones from JWT_KEYS_FILE or the data folder. */
+  tokens?: AccessTokens;
+  payments?: PaymentProvider;
+  mailer?: Mailer;
+  files?: FileStore;
+  publisher?: EventPublisher;
+  /** The clock of sessions and login throttling. */
+  now?: () => Date;
 }
 
 /** Everything svc runs on, built once from validated config. */
@@ -32,6 +62,31 @@ export interface App {
   products: ProductsService;
   orders: OrdersService;
   apiKeys: ApiKeysService;
+  /** Signs and verifies access tokens (the keys are read on first use, or at start-up for svc serve). */
+  tokens: AccessTokens;
+  /** Turns a bearer credential into a principal. */
+  authenticator: Authenticator;
+  /** Registration, login and refresh-token sessions. */
+  auth: AuthService;
+  /** Stripe with STRIPE_SECRET_KEY, else the simulated provider. */
+  payments: PaymentProvider;
+  /** SendGrid with SENDGRID_API_KEY, else .eml files in the data folder. */
+  mailer: Mailer;
+  /** S3 with S3_BUCKET, else files in the data folder. */
+  files: FileStore;
+  /** The same store as `files` when files are on local disk: svc serve serves its signed links. */
+  localFiles?: LocalFileStore;
+  /** The event transport, when one is set (RabbitMQ, or the in-process dispatcher). */
+  publisher?: EventPublisher;
+  /** Starts the periodic purge of expired rows and of published outbox rows past OUTBOX_RETENTION_HOURS (now, then every 15 minutes). */
+  scheduleHousekeeping(intervalMs?: number): Housekeeping;
+  /**
+   * Lets other svc processes use the embedded database through a socket while this one holds it
+   * (svc serve); undefined on PostgreSQL.
+   */
+  shareDatabase(url: string): Promise<EmbeddedShare | undefined>;
+  /** Where svc serve listens: the links the App hands out (local files) point there unless PUBLIC_URL is set. */
+  listening(url: string): void;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
   context(input: { actor: string; traceId?: string }): Ctx;
   close(): Promise<void>;
@@ -39,51 +94,93 @@ export interface App {
 
 /** The composition root: serve, worker, every command and every test start here. */
 export async function createApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+  const role = overrides.role ?? 'command';
   const logger = overrides.logger ?? createLogger(config.LOG_LEVEL);
-  const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase });
-  const migrations = new Migrations(db, logger);
-  const passwords = new PasswordHasher({ concurrency: config.PASSWORD_HASH_CONCURRENCY, queue: config.PASSWORD_HASH_QUEUE });
-  const users = new UsersService(passwords);
-  const apiKeys = new ApiKeysService(users);
-  let closed = false;
-  // Read once, on first use: commands that never page never touch it. Read on a fresh fork outside
-  // any transaction (PGlite has a single connection).
-  let cursorCodec: Promise<CursorCodec> | undefined;
-  const cursors = () =>
-    (cursorCodec ??= loadCursorCodec(db).catch((err: unknown) => {
-      cursorCodec = undefined;
-      throw err;
-    }));
-  // Plain statements run on the root EntityManager's connection: never inside a transaction.
-  const sql = sqlOn(db.orm.em as Ctx['em']);
-  return {
-    config,
-    logger,
-    db,
-    migrations,
-    users,
-    passwords,
-    products: new ProductsService(),
-    orders: new OrdersService(),
-    apiKeys,
-    context: ({ actor, traceId }) => {
-      let em: Ctx['em'] | undefined;
-      return {
-        actor,
-        traceId: traceId ?? randomBytes(16).toString('hex'),
-        get em() {
-          return (em ??= db.orm.em.fork({ clear: true }) as Ctx['em']);
-        },
-        sql,
-        cursors,
-      };
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      await db.close();
-    },
-  };
+  const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase ?? role === 'serve' });
+  try {
+    const migrations = new Migrations(db, logger);
+    const passwords = new PasswordHasher({ concurrency: config.PASSWORD_HASH_CONCURRENCY, queue: config.PASSWORD_HASH_QUEUE });
+    const users = new UsersService(passwords);
+    const apiKeys = new ApiKeysService(users);
+    const tokens =
+      overrides.tokens ??
+      new AccessTokens(() => loadSigningKeys(config, logger), {
+        issuer: config.JWT_ISSUER,
+        audience: config.JWT_AUDIENCE,
+        ttlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+      });
+    const authenticator = new Authenticator(tokens, config.USER_STANDING_TTL_SECONDS * 1000);
+    const auth = new AuthService(users, passwords, tokens, { refreshTtlSeconds: config.REFRESH_TOKEN_TTL_SECONDS, now: overrides.now });
+    let serverUrl: string | undefined;
+    const providers = createProviders(config, logger, () => config.PUBLIC_URL ?? serverUrl);
+    const files = overrides.files ?? providers.files;
+    const localFiles = overrides.files ? undefined : providers.localFiles;
+    const payments = overrides.payments ?? providers.payments;
+    const mailer = overrides.mailer ?? providers.mailer;
+    if (role !== 'command') {
+      if (role === 'serve') await tokens.load();
+      // Only the ports in use: an override replaces the configured adapter, which is then never loaded.
+      const inUse = (['payments', 'mailer', 'files'] as const).filter((port) => !overrides[port]);
+      await providers.load(inUse);
+      providers.announce(inUse);
+    }
+    let closed = false;
+    // Read once, on first use: commands that never page never touch it. Read on a fresh fork outside
+    // any transaction (PGlite has a single connection).
+    let cursorCodec: Promise<CursorCodec> | undefined;
+    const cursors = () =>
+      (cursorCodec ??= loadCursorCodec(db).catch((err: unknown) => {
+        cursorCodec = undefined;
+        throw err;
+      }));
+    // Plain statements run on the root EntityManager's connection: never inside a transaction.
+    const sql = sqlOn(db.orm.em as Ctx['em']);
+    return {
+      config,
+      logger,
+      db,
+      migrations,
+      users,
+      passwords,
+      products: new ProductsService(),
+      orders: new OrdersService(),
+      apiKeys,
+      tokens,
+      authenticator,
+      auth,
+      payments,
+      mailer,
+      files,
+      localFiles,
+      publisher: overrides.publisher,
+      scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
+        scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, { outboxRetentionHours: config.OUTBOX_RETENTION_HOURS }),
+      shareDatabase: async (url) => db.share?.(url),
+      listening: (url) => {
+        serverUrl = url;
+      },
+      context: ({ actor, traceId }) => {
+        let em: Ctx['em'] | undefined;
+        return {
+          actor,
+          traceId: traceId ?? randomBytes(16).toString('hex'),
+          get em() {
+            return (em ??= db.orm.em.fork({ clear: true }) as Ctx['em']);
+          },
+          sql,
+          cursors,
+        };
+      },
+      async close() {
+        if (closed) return;
+        closed = true;
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
 }
 
 async function loadCursorCodec(db: Database): Promise<CursorCodec> {

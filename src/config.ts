@@ -76,6 +76,55 @@ const postgresUrl: Parser<string> = {
   },
 };
 
+const httpUrl = (what: string): Parser<string> => ({
+  expected: `an http:// or https:// URL (${what})`,
+  parse(raw) {
+    const v = raw.trim();
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      throw new ConfigValueError();
+    }
+    if (!['http:', 'https:'].includes(url.protocol) || !url.hostname || url.search || url.hash) throw new ConfigValueError();
+    // One spelling whatever the operator typed: no trailing slash, so paths can be appended.
+    return v.replace(/\/+$/, '');
+  },
+});
+
+const amqpUrl: Parser<string> = {
+  expected: 'an AMQP URL such as amqp://user:password@host:5672/vhost (or amqps://)',
+  parse(raw) {
+    const v = raw.trim();
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      throw new ConfigValueError();
+    }
+    if (!['amqp:', 'amqps:'].includes(url.protocol) || !url.hostname) throw new ConfigValueError();
+    return v;
+  },
+};
+
+// `ada@example.com` or `Ada Lovelace <ada@example.com>` (a display name without <, >, " or line breaks).
+const MAILBOX = /^(?:[^<>"\r\n]*<[^<>\s@]+@[^<>\s@]+\.[^<>\s@]+>|[^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)$/;
+const LOCAL_MAILBOX = /^(?:[^<>"\r\n]*<[^<>\s@]+@localhost>|[^<>\s@]+@localhost)$/;
+const mailbox: Parser<string> = {
+  expected: 'an email address, or a name and an address as Name <address@example.com>',
+  parse(raw) {
+    const v = raw.trim();
+    if (!MAILBOX.test(v) && !LOCAL_MAILBOX.test(v)) throw new ConfigValueError();
+    return v;
+  },
+};
+
+/** A secret shown as its recognisable prefix only (`sk_live_****`), so an operator sees which kind of key is set. */
+const maskSecret =
+  (prefix: RegExp) =>
+  (value: string): string =>
+    `${prefix.exec(value)?.[0] ?? ''}****`;
+
 /** Shows a URL with its password replaced, so it can be printed and logged (also when it does not parse). */
 export function maskUrl(value: string): string {
   try {
@@ -184,6 +233,74 @@ export const configSchema = {
     parser: int(300, 31_536_000),
     default: () => 2_592_000,
   } satisfies KeySpec<number>,
+  PUBLIC_URL: {
+    doc: "The address clients reach svc serve at (https://api.example.com), for links it hands out (the local file store's signed links); unset: the address svc serve is bound to",
+    parser: httpUrl('the base URL clients use'),
+  } satisfies KeySpec<string>,
+  AMQP_URL: {
+    doc: 'RabbitMQ connection URL; unset means events are dispatched in-process from the outbox table',
+    parser: amqpUrl,
+    mask: maskUrl,
+  } satisfies KeySpec<string>,
+  OUTBOX_RETENTION_HOURS: {
+    doc: 'How long published outbox rows are kept (for replay) before housekeeping deletes them',
+    parser: int(1, 8_760),
+    default: () => 168,
+  } satisfies KeySpec<number>,
+  STRIPE_SECRET_KEY: {
+    doc: 'Stripe secret or restricted API key (sk_test_…, sk_live_…, rk_…); unset means a simulated payment provider',
+    parser: text('a Stripe API key: sk_test_…, sk_live_…, rk_test_… or rk_live_…', /^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}$/),
+    mask: maskSecret(/^(sk|rk)_(test|live)_/),
+  } satisfies KeySpec<string>,
+  STRIPE_WEBHOOK_SECRET: {
+    doc: 'Signing secret of the Stripe webhook endpoint (whsec_…), to verify POST /api/v1/webhooks/stripe',
+    parser: text('a Stripe webhook signing secret: whsec_…', /^whsec_[A-Za-z0-9_+/=]{8,}$/),
+    mask: maskSecret(/^whsec_/),
+  } satisfies KeySpec<string>,
+  STRIPE_API_URL: {
+    doc: "Another base URL for Stripe's API, such as a local stand-in (http://127.0.0.1:12111); unset means api.stripe.com",
+    parser: httpUrl('the base of a Stripe-compatible API'),
+    mask: maskUrl,
+  } satisfies KeySpec<string>,
+  SENDGRID_API_KEY: {
+    doc: 'SendGrid API key (SG.…); unset means emails are written as .eml files under SVC_DATA_DIR/mail',
+    parser: text('a SendGrid API key: SG.…', /^SG\.\S{8,}$/),
+    mask: maskSecret(/^SG\./),
+  } satisfies KeySpec<string>,
+  SENDGRID_API_URL: {
+    doc: "Another base URL for SendGrid's API, such as a local stand-in; unset means api.sendgrid.com",
+    parser: httpUrl('the base of a SendGrid-compatible API'),
+    mask: maskUrl,
+  } satisfies KeySpec<string>,
+  MAIL_FROM: {
+    doc: 'Sender of the emails svc sends (address, or Name <address>); required with SENDGRID_API_KEY, the default serves the local .eml files only',
+    parser: mailbox,
+    default: () => 'svc <no-reply@localhost>',
+  } satisfies KeySpec<string>,
+  S3_BUCKET: {
+    doc: 'S3 bucket for stored files (receipts); unset means files under SVC_DATA_DIR/files, served by svc serve through signed links. Credentials: the AWS SDK reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or its other sources) itself',
+    parser: text('an S3 bucket name: 3 to 63 lower-case letters, digits, dots and hyphens', /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/),
+  } satisfies KeySpec<string>,
+  S3_ENDPOINT: {
+    doc: 'Another S3 endpoint (MinIO, s3rver, another provider); unset means AWS S3 in S3_REGION',
+    parser: httpUrl('the S3-compatible endpoint'),
+    mask: maskUrl,
+  } satisfies KeySpec<string>,
+  S3_REGION: {
+    doc: 'Region of the S3 bucket',
+    parser: text('a region name such as us-east-1', /^[a-z0-9-]{2,40}$/),
+    default: () => 'us-east-1',
+  } satisfies KeySpec<string>,
+  S3_FORCE_PATH_STYLE: {
+    doc: 'Address the bucket in the path (http://host/bucket/key) rather than the host name; most S3-compatible servers need it',
+    parser: bool,
+    default: () => false,
+  } satisfies KeySpec<boolean>,
+  RECEIPT_URL_TTL_SECONDS: {
+    doc: 'Lifetime of the signed receipt download links the API hands out',
+    parser: int(30, 604_800),
+    default: () => 300,
+  } satisfies KeySpec<number>,
   LOG_LEVEL: {
     doc: 'Level of the JSON logs written to stderr',
     parser: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
@@ -281,7 +398,36 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   config.dataDir = resolve(cwd, config.SVC_DATA_DIR);
   config.sources = sources;
   if (file) config.file = file;
+  checkConsistency(config);
   return config;
+}
+
+/**
+ * Keys that mean something only beside another one. Set alone, they are a mistake that would
+ * otherwise leave svc quietly on an embedded stand-in (the key the operator thought switched it
+ * over did nothing), so they fail like a bad value, naming both keys.
+ */
+function checkConsistency(config: Config): void {
+  const set = (key: ConfigKey) => config.sources[key] !== 'default';
+  const needs = (key: ConfigKey, other: ConfigKey, what: string) => {
+    if (set(key) && config[other] === undefined) {
+      throw new ConfigError(key, config.sources[key], `${key} is set but ${other} is not: ${what}; set ${other}, or unset ${key}`);
+    }
+  };
+  needs('STRIPE_WEBHOOK_SECRET', 'STRIPE_SECRET_KEY', 'Stripe webhooks need the Stripe account they come from');
+  needs('STRIPE_API_URL', 'STRIPE_SECRET_KEY', 'without a Stripe key payments are simulated and no Stripe API is called');
+  needs('SENDGRID_API_URL', 'SENDGRID_API_KEY', 'without a SendGrid key emails are written to files and no SendGrid API is called');
+  for (const key of ['S3_ENDPOINT', 'S3_REGION', 'S3_FORCE_PATH_STYLE'] as const) {
+    needs(key, 'S3_BUCKET', 'without a bucket files are stored in the data folder and no S3 API is called');
+  }
+  // The default sender is for the .eml files on this machine; a real provider refuses (or spam-folders) it.
+  if (config.SENDGRID_API_KEY && !set('MAIL_FROM')) {
+    throw new ConfigError(
+      'MAIL_FROM',
+      'default',
+      `MAIL_FROM is required with SENDGRID_API_KEY: the sender address of the emails, one your SendGrid account may send from (for example MAIL_FROM="Shop <orders@example.com>")`,
+    );
+  }
 }
 
 export interface ConfigEntry {

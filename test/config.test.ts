@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, ConfigError, describeConfig, configSchema } from '../src/config.js';
-import { svc, tempDir } from './helpers/cli.js';
+import { ROOT, svc, tempDir } from './helpers/cli.js';
 
 test('with nothing set, every key takes its default and the embedded database is chosen', () => {
   const config = loadConfig({}, '/srv/app');
@@ -98,4 +98,115 @@ test('DATABASE_PREPARED_STATEMENTS is on by default, read as a yes or no, and re
   assert.equal(bad.code, 78);
   assert.equal(bad.json().error.details.key, 'DATABASE_PREPARED_STATEMENTS');
   assert.match(bad.json().error.message, /expected true or false \(also on\/off, yes\/no, 1\/0\)/);
+});
+
+test('the provider keys are parsed and shown in svc config --json, secrets masked', async () => {
+  const env = {
+    AMQP_URL: 'amqps://svc:rabbit-pass@mq.internal:5671/prod',
+    STRIPE_SECRET_KEY: 'sk_live_51Hsecretsecretsecret',
+    STRIPE_WEBHOOK_SECRET: 'whsec_webhooksecretwebhooksecret',
+    STRIPE_API_URL: 'http://127.0.0.1:12111/',
+    SENDGRID_API_KEY: 'SG.sendgridsecret.sendgridsecret',
+    SENDGRID_API_URL: 'http://127.0.0.1:3030',
+    MAIL_FROM: 'Shop <orders@shop.example>',
+    S3_BUCKET: 'svc-receipts',
+    S3_ENDPOINT: 'http://127.0.0.1:4569',
+    S3_REGION: 'eu-west-1',
+    S3_FORCE_PATH_STYLE: 'yes',
+    PUBLIC_URL: 'https://api.shop.example/',
+    RECEIPT_URL_TTL_SECONDS: '600',
+    OUTBOX_RETENTION_HOURS: '24',
+  };
+  const res = await svc(['config', '--json'], { env });
+  assert.equal(res.code, 0, res.stderr);
+  const byKey = Object.fromEntries(res.json().values.map((e: { key: string; value: unknown; source: string }) => [e.key, e]));
+  const shown = Object.fromEntries(Object.keys(env).map((k) => [k, byKey[k].value]));
+  assert.deepEqual(shown, {
+    AMQP_URL: 'amqps://svc:****@mq.internal:5671/prod',
+    STRIPE_SECRET_KEY: 'sk_live_****',
+    STRIPE_WEBHOOK_SECRET: 'whsec_****',
+    STRIPE_API_URL: 'http://127.0.0.1:12111',
+    SENDGRID_API_KEY: 'SG.****',
+    SENDGRID_API_URL: 'http://127.0.0.1:3030',
+    MAIL_FROM: 'Shop <orders@shop.example>',
+    S3_BUCKET: 'svc-receipts',
+    S3_ENDPOINT: 'http://127.0.0.1:4569',
+    S3_REGION: 'eu-west-1',
+    S3_FORCE_PATH_STYLE: true,
+    PUBLIC_URL: 'https://api.shop.example',
+    RECEIPT_URL_TTL_SECONDS: 600,
+    OUTBOX_RETENTION_HOURS: 24,
+  });
+  for (const key of Object.keys(env)) assert.equal(byKey[key].source, 'env', key);
+  assert.doesNotMatch(res.stdout + res.stderr, /rabbit-pass|secretsecret|webhooksecret|sendgridsecret/);
+
+  const defaults = loadConfig({});
+  assert.equal(defaults.MAIL_FROM, 'svc <no-reply@localhost>');
+  assert.equal(defaults.S3_REGION, 'us-east-1');
+  assert.equal(defaults.S3_FORCE_PATH_STYLE, false);
+  assert.equal(defaults.RECEIPT_URL_TTL_SECONDS, 300);
+  assert.equal(defaults.OUTBOX_RETENTION_HOURS, 168);
+  for (const key of ['AMQP_URL', 'STRIPE_SECRET_KEY', 'SENDGRID_API_KEY', 'S3_BUCKET', 'PUBLIC_URL'] as const) assert.equal(defaults[key], undefined, key);
+});
+
+test('a bad provider value fails naming the key, without showing a secret', () => {
+  const cases: [Record<string, string>, string, RegExp][] = [
+    [{ AMQP_URL: 'http://guest:guestpass@mq:5672' }, 'AMQP_URL', /AMQP_URL=http:\/\/guest:\*\*\*\*@mq:5672\/? .*expected an AMQP URL/],
+    [{ STRIPE_SECRET_KEY: 'pk_live_publishablekey' }, 'STRIPE_SECRET_KEY', /STRIPE_SECRET_KEY=\*\*\*\* .*expected a Stripe API key/],
+    [{ STRIPE_SECRET_KEY: 'sk_test_1', STRIPE_WEBHOOK_SECRET: 'not-a-whsec' }, 'STRIPE_SECRET_KEY', /sk_test_\*\*\*\*/],
+    [{ STRIPE_SECRET_KEY: 'sk_test_12345678', STRIPE_WEBHOOK_SECRET: 'not-a-whsec' }, 'STRIPE_WEBHOOK_SECRET', /STRIPE_WEBHOOK_SECRET=\*\*\*\* .*whsec_/],
+    [{ STRIPE_SECRET_KEY: 'sk_test_12345678', STRIPE_API_URL: 'ftp://x' }, 'STRIPE_API_URL', /expected an http:\/\/ or https:\/\/ URL/],
+    [{ SENDGRID_API_KEY: 'sendgrid-key-without-prefix' }, 'SENDGRID_API_KEY', /SENDGRID_API_KEY=\*\*\*\* .*SG\./],
+    [{ MAIL_FROM: 'nobody' }, 'MAIL_FROM', /MAIL_FROM="nobody" .*an email address/],
+    [{ MAIL_FROM: 'Shop <orders@shop.example' }, 'MAIL_FROM', /MAIL_FROM=/],
+    [{ S3_BUCKET: 'Bad_Bucket' }, 'S3_BUCKET', /S3_BUCKET="Bad_Bucket" .*S3 bucket name/],
+    [{ S3_BUCKET: 'ok-bucket', S3_FORCE_PATH_STYLE: 'sometimes' }, 'S3_FORCE_PATH_STYLE', /true or false/],
+    [{ PUBLIC_URL: 'api.example.com' }, 'PUBLIC_URL', /PUBLIC_URL="api\.example\.com" .*http:\/\/ or https:\/\//],
+    [{ RECEIPT_URL_TTL_SECONDS: '5' }, 'RECEIPT_URL_TTL_SECONDS', /from 30 to 604800/],
+    [{ OUTBOX_RETENTION_HOURS: '0' }, 'OUTBOX_RETENTION_HOURS', /from 1 to 8760/],
+  ];
+  for (const [env, key, message] of cases) {
+    assert.throws(
+      () => loadConfig(env),
+      (err: unknown) =>
+        err instanceof ConfigError && err.key === key && message.test(err.message) && !/publishablekey|without-prefix|guestpass/.test(err.message),
+      JSON.stringify(env),
+    );
+  }
+});
+
+test('keys that need another key fail naming both: a webhook secret without a Stripe key, SendGrid without MAIL_FROM, S3 settings without a bucket', async () => {
+  const cases: [Record<string, string>, string, RegExp][] = [
+    [{ STRIPE_WEBHOOK_SECRET: 'whsec_12345678' }, 'STRIPE_WEBHOOK_SECRET', /STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not/],
+    [{ STRIPE_API_URL: 'http://127.0.0.1:12111' }, 'STRIPE_API_URL', /STRIPE_API_URL is set but STRIPE_SECRET_KEY is not/],
+    [{ SENDGRID_API_URL: 'http://127.0.0.1:3030' }, 'SENDGRID_API_URL', /SENDGRID_API_URL is set but SENDGRID_API_KEY is not/],
+    [{ S3_ENDPOINT: 'http://127.0.0.1:4569' }, 'S3_ENDPOINT', /S3_ENDPOINT is set but S3_BUCKET is not/],
+    [{ S3_REGION: 'eu-west-1' }, 'S3_REGION', /S3_REGION is set but S3_BUCKET is not/],
+    [{ SENDGRID_API_KEY: 'SG.12345678.abc' }, 'MAIL_FROM', /MAIL_FROM is required with SENDGRID_API_KEY/],
+  ];
+  for (const [env, key, message] of cases) {
+    assert.throws(
+      () => loadConfig(env),
+      (err: unknown) => err instanceof ConfigError && err.key === key && message.test(err.message),
+      JSON.stringify(env),
+    );
+  }
+  const res = await svc(['config', '--json'], { env: { SENDGRID_API_KEY: 'SG.sendgridsecret.x' } });
+  assert.equal(res.code, 78);
+  assert.equal(res.json().error.details.key, 'MAIL_FROM');
+  assert.doesNotMatch(res.stdout + res.stderr, /sendgridsecret/);
+  const withFrom = await svc(['config', '--json'], { env: { SENDGRID_API_KEY: 'SG.sendgridsecret.x', MAIL_FROM: 'orders@shop.example' } });
+  assert.equal(withFrom.code, 0, withFrom.stderr);
+});
+
+test('the README configuration table lists every key, with its default', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const defaults = loadConfig({}, '/');
+  for (const key of Object.keys(configSchema) as (keyof typeof configSchema)[]) {
+    const row = new RegExp(`^\\| \`${key}\` \\| ([^|]+) \\|`, 'm').exec(readme);
+    assert.ok(row, `README has no row for ${key}`);
+    const value = defaults[key];
+    if (value !== undefined && key !== 'SVC_ACTOR')
+      assert.ok(row[1]!.includes(String(value)), `README gives ${key} the default ${row[1]}, the code ${String(value)}`);
+  }
 });

@@ -11,7 +11,7 @@ import { createLogger, createLoggerTo } from '../src/logger.js';
 import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { startServer } from '../src/server/serve.js';
 import { purgeExpired } from '../src/domain/housekeeping.js';
-import { scheduleHousekeeping } from '../src/server/housekeeping.js';
+import { scheduleHousekeeping } from '../src/housekeeping.js';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 
 const USER = 'usr_01JZ0000000000000000000000';
@@ -102,4 +102,24 @@ test('svc serve purges expired rows when it starts (then every 15 minutes); a fa
   await failing.stop();
   const line = JSON.parse(out.trim().split('\n').at(-1)!) as { level: string; msg: string };
   assert.deepEqual([line.level, line.msg], ['warn', 'housekeeping failed; trying again at the next pass']);
+});
+
+test('housekeeping deletes published outbox rows past OUTBOX_RETENTION_HOURS and keeps pending and recent ones', async (t) => {
+  const db = await migratedDatabase(t);
+  await query(
+    db,
+    `insert into outbox_events (id, type, aggregate_id, payload, status, attempts, available_at, created_at, published_at) values
+     ('evt_old_published', 'order.created', 'ord_1', '{}', 'published', 0, now(), now() - interval '30 hours', now() - interval '30 hours'),
+     ('evt_new_published', 'order.created', 'ord_2', '{}', 'published', 0, now(), now() - interval '2 hours', now() - interval '2 hours'),
+     ('evt_old_pending', 'order.created', 'ord_3', '{}', 'pending', 3, now(), now() - interval '30 hours', null)`,
+  );
+  const app = await createApp(loadConfig({ DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent', OUTBOX_RETENTION_HOURS: '24' }));
+  t.after(() => app.close());
+  // The first pass runs at once; stop() waits for it.
+  await app.scheduleHousekeeping(60_000).stop();
+  const left = await query<{ id: string }>(db, 'select id from outbox_events order by id');
+  assert.deepEqual(
+    left.map((r) => r.id),
+    ['evt_new_published', 'evt_old_pending'],
+  );
 });

@@ -9,7 +9,7 @@ import { entities } from '../domain/entities.js';
 import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
 import { PreparingClient } from './prepared-statements.js';
-import { readShare, type ShareInfo } from './embedded-share.js';
+import { readShare, shareEmbeddedDatabase, type EmbeddedShare, type ShareInfo } from './embedded-share.js';
 import { MIGRATIONS_DIR } from '../paths.js';
 import { migrations } from '../../migrations/index.js';
 
@@ -24,6 +24,11 @@ export interface Database {
   location: string;
   /** Embedded mode through a serving process's socket: that process and its socket. */
   via?: { pid: number; socket: string };
+  /**
+   * Embedded and held by this process: lets other svc processes use it through a unix socket in the
+   * data folder (announced in serve.json with the API's url) until the share is closed.
+   */
+  share?(url: string): Promise<EmbeddedShare>;
   close(): Promise<void>;
 }
 
@@ -128,6 +133,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
       orm,
       kind: 'embedded',
       location: dataDir,
+      share: (url) => shareEmbeddedDatabase(orm, dataDir, logger, { url }),
       async close() {
         try {
           await orm.close(true);

@@ -110,16 +110,44 @@ export async function loadSigningKeys(config: Config, logger: Logger): Promise<S
 // Access tokens whose verification is remembered (see AccessTokens.verify); about 0.5 KiB each.
 const VERIFIED_CACHE_SIZE = 10_000;
 
-/** Signs and verifies access tokens with a key set: the first key signs, every key verifies (rotation). */
+/**
+ * Signs and verifies access tokens with a key set: the first key signs, every key verifies (rotation).
+ * The keys may be given as a loader, run on first use (and again after a failure): every App has
+ * token services, but only the processes that sign or verify tokens read the keys.
+ */
 export class AccessTokens {
-  private readonly byKid: Map<string, SigningKey>;
+  private keySet?: { signing: SigningKey; byKid: Map<string, SigningKey> };
+  private loading?: Promise<{ signing: SigningKey; byKid: Map<string, SigningKey> }>;
   private readonly verified = new Map<string, VerifiedAccess>();
+  private readonly loadKeys: () => Promise<SigningKey[]>;
 
   constructor(
-    private readonly keys: SigningKey[],
+    keys: SigningKey[] | (() => Promise<SigningKey[]>),
     private readonly options: { issuer: string; audience: string; ttlSeconds: number },
   ) {
-    this.byKid = new Map(keys.map((k) => [k.kid, k]));
+    this.loadKeys = Array.isArray(keys) ? () => Promise.resolve(keys) : keys;
+    if (Array.isArray(keys)) this.keySet = AccessTokens.index(keys);
+  }
+
+  private static index(keys: SigningKey[]) {
+    return { signing: keys[0]!, byKid: new Map(keys.map((k) => [k.kid, k])) };
+  }
+
+  /** Reads the keys now (svc serve does at start-up, so a missing or bad key set stops it there). */
+  async load(): Promise<void> {
+    await this.keys();
+  }
+
+  private async keys(): Promise<{ signing: SigningKey; byKid: Map<string, SigningKey> }> {
+    if (this.keySet) return this.keySet;
+    this.loading ??= this.loadKeys().then(
+      (keys) => (this.keySet = AccessTokens.index(keys)),
+      (err: unknown) => {
+        this.loading = undefined;
+        throw err;
+      },
+    );
+    return this.loading;
   }
 
   get ttlSeconds(): number {
@@ -128,7 +156,7 @@ export class AccessTokens {
 
   /** Issues a short-lived access token for a user. */
   async sign(claims: AccessClaims): Promise<string> {
-    const key = this.keys[0]!;
+    const key = (this.keySet ?? (await this.keys())).signing;
     return new SignJWT({ role: claims.role })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' })
       .setSubject(claims.sub)
@@ -166,7 +194,8 @@ export class AccessTokens {
     } catch {
       throw unauthorized('the access token is malformed');
     }
-    const key = header.kid ? this.byKid.get(header.kid) : undefined;
+    const { byKid } = this.keySet ?? (await this.keys());
+    const key = header.kid ? byKid.get(header.kid) : undefined;
     if (!key) throw unauthorized('the access token was signed with an unknown key');
     if (header.alg !== key.alg) throw unauthorized(`the access token's algorithm ${header.alg ?? '(none)'} is not accepted`);
     try {

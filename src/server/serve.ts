@@ -1,12 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Config } from '../config.js';
-import { createApp, type App } from '../app.js';
-import { AccessTokens, loadSigningKeys } from '../adapters/jwt.js';
-import { shareEmbeddedDatabase, type EmbeddedShare } from '../adapters/embedded-share.js';
+import { createApp, type App, type AppOverrides } from '../app.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
-import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping } from './housekeeping.js';
 
 export interface RunningServer {
   app: App;
@@ -23,30 +19,28 @@ export interface RunningServer {
 }
 
 /**
- * Starts the API. On the embedded default it applies pending migrations itself; on PostgreSQL it
- * refuses to start while migrations are pending unless `migrate` is set.
+ * Starts the API on an App built for serving (its signing keys and configured adapters loaded, the
+ * embedded stand-ins announced). On the embedded default it applies pending migrations itself; on
+ * PostgreSQL it refuses to start while migrations are pending unless `migrate` is set. `overrides`
+ * replace parts of the App (tests).
  */
-export async function startServer(config: Config, options: { migrate?: boolean } = {}): Promise<RunningServer> {
-  const app = await createApp(config, { exclusiveDatabase: true });
-  let share: EmbeddedShare | undefined;
+export async function startServer(config: Config, options: { migrate?: boolean; overrides?: Omit<AppOverrides, 'role'> } = {}): Promise<RunningServer> {
+  const app = await createApp(config, { ...options.overrides, role: 'serve' });
+  let share: Awaited<ReturnType<App['shareDatabase']>>;
   try {
     const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
-    const tokens = new AccessTokens(await loadSigningKeys(config, app.logger), {
-      issuer: config.JWT_ISSUER,
-      audience: config.JWT_AUDIENCE,
-      ttlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
-    });
-    const server = await buildServer(app, { tokens });
+    const server = await buildServer(app);
     const connections = trackConnections(server.server);
     await server.listen({ port: config.PORT, host: config.HOST });
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
     const url = `http://${host}:${port}`;
+    app.listening(url);
     // The embedded database lives in this process: other svc commands reach it through a socket.
-    if (app.db.kind === 'embedded') share = await shareEmbeddedDatabase(app.db.orm, config.dataDir, app.logger, { url });
+    share = await app.shareDatabase(url);
     app.logger.info({ url, database: app.db.kind, location: app.db.location }, `listening on ${url}`);
-    const housekeeping = scheduleHousekeeping(() => app.db.orm.em.fork() as SqlEntityManager, app.logger, HOUSEKEEPING_INTERVAL_MS);
+    const housekeeping = app.scheduleHousekeeping();
     return {
       app,
       server,

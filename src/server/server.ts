@@ -4,19 +4,20 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import type { App } from '../app.js';
 import type { Ctx } from '../domain/shared/context.js';
-import { Authenticator } from '../domain/auth/authenticator.js';
-import { AuthService } from '../domain/auth/auth.service.js';
+import type { Authenticator } from '../domain/auth/authenticator.js';
+import type { AuthService } from '../domain/auth/auth.service.js';
 import type { AccessTokens } from '../adapters/jwt.js';
 import { errorHandler, notFoundHandler, problemSchema } from './errors.js';
 import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
+import { fileRoutes } from './routes/files.js';
 
-/** What routes reach through `request.server.svc`. */
+/** What routes reach through `request.server.svc` (the App's, named here for the routes' convenience). */
 export interface ServerServices {
   app: App;
   tokens: AccessTokens;
   authenticator: Authenticator;
-  /** Registration, login and refresh-token sessions (needs the server's signing keys). */
+  /** Registration, login and refresh-token sessions. */
   auth: AuthService;
   /** Each dependency's state: 'ok' or what is wrong with it. */
   readiness(): Promise<Record<string, string>>;
@@ -34,7 +35,6 @@ declare module 'fastify' {
 }
 
 export interface ServerOptions {
-  tokens: AccessTokens;
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
 }
@@ -62,7 +62,7 @@ function randomHexSource(poolBytes = 4096): (bytes: number) => string {
 }
 
 /** Builds the HTTP API on an App: plugins, schemas, error handling, routes v1 and v2, health, OpenAPI. */
-export async function buildServer(app: App, options: ServerOptions): Promise<FastifyInstance> {
+export async function buildServer(app: App, options: ServerOptions = {}): Promise<FastifyInstance> {
   const randomHex = randomHexSource();
   const server = Fastify({
     // Not redundant: it makes fastify's logger type parameter FastifyBaseLogger rather than pino's Logger.
@@ -91,13 +91,11 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
   addFormats.default(coercing);
   server.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
 
-  const authenticator = new Authenticator(options.tokens, app.config.USER_STANDING_TTL_SECONDS * 1000);
-  const auth = new AuthService(app.users, app.passwords, options.tokens, { refreshTtlSeconds: app.config.REFRESH_TOKEN_TTL_SECONDS });
   server.decorate('svc', {
     app,
-    tokens: options.tokens,
-    authenticator,
-    auth,
+    tokens: app.tokens,
+    authenticator: app.authenticator,
+    auth: app.auth,
     readiness: async () => ({ database: await databaseState(app) }),
   } satisfies ServerServices);
   server.decorateRequest('traceId', '');
@@ -153,6 +151,8 @@ export async function buildServer(app: App, options: ServerOptions): Promise<Fas
 
   await server.register(healthRoutes);
   await server.register(apiRoutes);
+  // Signed links to files on local disk (the embedded stand-in for S3's presigned URLs).
+  if (app.localFiles) await server.register(fileRoutes(app.localFiles));
   server.get('/api/openapi.json', { schema: { hide: true } }, async () => server.swagger());
   return server;
 }
