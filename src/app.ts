@@ -174,6 +174,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       async close() {
         if (closed) return;
         closed = true;
+        providers.close();
         await db.close();
       },
     };

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError, type Config } from '../config.js';
+import type { Config } from '../config.js';
 import type { FileStore } from '../domain/files/file-store.js';
 import type { Mailer } from '../domain/notifications/mailer.js';
 import type { PaymentProvider } from '../domain/payments/payment-provider.js';
@@ -19,6 +19,8 @@ export interface Providers {
   load(ports: readonly Port[]): Promise<void>;
   /** Logs, once, which of these ports are embedded stand-ins and which variable switches each to the real one. */
   announce(ports: readonly Port[]): void;
+  /** Stops the loaded real adapters' timers and sockets (their circuit breakers, S3's connection pool). */
+  close(): void;
 }
 
 export type Port = 'payments' | 'mailer' | 'files';
@@ -86,16 +88,17 @@ class DeferredFileStore implements FileStore {
  */
 export function createProviders(config: Config, logger: Logger, publicUrl: () => string | undefined): Providers {
   const loads: Partial<Record<Port, () => Promise<unknown>>> = {};
+  // The real adapters built so far, to close with the App.
+  const built: { close(): void }[] = [];
+  const keep = <T extends { close(): void }>(adapter: T): T => (built.push(adapter), adapter);
   const notes: Partial<Record<Port, string>> = {};
 
   let payments: PaymentProvider;
   if (config.STRIPE_SECRET_KEY) {
-    const load = once((): Promise<PaymentProvider> => {
-      // wired at merge (make the function async): const { StripePayments } = await import('./stripe-payments.js');
-      // return new StripePayments({ secretKey: config.STRIPE_SECRET_KEY!, apiUrl: config.STRIPE_API_URL, logger });
-      return Promise.reject(
-        new ConfigError('STRIPE_SECRET_KEY', config.sources.STRIPE_SECRET_KEY, 'STRIPE_SECRET_KEY is set but the Stripe adapter is not wired yet'),
-      );
+    const secretKey = config.STRIPE_SECRET_KEY;
+    const load = once(async (): Promise<PaymentProvider> => {
+      const { StripePayments } = await import('./stripe-payments.js');
+      return keep(new StripePayments({ secretKey, apiUrl: config.STRIPE_API_URL, logger }));
     });
     payments = new DeferredPayments('stripe', load);
     loads.payments = load;
@@ -110,12 +113,10 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
 
   let mailer: Mailer;
   if (config.SENDGRID_API_KEY) {
-    const load = once((): Promise<Mailer> => {
-      // wired at merge (make the function async): const { SendGridMailer } = await import('./sendgrid-mailer.js');
-      // return new SendGridMailer({ apiKey: config.SENDGRID_API_KEY!, apiUrl: config.SENDGRID_API_URL, from: config.MAIL_FROM, logger });
-      return Promise.reject(
-        new ConfigError('SENDGRID_API_KEY', config.sources.SENDGRID_API_KEY, 'SENDGRID_API_KEY is set but the SendGrid adapter is not wired yet'),
-      );
+    const apiKey = config.SENDGRID_API_KEY;
+    const load = once(async (): Promise<Mailer> => {
+      const { SendGridMailer } = await import('./sendgrid-mailer.js');
+      return keep(new SendGridMailer({ apiKey, apiUrl: config.SENDGRID_API_URL, from: config.MAIL_FROM, logger }));
     });
     mailer = new DeferredMailer('sendgrid', load);
     loads.mailer = load;
@@ -128,10 +129,10 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
   let files: FileStore;
   let localFiles: LocalFileStore | undefined;
   if (config.S3_BUCKET) {
-    const load = once((): Promise<FileStore> => {
-      // wired at merge (make the function async): const { S3FileStore } = await import('./s3-file-store.js');
-      // return new S3FileStore({ bucket: config.S3_BUCKET!, endpoint: config.S3_ENDPOINT, region: config.S3_REGION, forcePathStyle: config.S3_FORCE_PATH_STYLE, logger });
-      return Promise.reject(new ConfigError('S3_BUCKET', config.sources.S3_BUCKET, 'S3_BUCKET is set but the S3 adapter is not wired yet'));
+    const bucket = config.S3_BUCKET;
+    const load = once(async (): Promise<FileStore> => {
+      const { S3FileStore } = await import('./s3-file-store.js');
+      return keep(new S3FileStore({ bucket, endpoint: config.S3_ENDPOINT, region: config.S3_REGION, forcePathStyle: config.S3_FORCE_PATH_STYLE, logger }));
     });
     files = new DeferredFileStore('s3', load);
     loads.files = load;
@@ -149,6 +150,9 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
     localFiles,
     async load(ports) {
       await Promise.all(ports.map((port) => loads[port]?.() ?? Promise.resolve()));
+    },
+    close() {
+      for (const adapter of built.splice(0)) adapter.close();
     },
     announce(ports) {
       for (const port of ports) {
