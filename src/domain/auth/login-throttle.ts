@@ -1,6 +1,6 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import { DomainError } from '../shared/errors.js';
-import { query, rowDate } from '../shared/sql.js';
+import { query } from '../shared/sql.js';
 import { sha256 } from './authenticator.js';
 
 /**
@@ -38,8 +38,8 @@ export async function countAttempt(em: SqlEntityManager, key: string, now: Date)
   );
   if (counted.length > 0) return;
   // Refused (the statement changed nothing): the next attempt is allowed once the count is below the limit.
-  const [row] = await query<{ drained_at: Date | string }>(em, 'select drained_at from login_throttles where key = $1', [key]);
-  const wait = row ? rowDate(row.drained_at).getTime() - (burst - 1) * decaySeconds * 1000 - now.getTime() : 0;
+  const [row] = await query<{ drained_at: Date }>(em, 'select drained_at from login_throttles where key = $1', [key]);
+  const wait = row ? row.drained_at.getTime() - (burst - 1) * decaySeconds * 1000 - now.getTime() : 0;
   const seconds = Math.max(1, Math.ceil(wait / 1000));
   throw new DomainError('rate_limited', `too many failed logins for this email; try again in ${seconds} s`, { retryAfterSeconds: seconds });
 }

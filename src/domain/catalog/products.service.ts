@@ -55,19 +55,19 @@ export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 const SKU = new RegExp(SKU_PATTERN);
 const CURRENCY = new RegExp(CURRENCY_PATTERN);
 
-/** A product as clients see it, from an entity or a raw row (drivers return bigint as a string). */
-export const toProductView = (p: Omit<ProductView, 'price'> & { price: number | string }): ProductView => ({
+/** A product as clients see it, from an entity or a raw row. */
+export const toProductView = (p: ProductView): ProductView => ({
   id: p.id,
   sku: p.sku,
   name: p.name,
-  price: Number(p.price),
+  price: p.price,
   currency: p.currency,
   stock: p.stock,
   active: p.active,
 });
 
 /** A products row as the list reads it. */
-type ProductRow = Parameters<typeof toProductView>[0] & { created_at: Date | string };
+type ProductRow = ProductView & { created_at: Date };
 
 function checkSku(raw: string): string {
   if (!SKU.test(raw))

@@ -73,8 +73,7 @@ export async function replay(em: SqlEntityManager, request: IdempotentRequest): 
       field: 'Idempotency-Key',
     });
   }
-  const body = typeof stored.response_body === 'string' ? (JSON.parse(stored.response_body) as unknown) : stored.response_body;
-  return { statusCode: stored.status_code, body };
+  return { statusCode: stored.status_code, body: stored.response_body };
 }
 
 /** Gives a key back when the claim committed without its effect (a failed attempt stores nothing, so it may be retried). */

@@ -3,7 +3,7 @@ import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
-import { Params, query, rowDate, sqlOn, type Sql } from '../shared/sql.js';
+import { Params, query, sqlOn, type Sql } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Viewer } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
@@ -65,17 +65,17 @@ interface OrderRow {
   user_id: string;
   status: OrderStatus;
   currency: string;
-  total: number | string;
-  created_at: Date | string;
-  updated_at: Date | string;
-  items: { productId: string; sku: string; name: string; unitPrice: number | string; quantity: number }[] | string | null;
+  total: number;
+  created_at: Date;
+  updated_at: Date;
+  items: OrderItemView[] | null;
 }
 
 interface LockedProduct {
   id: string;
   sku: string;
   name: string;
-  price: number | string;
+  price: number;
   currency: string;
   active: boolean;
   stock: number;
@@ -233,7 +233,7 @@ export class OrdersService {
     // The lines travel as three arrays, so the statement's text is the same for any number of lines
     // and is prepared once per connection (with and without a claim): planning this statement costs
     // the server more than running it.
-    const [result] = await query<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }>(
+    const [result] = await query<{ claimed: boolean; ok: boolean; products: LockedProduct[] }>(
       em,
       `with req (sku, qty, item_id) as (select * from unnest($1::varchar[], $2::int[], $3::varchar[])),
        claim as (${claim ? numbered(claim.sql, 7) : 'select 1 as claimed'}),
@@ -268,12 +268,12 @@ export class OrdersService {
       [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, ...(claim?.params ?? [])],
     );
     if (!result!.claimed) return undefined;
-    const products = typeof result!.products === 'string' ? (JSON.parse(result!.products) as LockedProduct[]) : result!.products;
+    const products = result!.products;
     const bySku = new Map(products.map((p) => [p.sku, p]));
     if (result!.ok) {
       const items = [...lines].map(([sku, quantity]) => {
         const p = bySku.get(sku)!;
-        return { productId: p.id, sku, name: p.name, unitPrice: Number(p.price), quantity };
+        return { productId: p.id, sku, name: p.name, unitPrice: p.price, quantity };
       });
       return {
         id: orderId,
@@ -320,17 +320,15 @@ export class OrdersService {
   }
 
   private view(row: OrderRow): OrderView {
-    const date = (v: Date | string) => rowDate(v).toISOString();
-    const items = typeof row.items === 'string' ? (JSON.parse(row.items) as Exclude<OrderRow['items'], string>) : row.items;
     return {
       id: row.id,
       userId: row.user_id,
       status: row.status,
       currency: row.currency,
-      total: Number(row.total),
-      items: (items ?? []).map((i) => ({ productId: i.productId, sku: i.sku, name: i.name, unitPrice: Number(i.unitPrice), quantity: i.quantity })),
-      createdAt: date(row.created_at),
-      updatedAt: date(row.updated_at),
+      total: row.total,
+      items: row.items ?? [],
+      createdAt: row.created_at.toISOString(),
+      updatedAt: row.updated_at.toISOString(),
     };
   }
 }
