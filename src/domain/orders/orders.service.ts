@@ -1,12 +1,11 @@
-import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
-import { Params, query, sqlOn, type Sql } from '../shared/sql.js';
+import { Params, type Sql } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Viewer } from '../auth/principal.js';
-import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
+import { checkIdempotencyKey, claimStatement, release, replay, requestHash, type IdempotentRequest, type StoredResponse } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
 
 /** One line of an order: what was bought, at the price charged then (minor units). */
@@ -103,12 +102,6 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
   return lines;
 }
 
-/** Renumbers a statement's `?` placeholders as `$first`, `$first + 1` … (its text has `?` only as placeholders). */
-function numbered(text: string, first: number): string {
-  let n = first;
-  return text.replace(/\?/g, () => `$${n++}`);
-}
-
 /** Orders: creation that reserves stock atomically (idempotent with a key), reads scoped to their owner, cancellation. */
 export class OrdersService {
   /**
@@ -118,7 +111,7 @@ export class OrdersService {
    */
   async create(ctx: Ctx, input: CreateOrderInput): Promise<CreatedOrder> {
     const lines = mergeItems(input.items);
-    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.em, newId('ord'), input.userId, lines))!, replayed: false };
+    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.sql, newId('ord'), input.userId, lines))!, replayed: false };
     const idem = {
       principal: input.idempotency.principal,
       key: checkIdempotencyKey(input.idempotency.key),
@@ -136,20 +129,20 @@ export class OrdersService {
       const response = { statusCode: 201, body: { orderId } };
       let placed: OrderView | undefined;
       try {
-        placed = await this.place(ctx.em, orderId, input.userId, lines, claimStatement(idem, response));
+        placed = await this.place(ctx.sql, orderId, input.userId, lines, { request: idem, response });
       } catch (err) {
-        if (err instanceof DomainError) await release(ctx.em, idem, response);
+        if (err instanceof DomainError) await release(ctx.sql, idem, response);
         throw err;
       }
       if (placed) return { statusCode: 201, order: placed, replayed: false };
-      const first = await replay(ctx.em, idem);
+      const first = await replay(ctx.sql, idem);
       const firstId = (first.body as { orderId: string }).orderId;
-      const order = await this.find(sqlOn(ctx.em), { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
+      const order = await this.find(ctx.sql, { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
         if (err instanceof DomainError && err.code === 'not_found') return undefined;
         throw err;
       });
       if (order) return { statusCode: first.statusCode, order: this.view(order), replayed: true };
-      await release(ctx.em, idem, first);
+      await release(ctx.sql, idem, first);
     }
     throw new DomainError('retryable', `the Idempotency-Key ${idem.key} is contended by concurrent attempts; send it again`);
   }
@@ -187,24 +180,25 @@ export class OrdersService {
 
   /** Cancels a pending order and puts its stock back, in one transaction; any other status is a conflict. */
   async cancel(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
-    return ctx.em.transactional(async (em) => {
-      const order = await this.find(sqlOn(em), input.viewer, input.id, true);
+    return ctx.transaction(async (tx) => {
+      const order = await this.find(tx.sql, input.viewer, input.id, true);
       if (order.status !== 'pending') {
         throw conflict(`order ${order.id} is ${order.status}; only a pending order can be cancelled`, { status: order.status });
       }
       // Product rows are locked in SKU order, as order creation locks them, so the two never deadlock.
-      await em.execute(
-        `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = ? group by product_id),
+      const now = new Date();
+      await tx.sql(
+        `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = $1 group by product_id),
          locked as materialized (select p.id from products p where p.id in (select product_id from back) order by p.sku for update)
-         update products p set stock = p.stock + back.qty, updated_at = ?
+         update products p set stock = p.stock + back.qty, updated_at = $2
          from locked join back on back.product_id = locked.id where p.id = locked.id`,
-        [order.id, new Date()],
+        [order.id, now],
       );
-      const [updated] = await em.execute<OrderRow[]>(`update orders o set status = 'cancelled', updated_at = ? where o.id = ? returning ${ORDER_COLUMNS}`, [
-        new Date(),
+      const [updated] = await tx.sql<OrderRow>(`update orders o set status = 'cancelled', updated_at = $2 where o.id = $1 returning ${ORDER_COLUMNS}`, [
         order.id,
+        now,
       ]);
-      if (input.viewer.role === 'admin') audit({ ...ctx, em }, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
+      if (input.viewer.role === 'admin') await audit(tx, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
       return this.view(updated!);
     });
   }
@@ -222,21 +216,24 @@ export class OrdersService {
    * claim is committed alone, and the caller releases it.
    */
   private async place(
-    em: SqlEntityManager,
+    sql: Sql,
     orderId: string,
     userId: string,
     lines: Map<string, number>,
-    claim?: { sql: string; params: unknown[] },
+    claim?: { request: IdempotentRequest; response: StoredResponse },
   ): Promise<OrderView | undefined> {
     const skus = [...lines.keys()];
     const now = new Date();
+    const params = new Params();
+    // $1 … $6, in this order (the statement's text names them).
+    for (const value of [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId]) params.add(value);
+    const claimSql = claim ? claimStatement(claim.request, claim.response, params) : 'select 1 as claimed';
     // The lines travel as three arrays, so the statement's text is the same for any number of lines
     // and is prepared once per connection (with and without a claim): planning this statement costs
     // the server more than running it.
-    const [result] = await query<{ claimed: boolean; ok: boolean; products: LockedProduct[] }>(
-      em,
+    const [result] = await sql<{ claimed: boolean; ok: boolean; products: LockedProduct[] }>(
       `with req (sku, qty, item_id) as (select * from unnest($1::varchar[], $2::int[], $3::varchar[])),
-       claim as (${claim ? numbered(claim.sql, 7) : 'select 1 as claimed'}),
+       claim as (${claimSql}),
        locked as materialized (
          -- the claim runs first (a one-time filter under the lock), so a taken key locks nothing
          select p.id, p.sku, p.name, p.price, p.currency, p.active, p.stock from products p
@@ -265,7 +262,7 @@ export class OrdersService {
        )
        select exists (select 1 from claim) as claimed, (select ok from ok) as ok,
               coalesce((select json_agg(l order by l.sku) from locked l), '[]'::json) as products`,
-      [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, ...(claim?.params ?? [])],
+      params.values,
     );
     if (!result!.claimed) return undefined;
     const products = result!.products;
