@@ -24,6 +24,8 @@ export interface OrderView {
   status: OrderStatus;
   currency: string;
   total: number;
+  /** The payment method the order is paid with (`pm_…`); null on orders placed before it was required. */
+  paymentMethod: string | null;
   items: OrderItemView[];
   createdAt: string;
   updatedAt: string;
@@ -33,6 +35,8 @@ export interface CreateOrderInput {
   /** Whose order it is. */
   userId: string;
   items: { sku: string; quantity: number }[];
+  /** The payment method to charge (a Stripe PaymentMethod id such as `pm_card_visa`). */
+  paymentMethod: string;
   /** The Idempotency-Key and who sent it (the API key or user), when the client gave one. */
   idempotency?: { key: string; principal: string };
 }
@@ -58,6 +62,18 @@ export interface ListOrdersInput {
 
 export const MAX_ORDER_LINES = 100;
 export const MAX_QUANTITY = 1000;
+/** A Stripe PaymentMethod id: `pm_` and up to 100 letters, digits or underscores (`pm_card_visa`, `pm_1Q0PsIJvEtkwdCNY…`). */
+export const PAYMENT_METHOD_PATTERN = '^pm_[A-Za-z0-9_]{1,100}$';
+const PAYMENT_METHOD = new RegExp(PAYMENT_METHOD_PATTERN);
+
+function checkPaymentMethod(raw: unknown): string {
+  if (typeof raw !== 'string' || !PAYMENT_METHOD.test(raw)) {
+    throw invalid('paymentMethod must be a payment method id: pm_ and up to 100 letters, digits or underscores, such as pm_card_visa', {
+      field: 'paymentMethod',
+    });
+  }
+  return raw;
+}
 
 interface OrderRow {
   id: string;
@@ -65,6 +81,7 @@ interface OrderRow {
   status: OrderStatus;
   currency: string;
   total: number;
+  payment_method: string | null;
   created_at: Date;
   updated_at: Date;
   items: OrderItemView[] | null;
@@ -81,7 +98,7 @@ interface LockedProduct {
 }
 
 // Items aggregated in the same query as their order: one round trip for an order with its lines.
-const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.created_at, o.updated_at,
+const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.payment_method, o.created_at, o.updated_at,
   (select json_agg(json_build_object('productId', i.product_id, 'sku', i.sku, 'name', i.name, 'unitPrice', i.unit_price, 'quantity', i.quantity) order by i.id)
      from order_items i where i.order_id = o.id) as items`;
 
@@ -111,14 +128,15 @@ export class OrdersService {
    */
   async create(ctx: Ctx, input: CreateOrderInput): Promise<CreatedOrder> {
     const lines = mergeItems(input.items);
-    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.sql, newId('ord'), input.userId, lines))!, replayed: false };
+    const wanted = { userId: input.userId, paymentMethod: checkPaymentMethod(input.paymentMethod), lines };
+    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.sql, newId('ord'), wanted))!, replayed: false };
     const idem = {
       principal: input.idempotency.principal,
       key: checkIdempotencyKey(input.idempotency.key),
-      requestHash: requestHash(
-        'POST /orders',
-        input.items.map(({ sku, quantity }) => [sku, quantity]),
-      ),
+      requestHash: requestHash('POST /orders', {
+        items: input.items.map(({ sku, quantity }) => [sku, quantity]),
+        paymentMethod: wanted.paymentMethod,
+      }),
     };
     // The key is claimed by the order's own statement, before it locks anything: a concurrent repeat
     // waits for that statement and then finds the key taken. A claim can outlive a failed attempt
@@ -129,7 +147,7 @@ export class OrdersService {
       const response = { statusCode: 201, body: { orderId } };
       let placed: OrderView | undefined;
       try {
-        placed = await this.place(ctx.sql, orderId, input.userId, lines, { request: idem, response });
+        placed = await this.place(ctx.sql, orderId, wanted, { request: idem, response });
       } catch (err) {
         if (err instanceof DomainError) await release(ctx.sql, idem, response);
         throw err;
@@ -218,15 +236,14 @@ export class OrdersService {
   private async place(
     sql: Sql,
     orderId: string,
-    userId: string,
-    lines: Map<string, number>,
+    { userId, paymentMethod, lines }: { userId: string; paymentMethod: string; lines: Map<string, number> },
     claim?: { request: IdempotentRequest; response: StoredResponse },
   ): Promise<OrderView | undefined> {
     const skus = [...lines.keys()];
     const now = new Date();
     const params = new Params();
-    // $1 … $6, in this order (the statement's text names them).
-    for (const value of [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId]) params.add(value);
+    // $1 … $7, in this order (the statement's text names them).
+    for (const value of [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, paymentMethod]) params.add(value);
     const claimSql = claim ? claimStatement(claim.request, claim.response, params) : 'select 1 as claimed';
     // The lines travel as three arrays, so the statement's text is the same for any number of lines
     // and is prepared once per connection (with and without a claim): planning this statement costs
@@ -251,8 +268,8 @@ export class OrdersService {
          where p.id = l.id and (select ok from ok)
        ),
        placed as (
-         insert into orders (id, user_id, status, currency, total, refunded_amount, created_at, updated_at)
-         select $5, $6, 'pending', min(l.currency), sum(l.price * r.qty), 0, $4, $4 from locked l join req r on r.sku = l.sku
+         insert into orders (id, user_id, status, currency, total, refunded_amount, payment_method, created_at, updated_at)
+         select $5, $6, 'pending', min(l.currency), sum(l.price * r.qty), 0, $7, $4, $4 from locked l join req r on r.sku = l.sku
          having (select ok from ok)
        ),
        lines as (
@@ -278,6 +295,7 @@ export class OrdersService {
         status: 'pending',
         currency: products[0]!.currency,
         total: items.reduce((sum, i) => sum + i.unitPrice * i.quantity, 0),
+        paymentMethod,
         items,
         createdAt: now.toISOString(),
         updatedAt: now.toISOString(),
@@ -323,6 +341,7 @@ export class OrdersService {
       status: row.status,
       currency: row.currency,
       total: row.total,
+      paymentMethod: row.payment_method,
       items: row.items ?? [],
       createdAt: row.created_at.toISOString(),
       updatedAt: row.updated_at.toISOString(),
