@@ -4,6 +4,7 @@ import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
 import { Params, type Sql } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
+import { emit, OUTBOX_INSERT } from '../events/emit.js';
 import type { Viewer } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash, type IdempotentRequest, type StoredResponse } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
@@ -128,7 +129,7 @@ export class OrdersService {
    */
   async create(ctx: Ctx, input: CreateOrderInput): Promise<CreatedOrder> {
     const lines = mergeItems(input.items);
-    const wanted = { userId: input.userId, paymentMethod: checkPaymentMethod(input.paymentMethod), lines };
+    const wanted = { userId: input.userId, paymentMethod: checkPaymentMethod(input.paymentMethod), lines, traceparent: ctx.traceparent ?? null };
     if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.sql, newId('ord'), wanted))!, replayed: false };
     const idem = {
       principal: input.idempotency.principal,
@@ -196,7 +197,10 @@ export class OrdersService {
     return this.view(await this.find(ctx.sql, input.viewer, input.id));
   }
 
-  /** Cancels a pending order and puts its stock back, in one transaction; any other status is a conflict. */
+  /**
+   * Cancels a pending order and puts its stock back, announcing `order.cancelled`, in one transaction;
+   * any other status is a conflict.
+   */
   async cancel(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
     return ctx.transaction(async (tx) => {
       const order = await this.find(tx.sql, input.viewer, input.id, true);
@@ -217,6 +221,13 @@ export class OrdersService {
         now,
       ]);
       if (input.viewer.role === 'admin') await audit(tx, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
+      await emit(tx, 'order.cancelled', order.id, {
+        orderId: order.id,
+        userId: order.user_id,
+        total: order.total,
+        currency: order.currency,
+        paymentMethod: order.payment_method,
+      });
       return this.view(updated!);
     });
   }
@@ -224,7 +235,8 @@ export class OrdersService {
   /**
    * Places the order in ONE statement (one round trip): lock the products in SKU order, check that
    * every line can be served (all SKUs exist and are active, share one currency, have the stock), and
-   * only then take the stock and insert the order and its items at the locked prices. Locking in a
+   * only then take the stock and insert the order, its items at the locked prices and its
+   * `order.created` outbox row (one statement is one transaction: all of them commit, or none). Locking in a
    * fixed order makes concurrent orders wait for each other instead of deadlocking; once it holds a
    * row's lock the statement sees its latest committed stock, so orders never oversell. When a line
    * cannot be served nothing is written and the locked rows say why.
@@ -236,14 +248,16 @@ export class OrdersService {
   private async place(
     sql: Sql,
     orderId: string,
-    { userId, paymentMethod, lines }: { userId: string; paymentMethod: string; lines: Map<string, number> },
+    { userId, paymentMethod, lines, traceparent }: { userId: string; paymentMethod: string; lines: Map<string, number>; traceparent: string | null },
     claim?: { request: IdempotentRequest; response: StoredResponse },
   ): Promise<OrderView | undefined> {
     const skus = [...lines.keys()];
     const now = new Date();
     const params = new Params();
-    // $1 … $7, in this order (the statement's text names them).
-    for (const value of [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, paymentMethod]) params.add(value);
+    // $1 … $9, in this order (the statement's text names them).
+    for (const value of [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, paymentMethod, newId('evt'), traceparent]) {
+      params.add(value);
+    }
     const claimSql = claim ? claimStatement(claim.request, claim.response, params) : 'select 1 as claimed';
     // The lines travel as three arrays, so the statement's text is the same for any number of lines
     // and is prepared once per connection (with and without a claim): planning this statement costs
@@ -276,6 +290,17 @@ export class OrdersService {
          insert into order_items (id, order_id, product_id, sku, name, unit_price, quantity)
          select r.item_id, $5, l.id, l.sku, l.name, l.price, r.qty from locked l join req r on r.sku = l.sku
          where (select ok from ok)
+       ),
+       -- order.created, in the same commit as the order (the transactional outbox; see events/emit.ts)
+       event as (
+         ${OUTBOX_INSERT}
+         select $8, 'order.created', $5,
+                jsonb_build_object('orderId', $5::text, 'userId', $6::text, 'total', sum(l.price * r.qty), 'currency', min(l.currency),
+                  'paymentMethod', $7::text,
+                  'items', jsonb_agg(jsonb_build_object('productId', l.id, 'sku', l.sku, 'name', l.name, 'unitPrice', l.price, 'quantity', r.qty) order by r.item_id)),
+                $9, 'pending', 0, $4, $4
+         from locked l join req r on r.sku = l.sku
+         having (select ok from ok)
        )
        select exists (select 1 from claim) as claimed, (select ok from ok) as ok,
               coalesce((select json_agg(l order by l.sku) from locked l), '[]'::json) as products`,
