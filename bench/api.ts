@@ -185,9 +185,9 @@ async function seed(url: string): Promise<Date> {
       select ${idOf('prd', 'n')}, 'SKU-' || lpad(n::text, 5, '0'), 'Product ' || n, 100 + (n * 7919) % 99900, 'USD', ${INITIAL_STOCK}, true,
              now() - make_interval(secs => ${PRODUCTS} - n), now()
       from generate_series(1, ${PRODUCTS}) n`);
-    await c.query(`insert into orders (id, user_id, status, currency, total, created_at, updated_at)
+    await c.query(`insert into orders (id, user_id, status, currency, total, payment_method, created_at, updated_at)
       select ${idOf('ord', 'n')}, ${idOf('usr', `1 + (n - 1) % ${USERS}`)}, (array['pending', 'processing', 'completed', 'completed', 'completed'])[1 + n % 5],
-             'USD', 0, now() - make_interval(secs => ${ORDERS} - n), now()
+             'USD', 0, 'pm_card_visa', now() - make_interval(secs => ${ORDERS} - n), now()
       from generate_series(1, ${ORDERS}) n`);
     // Five distinct products per order: 7 is coprime with 1,000.
     await c.query(`insert into order_items (id, order_id, product_id, sku, name, unit_price, quantity)
@@ -232,7 +232,10 @@ const pick = <T>(items: readonly T[]): T => items[randomInt(items.length)]!;
 function orderBody(): string {
   const skus = new Set<number>();
   while (skus.size < ITEMS_PER_ORDER) skus.add(1 + randomInt(PRODUCTS));
-  return JSON.stringify({ items: [...skus].map((n) => ({ sku: `SKU-${String(n).padStart(5, '0')}`, quantity: 1 + randomInt(3) })) });
+  return JSON.stringify({
+    paymentMethod: 'pm_card_visa',
+    items: [...skus].map((n) => ({ sku: `SKU-${String(n).padStart(5, '0')}`, quantity: 1 + randomInt(3) })),
+  });
 }
 
 /** Stock accounting after the order-creation run: nothing negative, every unit taken is in an order. */

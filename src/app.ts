@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { openDatabase, type Database } from './adapters/database.js';
@@ -8,7 +7,7 @@ import { PasswordHasher } from './domain/users/password.js';
 import { ApiKeysService } from './domain/auth/api-keys.service.js';
 import { ProductsService } from './domain/catalog/products.service.js';
 import { OrdersService } from './domain/orders/orders.service.js';
-import type { Ctx } from './domain/shared/context.js';
+import { createContext, type ContextInput, type Ctx } from './domain/shared/context.js';
 import { sqlOn } from './domain/shared/sql.js';
 import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
@@ -88,7 +87,7 @@ export interface App {
   /** Where svc serve listens: the links the App hands out (local files) point there unless PUBLIC_URL is set. */
   listening(url: string): void;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
-  context(input: { actor: string; traceId?: string }): Ctx;
+  context(input: ContextInput): Ctx;
   close(): Promise<void>;
 }
 
@@ -135,6 +134,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       }));
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
+    const contextDeps = { fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'], sql, cursors };
     return {
       config,
       logger,
@@ -159,18 +159,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       listening: (url) => {
         serverUrl = url;
       },
-      context: ({ actor, traceId }) => {
-        let em: Ctx['em'] | undefined;
-        return {
-          actor,
-          traceId: traceId ?? randomBytes(16).toString('hex'),
-          get em() {
-            return (em ??= db.orm.em.fork({ clear: true }) as Ctx['em']);
-          },
-          sql,
-          cursors,
-        };
-      },
+      context: (input) => createContext(contextDeps, input),
       async close() {
         if (closed) return;
         closed = true;

@@ -329,7 +329,7 @@ test('authentication on PostgreSQL', async (t) => {
     const change = async (body: Json) => assert.equal((await call(ts, 'PATCH', `/api/v1/users/${dave.id}`, { headers: asAdmin, body })).status, 200);
 
     await change({ role: 'guest' });
-    const write = await call(ts, 'POST', '/api/v1/orders', { headers: asDave, body: { items: [{ sku: 'ANY', quantity: 1 }] } });
+    const write = await call(ts, 'POST', '/api/v1/orders', { headers: asDave, body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'ANY', quantity: 1 }] } });
     assert.equal(write.status, 403);
     assert.match(write.body.detail, /guest role may not write/);
     await change({ role: 'admin' });

@@ -20,7 +20,7 @@ async function preparedAfterRequests(ts: TestServer): Promise<string[]> {
   const order = await fetch(`${ts.url}/api/v1/orders`, {
     method: 'POST',
     headers: { ...auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ items: [{ sku: 'TEA-1', quantity: 2 }] }),
+    body: JSON.stringify({ paymentMethod: 'pm_card_visa', items: [{ sku: 'TEA-1', quantity: 2 }] }),
   });
   assert.equal(order.status, 201);
   const { id } = (await order.json()) as { id: string };

@@ -77,6 +77,7 @@ for (const embedded of [false, true]) {
 
     const created = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'PEN-1', quantity: 4 },
           { sku: 'PAD-1', quantity: 1 },
@@ -97,6 +98,7 @@ for (const embedded of [false, true]) {
         ],
         total: 29.99,
         currency: 'USD',
+        paymentMethod: 'pm_card_visa',
         status: 'pending',
         createdAt: undefined,
         updatedAt: undefined,
@@ -124,8 +126,8 @@ for (const embedded of [false, true]) {
 
     // Idempotency works the same on the embedded database's one connection.
     const key = { 'idempotency-key': 'embedded-or-not-1' };
-    const first = await call(alice, 'POST', '/orders', { headers: key, body: { items: [{ sku: 'PEN-1', quantity: 1 }] } });
-    const repeat = await call(alice, 'POST', '/orders', { headers: key, body: { items: [{ sku: 'PEN-1', quantity: 1 }] } });
+    const first = await call(alice, 'POST', '/orders', { headers: key, body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } });
+    const repeat = await call(alice, 'POST', '/orders', { headers: key, body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } });
     assert.equal(first.status, 201);
     assert.equal(repeat.status, 201);
     assert.deepEqual(repeat.body, first.body);
@@ -143,7 +145,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   await product('DATES-KW', 1250, 5, 'KWD');
 
   await t.test('money is a decimal of major units in v1 and {amount, currency} in v2, for every currency', async () => {
-    const usd = await call(alice, 'POST', '/orders', { version: 'v2', body: { items: [{ sku: 'PEN-1', quantity: 2 }] } });
+    const usd = await call(alice, 'POST', '/orders', { version: 'v2', body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 2 }] } });
     assert.equal(usd.status, 201);
     assert.deepEqual(usd.body.total, { amount: 500, currency: 'USD' });
     assert.deepEqual(usd.body.items[0].unitPrice, { amount: 250, currency: 'USD' });
@@ -151,10 +153,10 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     assert.equal(v1.body.total, 5);
     assert.equal(v1.body.items[0].unitPrice, 2.5);
 
-    const jpy = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'TEA-JP', quantity: 2 }] } });
+    const jpy = await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'TEA-JP', quantity: 2 }] } });
     assert.equal(jpy.body.total, 2400);
     assert.equal(jpy.body.currency, 'JPY');
-    const kw = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'DATES-KW', quantity: 1 }] } });
+    const kw = await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'DATES-KW', quantity: 1 }] } });
     assert.equal(kw.body.total, 1.25);
     const kw2 = await call(alice, 'GET', `/orders/${kw.body.id}`, { version: 'v2' });
     assert.deepEqual(kw2.body.total, { amount: 1250, currency: 'KWD' });
@@ -165,10 +167,10 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     const before = await count(db, 'select count(*) as n from orders');
     const cases: [unknown, string][] = [
       [{ status: 'completed', total: 0 }, 'status'],
-      [{ items: [{ sku: 'PEN-1', quantity: 1 }], status: 'completed', total: 0 }, 'status'],
-      [{ items: [{ sku: 'PEN-1', quantity: 1 }], userId: bob.id }, 'userId'],
-      [{ items: [{ sku: 'PEN-1', quantity: 1, unitPrice: 0 }] }, 'items[0].unitPrice'],
-      [{ items: [{ sku: 'PEN-1', quantity: 1, price: { amount: 1, currency: 'USD' } }] }, 'items[0].price'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }], status: 'completed', total: 0 }, 'status'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }], userId: bob.id }, 'userId'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1, unitPrice: 0 }] }, 'items[0].unitPrice'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1, price: { amount: 1, currency: 'USD' } }] }, 'items[0].price'],
     ];
     for (const [body, field] of cases) {
       const res = await call(alice, 'POST', '/orders', { body });
@@ -186,20 +188,38 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     const tooMany = Array.from({ length: 101 }, (_, i) => ({ sku: `SKU-${i}`, quantity: 1 }));
     const cases: [unknown, string][] = [
       [{}, 'items'],
-      [{ items: [] }, 'items'],
-      [{ items: tooMany }, 'items'],
-      [{ items: [{ sku: 'PEN-1', quantity: 0 }] }, 'items[0].quantity'],
-      [{ items: [{ sku: 'PEN-1', quantity: -1 }] }, 'items[0].quantity'],
-      [{ items: [{ sku: 'PEN-1', quantity: 1001 }] }, 'items[0].quantity'],
-      [{ items: [{ sku: 'PEN-1', quantity: 1.5 }] }, 'items[0].quantity'],
-      [{ items: [{ sku: 'PEN-1', quantity: '5' }] }, 'items[0].quantity'],
-      [{ items: [{ sku: '', quantity: 1 }] }, 'items[0].sku'],
-      [{ items: [{ quantity: 1 }] }, 'items[0].sku'],
-      [{ items: [{ sku: 'x'.repeat(65), quantity: 1 }] }, 'items[0].sku'],
+      [{ paymentMethod: 'pm_card_visa', items: [] }, 'items'],
+      [{ paymentMethod: 'pm_card_visa', items: tooMany }, 'items'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 0 }] }, 'items[0].quantity'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: -1 }] }, 'items[0].quantity'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1001 }] }, 'items[0].quantity'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1.5 }] }, 'items[0].quantity'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: '5' }] }, 'items[0].quantity'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: '', quantity: 1 }] }, 'items[0].sku'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ quantity: 1 }] }, 'items[0].sku'],
+      [{ paymentMethod: 'pm_card_visa', items: [{ sku: 'x'.repeat(65), quantity: 1 }] }, 'items[0].sku'],
     ];
     for (const [body, field] of cases) assertProblem(await call(alice, 'POST', '/orders', { body }), 400, 'invalid', undefined, field);
     assertProblem(await call(alice, 'POST', '/orders', { body: 'not json' }), 400, 'invalid');
     assert.equal(await count(db, "select count(*) as n from orders where status = 'pending'"), 0);
+  });
+
+  await t.test('paymentMethod is required in v1 and v2, and must be a payment method id such as pm_card_visa', async () => {
+    const items = [{ sku: 'PEN-1', quantity: 1 }];
+    for (const version of ['v1', 'v2'] as const) {
+      assertProblem(await call(alice, 'POST', '/orders', { version, body: { items } }), 400, 'invalid', /^paymentMethod is required$/, 'paymentMethod');
+      for (const paymentMethod of ['card_visa', 'pm_', 'pm_card visa', `pm_${'x'.repeat(101)}`, 42, null]) {
+        assertProblem(await call(alice, 'POST', '/orders', { version, body: { items, paymentMethod } }), 400, 'invalid', /^paymentMethod /, 'paymentMethod');
+      }
+    }
+    assert.equal(await count(db, "select count(*) as n from orders where status = 'pending'"), 0);
+    const placed = await call(alice, 'POST', '/orders', { version: 'v2', body: { items, paymentMethod: 'pm_1Q0PsIJvEtkwdCNYzH5Qbq7F' } });
+    assert.equal(placed.status, 201, JSON.stringify(placed.body));
+    assert.equal(placed.body.paymentMethod, 'pm_1Q0PsIJvEtkwdCNYzH5Qbq7F');
+    assert.equal((await call(alice, 'GET', `/orders/${placed.body.id}`)).body.paymentMethod, 'pm_1Q0PsIJvEtkwdCNYzH5Qbq7F');
+    const [row] = await query<{ payment_method: string }>(db, 'select payment_method from orders where id = $1', [placed.body.id]);
+    assert.equal(row!.payment_method, 'pm_1Q0PsIJvEtkwdCNYzH5Qbq7F');
+    assert.equal((await call(alice, 'POST', `/orders/${placed.body.id}/cancel`)).status, 200);
   });
 
   await t.test('a body over the size limit answers 413 and creates nothing', async () => {
@@ -215,6 +235,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     assert.equal((await call(admin, 'POST', `/products/${old.id}/deactivate`)).status, 200);
     const unknown = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'PEN-1', quantity: 1 },
           { sku: 'NOPE-9', quantity: 1 },
@@ -224,6 +245,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     assertProblem(unknown, 422, 'unprocessable', /no product on sale with SKU NOPE-9/, 'items');
     const inactive = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'OLD-1', quantity: 1 },
           { sku: 'PEN-1', quantity: 1 },
@@ -233,6 +255,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
     assertProblem(inactive, 422, 'unprocessable', /SKU OLD-1/);
     const mixed = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'PEN-1', quantity: 1 },
           { sku: 'TEA-JP', quantity: 1 },
@@ -248,6 +271,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   await t.test('a SKU short of stock answers 409 naming it and what is left, and no other line is reserved', async () => {
     const res = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'PEN-1', quantity: 3 },
           { sku: 'PAD-1', quantity: 6 },
@@ -263,6 +287,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   await t.test('a SKU listed twice is one line with the quantities added', async () => {
     const res = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'PEN-1', quantity: 2 },
           { sku: 'PAD-1', quantity: 1 },
@@ -285,10 +310,10 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test('prices come from the catalog at order time; later price changes do not touch placed orders', async () => {
-    const placed = await call(bob, 'POST', '/orders', { body: { items: [{ sku: 'PAD-1', quantity: 1 }] } });
+    const placed = await call(bob, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PAD-1', quantity: 1 }] } });
     assert.equal(placed.body.total, 19.99);
     assert.equal((await call(admin, 'PATCH', `/products/${pad.id}`, { body: { price: 24.5, name: 'Notepad' } })).status, 200);
-    const later = await call(bob, 'POST', '/orders', { body: { items: [{ sku: 'PAD-1', quantity: 1 }] } });
+    const later = await call(bob, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PAD-1', quantity: 1 }] } });
     assert.deepEqual([later.body.total, later.body.items[0].name], [24.5, 'Notepad']);
     const first = await call(bob, 'GET', `/orders/${placed.body.id}`);
     assert.deepEqual([first.body.total, first.body.items[0].unitPrice, first.body.items[0].name], [19.99, 19.99, 'Product PAD-1']);
@@ -296,12 +321,12 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test('guests read their own orders but may not order or cancel; without a token every route is 401', async () => {
-    assertProblem(await call(guest, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } }), 403, 'forbidden');
+    assertProblem(await call(guest, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } }), 403, 'forbidden');
     assertProblem(await call(guest, 'POST', '/orders', { body: { status: 'completed', total: 0 } }), 403, 'forbidden');
     const list = await call(guest, 'GET', '/orders');
     assert.equal(list.status, 200);
     assert.deepEqual(list.body.data, []);
-    const order = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } });
+    const order = await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } });
     assertProblem(await call(guest, 'POST', `/orders/${order.body.id}/cancel`), 403, 'forbidden');
     for (const [method, path] of [
       ['POST', '/orders'],
@@ -310,7 +335,12 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
       ['POST', `/orders/${order.body.id}/cancel`],
     ] as const) {
       assertProblem(
-        await call(null, method, path, method === 'POST' && path === '/orders' ? { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } } : {}),
+        await call(
+          null,
+          method,
+          path,
+          method === 'POST' && path === '/orders' ? { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } } : {},
+        ),
         401,
         'unauthorized',
       );
@@ -319,7 +349,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test("another user's order answers 404 to read and cancel, exactly like one that does not exist; admins see and cancel any", async () => {
-    const order = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 2 }] } });
+    const order = await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 2 }] } });
     const missing = 'ord_01ARZ3NDEKTSV4RRFFQ69G5FAV';
     const foreign = await call(bob, 'GET', `/orders/${order.body.id}`);
     const absent = await call(bob, 'GET', `/orders/${missing}`);
@@ -342,7 +372,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   });
 
   await t.test('an order that is no longer pending cannot be cancelled: 409 with its status, stock untouched', async () => {
-    const order = await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } });
+    const order = await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } });
     await query(db, "update orders set status = 'completed' where id = $1", [order.body.id]);
     assertProblem(await call(alice, 'POST', `/orders/${order.body.id}/cancel`), 409, 'conflict', /is completed; only a pending order/);
     assert.equal(await stock(pen.id), 9);
@@ -353,6 +383,7 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
   await t.test('concurrent cancels of one order: one succeeds, the others get 409, and the stock comes back once', async () => {
     const order = await call(alice, 'POST', '/orders', {
       body: {
+        paymentMethod: 'pm_card_visa',
         items: [
           { sku: 'PEN-1', quantity: 3 },
           { sku: 'PAD-1', quantity: 2 },
@@ -369,9 +400,9 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
 
   await t.test('users list only their own orders; admins list everyone’s and filter by status, user and creation time', async () => {
     await query(db, 'delete from order_items; delete from orders');
-    const a1 = (await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } })).body;
-    const b1 = (await call(bob, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } })).body;
-    const a2 = (await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PAD-1', quantity: 1 }] } })).body;
+    const a1 = (await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } })).body;
+    const b1 = (await call(bob, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } })).body;
+    const a2 = (await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PAD-1', quantity: 1 }] } })).body;
     await call(alice, 'POST', `/orders/${a2.id}/cancel`);
 
     const own = await call(alice, 'GET', '/orders');
@@ -428,7 +459,8 @@ test('orders on PostgreSQL: validation, errors and access rules', async (t) => {
 test('order pages walk every order once, newest first, while new orders arrive between pages; a tampered cursor is 400', async (t) => {
   const { ts, alice, call, product } = await setup(t);
   await product('PEN-1', 100, 1000);
-  const order = async () => (await call(alice, 'POST', '/orders', { body: { items: [{ sku: 'PEN-1', quantity: 1 }] } })).body.id as string;
+  const order = async () =>
+    (await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } })).body.id as string;
   const existing: string[] = [];
   for (let i = 0; i < 12; i++) existing.push(await order());
 
@@ -472,7 +504,7 @@ test('1,000 concurrent orders over HTTP for 10 units: exactly 10 succeed, the re
       const res = await fetch(`${ts.url}/api/v1/orders`, {
         method: 'POST',
         headers: { authorization: `Bearer ${tokens[i % tokens.length]}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ items: [{ sku: 'WIDGET-10', quantity: 1 }] }),
+        body: JSON.stringify({ paymentMethod: 'pm_card_visa', items: [{ sku: 'WIDGET-10', quantity: 1 }] }),
       });
       return { status: res.status, body: (await res.json()) as Json };
     }),
@@ -516,7 +548,7 @@ test('concurrent orders naming the same SKUs in opposite orders never deadlock, 
       const res = await fetch(`${ts.url}/api/v1/orders`, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ items }),
+        body: JSON.stringify({ paymentMethod: 'pm_card_visa', items }),
       });
       return res.status;
     }),
@@ -537,7 +569,7 @@ test('Idempotency-Key: repeats return the first response, concurrent ones includ
   const { ts, alice, bob, admin, call, product, stock } = await setup(t);
   const db = ts.databaseUrl!;
   const pen = await product('PEN-1', 250, 100);
-  const body = { items: [{ sku: 'PEN-1', quantity: 2 }] };
+  const body = { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 2 }] };
 
   await t.test('20 concurrent identical requests with one key create one order, and all get the same 201 response', async () => {
     const headers = { 'idempotency-key': 'order-2026-11-25-0001' };
@@ -559,8 +591,11 @@ test('Idempotency-Key: repeats return the first response, concurrent ones includ
 
   await t.test('the same key with a different body answers 422 and orders nothing', async () => {
     const headers = { 'idempotency-key': 'order-2026-11-25-0001' };
-    const res = await call(alice, 'POST', '/orders', { headers, body: { items: [{ sku: 'PEN-1', quantity: 3 }] } });
+    const res = await call(alice, 'POST', '/orders', { headers, body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 3 }] } });
     assertProblem(res, 422, 'unprocessable', /already used with a different request/, 'Idempotency-Key');
+    // Another payment method is another request too.
+    const otherCard = await call(alice, 'POST', '/orders', { headers, body: { ...body, paymentMethod: 'pm_card_mastercard' } });
+    assertProblem(otherCard, 422, 'unprocessable', /already used with a different request/, 'Idempotency-Key');
     assert.equal(await count(db, 'select count(*) as n from orders'), 1);
     assert.equal(await stock(pen.id), 98);
   });
@@ -577,11 +612,11 @@ test('Idempotency-Key: repeats return the first response, concurrent ones includ
     const headers = { 'idempotency-key': 'order-2026-11-25-0001' };
     const before = await call(alice, 'POST', '/orders', { headers, body });
     await query(db, "update idempotency_keys set expires_at = now() - interval '1 second' where key = $1", ['order-2026-11-25-0001']);
-    const after = await call(alice, 'POST', '/orders', { headers, body: { items: [{ sku: 'PEN-1', quantity: 3 }] } });
+    const after = await call(alice, 'POST', '/orders', { headers, body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 3 }] } });
     assert.equal(after.status, 201, JSON.stringify(after.body));
     assert.notEqual(after.body.id, before.body.id);
     assert.equal(after.headers.get('idempotent-replayed'), null);
-    const again = await call(alice, 'POST', '/orders', { headers, body: { items: [{ sku: 'PEN-1', quantity: 3 }] } });
+    const again = await call(alice, 'POST', '/orders', { headers, body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 3 }] } });
     assert.equal(again.body.id, after.body.id);
     const [row] = await query<{ hours: number }>(
       db,
@@ -593,7 +628,7 @@ test('Idempotency-Key: repeats return the first response, concurrent ones includ
 
   await t.test('a failed attempt stores nothing: the same key succeeds once the stock is back', async () => {
     const headers = { 'idempotency-key': 'retry-after-restock' };
-    const big = { items: [{ sku: 'PEN-1', quantity: 500 }] };
+    const big = { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 500 }] };
     assertProblem(await call(alice, 'POST', '/orders', { headers, body: big }), 409, 'conflict', /SKU PEN-1 has \d+ left, 500 requested/);
     assert.equal(await count(db, "select count(*) as n from idempotency_keys where key = 'retry-after-restock'"), 0);
     assert.equal((await call(admin, 'PATCH', `/products/${pen.id}`, { body: { stock: 1000 } })).status, 200);

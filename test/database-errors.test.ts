@@ -64,7 +64,7 @@ test('a user deleted while their order is placed gets 404 naming the user in the
   const ordering = fetch(`${ts.url}/api/v1/orders`, {
     method: 'POST',
     headers: { ...(await ts.auth(alice)), 'content-type': 'application/json' },
-    body: JSON.stringify({ items: [{ sku: 'TEA-1', quantity: 2 }] }),
+    body: JSON.stringify({ paymentMethod: 'pm_card_visa', items: [{ sku: 'TEA-1', quantity: 2 }] }),
   });
   await untilSomeoneWaitsFor(ts.databaseUrl!, locker);
   // ... while an admin deletes her account (she has no orders yet), then the product is released.

@@ -82,12 +82,3 @@ test('the logger writes JSON with emails masked and secrets redacted', async () 
   logger.info({ since: new Date('2026-11-25T07:00:00.000Z') }, 'held');
   assert.equal(JSON.parse(lines[2]!).since, '2026-11-25T07:00:00.000Z');
 });
-
-test('timestamps of raw rows read as Dates, from node-postgres (a Date) or from PostgreSQL text (PGlite)', async () => {
-  const { rowDate } = await import('../src/domain/shared/sql.js');
-  const at = new Date('2026-11-25T07:01:02.123Z');
-  assert.equal(rowDate(at), at);
-  assert.equal(rowDate('2026-11-25 07:01:02.123456+00').toISOString(), '2026-11-25T07:01:02.123Z');
-  assert.equal(rowDate('2026-11-25 12:31:02.123+05:30').toISOString(), '2026-11-25T07:01:02.123Z');
-  assert.throws(() => rowDate('yesterday'), /not a timestamp: yesterday/);
-});

@@ -2,8 +2,10 @@ import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { MikroORM, Options } from '@mikro-orm/core';
-import type { SqlEntityManager } from '@mikro-orm/sql';
+import { createPostgreSqlTypeParsers, type SqlEntityManager } from '@mikro-orm/sql';
 import { Migrator } from '@mikro-orm/migrations';
+import pg from 'pg';
+import postgresDate from 'postgres-date';
 import type { Config } from '../config.js';
 import { entities } from '../domain/entities.js';
 import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
@@ -38,6 +40,59 @@ export interface OpenOptions {
    * connecting through its socket.
    */
   exclusive?: boolean;
+}
+
+// PostgreSQL type oids (pg_type.oid) of the columns whose JavaScript type svc fixes.
+const OID = { int8: 20, numeric: 1700, json: 114, jsonb: 3802, timestamptz: 1184, timestamptzArray: 1185, textArray: 1009 } as const;
+
+// A CommonJS module whose function is its export (its typings declare an ES default export).
+const parseTimestamp = postgresDate as unknown as (text: string) => Date | number | null;
+
+/**
+ * How svc reads column values, the same on node-postgres and PGlite (which differ by default:
+ * node-postgres gives int8 and numeric as strings, PGlite int8 as a number, and MikroORM keeps
+ * timestamps as text on both), so services see numbers, Dates and parsed JSON whichever driver ran
+ * the statement, on the pool, in a transaction, or through embedded svc serve's socket.
+ *
+ * - int8 and numeric are numbers. svc's int8 columns are money in minor units (at most
+ *   MAX_PRICE × 100 lines × 1,000 units, below 2^53) and counts; numeric only comes from sums of
+ *   them. A value beyond 2^53 (or a fraction a double cannot hold) would lose digits, so int8
+ *   refuses one outside the safe integers instead of rounding it silently (the statement fails).
+ * - timestamptz is a Date (PostgreSQL's text form read by the parser node-postgres itself uses);
+ *   MikroORM hydrates entities from a Date as from text. `date`, `timestamp` and `interval` stay
+ *   text, as MikroORM has them.
+ * - json and jsonb are parsed.
+ */
+function rowParsers(): Record<number, (text: string) => unknown> {
+  // An array literal's elements as text, parsed by pg's own text[] parser.
+  // (pg's typings list only scalar type ids.)
+  const parserOf = pg.types.getTypeParser as unknown as (oid: number, format: 'text') => (text: string) => string[];
+  const textArray = parserOf(OID.textArray, 'text');
+  const timestamptz = (text: string): Date => {
+    const parsed = parseTimestamp(text);
+    if (!(parsed instanceof Date)) throw new RangeError(`not a timestamp with time zone: ${text}`);
+    return parsed;
+  };
+  return {
+    ...createPostgreSqlTypeParsers(textArray),
+    [OID.int8]: (text) => {
+      const n = Number(text);
+      if (!Number.isSafeInteger(n)) throw new RangeError(`the int8 value ${text} is beyond 2^53 and cannot be read as a number without losing digits`);
+      return n;
+    },
+    [OID.numeric]: (text) => Number(text),
+    [OID.timestamptz]: timestamptz,
+    [OID.timestamptzArray]: (text) => textArray(text).map(timestamptz),
+    [OID.json]: (text) => JSON.parse(text) as unknown,
+    [OID.jsonb]: (text) => JSON.parse(text) as unknown,
+  };
+}
+
+/** The row parsers as node-postgres takes them: per pool (its `types`), never pg's global ones. */
+function pgTypes(): pg.CustomTypesConfig {
+  const types = new pg.TypeOverrides();
+  for (const [oid, parse] of Object.entries(rowParsers())) types.setTypeParser(Number(oid), 'text', parse);
+  return types;
 }
 
 function baseOptions(config: Config, logger: Logger): Partial<Options> {
@@ -82,6 +137,8 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS || undefined,
         application_name: 'svc',
         connectionTimeoutMillis: 5_000,
+        // Replaces the TypeOverrides MikroORM builds (they are in rowParsers, with svc's own).
+        types: pgTypes(),
         // Behind a transaction-pooling PgBouncer a statement prepared on one server connection is
         // not there for the next transaction: plain pg.Client then sends every statement unnamed.
         ...(config.DATABASE_PREPARED_STATEMENTS ? { Client: PreparingClient } : {}),
@@ -121,7 +178,8 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
       // Named-database mode: the cluster lives in pgdata/, dbName picks the database inside it.
       // PostgreSQL's default 128 MB of shared buffers lives in PGlite's WASM memory (RSS of the
       // process); the data files sit in the OS page cache anyway, so a small pool costs little.
-      driverOptions: { dataDir: join(dataDir, 'pgdata'), postgresqlconf: ['shared_buffers=16MB'] },
+      // `parsers` are laid over MikroORM's own (@mikro-orm/pglite spreads them last).
+      driverOptions: { dataDir: join(dataDir, 'pgdata'), postgresqlconf: ['shared_buffers=16MB'], parsers: rowParsers() },
       pool: { min: 1, max: 1 },
     } as Options);
     // Announced when the folder is created; later runs mention it only at debug level.
@@ -165,7 +223,7 @@ async function openThroughServe(config: Config, logger: Logger, share: ShareInfo
     pool: { min: 0, max: 1, idleTimeoutMillis: 1_000 },
     // No statement_timeout or application_name: startup parameters would change the one session
     // every client (and the API) shares.
-    driverOptions: { connectionTimeoutMillis: 5_000 },
+    driverOptions: { connectionTimeoutMillis: 5_000, types: pgTypes() },
     connect: false,
   } as Options);
   logger.info(

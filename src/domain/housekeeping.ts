@@ -1,4 +1,5 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
+import { query } from './shared/sql.js';
 
 /** Rows deleted by one housekeeping pass. */
 export interface Purged {
@@ -8,7 +9,7 @@ export interface Purged {
 }
 
 // Rows per statement: short statements keep locks and WAL bursts small on a busy table.
-const BATCH = 5_000;
+export const BATCH = 5_000;
 
 /**
  * Deletes what can no longer be used: idempotency keys past their 24 hours, refresh-token
@@ -20,30 +21,33 @@ export async function purgeExpired(em: SqlEntityManager, now = new Date()): Prom
   const idempotencyKeys = await inBatches(
     em,
     `delete from idempotency_keys where (principal, key) in
-       (select principal, key from idempotency_keys where expires_at <= ? limit ${BATCH} for update skip locked)`,
+       (select principal, key from idempotency_keys where expires_at <= $1 limit ${BATCH} for update skip locked)`,
     [now],
   );
   const refreshTokens = await inBatches(
     em,
     `delete from refresh_tokens where family_id in
-       (select family_id from refresh_tokens group by family_id having max(expires_at) <= ? limit ${BATCH})`,
+       (select family_id from refresh_tokens group by family_id having max(expires_at) <= $1 limit ${BATCH})`,
     [now],
   );
   // A count is spent once it has decayed to zero: the row then means what no row means.
   const loginThrottles = await inBatches(
     em,
     `delete from login_throttles where key in
-       (select key from login_throttles where drained_at <= ? limit ${BATCH} for update skip locked)`,
+       (select key from login_throttles where drained_at <= $1 limit ${BATCH} for update skip locked)`,
     [now],
   );
   return { idempotencyKeys, refreshTokens, loginThrottles };
 }
 
-async function inBatches(em: SqlEntityManager, sql: string, params: unknown[]): Promise<number> {
+/** Runs a delete again and again (each in its own autocommit) until it deletes nothing; the rows it deleted. */
+export async function inBatches(em: SqlEntityManager, sql: string, params: unknown[]): Promise<number> {
   let total = 0;
   for (;;) {
-    const result = await em.execute<{ affectedRows: number }>(sql, params, 'run');
-    total += result.affectedRows;
-    if (result.affectedRows === 0) return total;
+    const [{ deleted }] = (await query<{ deleted: number }>(em, `with d as (${sql} returning 1) select count(*) as deleted from d`, params)) as [
+      { deleted: number },
+    ];
+    total += deleted;
+    if (deleted === 0) return total;
   }
 }

@@ -1,10 +1,19 @@
-import type { Ctx } from '../shared/context.js';
-import { AuditEntry } from './audit.entity.js';
+import { requireTransaction, type Ctx } from '../shared/context.js';
+import { newId } from '../shared/ids.js';
 
 /**
- * Records an audit row in the caller's unit of work, so it commits (or rolls back) with the write it
- * describes. Call it inside the transaction that makes the change.
+ * Writes an audit row now, in the caller's transaction, so it commits (or rolls back) with the
+ * change it describes. Outside a transaction it throws (an audit row must never commit alone).
  */
-export function audit(ctx: Ctx, action: string, target: string, details: Record<string, unknown> = {}): AuditEntry {
-  return ctx.em.create(AuditEntry, { actor: ctx.actor, action, target, details, traceId: ctx.traceId });
+export async function audit(ctx: Ctx, action: string, target: string, details: Record<string, unknown> = {}): Promise<void> {
+  requireTransaction(ctx, `the audit row ${action}`);
+  await ctx.sql(`insert into audit_log (id, actor, action, target, details, trace_id, created_at) values ($1, $2, $3, $4, $5::jsonb, $6, $7)`, [
+    newId('aud'),
+    ctx.actor,
+    action,
+    target,
+    JSON.stringify(details),
+    ctx.traceId,
+    new Date(),
+  ]);
 }

@@ -60,10 +60,9 @@ export class ApiKeysService {
     const user = await this.users.get(ctx, input.user);
     // 32 random bytes: 43 characters of base64url, the form the authenticator accepts.
     const secret = randomBytes(32).toString('base64url');
-    return ctx.em.transactional(async (em) => {
-      const key = em.create(ApiKey, { user: user.id, name, secretHash: sha256(secret) });
-      audit({ ...ctx, em }, 'api-key.created', key.id, { userId: user.id, name });
-      await em.flush();
+    return ctx.transaction(async (tx) => {
+      const key = tx.em.create(ApiKey, { user: user.id, name, secretHash: sha256(secret) });
+      await audit(tx, 'api-key.created', key.id, { userId: user.id, name });
       return { id: key.id, name, userId: user.id, secret: `svc_${key.id}_${secret}`, createdAt: key.createdAt.toISOString() };
     });
   }
@@ -78,13 +77,12 @@ export class ApiKeysService {
   /** Revokes a key so it no longer authenticates; revoking a revoked key changes nothing. */
   async revoke(ctx: Ctx, keyIdInput: string): Promise<ApiKeyView> {
     const keyId = checkKeyId(keyIdInput);
-    return ctx.em.transactional(async (em) => {
-      const key = await em.findOne(ApiKey, { id: keyId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+    return ctx.transaction(async (tx) => {
+      const key = await tx.em.findOne(ApiKey, { id: keyId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!key) throw notFound(`no API key with id ${keyId}`, { keyId });
       if (!key.revokedAt) {
         key.revokedAt = new Date();
-        audit({ ...ctx, em }, 'api-key.revoked', key.id, { userId: key.user.id, name: key.name });
-        await em.flush();
+        await audit(tx, 'api-key.revoked', key.id, { userId: key.user.id, name: key.name });
       }
       return toView(key);
     });

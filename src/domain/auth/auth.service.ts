@@ -63,7 +63,7 @@ export class AuthService {
     // Counted before the password is checked, in one statement: a burst of any size gets at most the
     // throttle's limit checked, and a locked email tells a guesser nothing, even about the right password.
     const throttle = throttleKey(input.email);
-    await countAttempt(ctx.em, throttle, this.now());
+    await countAttempt(ctx.sql, throttle, this.now());
     const user = await ctx.em.findOne(User, { [sql`lower(email)`]: input.email.trim().toLowerCase() }, { populate: ['passwordHash'] });
     let ok: boolean;
     try {
@@ -72,14 +72,14 @@ export class AuthService {
     } catch (err) {
       // Turned away unchecked (too many password hashes in progress: 503): the attempt is given back,
       // so a flood elsewhere does not use up this email's attempts.
-      if (err instanceof DomainError && err.code === 'unavailable') await uncountAttempt(ctx.em, throttle);
+      if (err instanceof DomainError && err.code === 'unavailable') await uncountAttempt(ctx.sql, throttle);
       throw err;
     }
     if (!user || !user.passwordHash || !ok) throw unauthorized(INVALID_LOGIN);
-    await clearAttempts(ctx.em, throttle);
+    await clearAttempts(ctx.sql, throttle);
     // Said only after the right password, so it tells nobody else that the account exists.
     if (user.status !== 'active') throw new DomainError('forbidden', 'this account is disabled; ask an administrator to enable it');
-    return ctx.em.transactional(async (em) => this.issue(em, user, newId('fam')));
+    return ctx.transaction(async (tx) => this.issue(tx.em, user, newId('fam')));
   }
 
   /**
@@ -90,20 +90,20 @@ export class AuthService {
     if (!REFRESH_TOKEN.test(input.refreshToken)) throw unauthorized(`the refresh token is not valid; ${LOG_IN_AGAIN}`);
     const hash = sha256(input.refreshToken);
     const now = new Date();
-    const outcome = await ctx.em.transactional(async (em) => {
+    const outcome = await ctx.transaction(async (tx) => {
       // One statement decides which of several concurrent presentations wins: the row lock makes the
       // others re-check `used_at is null` after the winner commits, and find nothing to update.
-      const [row] = await em.execute<ConsumedRow[]>(
-        `update refresh_tokens set used_at = ? where token_hash = ? and used_at is null and revoked_at is null and expires_at > ? returning id, user_id, family_id`,
-        [now, hash, now],
+      const [row] = await tx.sql<ConsumedRow>(
+        `update refresh_tokens set used_at = $1 where token_hash = $2 and used_at is null and revoked_at is null and expires_at > $1 returning id, user_id, family_id`,
+        [now, hash],
       );
-      if (!row) return { error: await this.rejectUnusable(em, ctx, hash, now) };
-      const user = await em.findOne(User, { id: row.user_id });
+      if (!row) return { error: await this.rejectUnusable(tx, hash, now) };
+      const user = await tx.em.findOne(User, { id: row.user_id });
       if (!user || user.status !== 'active') {
-        await this.revokeFamily(em, row.family_id, now);
+        await this.revokeFamily(tx.em, row.family_id, now);
         return { error: unauthorized('this account is disabled; ask an administrator to enable it') };
       }
-      return { pair: await this.issue(em, user, row.family_id) };
+      return { pair: await this.issue(tx.em, user, row.family_id) };
     });
     // The revocation above commits before the error is answered: a reused token must kill its family.
     if (outcome.error) throw outcome.error;
@@ -113,9 +113,9 @@ export class AuthService {
   /** Ends the session a refresh token belongs to (its whole family); an unknown or revoked token is fine too. */
   async logout(ctx: Ctx, input: { refreshToken: string }): Promise<void> {
     if (!REFRESH_TOKEN.test(input.refreshToken)) return;
-    await ctx.em.transactional(async (em) => {
-      const token = await em.findOne(RefreshToken, { tokenHash: sha256(input.refreshToken) }, { fields: ['id', 'familyId'] });
-      if (token) await this.revokeFamily(em, token.familyId, new Date());
+    await ctx.transaction(async (tx) => {
+      const token = await tx.em.findOne(RefreshToken, { tokenHash: sha256(input.refreshToken) }, { fields: ['id', 'familyId'] });
+      if (token) await this.revokeFamily(tx.em, token.familyId, new Date());
     });
   }
 
@@ -133,14 +133,13 @@ export class AuthService {
   }
 
   // Why a token the atomic update did not take is unusable; a used one revokes its family (reuse).
-  private async rejectUnusable(em: SqlEntityManager, ctx: Ctx, hash: string, now: Date): Promise<DomainError> {
-    const token = await em.findOne(RefreshToken, { tokenHash: hash });
+  private async rejectUnusable(tx: Ctx, hash: string, now: Date): Promise<DomainError> {
+    const token = await tx.em.findOne(RefreshToken, { tokenHash: hash });
     if (!token) return unauthorized(`the refresh token is not valid; ${LOG_IN_AGAIN}`);
     if (token.revokedAt) return unauthorized(`the refresh token has been revoked; ${LOG_IN_AGAIN}`);
     if (token.usedAt) {
-      const revoked = await this.revokeFamily(em, token.familyId, now);
-      audit({ ...ctx, em }, 'refresh-token.reused', token.user.id, { familyId: token.familyId, tokenId: token.id, revoked });
-      await em.flush();
+      const revoked = await this.revokeFamily(tx.em, token.familyId, now);
+      await audit(tx, 'refresh-token.reused', token.user.id, { familyId: token.familyId, tokenId: token.id, revoked });
       return unauthorized(`the refresh token was already used, so every token of its session has been revoked; ${LOG_IN_AGAIN}`);
     }
     return unauthorized(`the refresh token has expired; ${LOG_IN_AGAIN}`);

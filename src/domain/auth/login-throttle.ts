@@ -1,6 +1,5 @@
-import type { SqlEntityManager } from '@mikro-orm/sql';
 import { DomainError } from '../shared/errors.js';
-import { query, rowDate } from '../shared/sql.js';
+import type { Sql } from '../shared/sql.js';
 import { sha256 } from './authenticator.js';
 
 /**
@@ -22,14 +21,13 @@ export const throttleKey = (email: string) => sha256(email.trim().toLowerCase())
  * the count is at the limit. One statement decides, so of any number of concurrent attempts at most
  * as many as the count allows get through. A refused attempt is not counted.
  */
-export async function countAttempt(em: SqlEntityManager, key: string, now: Date): Promise<void> {
+export async function countAttempt(sql: Sql, key: string, now: Date): Promise<void> {
   const { burst, decaySeconds } = LOGIN_THROTTLE;
   // The row holds when the count will have decayed to zero (drained_at). An attempt adds one decay
   // period to it (from now, if that is later) and is allowed while the count before it is at most
   // burst - 1: while drained_at is at most burst - 1 periods ahead. The row lock taken by the upsert
   // makes concurrent attempts for one email take their turn, each seeing the others' counts.
-  const counted = await query(
-    em,
+  const counted = await sql(
     `insert into login_throttles as t (key, drained_at) values ($1, $2::timestamptz + $3 * interval '1 second')
      on conflict (key) do update set drained_at = greatest(t.drained_at, $2::timestamptz) + $3 * interval '1 second'
        where t.drained_at <= $2::timestamptz + $4 * interval '1 second'
@@ -38,18 +36,18 @@ export async function countAttempt(em: SqlEntityManager, key: string, now: Date)
   );
   if (counted.length > 0) return;
   // Refused (the statement changed nothing): the next attempt is allowed once the count is below the limit.
-  const [row] = await query<{ drained_at: Date | string }>(em, 'select drained_at from login_throttles where key = $1', [key]);
-  const wait = row ? rowDate(row.drained_at).getTime() - (burst - 1) * decaySeconds * 1000 - now.getTime() : 0;
+  const [row] = await sql<{ drained_at: Date }>('select drained_at from login_throttles where key = $1', [key]);
+  const wait = row ? row.drained_at.getTime() - (burst - 1) * decaySeconds * 1000 - now.getTime() : 0;
   const seconds = Math.max(1, Math.ceil(wait / 1000));
   throw new DomainError('rate_limited', `too many failed logins for this email; try again in ${seconds} s`, { retryAfterSeconds: seconds });
 }
 
 /** Takes back an attempt that was counted but never checked (the server turned it away), so it costs the email nothing. */
-export async function uncountAttempt(em: SqlEntityManager, key: string): Promise<void> {
-  await query(em, `update login_throttles set drained_at = drained_at - $2 * interval '1 second' where key = $1`, [key, LOGIN_THROTTLE.decaySeconds]);
+export async function uncountAttempt(sql: Sql, key: string): Promise<void> {
+  await sql(`update login_throttles set drained_at = drained_at - $2 * interval '1 second' where key = $1`, [key, LOGIN_THROTTLE.decaySeconds]);
 }
 
 /** Forgets the attempts of an email after a successful login. */
-export async function clearAttempts(em: SqlEntityManager, key: string): Promise<void> {
-  await query(em, 'delete from login_throttles where key = $1', [key]);
+export async function clearAttempts(sql: Sql, key: string): Promise<void> {
+  await sql('delete from login_throttles where key = $1', [key]);
 }

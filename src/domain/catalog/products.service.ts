@@ -55,19 +55,19 @@ export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 const SKU = new RegExp(SKU_PATTERN);
 const CURRENCY = new RegExp(CURRENCY_PATTERN);
 
-/** A product as clients see it, from an entity or a raw row (drivers return bigint as a string). */
-export const toProductView = (p: Omit<ProductView, 'price'> & { price: number | string }): ProductView => ({
+/** A product as clients see it, from an entity or a raw row. */
+export const toProductView = (p: ProductView): ProductView => ({
   id: p.id,
   sku: p.sku,
   name: p.name,
-  price: Number(p.price),
+  price: p.price,
   currency: p.currency,
   stock: p.stock,
   active: p.active,
 });
 
 /** A products row as the list reads it. */
-type ProductRow = Parameters<typeof toProductView>[0] & { created_at: Date | string };
+type ProductRow = ProductView & { created_at: Date };
 
 function checkSku(raw: string): string {
   if (!SKU.test(raw))
@@ -148,21 +148,20 @@ export class ProductsService {
     const price = resolvePrice(input.price);
     const stock = checkStock(input.stock ?? 0);
     const active = input.active ?? true;
-    return ctx.em.transactional(async (em) => {
-      const taken = await em.findOne(Product, { sku }, { fields: ['id'] });
+    return ctx.transaction(async (tx) => {
+      const taken = await tx.em.findOne(Product, { sku }, { fields: ['id'] });
       if (taken)
         throw conflict(`a product with SKU ${sku} already exists (${taken.id}); change that one or pick another SKU`, { field: 'sku', productId: taken.id });
-      const product = em.create(Product, { sku, name, price: price.amount, currency: price.currency, stock, active });
-      audit({ ...ctx, em }, 'product.created', product.id, { sku, name, price: price.amount, currency: price.currency, stock, active });
-      await em.flush();
+      const product = tx.em.create(Product, { sku, name, price: price.amount, currency: price.currency, stock, active });
+      await audit(tx, 'product.created', product.id, { sku, name, price: price.amount, currency: price.currency, stock, active });
       return toProductView(product);
     });
   }
 
   /** Changes a product's name, price, stock or active flag; a change to nothing is not recorded. */
   async update(ctx: Ctx, id: string, input: UpdateProductInput): Promise<ProductView> {
-    return ctx.em.transactional(async (em) => {
-      const product = await this.lock(em, id);
+    return ctx.transaction(async (tx) => {
+      const product = await this.lock(tx.em, id);
       const next = {
         name: input.name === undefined ? product.name : checkName(input.name),
         price: input.price === undefined ? product.price : resolvePrice(input.price, product.currency).amount,
@@ -175,8 +174,7 @@ export class ProductsService {
       }
       if (Object.keys(changes).length > 0) {
         Object.assign(product, next);
-        audit({ ...ctx, em }, 'product.updated', product.id, { sku: product.sku, changes });
-        await em.flush();
+        await audit(tx, 'product.updated', product.id, { sku: product.sku, changes });
       }
       return toProductView(product);
     });
@@ -184,12 +182,11 @@ export class ProductsService {
 
   /** Takes a product off sale: it disappears for non-admins and cannot be ordered; existing orders keep it. */
   async deactivate(ctx: Ctx, id: string): Promise<ProductView> {
-    return ctx.em.transactional(async (em) => {
-      const product = await this.lock(em, id);
+    return ctx.transaction(async (tx) => {
+      const product = await this.lock(tx.em, id);
       if (product.active) {
         product.active = false;
-        audit({ ...ctx, em }, 'product.deactivated', product.id, { sku: product.sku });
-        await em.flush();
+        await audit(tx, 'product.deactivated', product.id, { sku: product.sku });
       }
       return toProductView(product);
     });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { SqlEntityManager } from '@mikro-orm/sql';
+import type { Params, Sql } from '../shared/sql.js';
 import { DomainError, invalid } from '../shared/errors.js';
 
 /** How long a key is remembered; after that the same key is a new request. */
@@ -34,7 +34,7 @@ export function requestHash(operation: string, body: unknown): string {
 }
 
 /**
- * The statement that claims a key, as a CTE to run first in the statement that makes the effect
+ * The statement that claims a key (its values added to `params`), as a CTE to run first in the statement that makes the effect
  * (gate every write on `exists (select 1 from <cte>)`), so the claim and the effect commit together.
  * It stores the response the effect will have. It yields one row when the key was new or expired
  * and is now this request's, none when the key is taken: then `replay` reads the first response.
@@ -44,26 +44,25 @@ export function requestHash(operation: string, body: unknown): string {
  * PGlite runs one statement at a time, so the same holds there. When the effect turns out to be
  * impossible after the claim (the statement commits the claim alone), the caller `release`s it.
  */
-export function claimStatement(request: IdempotentRequest, response: StoredResponse): { sql: string; params: unknown[] } {
-  return {
-    sql: `insert into idempotency_keys (principal, key, request_hash, status_code, response_body, created_at, expires_at)
-      values (?, ?, ?, ?, ?::jsonb, now(), now() + make_interval(hours => ${IDEMPOTENCY_TTL_HOURS}))
+export function claimStatement(request: IdempotentRequest, response: StoredResponse, params: Params): string {
+  const p = (value: unknown) => params.add(value);
+  return `insert into idempotency_keys (principal, key, request_hash, status_code, response_body, created_at, expires_at)
+      values (${p(request.principal)}, ${p(request.key)}, ${p(request.requestHash)}, ${p(response.statusCode)}, ${p(JSON.stringify(response.body))}::jsonb,
+              now(), now() + make_interval(hours => ${IDEMPOTENCY_TTL_HOURS}))
       on conflict (principal, key) do update
         set request_hash = excluded.request_hash, status_code = excluded.status_code, response_body = excluded.response_body,
             created_at = excluded.created_at, expires_at = excluded.expires_at
         where idempotency_keys.expires_at <= now()
-      returning 1 as claimed`,
-    params: [request.principal, request.key, request.requestHash, response.statusCode, JSON.stringify(response.body)],
-  };
+      returning 1 as claimed`;
 }
 
 /**
  * The first response to a key whose claim found it taken (run as a new statement, so it sees the
  * row a concurrent first request committed). Another request under the same key is unprocessable.
  */
-export async function replay(em: SqlEntityManager, request: IdempotentRequest): Promise<StoredResponse> {
-  const [stored] = await em.execute<{ request_hash: string; status_code: number; response_body: unknown }[]>(
-    'select request_hash, status_code, response_body from idempotency_keys where principal = ? and key = ?',
+export async function replay(sql: Sql, request: IdempotentRequest): Promise<StoredResponse> {
+  const [stored] = await sql<{ request_hash: string; status_code: number; response_body: unknown }>(
+    'select request_hash, status_code, response_body from idempotency_keys where principal = $1 and key = $2',
     [request.principal, request.key],
   );
   // Gone between the two statements (released or cleaned up): the client may simply retry.
@@ -73,14 +72,13 @@ export async function replay(em: SqlEntityManager, request: IdempotentRequest): 
       field: 'Idempotency-Key',
     });
   }
-  const body = typeof stored.response_body === 'string' ? (JSON.parse(stored.response_body) as unknown) : stored.response_body;
-  return { statusCode: stored.status_code, body };
+  return { statusCode: stored.status_code, body: stored.response_body };
 }
 
 /** Gives a key back when the claim committed without its effect (a failed attempt stores nothing, so it may be retried). */
-export async function release(em: SqlEntityManager, request: IdempotentRequest, response: StoredResponse): Promise<void> {
+export async function release(sql: Sql, request: IdempotentRequest, response: StoredResponse): Promise<void> {
   // Only if it still holds this attempt's response: never a later claim of the same key.
-  await em.execute('delete from idempotency_keys where principal = ? and key = ? and response_body = ?::jsonb', [
+  await sql('delete from idempotency_keys where principal = $1 and key = $2 and response_body = $3::jsonb', [
     request.principal,
     request.key,
     JSON.stringify(response.body),

@@ -21,6 +21,8 @@ export const OrderSchema = defineEntity({
     // Integer minor units of `currency`.
     total: p.bigint('number').check('total >= 0'),
     refundedAmount: p.bigint('number').default(0).check('refunded_amount >= 0 and refunded_amount <= total'),
+    // The Stripe PaymentMethod id the order is paid with (`pm_…`); null on orders placed before it was required.
+    paymentMethod: p.string().length(120).nullable(),
     items: () => p.oneToMany(OrderItem).mappedBy('order'),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p

@@ -1,12 +1,12 @@
-import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
-import { Params, query, rowDate, sqlOn, type Sql } from '../shared/sql.js';
+import { Params, type Sql } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
+import { emit, OUTBOX_INSERT } from '../events/emit.js';
 import type { Viewer } from '../auth/principal.js';
-import { checkIdempotencyKey, claimStatement, release, replay, requestHash } from '../idempotency/idempotency.js';
+import { checkIdempotencyKey, claimStatement, release, replay, requestHash, type IdempotentRequest, type StoredResponse } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
 
 /** One line of an order: what was bought, at the price charged then (minor units). */
@@ -25,6 +25,8 @@ export interface OrderView {
   status: OrderStatus;
   currency: string;
   total: number;
+  /** The payment method the order is paid with (`pm_…`); null on orders placed before it was required. */
+  paymentMethod: string | null;
   items: OrderItemView[];
   createdAt: string;
   updatedAt: string;
@@ -34,6 +36,8 @@ export interface CreateOrderInput {
   /** Whose order it is. */
   userId: string;
   items: { sku: string; quantity: number }[];
+  /** The payment method to charge (a Stripe PaymentMethod id such as `pm_card_visa`). */
+  paymentMethod: string;
   /** The Idempotency-Key and who sent it (the API key or user), when the client gave one. */
   idempotency?: { key: string; principal: string };
 }
@@ -59,30 +63,43 @@ export interface ListOrdersInput {
 
 export const MAX_ORDER_LINES = 100;
 export const MAX_QUANTITY = 1000;
+/** A Stripe PaymentMethod id: `pm_` and up to 100 letters, digits or underscores (`pm_card_visa`, `pm_1Q0PsIJvEtkwdCNY…`). */
+export const PAYMENT_METHOD_PATTERN = '^pm_[A-Za-z0-9_]{1,100}$';
+const PAYMENT_METHOD = new RegExp(PAYMENT_METHOD_PATTERN);
+
+function checkPaymentMethod(raw: unknown): string {
+  if (typeof raw !== 'string' || !PAYMENT_METHOD.test(raw)) {
+    throw invalid('paymentMethod must be a payment method id: pm_ and up to 100 letters, digits or underscores, such as pm_card_visa', {
+      field: 'paymentMethod',
+    });
+  }
+  return raw;
+}
 
 interface OrderRow {
   id: string;
   user_id: string;
   status: OrderStatus;
   currency: string;
-  total: number | string;
-  created_at: Date | string;
-  updated_at: Date | string;
-  items: { productId: string; sku: string; name: string; unitPrice: number | string; quantity: number }[] | string | null;
+  total: number;
+  payment_method: string | null;
+  created_at: Date;
+  updated_at: Date;
+  items: OrderItemView[] | null;
 }
 
 interface LockedProduct {
   id: string;
   sku: string;
   name: string;
-  price: number | string;
+  price: number;
   currency: string;
   active: boolean;
   stock: number;
 }
 
 // Items aggregated in the same query as their order: one round trip for an order with its lines.
-const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.created_at, o.updated_at,
+const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.payment_method, o.created_at, o.updated_at,
   (select json_agg(json_build_object('productId', i.product_id, 'sku', i.sku, 'name', i.name, 'unitPrice', i.unit_price, 'quantity', i.quantity) order by i.id)
      from order_items i where i.order_id = o.id) as items`;
 
@@ -103,12 +120,6 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
   return lines;
 }
 
-/** Renumbers a statement's `?` placeholders as `$first`, `$first + 1` … (its text has `?` only as placeholders). */
-function numbered(text: string, first: number): string {
-  let n = first;
-  return text.replace(/\?/g, () => `$${n++}`);
-}
-
 /** Orders: creation that reserves stock atomically (idempotent with a key), reads scoped to their owner, cancellation. */
 export class OrdersService {
   /**
@@ -118,14 +129,15 @@ export class OrdersService {
    */
   async create(ctx: Ctx, input: CreateOrderInput): Promise<CreatedOrder> {
     const lines = mergeItems(input.items);
-    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.em, newId('ord'), input.userId, lines))!, replayed: false };
+    const wanted = { userId: input.userId, paymentMethod: checkPaymentMethod(input.paymentMethod), lines, traceparent: ctx.traceparent ?? null };
+    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.sql, newId('ord'), wanted))!, replayed: false };
     const idem = {
       principal: input.idempotency.principal,
       key: checkIdempotencyKey(input.idempotency.key),
-      requestHash: requestHash(
-        'POST /orders',
-        input.items.map(({ sku, quantity }) => [sku, quantity]),
-      ),
+      requestHash: requestHash('POST /orders', {
+        items: input.items.map(({ sku, quantity }) => [sku, quantity]),
+        paymentMethod: wanted.paymentMethod,
+      }),
     };
     // The key is claimed by the order's own statement, before it locks anything: a concurrent repeat
     // waits for that statement and then finds the key taken. A claim can outlive a failed attempt
@@ -136,20 +148,20 @@ export class OrdersService {
       const response = { statusCode: 201, body: { orderId } };
       let placed: OrderView | undefined;
       try {
-        placed = await this.place(ctx.em, orderId, input.userId, lines, claimStatement(idem, response));
+        placed = await this.place(ctx.sql, orderId, wanted, { request: idem, response });
       } catch (err) {
-        if (err instanceof DomainError) await release(ctx.em, idem, response);
+        if (err instanceof DomainError) await release(ctx.sql, idem, response);
         throw err;
       }
       if (placed) return { statusCode: 201, order: placed, replayed: false };
-      const first = await replay(ctx.em, idem);
+      const first = await replay(ctx.sql, idem);
       const firstId = (first.body as { orderId: string }).orderId;
-      const order = await this.find(sqlOn(ctx.em), { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
+      const order = await this.find(ctx.sql, { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
         if (err instanceof DomainError && err.code === 'not_found') return undefined;
         throw err;
       });
       if (order) return { statusCode: first.statusCode, order: this.view(order), replayed: true };
-      await release(ctx.em, idem, first);
+      await release(ctx.sql, idem, first);
     }
     throw new DomainError('retryable', `the Idempotency-Key ${idem.key} is contended by concurrent attempts; send it again`);
   }
@@ -185,26 +197,37 @@ export class OrdersService {
     return this.view(await this.find(ctx.sql, input.viewer, input.id));
   }
 
-  /** Cancels a pending order and puts its stock back, in one transaction; any other status is a conflict. */
+  /**
+   * Cancels a pending order and puts its stock back, announcing `order.cancelled`, in one transaction;
+   * any other status is a conflict.
+   */
   async cancel(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
-    return ctx.em.transactional(async (em) => {
-      const order = await this.find(sqlOn(em), input.viewer, input.id, true);
+    return ctx.transaction(async (tx) => {
+      const order = await this.find(tx.sql, input.viewer, input.id, true);
       if (order.status !== 'pending') {
         throw conflict(`order ${order.id} is ${order.status}; only a pending order can be cancelled`, { status: order.status });
       }
       // Product rows are locked in SKU order, as order creation locks them, so the two never deadlock.
-      await em.execute(
-        `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = ? group by product_id),
+      const now = new Date();
+      await tx.sql(
+        `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = $1 group by product_id),
          locked as materialized (select p.id from products p where p.id in (select product_id from back) order by p.sku for update)
-         update products p set stock = p.stock + back.qty, updated_at = ?
+         update products p set stock = p.stock + back.qty, updated_at = $2
          from locked join back on back.product_id = locked.id where p.id = locked.id`,
-        [order.id, new Date()],
+        [order.id, now],
       );
-      const [updated] = await em.execute<OrderRow[]>(`update orders o set status = 'cancelled', updated_at = ? where o.id = ? returning ${ORDER_COLUMNS}`, [
-        new Date(),
+      const [updated] = await tx.sql<OrderRow>(`update orders o set status = 'cancelled', updated_at = $2 where o.id = $1 returning ${ORDER_COLUMNS}`, [
         order.id,
+        now,
       ]);
-      if (input.viewer.role === 'admin') audit({ ...ctx, em }, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
+      if (input.viewer.role === 'admin') await audit(tx, 'order.cancelled', order.id, { userId: order.user_id, from: order.status });
+      await emit(tx, 'order.cancelled', order.id, {
+        orderId: order.id,
+        userId: order.user_id,
+        total: order.total,
+        currency: order.currency,
+        paymentMethod: order.payment_method,
+      });
       return this.view(updated!);
     });
   }
@@ -212,7 +235,8 @@ export class OrdersService {
   /**
    * Places the order in ONE statement (one round trip): lock the products in SKU order, check that
    * every line can be served (all SKUs exist and are active, share one currency, have the stock), and
-   * only then take the stock and insert the order and its items at the locked prices. Locking in a
+   * only then take the stock and insert the order, its items at the locked prices and its
+   * `order.created` outbox row (one statement is one transaction: all of them commit, or none). Locking in a
    * fixed order makes concurrent orders wait for each other instead of deadlocking; once it holds a
    * row's lock the statement sees its latest committed stock, so orders never oversell. When a line
    * cannot be served nothing is written and the locked rows say why.
@@ -222,21 +246,25 @@ export class OrdersService {
    * claim is committed alone, and the caller releases it.
    */
   private async place(
-    em: SqlEntityManager,
+    sql: Sql,
     orderId: string,
-    userId: string,
-    lines: Map<string, number>,
-    claim?: { sql: string; params: unknown[] },
+    { userId, paymentMethod, lines, traceparent }: { userId: string; paymentMethod: string; lines: Map<string, number>; traceparent: string | null },
+    claim?: { request: IdempotentRequest; response: StoredResponse },
   ): Promise<OrderView | undefined> {
     const skus = [...lines.keys()];
     const now = new Date();
+    const params = new Params();
+    // $1 … $9, in this order (the statement's text names them).
+    for (const value of [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, paymentMethod, newId('evt'), traceparent]) {
+      params.add(value);
+    }
+    const claimSql = claim ? claimStatement(claim.request, claim.response, params) : 'select 1 as claimed';
     // The lines travel as three arrays, so the statement's text is the same for any number of lines
     // and is prepared once per connection (with and without a claim): planning this statement costs
     // the server more than running it.
-    const [result] = await query<{ claimed: boolean; ok: boolean; products: LockedProduct[] | string }>(
-      em,
+    const [result] = await sql<{ claimed: boolean; ok: boolean; products: LockedProduct[] }>(
       `with req (sku, qty, item_id) as (select * from unnest($1::varchar[], $2::int[], $3::varchar[])),
-       claim as (${claim ? numbered(claim.sql, 7) : 'select 1 as claimed'}),
+       claim as (${claimSql}),
        locked as materialized (
          -- the claim runs first (a one-time filter under the lock), so a taken key locks nothing
          select p.id, p.sku, p.name, p.price, p.currency, p.active, p.stock from products p
@@ -254,26 +282,37 @@ export class OrdersService {
          where p.id = l.id and (select ok from ok)
        ),
        placed as (
-         insert into orders (id, user_id, status, currency, total, refunded_amount, created_at, updated_at)
-         select $5, $6, 'pending', min(l.currency), sum(l.price * r.qty), 0, $4, $4 from locked l join req r on r.sku = l.sku
+         insert into orders (id, user_id, status, currency, total, refunded_amount, payment_method, created_at, updated_at)
+         select $5, $6, 'pending', min(l.currency), sum(l.price * r.qty), 0, $7, $4, $4 from locked l join req r on r.sku = l.sku
          having (select ok from ok)
        ),
        lines as (
          insert into order_items (id, order_id, product_id, sku, name, unit_price, quantity)
          select r.item_id, $5, l.id, l.sku, l.name, l.price, r.qty from locked l join req r on r.sku = l.sku
          where (select ok from ok)
+       ),
+       -- order.created, in the same commit as the order (the transactional outbox; see events/emit.ts)
+       event as (
+         ${OUTBOX_INSERT}
+         select $8, 'order.created', $5,
+                jsonb_build_object('orderId', $5::text, 'userId', $6::text, 'total', sum(l.price * r.qty), 'currency', min(l.currency),
+                  'paymentMethod', $7::text,
+                  'items', jsonb_agg(jsonb_build_object('productId', l.id, 'sku', l.sku, 'name', l.name, 'unitPrice', l.price, 'quantity', r.qty) order by r.item_id)),
+                $9, 'pending', 0, $4, $4
+         from locked l join req r on r.sku = l.sku
+         having (select ok from ok)
        )
        select exists (select 1 from claim) as claimed, (select ok from ok) as ok,
               coalesce((select json_agg(l order by l.sku) from locked l), '[]'::json) as products`,
-      [skus, [...lines.values()], skus.map(() => newId('itm')), now, orderId, userId, ...(claim?.params ?? [])],
+      params.values,
     );
     if (!result!.claimed) return undefined;
-    const products = typeof result!.products === 'string' ? (JSON.parse(result!.products) as LockedProduct[]) : result!.products;
+    const products = result!.products;
     const bySku = new Map(products.map((p) => [p.sku, p]));
     if (result!.ok) {
       const items = [...lines].map(([sku, quantity]) => {
         const p = bySku.get(sku)!;
-        return { productId: p.id, sku, name: p.name, unitPrice: Number(p.price), quantity };
+        return { productId: p.id, sku, name: p.name, unitPrice: p.price, quantity };
       });
       return {
         id: orderId,
@@ -281,6 +320,7 @@ export class OrdersService {
         status: 'pending',
         currency: products[0]!.currency,
         total: items.reduce((sum, i) => sum + i.unitPrice * i.quantity, 0),
+        paymentMethod,
         items,
         createdAt: now.toISOString(),
         updatedAt: now.toISOString(),
@@ -320,17 +360,16 @@ export class OrdersService {
   }
 
   private view(row: OrderRow): OrderView {
-    const date = (v: Date | string) => rowDate(v).toISOString();
-    const items = typeof row.items === 'string' ? (JSON.parse(row.items) as Exclude<OrderRow['items'], string>) : row.items;
     return {
       id: row.id,
       userId: row.user_id,
       status: row.status,
       currency: row.currency,
-      total: Number(row.total),
-      items: (items ?? []).map((i) => ({ productId: i.productId, sku: i.sku, name: i.name, unitPrice: Number(i.unitPrice), quantity: i.quantity })),
-      createdAt: date(row.created_at),
-      updatedAt: date(row.updated_at),
+      total: row.total,
+      paymentMethod: row.payment_method,
+      items: row.items ?? [],
+      createdAt: row.created_at.toISOString(),
+      updatedAt: row.updated_at.toISOString(),
     };
   }
 }

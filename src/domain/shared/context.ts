@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { CursorCodec } from './pagination.js';
-import type { Sql } from './sql.js';
+import { sqlOn, type Sql } from './sql.js';
 
 /** Who is acting and where: passed first to every service method. */
 export interface Ctx {
@@ -9,12 +10,89 @@ export interface Ctx {
   /** W3C trace id of the request or command, written into logs and audit rows. */
   traceId: string;
   /**
+   * W3C trace context of this request, command or message (`00-<traceId>-<spanId>-01`), carried by
+   * the events it causes so the trace continues in the worker.
+   */
+  readonly traceparent?: string;
+  /**
    * An EntityManager of its own for this request, message or command, forked on first use (a fork
-   * costs several objects; a request answered by plain statements never needs one).
+   * costs several objects; a request answered by plain statements never needs one). Inside
+   * `transaction`, the transaction's EntityManager: what it has changed is flushed before commit.
    */
   readonly em: SqlEntityManager;
-  /** Runs a statement on the pool, outside any transaction (see sql.ts `query`): for plain reads. */
+  /**
+   * Runs a statement (`$1`, `$2` … parameters; see sql.ts `query`): on the pool outside a
+   * transaction, in the transaction inside `transaction`.
+   */
   sql: Sql;
+  /** Whether this context is bound to a transaction (the `tx` that `transaction` passes). */
+  readonly inTransaction: boolean;
+  /**
+   * Runs `fn` as one unit of work in one transaction: everything done through the `tx` it is given
+   * (`tx.sql`, `tx.em`, `audit(tx, …)`, `emit(tx, …)`) commits together when `fn` resolves (after
+   * the EntityManager's changes are flushed), or not at all when it throws. Called on a context that
+   * is already in a transaction, `fn` joins it. Never use the outer context inside `fn`: PGlite has
+   * one connection, held by the transaction, so a statement outside it would wait forever.
+   */
+  transaction<T>(fn: (tx: Ctx) => Promise<T>): Promise<T>;
   /** The deployment's cursor codec (its key is read from the database once per process). */
   cursors(): Promise<CursorCodec>;
+}
+
+export interface ContextInput {
+  actor: string;
+  traceId?: string;
+  /** The caller's span, when there is one; by default a new span of `traceId`. */
+  traceparent?: string;
+}
+
+/** What every context of a process shares: how to fork an EntityManager, the pool's runner, the cursor codec. */
+export interface ContextDeps {
+  fork: () => SqlEntityManager;
+  sql: Sql;
+  cursors: () => Promise<CursorCodec>;
+}
+
+/** A context for one unit of work (a request, a command, a message), outside any transaction until `transaction`. */
+export function createContext(deps: ContextDeps, input: ContextInput): Ctx {
+  const traceId = input.traceId ?? randomBytes(16).toString('hex');
+  let em: SqlEntityManager | undefined;
+  let traceparent = input.traceparent;
+  const ctx: Ctx = {
+    actor: input.actor,
+    traceId,
+    // Made when first needed (an event is emitted): most requests never need one.
+    get traceparent() {
+      return (traceparent ??= `00-${traceId}-${randomBytes(8).toString('hex')}-01`);
+    },
+    get em() {
+      return (em ??= deps.fork());
+    },
+    sql: deps.sql,
+    inTransaction: false,
+    cursors: deps.cursors,
+    transaction: (fn) => ctx.em.transactional((trx) => fn(transactionContext(ctx, trx))),
+  };
+  return ctx;
+}
+
+function transactionContext(outer: Ctx, em: SqlEntityManager): Ctx {
+  const tx: Ctx = {
+    actor: outer.actor,
+    traceId: outer.traceId,
+    traceparent: outer.traceparent,
+    em,
+    sql: sqlOn(em),
+    inTransaction: true,
+    cursors: () => outer.cursors(),
+    transaction: (fn) => fn(tx),
+  };
+  return tx;
+}
+
+/** Throws unless `ctx` is in a transaction: for writes that must commit with the change they belong to. */
+export function requireTransaction(ctx: Ctx, what: string): void {
+  if (!ctx.inTransaction) {
+    throw new Error(`${what} must be written in the transaction of the change it belongs to: call it with the tx of ctx.transaction(async (tx) => …)`);
+  }
 }

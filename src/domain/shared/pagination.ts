@@ -1,7 +1,7 @@
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Ctx } from './context.js';
 import { invalid } from './errors.js';
-import { rowDate, type Params } from './sql.js';
+import type { Params } from './sql.js';
 
 /** The brief's page shape: `{"data": [...], "pagination": {"cursor": "...", "hasMore": true}}`. */
 export interface Page<T> {
@@ -92,7 +92,7 @@ export function toPage<R, T>(rows: R[], limit: number, map: (row: R) => T, curso
  * (the table under `alias`, whose rows have `id` and `created_at`), `where` its conditions with
  * their values in `params`; the cursor's condition and the keyset order and limit are added here.
  */
-export async function keysetPage<R extends { id: string; created_at: Date | string }, T>(
+export async function keysetPage<R extends { id: string; created_at: Date }, T>(
   ctx: Ctx,
   statement: { from: string; alias: string; where: string[]; params: Params; limit: number; cursor?: string },
   map: (row: R) => T,
@@ -106,5 +106,5 @@ export async function keysetPage<R extends { id: string; created_at: Date | stri
     `${from} ${where.length ? `where ${where.join(' and ')}` : ''} order by ${alias}.created_at desc, ${alias}.id desc limit ${limit + 1}`,
     params.values,
   );
-  return toPage(rows, limit, map, cursors, (row) => ({ id: row.id, createdAt: rowDate(row.created_at) }));
+  return toPage(rows, limit, map, cursors, (row) => ({ id: row.id, createdAt: row.created_at }));
 }

@@ -1,7 +1,6 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import { CompiledQuery, type Transaction } from 'kysely';
 import pg from 'pg';
-import postgresDate from 'postgres-date';
 
 /**
  * Runs a statement whose parameters travel apart from its text (`$1`, `$2` …, where em.execute
@@ -59,18 +58,4 @@ export class Params {
   add(value: unknown): string {
     return `$${this.values.push(value)}`;
   }
-}
-
-// A CommonJS module whose function is its export (its typings declare an ES default export).
-const parseTimestamp = postgresDate as unknown as (text: string) => Date | number | null;
-
-/**
- * A timestamp column of a raw row: node-postgres gives a Date, PGlite may give PostgreSQL's text
- * form, read here with the parser node-postgres itself uses.
- */
-export function rowDate(value: Date | string): Date {
-  if (value instanceof Date) return value;
-  const parsed = parseTimestamp(value);
-  if (!(parsed instanceof Date) || Number.isNaN(parsed.getTime())) throw new Error(`not a timestamp: ${value}`);
-  return parsed;
 }

@@ -127,10 +127,9 @@ export class UsersService {
     if (holder) throw taken(email, holder.id);
     const passwordHash = input.password === undefined ? null : await this.passwords.hash(input.password);
     try {
-      return await ctx.em.transactional(async (em) => {
-        const user = em.create(User, { email, name, role, passwordHash, status: 'active' });
-        audit({ ...ctx, em }, 'user.created', user.id, { email, role });
-        await em.flush();
+      return await ctx.transaction(async (tx) => {
+        const user = tx.em.create(User, { email, name, role, passwordHash, status: 'active' });
+        await audit(tx, 'user.created', user.id, { email, role });
         return toUserView(user);
       });
     } catch (err) {
@@ -171,13 +170,12 @@ export class UsersService {
   /** Changes a user's role; setting the role they already have changes nothing. */
   async setRole(ctx: Ctx, idOrEmail: string, roleInput: string): Promise<UserView> {
     const role = checkRole(roleInput);
-    return ctx.em.transactional(async (em) => {
-      const user = await this.find(em, idOrEmail, true);
+    return ctx.transaction(async (tx) => {
+      const user = await this.find(tx.em, idOrEmail, true);
       if (user.role !== role) {
         const from = user.role;
         user.role = role;
-        audit({ ...ctx, em }, 'user.role-changed', user.id, { from, to: role });
-        await em.flush();
+        await audit(tx, 'user.role-changed', user.id, { from, to: role });
       }
       return toUserView(user);
     });
@@ -186,12 +184,11 @@ export class UsersService {
   /** Disables or re-enables a user; a user already in that status is left as is. */
   async setStatus(ctx: Ctx, idOrEmail: string, statusInput: string): Promise<UserView> {
     const status = checkStatus(statusInput);
-    return ctx.em.transactional(async (em) => {
-      const user = await this.find(em, idOrEmail, true);
+    return ctx.transaction(async (tx) => {
+      const user = await this.find(tx.em, idOrEmail, true);
       if (user.status !== status) {
         user.status = status;
-        audit({ ...ctx, em }, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
-        await em.flush();
+        await audit(tx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
       }
       return toUserView(user);
     });
@@ -202,8 +199,8 @@ export class UsersService {
     const name = input.name === undefined ? undefined : checkName(input.name);
     const role = input.role === undefined ? undefined : checkRole(input.role);
     const status = input.status === undefined ? undefined : checkStatus(input.status);
-    return ctx.em.transactional(async (em) => {
-      const user = await this.find(em, idOrEmail, true);
+    return ctx.transaction(async (tx) => {
+      const user = await this.find(tx.em, idOrEmail, true);
       const self = input.actingUserId !== undefined && input.actingUserId === user.id;
       if (self && role !== undefined && role !== user.role) {
         throw conflict(`you cannot change your own role (${user.role}); ask another admin to do it`, { field: 'role' });
@@ -211,20 +208,18 @@ export class UsersService {
       if (self && status === 'disabled' && user.status !== 'disabled') {
         throw conflict('you cannot disable your own account; ask another admin to do it', { field: 'status' });
       }
-      const uctx = { ...ctx, em };
       if (name !== undefined && name !== user.name) {
-        audit(uctx, 'user.renamed', user.id, { from: user.name, to: name });
+        await audit(tx, 'user.renamed', user.id, { from: user.name, to: name });
         user.name = name;
       }
       if (role !== undefined && role !== user.role) {
-        audit(uctx, 'user.role-changed', user.id, { from: user.role, to: role });
+        await audit(tx, 'user.role-changed', user.id, { from: user.role, to: role });
         user.role = role;
       }
       if (status !== undefined && status !== user.status) {
-        audit(uctx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
+        await audit(tx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
         user.status = status;
       }
-      await em.flush();
       return toUserView(user);
     });
   }
@@ -234,19 +229,18 @@ export class UsersService {
    * with orders is a conflict: disable them instead, so the order history keeps its owner.
    */
   async delete(ctx: Ctx, idOrEmail: string, options: { actingUserId?: string } = {}): Promise<void> {
-    await ctx.em.transactional(async (em) => {
-      const user = await this.find(em, idOrEmail, true);
+    await ctx.transaction(async (tx) => {
+      const user = await this.find(tx.em, idOrEmail, true);
       if (options.actingUserId === user.id) throw conflict('you cannot delete your own account; ask another admin to do it');
-      const orders = await em.count(Order, { user: user.id });
+      const orders = await tx.em.count(Order, { user: user.id });
       if (orders > 0) {
         throw conflict(`user ${user.id} has ${orders} order(s) and cannot be deleted; disable the account instead (status "disabled")`, {
           userId: user.id,
           orders,
         });
       }
-      audit({ ...ctx, em }, 'user.deleted', user.id, { email: user.email, role: user.role });
-      em.remove(user);
-      await em.flush();
+      await audit(tx, 'user.deleted', user.id, { email: user.email, role: user.role });
+      tx.em.remove(user);
     });
   }
 

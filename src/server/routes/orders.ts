@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { ORDER_STATUSES } from '../../domain/orders/order.entity.js';
-import { MAX_ORDER_LINES, MAX_QUANTITY, type OrderView } from '../../domain/orders/orders.service.js';
+import { MAX_ORDER_LINES, MAX_QUANTITY, PAYMENT_METHOD_PATTERN, type OrderView } from '../../domain/orders/orders.service.js';
 import { IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_TTL_HOURS } from '../../domain/idempotency/idempotency.js';
 import { actorOf } from '../../domain/auth/principal.js';
 import { CURRENCY_PATTERN } from '../../domain/shared/money.js';
@@ -26,6 +26,10 @@ export function orderSchema(version: ApiVersion) {
     userId: { type: 'string' },
     items: { type: 'array', items: item },
     total: { ...version.moneySchema, description: 'Sum of unit price × quantity over the items' },
+    paymentMethod: {
+      type: ['string', 'null'],
+      description: 'The payment method the order is paid with (a Stripe PaymentMethod id); null on orders placed before it was required',
+    },
     currency: { type: 'string', pattern: CURRENCY_PATTERN, description: 'ISO 4217 code' },
     status: { type: 'string', enum: [...ORDER_STATUSES] },
     createdAt: { type: 'string', format: 'date-time' },
@@ -59,7 +63,7 @@ export const orderRoutes =
     const orders = () => server.svc.app.orders;
     const common = { tags: ['orders'], security: BEARER };
 
-    server.post<{ Body: { items: { sku: string; quantity: number }[] }; Headers: { 'idempotency-key'?: string } }>('/orders', {
+    server.post<{ Body: { items: { sku: string; quantity: number }[]; paymentMethod: string }; Headers: { 'idempotency-key'?: string } }>('/orders', {
       schema: {
         ...common,
         summary: 'Place an order at catalog prices, reserving its stock',
@@ -68,7 +72,8 @@ export const orderRoutes =
           'all items or none: a SKU without enough stock answers 409 naming it and how many are left; an unknown or inactive SKU, ' +
           'or items in different currencies, answer 422. A SKU listed twice is one line with the quantities added. With an ' +
           `Idempotency-Key, repeating the same request (same body, same credential) within ${IDEMPOTENCY_TTL_HOURS} hours returns the ` +
-          'first response (header Idempotent-Replayed: true) instead of ordering again; the same key with another body answers 422.',
+          'first response (header Idempotent-Replayed: true) instead of ordering again; the same key with another body answers 422. ' +
+          'paymentMethod (required) is the Stripe PaymentMethod the order is charged to, such as pm_card_visa.',
         headers: {
           type: 'object',
           properties: {
@@ -82,8 +87,14 @@ export const orderRoutes =
         body: {
           type: 'object',
           additionalProperties: false,
-          required: ['items'],
+          required: ['items', 'paymentMethod'],
           properties: {
+            paymentMethod: {
+              type: 'string',
+              pattern: PAYMENT_METHOD_PATTERN,
+              description: 'The Stripe PaymentMethod id to charge, such as pm_card_visa (test mode) or pm_1Q0PsIJvEtkwdCNY…',
+              examples: ['pm_card_visa'],
+            },
             items: {
               type: 'array',
               minItems: 1,
@@ -112,6 +123,7 @@ export const orderRoutes =
         const result = await orders().create(request.ctx, {
           userId: principal.userId,
           items: request.body.items,
+          paymentMethod: request.body.paymentMethod,
           ...(key === undefined ? {} : { idempotency: { key, principal: actorOf(principal) } }),
         });
         if (result.replayed) reply.header('idempotent-replayed', 'true');
