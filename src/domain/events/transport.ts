@@ -25,9 +25,12 @@ export interface Delivery {
   deadLetter(reason: string): Promise<void>;
 }
 
-/** A running subscription: `cancel` stops new deliveries; deliveries already handed out may still be settled. */
+/** A running subscription. */
 export interface Subscription {
+  /** Stops new deliveries; deliveries already handed out can still be settled. */
   cancel(): Promise<void>;
+  /** Releases the subscription (its channel): call after the deliveries in flight are settled. */
+  close(): Promise<void>;
 }
 
 /**
