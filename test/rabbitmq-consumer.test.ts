@@ -25,8 +25,9 @@ const event = (over: Partial<EventMessage> = {}): EventMessage => ({
 });
 
 /** The handler's effect: a row in a table of the test's own database, written in the handler's transaction. */
-const recordEffect = (ctx: Ctx, consumer: string, message: EventMessage) =>
-  sql(ctx.em, 'insert into test_effects (consumer, message_id) values ($1, $2)', [consumer, message.id]);
+async function recordEffect(ctx: Ctx, consumer: string, message: EventMessage): Promise<void> {
+  await sql(ctx.em, 'insert into test_effects (consumer, message_id) values ($1, $2)', [consumer, message.id]);
+}
 
 interface Running {
   app: App;
@@ -47,7 +48,7 @@ async function run(t: TestContext, consumer: ConsumerDefinition, options: { pref
   const ch = await rawChannel(t);
   const runner = new ConsumerRunner(consumer, {
     transport: rabbit,
-    context: app.context,
+    context: (input) => app.context(input),
     logger: silent,
     prefetch: options.prefetch ?? 4,
     retryDelaysMs: DELAYS,

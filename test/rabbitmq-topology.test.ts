@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConsumeMessage } from 'amqplib';
+import type { GetMessage } from 'amqplib';
 import { RabbitMq } from '../src/adapters/rabbitmq.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import type { EventMessage } from '../src/domain/events/events.js';
@@ -88,7 +88,7 @@ test('a message delivered too often (a consumer that dies on it every time) is d
   await waitFor(async () => (await ch.checkQueue(q.dead)).messageCount === 1, 10_000, 'the message in the dead-letter queue');
   assert.equal(deliveries, 3, 'delivered once, then redelivered up to the limit of 2');
   assert.equal((await ch.checkQueue(q.work)).messageCount, 0);
-  const dead = (await ch.get(q.dead, { noAck: true })) as ConsumeMessage;
+  const dead = (await ch.get(q.dead, { noAck: true })) as GetMessage;
   const death = (dead.properties.headers?.['x-death'] as { reason: string; queue: string }[])[0]!;
   assert.equal(death.reason, 'delivery_limit');
   assert.equal(death.queue, q.work);

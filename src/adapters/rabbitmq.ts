@@ -79,6 +79,8 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
   private connection!: RecoveringChannelModel;
   /** The live connection and its confirm channel (publishes, retries, dead letters); null while disconnected. */
   private live: { model: ChannelModel; confirm: ConfirmChannel } | null = null;
+  /** The last connection set up, until it closes. */
+  private model: ChannelModel | null = null;
   private lastError = 'not connected yet';
   private readonly declared = new Map<string, ConsumerSpec>();
   private readonly subscriptions = new Set<RabbitSubscription>();
@@ -154,6 +156,10 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
   // and the confirm channel.
   private async setup(model: ChannelModel): Promise<void> {
     model.on('error', () => {}); // reported through the recovering connection's 'disconnect'
+    this.model = model;
+    model.once('close', () => {
+      if (this.model === model) this.model = null;
+    });
     const confirm = await model.createConfirmChannel();
     await confirm.assertExchange(this.exchange, 'topic', { durable: true });
     for (const spec of this.declared.values()) await this.declareOn(confirm, spec);
@@ -265,24 +271,6 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
     const live = this.live;
     if (!live) throw this.unavailable();
     const { confirm } = live;
-    const confirms: Promise<void>[] = [];
-    for (const item of items) {
-      let ready = true;
-      confirms.push(
-        new Promise<void>((resolve, reject) => {
-          try {
-            ready = confirm.publish(item.exchange, item.routingKey, item.content, item.options, (err: unknown) =>
-              err ? reject(err instanceof Error ? err : new Error('RabbitMQ refused the message (nack)')) : resolve(),
-            );
-          } catch (err) {
-            // A closed channel throws at once.
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        }),
-      );
-      // The channel's buffer is full: wait until it drains (or the channel closes) before writing more.
-      if (!ready) await Promise.race([once(confirm, 'drain'), once(confirm, 'close')]);
-    }
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(
@@ -292,6 +280,24 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
       );
     });
     try {
+      const confirms: Promise<void>[] = [];
+      for (const item of items) {
+        let ready = true;
+        confirms.push(
+          new Promise<void>((resolve, reject) => {
+            try {
+              ready = confirm.publish(item.exchange, item.routingKey, item.content, item.options, (err: unknown) =>
+                err ? reject(err instanceof Error ? err : new Error('RabbitMQ refused the message (nack)')) : resolve(),
+              );
+            } catch (err) {
+              // A closed channel throws at once.
+              reject(err instanceof Error ? err : new Error(String(err)));
+            }
+          }),
+        );
+        // The channel's buffer is full: wait until it drains (or the channel closes) before writing more.
+        if (!ready) await Promise.race([once(confirm, 'drain'), once(confirm, 'close'), timeout]);
+      }
       await Promise.race([Promise.all(confirms), timeout]);
     } finally {
       clearTimeout(timer);
@@ -324,8 +330,17 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
     this.closing = true;
     for (const subscription of this.subscriptions) await subscription.close();
     this.subscriptions.clear();
+    const model = this.model;
     this.live = null;
-    await this.connection.close();
+    // amqplib waits for the broker's CloseOk, which never comes when the socket dies meanwhile (its
+    // 'close' event does): whichever is first, and at most 5 s, so a shutdown during an outage ends.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.connection.close(),
+      ...(model ? [new Promise<void>((resolve) => model.once('close', () => resolve()))] : []),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000))),
+    ]);
+    clearTimeout(timer);
   }
 
   private unavailable(): DomainError {
