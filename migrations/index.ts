@@ -6,6 +6,7 @@ import { Migration20261125033846_app_secrets } from './Migration20261125033846_a
 import { Migration20261125062752_login_throttles } from './Migration20261125062752_login_throttles.js';
 import { Migration20261127090000_login_throttle_decay } from './Migration20261127090000_login_throttle_decay.js';
 import { Migration20261127092427_outbox } from './Migration20261127092427_outbox.js';
+import { Migration20261127093029_inbox } from './Migration20261127093029_inbox.js';
 import { Migration20261127094325_payment_method } from './Migration20261127094325_payment_method.js';
 
 export const migrations = [
@@ -15,5 +16,6 @@ export const migrations = [
   { name: 'Migration20261125062752_login_throttles', class: Migration20261125062752_login_throttles },
   { name: 'Migration20261127090000_login_throttle_decay', class: Migration20261127090000_login_throttle_decay },
   { name: 'Migration20261127092427_outbox', class: Migration20261127092427_outbox },
+  { name: 'Migration20261127093029_inbox', class: Migration20261127093029_inbox },
   { name: 'Migration20261127094325_payment_method', class: Migration20261127094325_payment_method },
 ];

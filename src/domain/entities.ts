@@ -7,6 +7,7 @@ import { IdempotencyRecordSchema } from './idempotency/idempotency.entity.js';
 import { AppSecretSchema } from './shared/app-secret.entity.js';
 import { LoginThrottleSchema } from './auth/login-throttle.entity.js';
 import { OutboxEventSchema } from './events/outbox.entity.js';
+import { ProcessedMessageSchema } from './events/processed-message.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -21,4 +22,5 @@ export const entities = [
   AppSecretSchema,
   LoginThrottleSchema,
   OutboxEventSchema,
+  ProcessedMessageSchema,
 ];

@@ -1,0 +1,218 @@
+import type { Logger } from 'pino';
+import { EVENT_TYPES, type EventMessage, type EventType } from '../domain/events/events.js';
+import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '../domain/events/transport.js';
+import type { Ctx } from '../domain/shared/context.js';
+import { DomainError } from '../domain/shared/errors.js';
+import { inTransaction } from './transaction.js';
+
+/** A consumer of events: what it listens to and what it does with one. */
+export interface ConsumerDefinition {
+  /** Lower-case, `a-z0-9-` (`payments`): names its queues and its inbox rows. */
+  name: string;
+  events: readonly EventType[];
+  /**
+   * Does the consumer's work for one event, in the transaction that also records the message as
+   * processed (ctx.em is that transaction's): both commit or neither does. Throw to retry later;
+   * throw a PermanentFailure (or a DomainError `invalid`/`unprocessable`) when retrying cannot help.
+   */
+  handle(ctx: Ctx, message: EventMessage): Promise<void>;
+}
+
+/** Checks a consumer definition once, where it is written. */
+export function defineConsumer(definition: ConsumerDefinition): ConsumerDefinition {
+  if (!/^[a-z][a-z0-9-]{0,59}$/.test(definition.name)) throw new Error(`consumer name ${JSON.stringify(definition.name)}: lower-case a-z, 0-9 and -`);
+  if (definition.events.length === 0) throw new Error(`consumer ${definition.name} listens to no event`);
+  return definition;
+}
+
+/** A failure that retrying cannot fix: the message goes to the dead-letter queue at once. */
+export class PermanentFailure extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'PermanentFailure';
+  }
+}
+
+/** 1 s, 10 s, 1 min, 10 min: the default waits before each retry; after the last, the dead-letter queue. */
+export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [1_000, 10_000, 60_000, 600_000];
+
+export interface ConsumerRunnerOptions {
+  transport: ConsumerTransport;
+  /** A context per message (the App's `context`), with an EntityManager of its own. */
+  context: (input: { actor: string; traceId?: string }) => Ctx;
+  logger: Logger;
+  /** Messages handled at once (and unacknowledged at most): `svc worker --concurrency`. */
+  prefetch: number;
+  retryDelaysMs?: readonly number[];
+}
+
+/** What happened to one delivery (for logs and tests). */
+export type Outcome = 'processed' | 'duplicate' | 'retry' | 'dead-letter' | 'unsettled';
+
+/**
+ * Runs one consumer on a transport: each message parsed and validated (a malformed one goes to the
+ * dead-letter queue at once), handled in a transaction that records its id in the inbox
+ * (`processed_messages`), acknowledged only after that commit; a message already in the inbox is
+ * acknowledged without running the handler again. A failed message is put in the wait queue of its
+ * next retry (confirmed, then acknowledged), and after the last one in the dead-letter queue.
+ */
+export class ConsumerRunner {
+  readonly spec: ConsumerSpec;
+  private subscription: Subscription | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly logger: Logger;
+  /** Called after each delivery is settled (or could not be): a hook for metrics and tests. */
+  onSettled?: (outcome: Outcome, delivery: Delivery) => void;
+
+  constructor(
+    readonly consumer: ConsumerDefinition,
+    private readonly options: ConsumerRunnerOptions,
+  ) {
+    this.spec = { name: consumer.name, events: consumer.events, retryDelaysMs: options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS };
+    this.logger = options.logger.child({ consumer: consumer.name });
+  }
+
+  /** Declares the consumer's queues and starts consuming. */
+  async start(): Promise<void> {
+    this.subscription = await this.options.transport.subscribe(this.spec, { prefetch: this.options.prefetch }, (delivery) => this.track(delivery));
+  }
+
+  /** Messages being handled now. */
+  get busy(): number {
+    return this.inFlight.size;
+  }
+
+  /** Graceful stop: no new messages, the ones in flight finished and acknowledged, then the channel closed. */
+  async stop(): Promise<void> {
+    const subscription = this.subscription;
+    this.subscription = undefined;
+    if (!subscription) return;
+    await subscription.cancel();
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
+    await subscription.close();
+  }
+
+  private track(delivery: Delivery): Promise<void> {
+    const work = this.process(delivery).then(
+      (outcome) => this.onSettled?.(outcome, delivery),
+      (err: unknown) => {
+        // Settling failed (the connection dropped, say): the message was not acknowledged, so the
+        // broker delivers it again; the inbox absorbs it if its work had committed.
+        this.logger.warn({ err, messageId: delivery.messageId }, 'could not settle a message; it will be delivered again');
+        this.onSettled?.('unsettled', delivery);
+      },
+    );
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
+    return work;
+  }
+
+  /** Handles one delivery and settles it: ack, retry or dead-letter. */
+  private async process(delivery: Delivery): Promise<Outcome> {
+    let message: EventMessage;
+    try {
+      message = parseEnvelope(delivery.body, this.consumer.events);
+    } catch (err) {
+      const reason = `malformed message: ${(err as Error).message}`;
+      this.logger.warn({ messageId: delivery.messageId }, `${reason}; moved to the dead-letter queue`);
+      await delivery.deadLetter(reason);
+      return 'dead-letter';
+    }
+    const log = this.logger.child({ messageId: message.id, type: message.type, attempt: delivery.attempts + 1 });
+    const ctx = this.options.context({ actor: `worker:${this.consumer.name}`, traceId: traceIdOf(message.traceparent) });
+    let outcome: 'processed' | 'duplicate';
+    try {
+      outcome = await inTransaction(ctx, async (tx) => {
+        // First, so that a second delivery of the same message running at the same time (another
+        // worker) waits on this row and then finds it, or takes over if this transaction rolls back.
+        const recorded = await tx.sql<{ message_id: string }>(
+          'insert into processed_messages (consumer, message_id, processed_at) values ($1, $2, now()) on conflict do nothing returning message_id',
+          [this.consumer.name, message.id],
+        );
+        if (recorded.length === 0) return 'duplicate';
+        await this.consumer.handle(tx, message);
+        return 'processed';
+      });
+    } catch (err) {
+      return this.failed(delivery, err, log);
+    }
+    await delivery.ack();
+    if (outcome === 'duplicate') log.info('already processed; acknowledged without effect');
+    else log.debug('processed');
+    return outcome;
+  }
+
+  private async failed(delivery: Delivery, err: unknown, log: Logger): Promise<Outcome> {
+    const error = describe(err);
+    const delays = this.spec.retryDelaysMs;
+    if (isPermanent(err)) {
+      log.warn({ err }, `failed for good; moved to the dead-letter queue`);
+      await delivery.deadLetter(error);
+      return 'dead-letter';
+    }
+    if (delivery.attempts < delays.length) {
+      const delayMs = delays[delivery.attempts]!;
+      log.warn({ err }, `failed; retrying in ${delayMs} ms`);
+      await delivery.retry(delayMs, error);
+      return 'retry';
+    }
+    log.error({ err }, `failed ${delivery.attempts + 1} times; moved to the dead-letter queue`);
+    await delivery.deadLetter(error);
+    return 'dead-letter';
+  }
+}
+
+const PERMANENT_CODES = new Set(['invalid', 'unprocessable']);
+
+function isPermanent(err: unknown): boolean {
+  return err instanceof PermanentFailure || (err instanceof DomainError && PERMANENT_CODES.has(err.code));
+}
+
+function describe(err: unknown): string {
+  if (err instanceof DomainError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return String(err);
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** The trace id of a W3C traceparent, so the message's logs join the request's trace. */
+function traceIdOf(traceparent: string | undefined): string | undefined {
+  return traceparent ? TRACEPARENT.exec(traceparent)?.[1] : undefined;
+}
+
+/** The event envelope in a message body, checked field by field; throws saying what is wrong. */
+export function parseEnvelope(body: Buffer, accepted: readonly EventType[]): EventMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new Error('the body is not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('the body is not a JSON object');
+  const m = value as Record<string, unknown>;
+  const text = (key: string, max: number) => {
+    const v = m[key];
+    if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new Error(`${key} is missing or not a string of 1 to ${max} characters`);
+    return v;
+  };
+  const id = text('id', 64);
+  const type = text('type', 80);
+  if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new Error(`type ${type} is not an event svc knows`);
+  if (!(accepted as readonly string[]).includes(type)) throw new Error(`type ${type} is not one this consumer listens to`);
+  const aggregateId = text('aggregateId', 64);
+  const occurredAt = text('occurredAt', 40);
+  if (Number.isNaN(Date.parse(occurredAt))) throw new Error('occurredAt is not a timestamp');
+  const payload = m.payload;
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw new Error('payload is not an object');
+  const traceparent = m.traceparent;
+  if (traceparent !== undefined && traceparent !== null && typeof traceparent !== 'string') throw new Error('traceparent is not a string');
+  return {
+    id,
+    type: type as EventType,
+    aggregateId,
+    payload: payload as Record<string, unknown>,
+    occurredAt,
+    ...(typeof traceparent === 'string' ? { traceparent } : {}),
+  };
+}
