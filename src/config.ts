@@ -59,52 +59,41 @@ const text = (expected: string, pattern?: RegExp): Parser<string> => ({
   },
 });
 
+/** Parses a URL, refusing what does not parse or has another protocol or no host. */
+function parseUrl(raw: string, protocols: readonly string[]): { value: string; url: URL } {
+  const value = raw.trim();
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigValueError();
+  }
+  if (!protocols.includes(url.protocol) || !url.hostname) throw new ConfigValueError();
+  return { value, url };
+}
+
 const postgresUrl: Parser<string> = {
   expected: 'a PostgreSQL URL such as postgres://user:password@host:5432/dbname',
   parse(raw) {
-    const v = raw.trim();
-    let url: URL;
-    try {
-      url = new URL(v);
-    } catch {
-      throw new ConfigValueError();
-    }
-    if (!['postgres:', 'postgresql:'].includes(url.protocol) || !url.hostname || url.pathname.length < 2) {
-      throw new ConfigValueError();
-    }
-    return v;
+    const { value, url } = parseUrl(raw, ['postgres:', 'postgresql:']);
+    if (url.pathname.length < 2) throw new ConfigValueError();
+    return value;
   },
 };
 
 const httpUrl = (what: string): Parser<string> => ({
   expected: `an http:// or https:// URL (${what})`,
   parse(raw) {
-    const v = raw.trim();
-    let url: URL;
-    try {
-      url = new URL(v);
-    } catch {
-      throw new ConfigValueError();
-    }
-    if (!['http:', 'https:'].includes(url.protocol) || !url.hostname || url.search || url.hash) throw new ConfigValueError();
+    const { value, url } = parseUrl(raw, ['http:', 'https:']);
+    if (url.search || url.hash) throw new ConfigValueError();
     // One spelling whatever the operator typed: no trailing slash, so paths can be appended.
-    return v.replace(/\/+$/, '');
+    return value.replace(/\/+$/, '');
   },
 });
 
 const amqpUrl: Parser<string> = {
   expected: 'an AMQP URL such as amqp://user:password@host:5672/vhost (or amqps://)',
-  parse(raw) {
-    const v = raw.trim();
-    let url: URL;
-    try {
-      url = new URL(v);
-    } catch {
-      throw new ConfigValueError();
-    }
-    if (!['amqp:', 'amqps:'].includes(url.protocol) || !url.hostname) throw new ConfigValueError();
-    return v;
-  },
+  parse: (raw) => parseUrl(raw, ['amqp:', 'amqps:']).value,
 };
 
 // `ada@example.com` or `Ada Lovelace <ada@example.com>` (a display name without <, >, " or line breaks).

@@ -9,6 +9,7 @@ import { MailUnavailable, type MailMessage } from '../src/domain/notifications/m
 import { DomainError } from '../src/domain/shared/errors.js';
 import { createLoggerTo } from '../src/logger.js';
 import { FAKE_SENDGRID_API_KEY, startFakeSendGrid, type FakeSendGrid } from './fakes/sendgrid.js';
+import { rejection } from './helpers/assertions.js';
 
 // SendGridMailer through @sendgrid/mail against the SendGrid fake: what is sent, how each answer
 // maps to the error model, and the breaker.
@@ -50,16 +51,6 @@ function message(overrides: Partial<MailMessage> = {}): MailMessage {
     reference: 'mail:order.completed:ord_1',
     ...overrides,
   };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof Error, String(e));
-    return e;
-  }
-  assert.fail('expected the call to fail');
 }
 
 async function unavailable(promise: Promise<unknown>): Promise<MailUnavailable> {

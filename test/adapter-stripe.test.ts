@@ -9,6 +9,7 @@ import { PaymentUnavailable, type ChargeInput } from '../src/domain/payments/pay
 import { DomainError } from '../src/domain/shared/errors.js';
 import { createLoggerTo } from '../src/logger.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe, type FakeStripe } from './fakes/stripe.js';
+import { rejection } from './helpers/assertions.js';
 
 // StripePayments through the real SDK against the Stripe fake: outcomes, the error model the worker
 // relies on (unknown vs not attempted, whether the key may be sent again), and the circuit breaker.
@@ -38,17 +39,6 @@ let orders = 0;
 function charge(overrides: Partial<ChargeInput> = {}): ChargeInput {
   const orderId = overrides.orderId ?? `ord_t${++orders}_${Date.now()}`;
   return { orderId, amount: 4950, currency: 'USD', paymentMethod: 'pm_card_visa', idempotencyKey: `pay:${orderId}:1`, ...overrides };
-}
-
-/** The error a promise rejects with (fails the test if it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof Error, String(e));
-    return e;
-  }
-  assert.fail('expected the call to fail');
 }
 
 async function unavailable(promise: Promise<unknown>): Promise<PaymentUnavailable> {
