@@ -148,5 +148,16 @@ test(
       'every 503 says when to retry',
     );
     assert.ok(after.peak < SERVE_RSS_BOUND_MIB, `peak RSS ${after.peak.toFixed(0)} MiB`);
+    // A refusal under load is expected: one warning line each, no error with a stack.
+    const lines = serve
+      .stderr()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: string; msg: string; code?: string });
+    assert.equal(lines.filter((l) => l.msg === 'request refused for now (503)' && l.level === 'warn' && l.code === 'unavailable').length, busy.length);
+    assert.deepEqual(
+      lines.filter((l) => l.level === 'error'),
+      [],
+    );
   },
 );

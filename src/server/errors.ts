@@ -95,7 +95,10 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   if (translated instanceof DomainError) {
     const status = STATUS_BY_CODE[translated.code];
     if (status >= 500) {
-      request.log.error({ err, traceId }, 'request failed');
+      // svc's own refusal (a full password-hash queue under load, say) is expected: one warning line
+      // without a stack. A failure underneath (the database unreachable) is an error, with its cause.
+      if (translated === err) request.log.warn({ code: translated.code, reason: translated.message, traceId }, 'request refused for now (503)');
+      else request.log.error({ err, traceId }, 'request failed');
       if (translated.code === 'retryable' || translated.code === 'unavailable') {
         // A busy part of svc says when it expects to have room again (see Bulkhead); otherwise 1 s.
         const retryAfter = translated.details.retryAfterSeconds;
