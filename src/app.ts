@@ -18,6 +18,8 @@ import type { PaymentProvider } from './domain/payments/payment-provider.js';
 import type { Mailer } from './domain/notifications/mailer.js';
 import type { FileStore } from './domain/files/file-store.js';
 import type { EventPublisher } from './domain/events/publisher.js';
+import type { ConsumerTransport } from './domain/events/transport.js';
+import { RabbitMq } from './adapters/rabbitmq.js';
 import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
 import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
@@ -45,6 +47,7 @@ export interface AppOverrides {
   mailer?: Mailer;
   files?: FileStore;
   publisher?: EventPublisher;
+  transport?: ConsumerTransport;
   /** The clock of sessions and login throttling. */
   now?: () => Date;
 }
@@ -77,6 +80,11 @@ export interface App {
   localFiles?: LocalFileStore;
   /** The event transport, when one is set (RabbitMQ, or the in-process dispatcher). */
   publisher?: EventPublisher;
+  /**
+   * Where consumers take their messages from, when one is set: RabbitMQ for role 'worker' with
+   * AMQP_URL (the same connection as `publisher`, closed by close()).
+   */
+  transport?: ConsumerTransport;
   /** Starts the periodic purge of expired rows and of published outbox rows past OUTBOX_RETENTION_HOURS (now, then every 15 minutes). */
   scheduleHousekeeping(intervalMs?: number): Housekeeping;
   /**
@@ -96,7 +104,12 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const role = overrides.role ?? 'command';
   const logger = overrides.logger ?? createLogger(config.LOG_LEVEL);
   const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase ?? role === 'serve' });
+  // The worker's event transport: RabbitMQ with AMQP_URL (unreachable: exit 6 naming AMQP_URL).
+  let rabbit: RabbitMq | undefined;
   try {
+    if (role === 'worker' && config.AMQP_URL && !(overrides.publisher && overrides.transport)) {
+      rabbit = await RabbitMq.connect(config.AMQP_URL, { logger, prefix: config.AMQP_PREFIX });
+    }
     const migrations = new Migrations(db, logger);
     const passwords = new PasswordHasher({ concurrency: config.PASSWORD_HASH_CONCURRENCY, queue: config.PASSWORD_HASH_QUEUE });
     const users = new UsersService(passwords);
@@ -152,7 +165,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       mailer,
       files,
       localFiles,
-      publisher: overrides.publisher,
+      publisher: overrides.publisher ?? rabbit,
+      transport: overrides.transport ?? rabbit,
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
         scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, { outboxRetentionHours: config.OUTBOX_RETENTION_HOURS }),
       shareDatabase: async (url) => db.share?.(url),
@@ -164,10 +178,15 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         if (closed) return;
         closed = true;
         providers.close();
-        await db.close();
+        try {
+          await rabbit?.close();
+        } finally {
+          await db.close();
+        }
       },
     };
   } catch (err) {
+    await rabbit?.close();
     await db.close();
     throw err;
   }

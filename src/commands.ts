@@ -17,6 +17,7 @@ import UsersEnable from './commands/users/enable.js';
 import UsersList from './commands/users/list.js';
 import UsersSetRole from './commands/users/set-role.js';
 import UsersShow from './commands/users/show.js';
+import Worker from './commands/worker.js';
 
 export const COMMANDS = {
   config: Config,
@@ -36,4 +37,5 @@ export const COMMANDS = {
   'users:list': UsersList,
   'users:set-role': UsersSetRole,
   'users:show': UsersShow,
+  worker: Worker,
 };

@@ -231,6 +231,11 @@ export const configSchema = {
     parser: amqpUrl,
     mask: maskUrl,
   } satisfies KeySpec<string>,
+  AMQP_PREFIX: {
+    doc: 'First part of every RabbitMQ exchange and queue name (<prefix>.events, <prefix>.<consumer>): deployments sharing one broker (or vhost) each take their own',
+    parser: text('letters, digits, _, - or . (at most 64)', /^[A-Za-z0-9_.-]{1,64}$/),
+    default: () => 'svc',
+  } satisfies KeySpec<string>,
   OUTBOX_RETENTION_HOURS: {
     doc: 'How long published outbox rows are kept (for replay) before housekeeping deletes them',
     parser: int(1, 8_760),

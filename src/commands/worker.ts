@@ -1,0 +1,71 @@
+import { Flags } from '@oclif/core';
+import { SvcCommand } from '../cli/base-command.js';
+import type { RunningWorker } from '../worker/worker.js';
+
+export default class Worker extends SvcCommand {
+  static override summary = 'Process the event queues: consumers, the outbox relay, housekeeping.';
+  static override description =
+    'Runs the consumers (all of them, or those named by --queues) on RabbitMQ (AMQP_URL, required for now: the embedded ' +
+    'in-process pipeline is not available in svc worker yet), the outbox relay that publishes committed events (unless ' +
+    '--no-relay) and housekeeping, beside any number of svc serve. /health/live and /health/ready (503 naming the failing ' +
+    'dependency) answer on HOST:--health-port. Refuses to start while migrations are pending (exit 4); RabbitMQ or ' +
+    'PostgreSQL unreachable at start exits 6 naming AMQP_URL or DATABASE_URL. SIGTERM or SIGINT stops it cleanly: no new ' +
+    'messages, those in flight finish and are acknowledged (up to SHUTDOWN_TIMEOUT_MS), the relay finishes its batch, ' +
+    'connections close, exit 0.';
+  static override examples = [
+    'AMQP_URL=amqp://svc:secret@rabbitmq:5672 DATABASE_URL=postgres://svc@db/svc <%= config.bin %> worker',
+    '<%= config.bin %> worker --concurrency 20 --health-port 9091',
+    '<%= config.bin %> worker --queues payments --no-relay',
+  ];
+  static override flags = {
+    concurrency: Flags.integer({ summary: 'Messages handled at once per consumer (its prefetch).', default: 10, min: 1, max: 1_000 }),
+    queues: Flags.string({ summary: 'Run only these consumers (comma-separated names); all by default.' }),
+    relay: Flags.boolean({
+      summary: 'Run the outbox relay (publishes committed events); --no-relay leaves it to other workers.',
+      default: true,
+      allowNo: true,
+    }),
+    'health-port': Flags.integer({ summary: 'Port of /health/live and /health/ready on HOST (0 picks a free one).', default: 9091, min: 0, max: 65_535 }),
+  };
+
+  /** Works until SIGTERM or SIGINT, then drains and exits. */
+  async run(): Promise<{ stopped: NodeJS.Signals; drained: boolean }> {
+    const { flags } = await this.parse(Worker);
+    const config = await this.loadConfig();
+    const queues = flags.queues
+      ?.split(',')
+      .map((q) => q.trim())
+      .filter(Boolean);
+    // As in svc serve: the signal listeners go in before start-up and stay for the whole shutdown, so
+    // a signal during start-up stops the worker once started, and a second one never kills the drain.
+    const started: { worker?: RunningWorker } = {};
+    let stopping = false;
+    const signal = new Promise<NodeJS.Signals>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          started.worker?.app.logger.info({ signal }, `${signal}: already stopping`);
+          return;
+        }
+        stopping = true;
+        resolve(signal);
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+    const { startWorker } = await import('../worker/worker.js');
+    const running = (started.worker = await startWorker(config, {
+      concurrency: flags.concurrency,
+      queues,
+      relay: flags.relay,
+      healthPort: flags['health-port'],
+    }));
+    this.print(
+      `svc worker: started (consumers: ${running.consumers.length ? running.consumers.join(', ') : 'none'}; relay ${running.relay ? 'on' : 'off'}; health on ${running.healthUrl})`,
+    );
+    const received = await signal;
+    running.app.logger.info({ signal: received }, `${received}: stopping`);
+    const { drained } = await running.stop();
+    running.app.logger.info({ drained }, 'stopped');
+    return { stopped: received, drained };
+  }
+}

@@ -1,0 +1,161 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import amqp from 'amqplib';
+import { BIN, ROOT, svc, tempDir } from './helpers/cli.js';
+import { emptyDatabase, migratedDatabase, query } from './helpers/db.js';
+import { AMQP_URL, insertOutbox, testPrefix, waitFor } from './helpers/rabbit.js';
+
+// svc worker as a user runs it: the built binary (npm run build first), a separate process.
+
+/** A closed port on loopback: RabbitMQ "unreachable". */
+const CLOSED_AMQP_URL = 'amqp://guest:guest@127.0.0.1:1';
+
+interface WorkerProcess {
+  /** The health endpoints' base URL, from the "worker started" log line. */
+  healthUrl: string;
+  pid: number;
+  kill(signal: NodeJS.Signals): void;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Starts `svc worker ARGS` (LOG_LEVEL info) and resolves once it logs "worker started"; rejects with
+ * its output when it exits first. Killed (SIGKILL) when the test ends if it still runs.
+ */
+function svcWorker(t: TestContext, args: string[], env: Record<string, string>): Promise<WorkerProcess> {
+  const childEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...env, LOG_LEVEL: 'info' })) if (v !== undefined) childEnv[k] = v;
+  const child = spawn(process.execPath, [BIN, 'worker', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return new Promise((resolve, reject) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      const m = /"msg":"worker started[^"]*health on (http:\/\/[^"\s]+)"/.exec(stderr);
+      if (m) resolve({ healthUrl: m[1]!, pid: child.pid!, kill: (s) => child.kill(s), stdout: () => stdout, stderr: () => stderr, exited });
+    });
+    child.on('error', reject);
+    void exited.then(({ code, signal }) => reject(new Error(`svc worker exited (${code ?? signal}) before starting:\n${stdout}\n${stderr}`)));
+  });
+}
+
+/** Deletes the exchange of a test's prefix when the test ends (svc worker runs no consumer yet: no queues). */
+function removeExchangeAfter(t: TestContext, prefix: string): void {
+  t.after(async () => {
+    const conn = await amqp.connect(AMQP_URL);
+    try {
+      const ch = await conn.createChannel();
+      await ch.deleteExchange(`${prefix}.events`);
+    } finally {
+      await conn.close();
+    }
+  });
+}
+
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+test('svc worker --help lists its flags, with examples', async () => {
+  const res = await svc(['worker', '--help']);
+  assert.equal(res.code, 0, res.stderr);
+  for (const flag of ['--concurrency', '--queues', '--[no-]relay', '--health-port', '--json'])
+    assert.ok(res.stdout.includes(flag), `no ${flag} in:\n${res.stdout}`);
+  assert.match(res.stdout, /EXAMPLES[\s\S]*svc worker --queues/);
+});
+
+test('without AMQP_URL svc worker exits 78 naming it, and says the embedded pipeline is not there yet', async (t) => {
+  const res = await svc(['worker'], { env: { AMQP_URL: undefined, SVC_DATA_DIR: join(tempDir(t), 'data') } });
+  assert.equal(res.code, 78, res.stderr);
+  assert.match(res.stderr, /AMQP_URL/);
+  assert.match(res.stderr, /embedded pipeline .*not available/);
+  const json = await svc(['worker', '--json'], { env: { AMQP_URL: undefined, SVC_DATA_DIR: join(tempDir(t), 'data') } });
+  assert.equal(json.code, 78);
+  assert.equal(json.json().error.details.key, 'AMQP_URL');
+});
+
+test('RabbitMQ unreachable at start: exit 6 naming RabbitMQ and AMQP_URL', async (t) => {
+  const res = await svc(['worker', '--health-port', '0'], { env: { DATABASE_URL: await migratedDatabase(t), AMQP_URL: CLOSED_AMQP_URL } });
+  assert.equal(res.code, 6, res.stderr);
+  assert.match(res.stderr, /RabbitMQ is unreachable.*AMQP_URL/);
+});
+
+test('PostgreSQL unreachable at start: exit 6 naming DATABASE_URL', async () => {
+  const res = await svc(['worker', '--health-port', '0'], { env: { DATABASE_URL: 'postgres://svc@127.0.0.1:1/svc', AMQP_URL } });
+  assert.equal(res.code, 6, res.stderr);
+  assert.match(res.stderr, /DATABASE_URL/);
+});
+
+test('pending migrations on PostgreSQL: exit 4', async (t) => {
+  const prefix = testPrefix();
+  removeExchangeAfter(t, prefix);
+  const res = await svc(['worker', '--health-port', '0'], { env: { DATABASE_URL: await emptyDatabase(t), AMQP_URL, AMQP_PREFIX: prefix } });
+  assert.equal(res.code, 4, res.stderr);
+  assert.match(res.stderr, /pending.*svc migrate/);
+});
+
+test('--queues with an unknown consumer: exit 2 listing the known ones', async (t) => {
+  const prefix = testPrefix();
+  removeExchangeAfter(t, prefix);
+  const res = await svc(['worker', '--queues', 'nope', '--health-port', '0'], {
+    env: { DATABASE_URL: await migratedDatabase(t), AMQP_URL, AMQP_PREFIX: prefix },
+  });
+  assert.equal(res.code, 2, res.stderr);
+  assert.match(res.stderr, /unknown consumer\(s\) nope; the known ones are/);
+});
+
+test('svc worker relays the outbox to RabbitMQ, answers /health/ready, and stops on SIGTERM with exit 0', { timeout: 60_000 }, async (t) => {
+  const db = await migratedDatabase(t);
+  const prefix = testPrefix();
+  removeExchangeAfter(t, prefix);
+  const worker = await svcWorker(t, ['--health-port', '0', '--json'], { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix });
+  assert.match(worker.stderr(), /relay on/);
+
+  const live = await fetch(`${worker.healthUrl}/health/live`);
+  assert.equal(live.status, 200);
+  assert.deepEqual(await live.json(), { status: 'ok' });
+  const ready = await fetch(`${worker.healthUrl}/health/ready`);
+  assert.equal(ready.status, 200);
+  assert.deepEqual(await ready.json(), { status: 'ok', checks: { database: 'ok', rabbitmq: 'ok' } });
+
+  const [id] = await insertOutbox(db, 1);
+  const status = async () => (await query<{ status: string }>(db, 'select status from outbox_events where id = $1', [id]))[0]?.status;
+  await waitFor(async () => (await status()) === 'published', 15_000, 'the outbox row to be published');
+
+  worker.kill('SIGTERM');
+  assert.deepEqual(await worker.exited, { code: 0, signal: null });
+  assert.deepEqual(JSON.parse(worker.stdout()), { stopped: 'SIGTERM', drained: true });
+  assert.match(worker.stderr(), /SIGTERM: stopping/);
+  assert.ok(processGone(worker.pid));
+  await assert.rejects(fetch(`${worker.healthUrl}/health/live`));
+});
+
+test('svc worker --no-relay leaves the outbox alone; /health/ready answers 503 naming the database when it is gone', { timeout: 60_000 }, async (t) => {
+  const db = await migratedDatabase(t);
+  const prefix = testPrefix();
+  removeExchangeAfter(t, prefix);
+  const worker = await svcWorker(t, ['--health-port', '0', '--no-relay'], { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix });
+  assert.match(worker.stderr(), /relay off/);
+  const [id] = await insertOutbox(db, 1);
+  // The relay would have published it within a poll (1 s); the health check is a round trip to both.
+  for (let i = 0; i < 3; i++) assert.equal((await fetch(`${worker.healthUrl}/health/ready`)).status, 200);
+  assert.equal((await query<{ status: string }>(db, 'select status from outbox_events where id = $1', [id]))[0]?.status, 'pending');
+  worker.kill('SIGINT');
+  assert.deepEqual(await worker.exited, { code: 0, signal: null });
+});
