@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import amqp from 'amqplib';
 import { BIN, ROOT, svc, tempDir } from './helpers/cli.js';
-import { emptyDatabase, migratedDatabase, query } from './helpers/db.js';
-import { AMQP_URL, insertOutbox, testPrefix, waitFor } from './helpers/rabbit.js';
+import { dropDatabase, emptyDatabase, migratedDatabase, query } from './helpers/db.js';
+import { AMQP_URL, insertOutbox, rabbitProxy, testPrefix, waitFor } from './helpers/rabbit.js';
 
 // svc worker as a user runs it: the built binary (npm run build first), a separate process.
 
@@ -28,7 +28,8 @@ interface WorkerProcess {
  */
 function svcWorker(t: TestContext, args: string[], env: Record<string, string>): Promise<WorkerProcess> {
   const childEnv: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...env, LOG_LEVEL: 'info' })) if (v !== undefined) childEnv[k] = v;
+  for (const [k, v] of Object.entries({ ...process.env, SVC_DATA_DIR: join(tempDir(t), 'data'), ...env, LOG_LEVEL: 'info' }))
+    if (v !== undefined) childEnv[k] = v;
   const child = spawn(process.execPath, [BIN, 'worker', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -91,13 +92,17 @@ test('without AMQP_URL svc worker exits 78 naming it, and says the embedded pipe
 });
 
 test('RabbitMQ unreachable at start: exit 6 naming RabbitMQ and AMQP_URL', async (t) => {
-  const res = await svc(['worker', '--health-port', '0'], { env: { DATABASE_URL: await migratedDatabase(t), AMQP_URL: CLOSED_AMQP_URL } });
+  const res = await svc(['worker', '--health-port', '0'], {
+    env: { DATABASE_URL: await migratedDatabase(t), AMQP_URL: CLOSED_AMQP_URL, SVC_DATA_DIR: join(tempDir(t), 'data') },
+  });
   assert.equal(res.code, 6, res.stderr);
   assert.match(res.stderr, /RabbitMQ is unreachable.*AMQP_URL/);
 });
 
-test('PostgreSQL unreachable at start: exit 6 naming DATABASE_URL', async () => {
-  const res = await svc(['worker', '--health-port', '0'], { env: { DATABASE_URL: 'postgres://svc@127.0.0.1:1/svc', AMQP_URL } });
+test('PostgreSQL unreachable at start: exit 6 naming DATABASE_URL', async (t) => {
+  const res = await svc(['worker', '--health-port', '0'], {
+    env: { DATABASE_URL: 'postgres://svc@127.0.0.1:1/svc', AMQP_URL, SVC_DATA_DIR: join(tempDir(t), 'data') },
+  });
   assert.equal(res.code, 6, res.stderr);
   assert.match(res.stderr, /DATABASE_URL/);
 });
@@ -105,7 +110,9 @@ test('PostgreSQL unreachable at start: exit 6 naming DATABASE_URL', async () => 
 test('pending migrations on PostgreSQL: exit 4', async (t) => {
   const prefix = testPrefix();
   removeExchangeAfter(t, prefix);
-  const res = await svc(['worker', '--health-port', '0'], { env: { DATABASE_URL: await emptyDatabase(t), AMQP_URL, AMQP_PREFIX: prefix } });
+  const res = await svc(['worker', '--health-port', '0'], {
+    env: { DATABASE_URL: await emptyDatabase(t), AMQP_URL, AMQP_PREFIX: prefix, SVC_DATA_DIR: join(tempDir(t), 'data') },
+  });
   assert.equal(res.code, 4, res.stderr);
   assert.match(res.stderr, /pending.*svc migrate/);
 });
@@ -146,16 +153,39 @@ test('svc worker relays the outbox to RabbitMQ, answers /health/ready, and stops
   await assert.rejects(fetch(`${worker.healthUrl}/health/live`));
 });
 
-test('svc worker --no-relay leaves the outbox alone; /health/ready answers 503 naming the database when it is gone', { timeout: 60_000 }, async (t) => {
-  const db = await migratedDatabase(t);
-  const prefix = testPrefix();
-  removeExchangeAfter(t, prefix);
-  const worker = await svcWorker(t, ['--health-port', '0', '--no-relay'], { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix });
-  assert.match(worker.stderr(), /relay off/);
-  const [id] = await insertOutbox(db, 1);
-  // The relay would have published it within a poll (1 s); the health check is a round trip to both.
-  for (let i = 0; i < 3; i++) assert.equal((await fetch(`${worker.healthUrl}/health/ready`)).status, 200);
-  assert.equal((await query<{ status: string }>(db, 'select status from outbox_events where id = $1', [id]))[0]?.status, 'pending');
-  worker.kill('SIGINT');
-  assert.deepEqual(await worker.exited, { code: 0, signal: null });
-});
+test(
+  'svc worker --no-relay leaves the outbox alone; /health/ready answers 503 naming RabbitMQ, then the database, when they go',
+  { timeout: 60_000 },
+  async (t) => {
+    const db = await migratedDatabase(t);
+    const prefix = testPrefix();
+    removeExchangeAfter(t, prefix);
+    const broker = await rabbitProxy(t);
+    const worker = await svcWorker(t, ['--health-port', '0', '--no-relay'], { DATABASE_URL: db, AMQP_URL: broker.url, AMQP_PREFIX: prefix });
+    assert.match(worker.stderr(), /relay off/);
+    const [id] = await insertOutbox(db, 1);
+    const readiness = async () => {
+      const res = await fetch(`${worker.healthUrl}/health/ready`);
+      return { status: res.status, body: (await res.json()) as { status: string; detail?: string; checks?: Record<string, string> } };
+    };
+    assert.equal((await readiness()).status, 200);
+
+    await broker.down();
+    await waitFor(async () => (await readiness()).status === 503, 10_000, '/health/ready to answer 503');
+    const down = await readiness();
+    assert.match(down.body.detail!, /^not ready: rabbitmq \(RabbitMQ at .* is not connected/);
+    assert.equal(down.body.checks!.database, 'ok');
+    await broker.up();
+    await waitFor(async () => (await readiness()).status === 200, 15_000, 'RabbitMQ to be back');
+
+    // By now a relay would have published it (it polls every second, and RabbitMQ came back).
+    assert.equal((await query<{ status: string }>(db, 'select status from outbox_events where id = $1', [id]))[0]?.status, 'pending');
+
+    await dropDatabase(new URL(db).pathname.slice(1));
+    await waitFor(async () => (await readiness()).status === 503, 10_000, '/health/ready to answer 503');
+    assert.match((await readiness()).body.detail!, /^not ready: database \(unreachable\)/);
+
+    worker.kill('SIGINT');
+    assert.deepEqual(await worker.exited, { code: 0, signal: null });
+  },
+);
