@@ -169,7 +169,7 @@ export const configSchema = {
     default: defaultActor,
   } satisfies KeySpec<string>,
   HOST: {
-    doc: 'Address svc serve listens on (0.0.0.0 in a container behind a load balancer)',
+    doc: "Address svc serve listens on, and svc worker's health endpoints (0.0.0.0 in a container behind a load balancer)",
     parser: text('an IP address or host name'),
     default: () => '127.0.0.1',
   } satisfies KeySpec<string>,

@@ -16,6 +16,8 @@ import type { FileStore } from '../src/domain/files/file-store.js';
 import { migratedDatabase } from './helpers/db.js';
 import { svc, tempDir } from './helpers/cli.js';
 import { testServer } from './helpers/server.js';
+import { AMQP_URL, testPrefix } from './helpers/rabbit.js';
+import amqp from 'amqplib';
 
 /** A logger whose JSON lines are kept in memory. */
 function capturingLogger() {
@@ -180,4 +182,31 @@ test('a signed link to a local file downloads it through svc serve; tampered, ex
     assert.equal(res.status, 404, path);
     assert.doesNotMatch(res.body.toString(), /^[\da-f]{64}\s*$/, `${path} served the key`);
   }
+});
+
+test("role 'worker' with AMQP_URL gets RabbitMQ as its publisher and transport (closed with the App); other roles never connect", async (t) => {
+  const db = await migratedDatabase(t);
+  const prefix = testPrefix();
+  const config = loadConfig({ DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent' });
+  const worker = await createApp(config, { role: 'worker', logger: capturingLogger().logger });
+  t.after(async () => {
+    const conn = await amqp.connect(AMQP_URL);
+    await (await conn.createChannel()).deleteExchange(`${prefix}.events`);
+    await conn.close();
+  });
+  assert.equal(worker.publisher?.kind, 'rabbitmq');
+  assert.equal(worker.transport, worker.publisher);
+  assert.equal(await worker.publisher.check(), 'ok');
+  await worker.close();
+  assert.match(await worker.publisher.check(), /not connected/);
+
+  const command = await createApp(config, { logger: capturingLogger().logger });
+  t.after(() => command.close());
+  assert.equal(command.publisher, undefined);
+  assert.equal(command.transport, undefined);
+
+  await assert.rejects(
+    createApp({ ...config, AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, { role: 'worker', logger: capturingLogger().logger }),
+    (err: Error & { code?: string }) => err.code === 'unavailable' && /RabbitMQ is unreachable .*AMQP_URL/.test(err.message),
+  );
 });
