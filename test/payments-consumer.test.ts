@@ -13,6 +13,7 @@ import { newId } from '../src/domain/shared/ids.js';
 import { ConsumerRunner, type Outcome } from '../src/worker/consumer.js';
 import { paymentsConsumer } from '../src/worker/consumers/payments.js';
 import { query } from './helpers/db.js';
+import { testServer } from './helpers/server.js';
 import { appFor, rabbitFor, silent } from './helpers/rabbit.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe, type FakeStripe } from './fakes/stripe.js';
 
@@ -105,7 +106,7 @@ async function runner(t: TestContext, w: World, payments: PaymentProvider) {
     context: (input) => w.app.context(input),
     logger: silent,
     prefetch: 4,
-    retryDelaysMs: [20, 50, 100, 200],
+    retryDelaysMs: [20, 50, 100, 200, 400],
   });
   const outcomes: Outcome[] = [];
   const waiters: { pred: () => boolean; resolve: () => void }[] = [];
@@ -119,8 +120,8 @@ async function runner(t: TestContext, w: World, payments: PaymentProvider) {
   return {
     rabbit,
     outcomes,
-    /** Resolves when `n` deliveries ended in processed or duplicate. */
-    done: (n: number) => until(() => outcomes.filter((o) => o === 'processed' || o === 'duplicate').length >= n),
+    /** Resolves when `n` deliveries were settled for good (processed, duplicate or dead-lettered): never waits forever. */
+    done: (n: number) => until(() => outcomes.filter((o) => o !== 'retry').length >= n),
   };
 }
 
@@ -284,4 +285,60 @@ test('the state machine: a late failure never un-completes a paid order; repeats
     ['order.completed'],
   );
   assert.deepEqual(await ctx.transaction((tx) => transition(tx, 'ord_missing', 'failed')), { moved: false, status: undefined });
+});
+
+test('after a stored 500 that charged nothing, a lagging search is waited for (retries) before the next key charges once', async (t) => {
+  const w = await world(t);
+  const fake = await startFakeStripe();
+  const payments = new StripePayments({
+    secretKey: FAKE_STRIPE_SECRET_KEY,
+    apiUrl: fake.url,
+    logger: silent,
+    timeoutMs: 300,
+    searchLagMs: 150,
+    // The replayed 500s must not open the circuit in this test.
+    breaker: { volumeThreshold: 1_000 },
+  });
+  t.after(async () => {
+    payments.close();
+    await fake.close();
+  });
+  const r = await runner(t, w, payments);
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.done(1);
+  assert.equal(r.outcomes.at(-1), 'processed');
+  assert.ok(r.outcomes.includes('retry'), 'the search was too recent at first');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [
+      [1, 'unknown'],
+      [2, 'succeeded'],
+    ],
+  );
+});
+
+test('embedded (PGlite): the payments table and the state machine work on the embedded database', async (t) => {
+  const ts = await testServer(t, { embedded: true });
+  const app = ts.app;
+  const user = await ts.user({ email: 'grace@example.com' });
+  const ctx = app.context({ actor: 'cli:test' });
+  const product = await app.products.create(ctx, { sku: 'EMB-1', name: 'Widget', price: { amount: 1000, currency: 'USD' }, stock: 5 });
+  const payments = await simulated(t);
+  const placed = await app.orders.create(ctx, { userId: user.id, items: [{ sku: 'EMB-1', quantity: 2 }], paymentMethod: 'pm_card_chargeDeclined' });
+  const message: EventMessage = { id: newId('evt'), type: 'order.created', aggregateId: placed.order.id, payload: {}, occurredAt: new Date().toISOString() };
+  await ctx.transaction((tx) => paymentsConsumer({ payments }).handle(tx, message));
+  const rows = <T>(text: string, values: unknown[]) => ctx.sql<T>(text, values);
+  assert.deepEqual(await rows('select status from orders where id = $1', [placed.order.id]), [{ status: 'failed' }]);
+  assert.deepEqual(await rows('select status, failure_code from payments where order_id = $1', [placed.order.id]), [
+    { status: 'declined', failure_code: 'card_declined' },
+  ]);
+  assert.deepEqual(await rows('select stock from products where id = $1', [product.id]), [{ stock: 5 }]);
+  assert.deepEqual(await rows(`select type from outbox_events where aggregate_id = $1 and type = 'order.failed'`, [placed.order.id]), [
+    { type: 'order.failed' },
+  ]);
 });

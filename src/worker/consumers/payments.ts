@@ -9,6 +9,9 @@ import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
 /** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
 export const MAX_PAYMENT_ATTEMPTS = 5;
 
+// Keys remembered by one process (their first send time); the oldest forgotten first.
+const FIRST_SENT_LIMIT = 10_000;
+
 interface OrderToPay {
   id: string;
   status: OrderStatus;
@@ -40,9 +43,29 @@ interface OrderToPay {
  * payment found decides the order; none → the attempt is marked `unknown` and the next key is
  * tried at once, in the same run (throwing would roll the mark back and loop on the dead key).
  * Never two successful charges: a new key is only used after a search found no payment.
+ *
+ * The search's `since` must not be earlier than the key's first use (a provider whose search lags,
+ * as Stripe's does, only answers "none" once that attempt is old enough to be visible). The
+ * attempt row's time is such a bound, but a rolled-back row is re-written later on each retry; so
+ * the consumer also remembers when this process first sent each key and uses the earlier of the
+ * two (both are at or after the key's first use anywhere). After a restart the wait starts again:
+ * slower, never unsafe.
  */
 export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerDefinition {
   const { payments } = deps;
+  // When this process first sent each key: the `since` of findCharge after a stored failure (see
+  // sinceOf). An attempt row that rolled back is re-written with a later time on the next run, so
+  // the row alone would keep the search "too recent" forever on a provider whose search lags.
+  const firstSent = new Map<string, Date>();
+  const sinceOf = (attempt: PaymentAttempt): Date => {
+    const sent = firstSent.get(attempt.idempotencyKey);
+    return sent && sent < attempt.createdAt ? sent : attempt.createdAt;
+  };
+  const sending = (key: string) => {
+    if (firstSent.has(key)) return;
+    if (firstSent.size >= FIRST_SENT_LIMIT) firstSent.delete(firstSent.keys().next().value!);
+    firstSent.set(key, new Date());
+  };
   return defineConsumer({
     name: 'payments',
     events: ['order.created'],
@@ -62,6 +85,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       for (const last = n + MAX_PAYMENT_ATTEMPTS; n < last; n++) {
         const attempt = await startAttempt(tx, { orderId, attempt: n, amount: order.total, currency: order.currency, provider: payments.name });
         let outcome: ChargeOutcome | undefined;
+        sending(attempt.idempotencyKey);
         try {
           outcome = await payments.charge({
             orderId,
@@ -73,12 +97,13 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         } catch (err) {
           if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
           // The key holds a stored failure: did the payment happen?
-          outcome = await payments.findCharge(orderId, { since: attempt.createdAt });
+          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
           if (!outcome) {
             await markUnknown(tx, attempt.id, err.message);
             continue;
           }
         }
+        firstSent.delete(attempt.idempotencyKey);
         await recordOutcome(tx, attempt.id, outcome);
         return settle(tx, orderId, outcome);
       }
