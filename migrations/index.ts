@@ -8,6 +8,7 @@ import { Migration20261127090000_login_throttle_decay } from './Migration2026112
 import { Migration20261127092427_outbox } from './Migration20261127092427_outbox.js';
 import { Migration20261127093029_inbox } from './Migration20261127093029_inbox.js';
 import { Migration20261127094325_payment_method } from './Migration20261127094325_payment_method.js';
+import { Migration20261127102951_payments } from './Migration20261127102951_payments.js';
 
 export const migrations = [
   { name: 'Migration20261125024953_initial', class: Migration20261125024953_initial },
@@ -18,4 +19,5 @@ export const migrations = [
   { name: 'Migration20261127092427_outbox', class: Migration20261127092427_outbox },
   { name: 'Migration20261127093029_inbox', class: Migration20261127093029_inbox },
   { name: 'Migration20261127094325_payment_method', class: Migration20261127094325_payment_method },
+  { name: 'Migration20261127102951_payments', class: Migration20261127102951_payments },
 ];

@@ -8,6 +8,7 @@ import { AppSecretSchema } from './shared/app-secret.entity.js';
 import { LoginThrottleSchema } from './auth/login-throttle.entity.js';
 import { OutboxEventSchema } from './events/outbox.entity.js';
 import { ProcessedMessageSchema } from './events/processed-message.entity.js';
+import { PaymentSchema } from './payments/payment.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -23,4 +24,5 @@ export const entities = [
   LoginThrottleSchema,
   OutboxEventSchema,
   ProcessedMessageSchema,
+  PaymentSchema,
 ];

@@ -8,6 +8,7 @@ import { emit, OUTBOX_INSERT } from '../events/emit.js';
 import type { Viewer } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash, type IdempotentRequest, type StoredResponse } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
+import { restock } from './order-state.js';
 
 /** One line of an order: what was bought, at the price charged then (minor units). */
 export interface OrderItemView {
@@ -209,13 +210,7 @@ export class OrdersService {
       }
       // Product rows are locked in SKU order, as order creation locks them, so the two never deadlock.
       const now = new Date();
-      await tx.sql(
-        `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = $1 group by product_id),
-         locked as materialized (select p.id from products p where p.id in (select product_id from back) order by p.sku for update)
-         update products p set stock = p.stock + back.qty, updated_at = $2
-         from locked join back on back.product_id = locked.id where p.id = locked.id`,
-        [order.id, now],
-      );
+      await restock(tx.sql, order.id, now);
       const [updated] = await tx.sql<OrderRow>(`update orders o set status = 'cancelled', updated_at = $2 where o.id = $1 returning ${ORDER_COLUMNS}`, [
         order.id,
         now,

@@ -1,0 +1,123 @@
+import type { EventMessage } from '../../domain/events/events.js';
+import { transition } from '../../domain/orders/order-state.js';
+import type { OrderStatus } from '../../domain/orders/order.entity.js';
+import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
+import { markUnknown, paymentsOf, recordOutcome, startAttempt, type PaymentAttempt } from '../../domain/payments/payments.js';
+import type { Ctx } from '../../domain/shared/context.js';
+import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
+
+/** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
+export const MAX_PAYMENT_ATTEMPTS = 5;
+
+// Keys remembered by one process (their first send time); the oldest forgotten first.
+const FIRST_SENT_LIMIT = 10_000;
+
+interface OrderToPay {
+  id: string;
+  status: OrderStatus;
+  total: number;
+  currency: string;
+  payment_method: string | null;
+}
+
+/**
+ * The payments consumer: on `order.created`, charges the order's payment method for its total and
+ * completes or fails the order.
+ *
+ * Everything happens in the inbox transaction the runner hands over (the order row locked first,
+ * so a cancellation waits for the payment and then finds the order no longer pending), including
+ * the provider call, bounded by the provider's circuit breaker (5 s).
+ *
+ * "The key is stored before the call": the attempt row (`pay:<orderId>:<attempt>`, `pending`) is
+ * written in this transaction before the call. If the transaction rolls back (an error, a crash),
+ * the row goes with it, and the redelivered message derives the SAME key again: the attempt number
+ * is 1 + the attempts decided `unknown` (a key that holds a stored failure), and those are decided
+ * within one run (see below). Reusing a key whose request may or may not have reached the provider
+ * is exactly the idempotency rule: the provider replays what it did, or does it now.
+ *
+ * Outcomes: succeeded → the attempt `succeeded`, the order `completed`; declined → the attempt
+ * `declined`, the order `failed` with the provider's code as reason (`authentication_required`
+ * for 3-D Secure off-session), its stock back. Unavailable with a reusable key (timeouts,
+ * connection errors, 409 in flight, circuit open) → thrown: the runner retries later with the same
+ * key. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
+ * payment found decides the order; none → the attempt is marked `unknown` and the next key is
+ * tried at once, in the same run (throwing would roll the mark back and loop on the dead key).
+ * Never two successful charges: a new key is only used after a search found no payment.
+ *
+ * The search's `since` must not be earlier than the key's first use (a provider whose search lags,
+ * as Stripe's does, only answers "none" once that attempt is old enough to be visible). The
+ * attempt row's time is such a bound, but a rolled-back row is re-written later on each retry; so
+ * the consumer also remembers when this process first sent each key and uses the earlier of the
+ * two (both are at or after the key's first use anywhere). After a restart the wait starts again:
+ * slower, never unsafe.
+ */
+export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerDefinition {
+  const { payments } = deps;
+  // When this process first sent each key: the `since` of findCharge after a stored failure (see
+  // sinceOf). An attempt row that rolled back is re-written with a later time on the next run, so
+  // the row alone would keep the search "too recent" forever on a provider whose search lags.
+  const firstSent = new Map<string, Date>();
+  const sinceOf = (attempt: PaymentAttempt): Date => {
+    const sent = firstSent.get(attempt.idempotencyKey);
+    return sent && sent < attempt.createdAt ? sent : attempt.createdAt;
+  };
+  const sending = (key: string) => {
+    if (firstSent.has(key)) return;
+    if (firstSent.size >= FIRST_SENT_LIMIT) firstSent.delete(firstSent.keys().next().value!);
+    firstSent.set(key, new Date());
+  };
+  return defineConsumer({
+    name: 'payments',
+    events: ['order.created'],
+    async handle(tx: Ctx, message: EventMessage): Promise<void> {
+      const orderId = message.aggregateId;
+      const [order] = await tx.sql<OrderToPay>('select id, status, total, currency, payment_method from orders where id = $1 for update', [orderId]);
+      if (!order) return;
+      if (order.status === 'pending') await transition(tx, orderId, 'processing');
+      else if (order.status !== 'processing') return; // cancelled, or already decided: nothing to do
+      const attempts = await paymentsOf(tx, orderId);
+      const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
+      if (decided) return settle(tx, orderId, fromAttempt(decided));
+      if (!order.payment_method) {
+        return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
+      }
+      let n = attempts.filter((a) => a.status === 'unknown').length + 1;
+      for (const last = n + MAX_PAYMENT_ATTEMPTS; n < last; n++) {
+        const attempt = await startAttempt(tx, { orderId, attempt: n, amount: order.total, currency: order.currency, provider: payments.name });
+        let outcome: ChargeOutcome | undefined;
+        sending(attempt.idempotencyKey);
+        try {
+          outcome = await payments.charge({
+            orderId,
+            amount: order.total,
+            currency: order.currency,
+            paymentMethod: order.payment_method,
+            idempotencyKey: attempt.idempotencyKey,
+          });
+        } catch (err) {
+          if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
+          // The key holds a stored failure: did the payment happen?
+          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
+          if (!outcome) {
+            await markUnknown(tx, attempt.id, err.message);
+            continue;
+          }
+        }
+        firstSent.delete(attempt.idempotencyKey);
+        await recordOutcome(tx, attempt.id, outcome);
+        return settle(tx, orderId, outcome);
+      }
+      throw new Error(`order ${orderId}: ${MAX_PAYMENT_ATTEMPTS} payment attempts in a row ended in a stored provider failure; retrying later`);
+    },
+  });
+}
+
+async function settle(tx: Ctx, orderId: string, outcome: ChargeOutcome): Promise<void> {
+  if (outcome.status === 'succeeded') await transition(tx, orderId, 'completed');
+  else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason });
+}
+
+function fromAttempt(a: PaymentAttempt): ChargeOutcome {
+  if (a.status === 'succeeded') return { status: 'succeeded', reference: a.providerReference ?? '', amount: a.amount, currency: a.currency };
+  return { status: 'declined', code: a.failureCode ?? 'declined', reason: a.failureReason ?? 'declined' };
+}

@@ -1,0 +1,344 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SimulatedPayments } from '../src/adapters/simulated-payments.js';
+import { StripePayments } from '../src/adapters/stripe-payments.js';
+import type { App } from '../src/app.js';
+import type { EventMessage } from '../src/domain/events/events.js';
+import { transition } from '../src/domain/orders/order-state.js';
+import type { PaymentProvider } from '../src/domain/payments/payment-provider.js';
+import { newId } from '../src/domain/shared/ids.js';
+import { ConsumerRunner, type Outcome } from '../src/worker/consumer.js';
+import { paymentsConsumer } from '../src/worker/consumers/payments.js';
+import { query } from './helpers/db.js';
+import { testServer } from './helpers/server.js';
+import { appFor, rabbitFor, silent } from './helpers/rabbit.js';
+import { FAKE_STRIPE_SECRET_KEY, startFakeStripe, type FakeStripe } from './fakes/stripe.js';
+
+// The payments consumer: charges an order on order.created and completes or fails it, through the
+// Stripe adapter against the Stripe fake and through the simulated provider.
+
+const PI_ROUTE = 'POST /v1/payment_intents' as const;
+
+interface World {
+  app: App;
+  db: string;
+  userId: string;
+  productId: string;
+  sku: string;
+}
+
+async function world(t: TestContext): Promise<World> {
+  const { app, db } = await appFor(t);
+  const userId = newId('usr');
+  const productId = newId('prd');
+  const sku = `SKU-${productId.slice(-8)}`;
+  await query(db, `insert into users (id, email, name, role, status, created_at, updated_at) values ($1, $2, 'Ada', 'user', 'active', now(), now())`, [
+    userId,
+    `${userId.toLowerCase()}@example.com`,
+  ]);
+  await query(
+    db,
+    `insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values ($1, $2, 'Widget', 2475, 'USD', 10, true, now(), now())`,
+    [productId, sku],
+  );
+  return { app, db, userId, productId, sku };
+}
+
+async function stripe(t: TestContext): Promise<{ fake: FakeStripe; payments: StripePayments }> {
+  const fake = await startFakeStripe();
+  // A short SDK timeout (a "timeout after Stripe charged" is quick to make); search answers at once.
+  const payments = new StripePayments({ secretKey: FAKE_STRIPE_SECRET_KEY, apiUrl: fake.url, logger: silent, timeoutMs: 300, searchLagMs: 0 });
+  t.after(async () => {
+    payments.close();
+    await fake.close();
+  });
+  return { fake, payments };
+}
+
+async function simulated(t: TestContext): Promise<SimulatedPayments> {
+  const dir = await mkdtemp(join(tmpdir(), 'svc-pay-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return new SimulatedPayments(dir);
+}
+
+/** Places an order for two widgets; returns its order.created message as the relay would publish it. */
+async function order(w: World, paymentMethod: string): Promise<EventMessage> {
+  const created = await w.app.orders.create(w.app.context({ actor: 'cli:test' }), { userId: w.userId, items: [{ sku: w.sku, quantity: 2 }], paymentMethod });
+  const [row] = await query<{ id: string; aggregate_id: string; payload: Record<string, unknown>; created_at: Date }>(
+    w.db,
+    `select id, aggregate_id, payload, created_at from outbox_events where aggregate_id = $1 and type = 'order.created'`,
+    [created.order.id],
+  );
+  return { id: row!.id, type: 'order.created', aggregateId: row!.aggregate_id, payload: row!.payload, occurredAt: row!.created_at.toISOString() };
+}
+
+/** Handles a message directly, in a transaction as the runner would (without the inbox). */
+const handle = (w: World, payments: PaymentProvider, message: EventMessage) =>
+  w.app.context({ actor: 'worker:payments' }).transaction((tx) => paymentsConsumer({ payments }).handle(tx, message));
+
+async function state(w: World, orderId: string) {
+  const [o] = await query<{ status: string }>(w.db, 'select status from orders where id = $1', [orderId]);
+  const [p] = await query<{ stock: number }>(w.db, 'select stock from products where id = $1', [w.productId]);
+  const payments = await query<{
+    attempt: number;
+    idempotency_key: string;
+    status: string;
+    amount: string;
+    failure_code: string | null;
+    provider_reference: string | null;
+  }>(w.db, 'select attempt, idempotency_key, status, amount, failure_code, provider_reference from payments where order_id = $1 order by attempt', [orderId]);
+  const events = await query<{ type: string; payload: Record<string, unknown> }>(
+    w.db,
+    `select type, payload from outbox_events where aggregate_id = $1 and type <> 'order.created' order by created_at`,
+    [orderId],
+  );
+  return { status: o!.status, stock: p!.stock, payments, events };
+}
+
+/** The payments consumer on the real runner and RabbitMQ (a prefix of the test's own, tiny retry delays). */
+async function runner(t: TestContext, w: World, payments: PaymentProvider) {
+  const rabbit = await rabbitFor(t);
+  const r = new ConsumerRunner(paymentsConsumer({ payments }), {
+    transport: rabbit,
+    context: (input) => w.app.context(input),
+    logger: silent,
+    prefetch: 4,
+    retryDelaysMs: [20, 50, 100, 200, 400],
+  });
+  const outcomes: Outcome[] = [];
+  const waiters: { pred: () => boolean; resolve: () => void }[] = [];
+  r.onSettled = (outcome) => {
+    outcomes.push(outcome);
+    for (const wt of waiters.filter((x) => x.pred())) wt.resolve();
+  };
+  await r.start();
+  t.after(() => r.stop());
+  const until = (pred: () => boolean) => (pred() ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ pred, resolve })));
+  return {
+    rabbit,
+    outcomes,
+    /** Resolves when `n` deliveries were settled for good (processed, duplicate or dead-lettered): never waits forever. */
+    done: (n: number) => until(() => outcomes.filter((o) => o !== 'retry').length >= n),
+  };
+}
+
+for (const kind of ['stripe', 'simulated'] as const) {
+  test(`through the runner (${kind}): a good card completes the order, a declined one fails it with its stock back, 3-D Secure fails it with authentication_required`, async (t) => {
+    const w = await world(t);
+    const payments = kind === 'stripe' ? (await stripe(t)).payments : await simulated(t);
+    const r = await runner(t, w, payments);
+    const visa = await order(w, 'pm_card_visa');
+    const declined = await order(w, 'pm_card_chargeDeclined');
+    const threeDs = await order(w, 'pm_card_authenticationRequired');
+    assert.equal((await state(w, visa.aggregateId)).stock, 4);
+    await r.rabbit.publish([visa, declined, threeDs]);
+    await r.done(3);
+    assert.deepEqual(r.outcomes, ['processed', 'processed', 'processed']);
+
+    const paid = await state(w, visa.aggregateId);
+    assert.equal(paid.status, 'completed');
+    assert.equal(paid.payments.length, 1);
+    assert.equal(paid.payments[0]!.status, 'succeeded');
+    assert.equal(paid.payments[0]!.idempotency_key, `pay:${visa.aggregateId}:1`);
+    assert.equal(Number(paid.payments[0]!.amount), 4950);
+    assert.match(paid.payments[0]!.provider_reference!, /^pi_/);
+    assert.deepEqual(paid.events, [{ type: 'order.completed', payload: { orderId: visa.aggregateId, userId: w.userId, total: 4950, currency: 'USD' } }]);
+
+    const failed = await state(w, declined.aggregateId);
+    assert.equal(failed.status, 'failed');
+    assert.equal(failed.payments[0]!.status, 'declined');
+    assert.equal(failed.payments[0]!.failure_code, 'card_declined');
+    assert.equal(failed.events.length, 1);
+    assert.equal(failed.events[0]!.type, 'order.failed');
+    assert.equal(failed.events[0]!.payload.reason, 'card_declined');
+
+    const auth = await state(w, threeDs.aggregateId);
+    assert.equal(auth.status, 'failed');
+    assert.equal(auth.events[0]!.payload.reason, 'authentication_required');
+    // Both failed orders gave their two widgets back: 10 - 3 × 2 + 2 × 2.
+    assert.equal(auth.stock, 8);
+  });
+}
+
+test('the same message delivered twice charges once and announces once', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const r = await runner(t, w, payments);
+  const message = await order(w, 'pm_card_visa');
+  await r.rabbit.publish([message, message]);
+  await r.done(2);
+  assert.deepEqual(r.outcomes.toSorted(), ['duplicate', 'processed']);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.events.map((e) => e.type),
+    ['order.completed'],
+  );
+});
+
+test('a timeout after Stripe charged is retried with the same key and completes the order with one charge', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const r = await runner(t, w, payments);
+  const message = await order(w, 'pm_card_visa');
+  fake.delayNext({ ms: 3_000, route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.done(1);
+  assert.equal(r.outcomes[0], 'retry');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [[1, 'succeeded']],
+  );
+});
+
+test('a stored 500 after Stripe charged: findCharge finds the payment and the order completes, one charge', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ afterExecution: true, route: PI_ROUTE });
+  await handle(w, payments, message);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [[1, 'succeeded']],
+  );
+  assert.deepEqual(
+    s.events.map((e) => e.type),
+    ['order.completed'],
+  );
+});
+
+test('a stored 500 that charged nothing: the attempt is unknown and the next key charges once', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ route: PI_ROUTE });
+  await handle(w, payments, message);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  assert.equal(fake.executions(`pay:${message.aggregateId}:2`), 1);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.idempotency_key, p.status]),
+    [
+      [`pay:${message.aggregateId}:1`, 'unknown'],
+      [`pay:${message.aggregateId}:2`, 'succeeded'],
+    ],
+  );
+});
+
+test('a provider that cannot be reached rolls the attempt back; the retry sends the same key', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const message = await order(w, 'pm_card_visa');
+  fake.rateLimitNext({ route: PI_ROUTE });
+  await assert.rejects(handle(w, payments, message), { name: 'PaymentUnavailable' });
+  const before = await state(w, message.aggregateId);
+  assert.deepEqual([before.status, before.payments, before.events], ['pending', [], []]);
+  await handle(w, payments, message);
+  assert.equal((await state(w, message.aggregateId)).status, 'completed');
+  assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+});
+
+test('an order cancelled before its message is not charged', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const message = await order(w, 'pm_card_visa');
+  await w.app.orders.cancel(w.app.context({ actor: w.userId }), { viewer: { userId: w.userId, role: 'user' }, id: message.aggregateId });
+  await handle(w, payments, message);
+  assert.equal(fake.paymentIntents().length, 0);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.payments, s.stock], ['cancelled', [], 10]);
+  assert.deepEqual(
+    s.events.map((e) => e.type),
+    ['order.cancelled'],
+  );
+});
+
+test('the state machine: a late failure never un-completes a paid order; repeats do not move or announce again', async (t) => {
+  const w = await world(t);
+  const payments = await simulated(t);
+  const message = await order(w, 'pm_card_visa');
+  await handle(w, payments, message);
+  const ctx = w.app.context({ actor: 'cli:test' });
+  assert.deepEqual(await ctx.transaction((tx) => transition(tx, message.aggregateId, 'failed', { reason: 'card_declined' })), {
+    moved: false,
+    status: 'completed',
+  });
+  assert.deepEqual(await ctx.transaction((tx) => transition(tx, message.aggregateId, 'completed')), { moved: false, status: 'completed' });
+  await handle(w, payments, message);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock, s.payments.length], ['completed', 8, 1]);
+  assert.deepEqual(
+    s.events.map((e) => e.type),
+    ['order.completed'],
+  );
+  assert.deepEqual(await ctx.transaction((tx) => transition(tx, 'ord_missing', 'failed')), { moved: false, status: undefined });
+});
+
+test('after a stored 500 that charged nothing, a lagging search is waited for (retries) before the next key charges once', async (t) => {
+  const w = await world(t);
+  const fake = await startFakeStripe();
+  const payments = new StripePayments({
+    secretKey: FAKE_STRIPE_SECRET_KEY,
+    apiUrl: fake.url,
+    logger: silent,
+    timeoutMs: 300,
+    searchLagMs: 150,
+    // The replayed 500s must not open the circuit in this test.
+    breaker: { volumeThreshold: 1_000 },
+  });
+  t.after(async () => {
+    payments.close();
+    await fake.close();
+  });
+  const r = await runner(t, w, payments);
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.done(1);
+  assert.equal(r.outcomes.at(-1), 'processed');
+  assert.ok(r.outcomes.includes('retry'), 'the search was too recent at first');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [
+      [1, 'unknown'],
+      [2, 'succeeded'],
+    ],
+  );
+});
+
+test('embedded (PGlite): the payments table and the state machine work on the embedded database', async (t) => {
+  const ts = await testServer(t, { embedded: true });
+  const app = ts.app;
+  const user = await ts.user({ email: 'grace@example.com' });
+  const ctx = app.context({ actor: 'cli:test' });
+  const product = await app.products.create(ctx, { sku: 'EMB-1', name: 'Widget', price: { amount: 1000, currency: 'USD' }, stock: 5 });
+  const payments = await simulated(t);
+  const placed = await app.orders.create(ctx, { userId: user.id, items: [{ sku: 'EMB-1', quantity: 2 }], paymentMethod: 'pm_card_chargeDeclined' });
+  const message: EventMessage = { id: newId('evt'), type: 'order.created', aggregateId: placed.order.id, payload: {}, occurredAt: new Date().toISOString() };
+  await ctx.transaction((tx) => paymentsConsumer({ payments }).handle(tx, message));
+  const rows = <T>(text: string, values: unknown[]) => ctx.sql<T>(text, values);
+  assert.deepEqual(await rows('select status from orders where id = $1', [placed.order.id]), [{ status: 'failed' }]);
+  assert.deepEqual(await rows('select status, failure_code from payments where order_id = $1', [placed.order.id]), [
+    { status: 'declined', failure_code: 'card_declined' },
+  ]);
+  assert.deepEqual(await rows('select stock from products where id = $1', [product.id]), [{ stock: 5 }]);
+  assert.deepEqual(await rows(`select type from outbox_events where aggregate_id = $1 and type = 'order.failed'`, [placed.order.id]), [
+    { type: 'order.failed' },
+  ]);
+});
