@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import amqp from 'amqplib';
 import { BIN, ROOT, svc, tempDir } from './helpers/cli.js';
 import { dropDatabase, emptyDatabase, migratedDatabase, query } from './helpers/db.js';
-import { AMQP_URL, insertOutbox, rabbitProxy, testPrefix, waitFor } from './helpers/rabbit.js';
+import { AMQP_URL, insertOutbox, rabbitProxy, silent, testPrefix, waitFor } from './helpers/rabbit.js';
+import { RabbitMq } from '../src/adapters/rabbitmq.js';
+import { DEFAULT_RETRY_DELAYS_MS } from '../src/worker/consumer.js';
+import { loadConfig } from '../src/config.js';
+import { createApp } from '../src/app.js';
 
 // svc worker as a user runs it: the built binary (npm run build first), a separate process.
 
@@ -51,15 +55,22 @@ function svcWorker(t: TestContext, args: string[], env: Record<string, string>):
   });
 }
 
-/** Deletes the exchange of a test's prefix when the test ends (svc worker runs no consumer yet: no queues). */
+/** Deletes what svc worker declared on a test's prefix when the test ends: its consumers' queues and the exchange. */
 function removeExchangeAfter(t: TestContext, prefix: string): void {
   t.after(async () => {
+    const rabbit = await RabbitMq.connect(AMQP_URL, { logger: silent, prefix });
     const conn = await amqp.connect(AMQP_URL);
     try {
       const ch = await conn.createChannel();
+      // Deleting a queue that was never declared succeeds.
+      for (const name of ['payments']) {
+        const q = rabbit.queues({ name, retryDelaysMs: DEFAULT_RETRY_DELAYS_MS });
+        for (const queue of [q.work, q.dead, ...q.retries.map((r) => r.queue)]) await ch.deleteQueue(queue);
+      }
       await ch.deleteExchange(`${prefix}.events`);
     } finally {
       await conn.close();
+      await rabbit.close();
     }
   });
 }
@@ -186,6 +197,52 @@ test(
     assert.match((await readiness()).body.detail!, /^not ready: database \(unreachable\)/);
 
     worker.kill('SIGINT');
+    assert.deepEqual(await worker.exited, { code: 0, signal: null });
+  },
+);
+
+test(
+  'orders placed while svc worker runs are paid: a good card completes its order, a declined one fails it and its stock goes back',
+  { timeout: 90_000 },
+  async (t) => {
+    const db = await migratedDatabase(t);
+    const prefix = testPrefix();
+    removeExchangeAfter(t, prefix);
+    const app = await createApp(loadConfig({ DATABASE_URL: db, LOG_LEVEL: 'silent' }), { logger: silent });
+    t.after(() => app.close());
+    const ctx = app.context({ actor: 'cli:test' });
+    const ada = await app.users.create(ctx, { email: 'ada@example.com', name: 'Ada' });
+    await app.products.create(ctx, { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 10 });
+
+    const worker = await svcWorker(t, ['--health-port', '0'], { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix });
+    assert.match(worker.stderr(), /payments/);
+    const place = async (paymentMethod: string) =>
+      (await app.orders.create(app.context({ actor: ada.id }), { userId: ada.id, items: [{ sku: 'TEA-1', quantity: 2 }], paymentMethod })).order.id;
+    const paid = await place('pm_card_visa');
+    const declined = await place('pm_card_chargeDeclined');
+
+    const statusOf = async (id: string) => (await query<{ status: string }>(db, 'select status from orders where id = $1', [id]))[0]?.status;
+    await waitFor(async () => (await statusOf(paid)) === 'completed' && (await statusOf(declined)) === 'failed', 30_000, 'both orders to be decided');
+    const payments = await query<{ order_id: string; status: string; amount: number; failure_code: string | null }>(
+      db,
+      'select order_id, status, amount, failure_code from payments order by order_id',
+    );
+    assert.deepEqual(
+      payments.map((p) => [p.order_id, p.status, Number(p.amount), p.failure_code]).sort(),
+      [
+        [paid, 'succeeded', 900, null],
+        [declined, 'declined', 900, 'card_declined'],
+      ].sort(),
+    );
+    // The declined order's two teas are back on the shelf; the paid one's are sold.
+    assert.deepEqual(await query(db, "select stock from products where sku = 'TEA-1'"), [{ stock: 8 }]);
+    const events = await query<{ type: string; aggregate_id: string }>(
+      db,
+      "select type, aggregate_id from outbox_events where type in ('order.completed', 'order.failed')",
+    );
+    assert.deepEqual(events.map((e) => `${e.type} ${e.aggregate_id}`).sort(), [`order.completed ${paid}`, `order.failed ${declined}`].sort());
+
+    worker.kill('SIGTERM');
     assert.deepEqual(await worker.exited, { code: 0, signal: null });
   },
 );
