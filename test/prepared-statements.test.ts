@@ -47,6 +47,18 @@ test('statements sent through the pool (which passes a callback) are prepared to
     );
     await assert.rejects(pool.query('select $1::int / 0', [1]), (err: { code?: string }) => err.code === '22012');
   } finally {
+    // pg-pool's end() resolves once its clients are told to end, not once they have: wait until each
+    // is gone before the test's database is dropped (a connection still open then is terminated by
+    // the server, which the pool reports as an error event).
+    const open = pool.totalCount;
+    let removedCount = 0;
+    const removed = new Promise<void>((resolve) => {
+      if (open === 0) resolve();
+      pool.on('remove', () => {
+        if (++removedCount === open) resolve();
+      });
+    });
     await pool.end();
+    await removed;
   }
 });
