@@ -94,6 +94,8 @@ export interface App {
   shareDatabase(url: string): Promise<EmbeddedShare | undefined>;
   /** Where svc serve listens: the links the App hands out (local files) point there unless PUBLIC_URL is set. */
   listening(url: string): void;
+  /** The database's state for readiness probes: 'ok', or 'unreachable' (the cause is logged, never answered). */
+  databaseState(): Promise<string>;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
   context(input: ContextInput): Ctx;
   close(): Promise<void>;
@@ -170,6 +172,15 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
         scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, { outboxRetentionHours: config.OUTBOX_RETENTION_HOURS }),
       shareDatabase: async (url) => db.share?.(url),
+      databaseState: async () => {
+        try {
+          await db.orm.em.getConnection().execute('select 1');
+          return 'ok';
+        } catch (err) {
+          logger.warn({ err }, 'readiness: the database does not answer');
+          return 'unreachable';
+        }
+      },
       listening: (url) => {
         serverUrl = url;
       },

@@ -95,7 +95,7 @@ export async function startWorker(config: Config, options: WorkerOptions): Promi
         host: config.HOST,
         port: options.healthPort,
         logger: app.logger,
-        checks: async () => ({ database: await databaseState(app), rabbitmq: await transportState(publisher) }),
+        checks: async () => ({ database: await app.databaseState(), rabbitmq: await transportState(publisher) }),
       });
     } catch (err) {
       throw new DomainError(
@@ -149,16 +149,6 @@ function withinTimeout(work: Promise<boolean>, ms: number): Promise<boolean> {
       timer = setTimeout(() => resolve(false), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-async function databaseState(app: App): Promise<string> {
-  try {
-    await app.db.orm.em.getConnection().execute('select 1');
-    return 'ok';
-  } catch (err) {
-    app.logger.warn({ err }, 'readiness: the database does not answer');
-    return 'unreachable';
-  }
 }
 
 async function transportState(publisher: NonNullable<App['publisher']>): Promise<string> {
