@@ -7,6 +7,7 @@ import { PasswordHasher } from './domain/users/password.js';
 import { ApiKeysService } from './domain/auth/api-keys.service.js';
 import { ProductsService } from './domain/catalog/products.service.js';
 import { OrdersService } from './domain/orders/orders.service.js';
+import { lazy } from './domain/shared/lazy.js';
 import { createContext, type ContextInput, type Ctx } from './domain/shared/context.js';
 import { sqlOn } from './domain/shared/sql.js';
 import { CursorCodec } from './domain/shared/pagination.js';
@@ -141,12 +142,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     let closed = false;
     // Read once, on first use: commands that never page never touch it. Read on a fresh fork outside
     // any transaction (PGlite has a single connection).
-    let cursorCodec: Promise<CursorCodec> | undefined;
-    const cursors = () =>
-      (cursorCodec ??= loadCursorCodec(db).catch((err: unknown) => {
-        cursorCodec = undefined;
-        throw err;
-      }));
+    const cursors = lazy(() => loadCursorCodec(db));
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
     const contextDeps = { fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'], sql, cursors };

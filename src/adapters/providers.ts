@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import type { FileStore } from '../domain/files/file-store.js';
 import type { Mailer } from '../domain/notifications/mailer.js';
 import type { PaymentProvider } from '../domain/payments/payment-provider.js';
+import { lazy } from '../domain/shared/lazy.js';
 import { LocalFileStore } from './local-file-store.js';
 import { LocalMailer } from './local-mailer.js';
 import { SIMULATED_PAYMENT_METHODS, SimulatedPayments } from './simulated-payments.js';
@@ -24,16 +25,6 @@ export interface Providers {
 }
 
 export type Port = 'payments' | 'mailer' | 'files';
-
-/** Memoised, retried after a failure. */
-function once<T>(load: () => Promise<T>): () => Promise<T> {
-  let loading: Promise<T> | undefined;
-  return () =>
-    (loading ??= load().catch((err: unknown) => {
-      loading = undefined;
-      throw err;
-    }));
-}
 
 // The real adapters are imported on first use: their SDKs (stripe, @sendgrid/mail, @aws-sdk/client-s3)
 // cost a command that never pays, mails or stores files more start-up time than it takes to run.
@@ -96,7 +87,7 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
   let payments: PaymentProvider;
   if (config.STRIPE_SECRET_KEY) {
     const secretKey = config.STRIPE_SECRET_KEY;
-    const load = once(async (): Promise<PaymentProvider> => {
+    const load = lazy(async (): Promise<PaymentProvider> => {
       const { StripePayments } = await import('./stripe-payments.js');
       return keep(new StripePayments({ secretKey, apiUrl: config.STRIPE_API_URL, logger }));
     });
@@ -114,7 +105,7 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
   let mailer: Mailer;
   if (config.SENDGRID_API_KEY) {
     const apiKey = config.SENDGRID_API_KEY;
-    const load = once(async (): Promise<Mailer> => {
+    const load = lazy(async (): Promise<Mailer> => {
       const { SendGridMailer } = await import('./sendgrid-mailer.js');
       return keep(new SendGridMailer({ apiKey, apiUrl: config.SENDGRID_API_URL, from: config.MAIL_FROM, logger }));
     });
@@ -130,7 +121,7 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
   let localFiles: LocalFileStore | undefined;
   if (config.S3_BUCKET) {
     const bucket = config.S3_BUCKET;
-    const load = once(async (): Promise<FileStore> => {
+    const load = lazy(async (): Promise<FileStore> => {
       const { S3FileStore } = await import('./s3-file-store.js');
       return keep(new S3FileStore({ bucket, endpoint: config.S3_ENDPOINT, region: config.S3_REGION, forcePathStyle: config.S3_FORCE_PATH_STYLE, logger }));
     });
