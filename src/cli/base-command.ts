@@ -59,6 +59,29 @@ export abstract class SvcCommand extends Command {
     return app.context({ actor: app.config.SVC_ACTOR });
   }
 
+  /**
+   * The first SIGTERM or SIGINT, for long-running commands (serve, worker). Call it before start-up:
+   * its listeners stay for the whole shutdown, so a signal that arrives while the command starts
+   * stops it once it has started instead of killing it halfway, and a second signal never kills the
+   * drain (Ctrl-C on a terminal reaches the process twice when bin/run.js forwards it); that one is
+   * logged through `logger()` once there is one.
+   */
+  protected stopSignal(logger: () => { info(obj: object, msg: string): void } | undefined): Promise<NodeJS.Signals> {
+    let stopping = false;
+    return new Promise((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          logger()?.info({ signal }, `${signal}: already stopping`);
+          return;
+        }
+        stopping = true;
+        resolve(signal);
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+  }
+
   /** Prints human output unless --json is on (then oclif prints the returned result). */
   protected print(text: string): void {
     if (!this.jsonEnabled()) this.log(text);

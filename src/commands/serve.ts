@@ -26,25 +26,9 @@ export default class Serve extends SvcCommand {
     const config = await this.loadConfig();
     if (flags.port !== undefined) config.PORT = flags.port;
     if (flags.host !== undefined) config.HOST = flags.host;
-    // The signal listeners go in before start-up and stay for the whole shutdown: a signal that
-    // arrives while svc serve starts (a supervisor's SIGTERM right after "listening on") stops it
-    // once it has started instead of killing it halfway, and a second signal must not kill the
-    // process during the drain (Ctrl-C on a terminal reaches it twice when bin/run.js forwards it).
-    // Filled in once started (a second signal during start-up has no logger to tell yet).
+    // Listening from before start-up (see stopSignal); the started server logs a second signal.
     const started: { server?: RunningServer } = {};
-    let stopping = false;
-    const signal = new Promise<NodeJS.Signals>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          started.server?.app.logger.info({ signal }, `${signal}: already stopping`);
-          return;
-        }
-        stopping = true;
-        resolve(signal);
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+    const signal = this.stopSignal(() => started.server?.app.logger);
     const { startServer } = await import('../server/serve.js');
     const running = (started.server = await startServer(config, { migrate: flags.migrate }));
     this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);

@@ -36,22 +36,9 @@ export default class Worker extends SvcCommand {
       ?.split(',')
       .map((q) => q.trim())
       .filter(Boolean);
-    // As in svc serve: the signal listeners go in before start-up and stay for the whole shutdown, so
-    // a signal during start-up stops the worker once started, and a second one never kills the drain.
+    // Listening from before start-up (see stopSignal); the started worker logs a second signal.
     const started: { worker?: RunningWorker } = {};
-    let stopping = false;
-    const signal = new Promise<NodeJS.Signals>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          started.worker?.app.logger.info({ signal }, `${signal}: already stopping`);
-          return;
-        }
-        stopping = true;
-        resolve(signal);
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+    const signal = this.stopSignal(() => started.worker?.app.logger);
     const { startWorker } = await import('../worker/worker.js');
     const running = (started.worker = await startWorker(config, {
       concurrency: flags.concurrency,
