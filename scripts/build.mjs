@@ -18,9 +18,10 @@ await build({
   // MikroORM looks extensions up by class name (Migrator); keep names as written.
   keepNames: true,
   // Stay outside the bundle: oclif (it must be the same copy bin/run.js loads), packages that
-  // read files next to their own modules (PGlite's WASM, swagger-ui's assets), and optional
-  // native add-ons.
-  external: ['@oclif/core', '@electric-sql/*', '@fastify/swagger-ui', 'pg-native'],
+  // read files next to their own modules (PGlite's WASM, swagger-ui's assets, pdfkit's font
+  // metrics), and optional native add-ons. svc's own files read at run time (templates/mail/) are
+  // found from the package root (src/paths.ts) and shipped through package.json `files`.
+  external: ['@oclif/core', '@electric-sql/*', '@fastify/swagger-ui', 'pdfkit', 'pg-native'],
   // CommonJS dependencies call require() for Node built-ins; give the ESM bundle one.
   banner: { js: "import { createRequire as __svcCreateRequire } from 'node:module'; const require = __svcCreateRequire(import.meta.url);" },
   chunkNames: 'src/chunks/[name]-[hash]',

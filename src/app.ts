@@ -95,6 +95,12 @@ export interface App {
   shareDatabase(url: string): Promise<EmbeddedShare | undefined>;
   /** Where svc serve listens: the links the App hands out (local files) point there unless PUBLIC_URL is set. */
   listening(url: string): void;
+  /**
+   * The base URL clients reach the API at, for links that outlive a request (the receipt link in an
+   * email): PUBLIC_URL, else the address svc serve listens on (in svc serve), else the one it would
+   * listen on from HOST and PORT (in svc worker: set PUBLIC_URL there; a warning says so once).
+   */
+  publicUrl(): string;
   /** The database's state for readiness probes: 'ok', or 'unreachable' (the cause is logged, never answered). */
   databaseState(): Promise<string>;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
@@ -140,6 +146,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       providers.announce(inUse);
     }
     let closed = false;
+    let guessedUrlWarned = false;
     // Read once, on first use: commands that never page never touch it. Read on a fresh fork outside
     // any transaction (PGlite has a single connection).
     const cursors = lazy(() => loadCursorCodec(db));
@@ -180,6 +187,15 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       listening: (url) => {
         serverUrl = url;
       },
+      publicUrl: () => {
+        const known = config.PUBLIC_URL ?? serverUrl;
+        if (known) return known;
+        if (!guessedUrlWarned) {
+          guessedUrlWarned = true;
+          logger.warn('PUBLIC_URL is not set: links in emails point at the address svc serve would listen on (HOST, PORT); set PUBLIC_URL');
+        }
+        return configuredServeUrl(config);
+      },
       context: (input) => createContext(contextDeps, input),
       async close() {
         if (closed) return;
@@ -197,6 +213,12 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     await db.close();
     throw err;
   }
+}
+
+/** http://HOST:PORT as svc serve would listen with this configuration (a wildcard address as loopback). */
+function configuredServeUrl(config: Config): string {
+  const host = config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST === '::' ? '::1' : config.HOST;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.PORT}`;
 }
 
 async function loadCursorCodec(db: Database): Promise<CursorCodec> {

@@ -1,0 +1,38 @@
+import type { Logger } from 'pino';
+import type { EventMessage } from '../../domain/events/events.js';
+import type { FileStore } from '../../domain/files/file-store.js';
+import { hasReceipt, receiptData, receiptKey, recordReceipt, RECEIPT_CONTENT_TYPE } from '../../domain/files/receipts.js';
+import type { Ctx } from '../../domain/shared/context.js';
+import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
+import { ReceiptRenderer } from '../receipt-pdf.js';
+
+/**
+ * The receipts consumer: on `order.completed`, renders the order's PDF receipt, stores it through
+ * the file store (S3 with server-side encryption, or the data folder) and records it in the files
+ * table (size and SHA-256 of the stored bytes) in the inbox transaction.
+ *
+ * Once per order: the inbox absorbs a redelivery after the commit, and a receipt already recorded
+ * is not made again. A crash (or a failed commit) after the upload and before the commit leaves an
+ * object and no row; the redelivered event renders the same bytes and uploads them under the same
+ * key (`receipts/<orderId>.pdf`), overwriting that object rather than orphaning it, then records it.
+ */
+export function receiptsConsumer(deps: { files: FileStore; logger: Logger; renderer?: ReceiptRenderer }): ConsumerDefinition {
+  const renderer = deps.renderer ?? new ReceiptRenderer();
+  return defineConsumer({
+    name: 'receipts',
+    events: ['order.completed'],
+    async handle(tx: Ctx, message: EventMessage): Promise<void> {
+      const orderId = message.aggregateId;
+      if (await hasReceipt(tx, orderId)) return;
+      const data = await receiptData(tx, orderId, new Date(message.occurredAt));
+      if (!data) {
+        deps.logger.warn({ orderId, messageId: message.id }, 'order.completed for an order that is not there or not paid: no receipt made');
+        return;
+      }
+      const pdf = await renderer.render(data);
+      const stored = await deps.files.put(receiptKey(orderId), pdf, { contentType: RECEIPT_CONTENT_TYPE });
+      await recordReceipt(tx, orderId, stored);
+      deps.logger.info({ orderId, key: stored.key, size: stored.size, store: deps.files.name }, 'receipt stored');
+    },
+  });
+}
