@@ -3,6 +3,7 @@ import { ORDER_STATUSES } from '../../domain/orders/order.entity.js';
 import { MAX_ORDER_LINES, MAX_QUANTITY, PAYMENT_METHOD_PATTERN, type OrderView } from '../../domain/orders/orders.service.js';
 import { IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_TTL_HOURS } from '../../domain/idempotency/idempotency.js';
 import { actorOf } from '../../domain/auth/principal.js';
+import { receiptLink } from '../../domain/files/receipts.js';
 import { CURRENCY_PATTERN } from '../../domain/shared/money.js';
 import { authorize, BEARER, principalOf } from '../auth.js';
 import { errorResponses, idParamsSchema, pageQuery, pageSchema, type ApiVersion, type IdParams } from '../versions.js';
@@ -174,6 +175,43 @@ export const orderRoutes =
       },
       preValidation: authorize({ permission: 'read' }),
       handler: async (request) => orderBody(version, await orders().get(request.ctx, { viewer: principalOf(request), id: request.params.id })),
+    });
+
+    server.get<{ Params: IdParams }>('/orders/:id/receipt', {
+      schema: {
+        ...common,
+        summary: "A short-lived download link to the order's PDF receipt",
+        description:
+          'The owner of the order or an admin gets a link that downloads the receipt until expiresAt (RECEIPT_URL_TTL_SECONDS): an S3 ' +
+          'presigned URL, or a signed /files/… link of svc serve when files are stored locally. Ask again for a new one once it ' +
+          "expired. Another user's order answers 404, and so does an order whose receipt is not made yet (it is made after the " +
+          'payment) or that will have none (failed, cancelled), with a detail saying which.',
+        params: idParams,
+        response: {
+          200: {
+            type: 'object',
+            required: ['url', 'expiresAt'],
+            additionalProperties: false,
+            description: 'The download link and when it stops working',
+            properties: {
+              url: { type: 'string', format: 'uri', description: 'Downloads the receipt (application/pdf) without a credential until expiresAt' },
+              expiresAt: { type: 'string', format: 'date-time' },
+            },
+          },
+          ...errorResponses(400, 401, 404, 503),
+        },
+      },
+      preValidation: authorize({ permission: 'read' }),
+      handler: async (request) => {
+        const { app } = server.svc;
+        const link = await receiptLink(request.ctx, {
+          files: app.files,
+          viewer: principalOf(request),
+          orderId: request.params.id,
+          ttlSeconds: app.config.RECEIPT_URL_TTL_SECONDS,
+        });
+        return { url: link.url, expiresAt: link.expiresAt.toISOString() };
+      },
     });
 
     server.post<{ Params: IdParams }>('/orders/:id/cancel', {
