@@ -223,7 +223,7 @@ export const configSchema = {
     default: () => 2_592_000,
   } satisfies KeySpec<number>,
   PUBLIC_URL: {
-    doc: "The address clients reach svc serve at (https://api.example.com), for links it hands out (the local file store's signed links); unset: the address svc serve is bound to",
+    doc: "The address clients reach svc serve at (https://api.example.com), for links svc hands out (the local file store's signed links, the receipt link in emails); unset: the address svc serve is bound to (svc worker then guesses http://HOST:PORT and warns)",
     parser: httpUrl('the base URL clients use'),
   } satisfies KeySpec<string>,
   AMQP_URL: {

@@ -1,6 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import amqp from 'amqplib';
 import { BIN, ROOT, svc, tempDir } from './helpers/cli.js';
@@ -63,7 +64,7 @@ function removeExchangeAfter(t: TestContext, prefix: string): void {
     try {
       const ch = await conn.createChannel();
       // Deleting a queue that was never declared succeeds.
-      for (const name of ['payments']) {
+      for (const name of ['payments', 'receipts', 'mail']) {
         const q = rabbit.queues({ name, retryDelaysMs: DEFAULT_RETRY_DELAYS_MS });
         for (const queue of [q.work, q.dead, ...q.retries.map((r) => r.queue)]) await ch.deleteQueue(queue);
       }
@@ -202,7 +203,7 @@ test(
 );
 
 test(
-  'orders placed while svc worker runs are paid: a good card completes its order, a declined one fails it and its stock goes back',
+  'orders placed while svc worker runs are paid: a good card completes its order with a receipt and a confirmation email, a declined one fails it with a failure email and its stock goes back',
   { timeout: 90_000 },
   async (t) => {
     const db = await migratedDatabase(t);
@@ -214,8 +215,15 @@ test(
     const ada = await app.users.create(ctx, { email: 'ada@example.com', name: 'Ada' });
     await app.products.create(ctx, { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 10 });
 
-    const worker = await svcWorker(t, ['--health-port', '0'], { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix });
-    assert.match(worker.stderr(), /payments/);
+    const dataDir = join(tempDir(t), 'data');
+    const worker = await svcWorker(t, ['--health-port', '0'], {
+      DATABASE_URL: db,
+      AMQP_URL,
+      AMQP_PREFIX: prefix,
+      SVC_DATA_DIR: dataDir,
+      PUBLIC_URL: 'https://shop.example.com',
+    });
+    assert.match(worker.stderr(), /consumers payments, receipts, mail/);
     const place = async (paymentMethod: string) =>
       (await app.orders.create(app.context({ actor: ada.id }), { userId: ada.id, items: [{ sku: 'TEA-1', quantity: 2 }], paymentMethod })).order.id;
     const paid = await place('pm_card_visa');
@@ -241,6 +249,17 @@ test(
       "select type, aggregate_id from outbox_events where type in ('order.completed', 'order.failed')",
     );
     assert.deepEqual(events.map((e) => `${e.type} ${e.aggregate_id}`).sort(), [`order.completed ${paid}`, `order.failed ${declined}`].sort());
+
+    // The paid order's receipt in the local file store, recorded with its size; one email per order as .eml files.
+    await waitFor(async () => (await query(db, 'select 1 from files where order_id = $1', [paid])).length === 1, 30_000, 'the receipt');
+    const [file] = await query<{ key: string; size: string }>(db, 'select key, size from files');
+    const pdf = readFileSync(join(dataDir, 'files', file!.key));
+    assert.equal(pdf.subarray(0, 5).toString('latin1'), '%PDF-');
+    assert.equal(pdf.length, Number(file!.size));
+    const mails = () => (existsSync(join(dataDir, 'mail')) ? readdirSync(join(dataDir, 'mail')).filter((f) => f.endsWith('.eml')) : []);
+    await waitFor(() => mails().length === 2, 30_000, 'two emails');
+    assert.deepEqual(mails().sort(), [`order-confirmation-${paid}.eml`, `payment-failed-${declined}.eml`].sort());
+    assert.match(readFileSync(join(dataDir, 'mail', `order-confirmation-${paid}.eml`), 'utf8'), /^To: Ada <ada@example\.com>$/m);
 
     worker.kill('SIGTERM');
     assert.deepEqual(await worker.exited, { code: 0, signal: null });
