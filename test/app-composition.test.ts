@@ -210,3 +210,24 @@ test("role 'worker' with AMQP_URL gets RabbitMQ as its publisher and transport (
     (err: Error & { code?: string }) => err.code === 'unavailable' && /RabbitMQ is unreachable .*AMQP_URL/.test(err.message),
   );
 });
+
+test('publicUrl: PUBLIC_URL, else the address svc serve listens on, else http://HOST:PORT with a warning once', async (t) => {
+  const db = await migratedDatabase(t);
+  const base = { DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'info' };
+  const configured = await createApp(loadConfig({ ...base, PUBLIC_URL: 'https://shop.example.com' }), { logger: capturingLogger().logger });
+  t.after(() => configured.close());
+  configured.listening('http://127.0.0.1:4321');
+  assert.equal(configured.publicUrl(), 'https://shop.example.com');
+
+  const { logger, lines } = capturingLogger();
+  const guessed = await createApp(loadConfig({ ...base, HOST: '0.0.0.0', PORT: '8080' }), { logger });
+  t.after(() => guessed.close());
+  assert.equal(guessed.publicUrl(), 'http://127.0.0.1:8080');
+  assert.equal(guessed.publicUrl(), 'http://127.0.0.1:8080');
+  assert.deepEqual(
+    lines.filter((l) => /PUBLIC_URL is not set/.test(String(l.msg))).map((l) => l.level),
+    ['warn'],
+  );
+  guessed.listening('http://127.0.0.1:4321');
+  assert.equal(guessed.publicUrl(), 'http://127.0.0.1:4321');
+});
