@@ -1,11 +1,43 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import type { ReceiptData } from '../domain/files/receipts.js';
 import { formatMoney } from '../domain/shared/money.js';
 
 type PdfDocumentClass = typeof import('pdfkit');
 
+// What PDF's standard fonts can show: they are WinAnsi-encoded (Latin-1 and these few more, such as
+// € and curly quotes); pdfkit writes any other character as bytes that garble the rest of the line.
+const WIN_ANSI_EXTRA = new Set([
+  0x152, 0x153, 0x160, 0x161, 0x178, 0x17d, 0x17e, 0x192, 0x2c6, 0x2dc, 0x2013, 0x2014, 0x2018, 0x2019, 0x201a, 0x201c, 0x201d, 0x201e, 0x2020, 0x2021, 0x2022,
+  0x2026, 0x2030, 0x2039, 0x203a, 0x20ac, 0x2122,
+]);
+
+/** Whether a standard font (Helvetica) can show every character of the text. */
+export function isWinAnsi(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (!((c >= 0x20 && c <= 0x7e) || (c >= 0xa0 && c <= 0xff) || WIN_ANSI_EXTRA.has(c))) return false;
+  }
+  return true;
+}
+
+interface Fonts {
+  regular: string | Buffer;
+  bold: string | Buffer;
+}
+
+const STANDARD_FONTS: Fonts = { regular: 'Helvetica', bold: 'Helvetica-Bold' };
+
 /**
  * Renders receipts as PDF with pdfkit. pdfkit is imported on first use (svc serve starts without
  * it) and stays outside the bundle (it reads its font metrics from files beside its own modules).
+ *
+ * Fonts: PDF's standard Helvetica when every character of the receipt is one it can show (Western
+ * European names and products: a few milliseconds per receipt); otherwise DejaVu Sans (package
+ * dejavu-fonts-ttf: Latin, Greek, Cyrillic and more), embedded as a subset, which costs about a
+ * hundred milliseconds more per receipt. Characters DejaVu lacks (CJK, emoji) show as empty boxes,
+ * never as garbled text.
  *
  * The bytes depend only on the receipt's data: the document's creation date is the payment's time
  * (pdfkit would take the clock, and derives the file id from it), so rendering one order twice gives
@@ -13,11 +45,14 @@ type PdfDocumentClass = typeof import('pdfkit');
  */
 export class ReceiptRenderer {
   private pdfkit?: Promise<PdfDocumentClass>;
+  private unicodeFonts?: Promise<Fonts>;
 
-  /** The receipt as a PDF document (A4, the standard Helvetica fonts). */
+  /** The receipt as a PDF document (A4). */
   async render(receipt: ReceiptData): Promise<Buffer> {
     this.pdfkit ??= import('pdfkit').then((m) => m.default);
     const PDFDocument = await this.pdfkit;
+    const texts = [receipt.customer.name, receipt.customer.email, receipt.paymentReference ?? '', ...receipt.lines.flatMap((l) => [l.name, l.sku])];
+    const fonts = texts.every(isWinAnsi) ? STANDARD_FONTS : await this.loadUnicodeFonts();
     const doc = new PDFDocument({
       size: 'A4',
       margin: 50,
@@ -30,11 +65,13 @@ export class ReceiptRenderer {
       doc.on('error', reject);
     });
 
+    doc.registerFont('regular', fonts.regular);
+    doc.registerFont('bold', fonts.bold);
     const money = (amount: number) => formatMoney(amount, receipt.currency);
     const left = doc.page.margins.left;
     const width = doc.page.width - left - doc.page.margins.right;
-    doc.font('Helvetica-Bold').fontSize(20).text('Receipt', left, 50);
-    doc.moveDown(0.5).font('Helvetica').fontSize(10);
+    doc.font('bold').fontSize(20).text('Receipt', left, 50);
+    doc.moveDown(0.5).font('regular').fontSize(10);
     for (const [label, value] of [
       ['Order', receipt.orderId],
       ['Order date', isoDate(receipt.orderedAt)],
@@ -42,7 +79,7 @@ export class ReceiptRenderer {
       ['Billed to', `${receipt.customer.name} <${receipt.customer.email}>`],
       ['Payment reference', receipt.paymentReference ?? '(not recorded)'],
     ] as const) {
-      doc.font('Helvetica-Bold').text(`${label}: `, { continued: true }).font('Helvetica').text(value);
+      doc.font('bold').text(`${label}: `, { continued: true }).font('regular').text(value);
     }
 
     // The lines, as a table: item, SKU, quantity, unit price, amount.
@@ -59,7 +96,7 @@ export class ReceiptRenderer {
       const y = doc.y;
       let x = left;
       let bottom = y;
-      doc.font(bold ? 'Helvetica-Bold' : 'Helvetica');
+      doc.font(bold ? 'bold' : 'regular');
       cells.forEach((cell, i) => {
         const column = columns[i]!;
         doc.text(cell, x, y, { width: column.width - 6, align: column.align });
@@ -87,12 +124,25 @@ export class ReceiptRenderer {
       .stroke();
     doc.moveDown(0.5);
     doc
-      .font('Helvetica-Bold')
+      .font('bold')
       .fontSize(12)
       .text(`Total: ${money(receipt.total)}`, left, doc.y, { width, align: 'right' });
-    doc.moveDown(2).font('Helvetica').fontSize(9).fillColor('#555555').text('Thank you for your order.', left, doc.y, { width });
+    doc.moveDown(2).font('regular').fontSize(9).fillColor('#555555').text('Thank you for your order.', left, doc.y, { width });
     doc.end();
     return done;
+  }
+
+  // Read once per renderer: pdfkit parses a font given as bytes without touching the disk again.
+  private loadUnicodeFonts(): Promise<Fonts> {
+    this.unicodeFonts ??= (async () => {
+      const dir = join(dirname(createRequire(import.meta.url).resolve('dejavu-fonts-ttf/package.json')), 'ttf');
+      const [regular, bold] = await Promise.all([readFile(join(dir, 'DejaVuSans.ttf')), readFile(join(dir, 'DejaVuSans-Bold.ttf'))]);
+      return { regular, bold };
+    })().catch((err: unknown) => {
+      this.unicodeFonts = undefined;
+      throw err;
+    });
+    return this.unicodeFonts;
   }
 }
 

@@ -1,0 +1,38 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ReceiptData } from '../src/domain/files/receipts.js';
+import { isWinAnsi, ReceiptRenderer } from '../src/worker/receipt-pdf.js';
+
+// The PDF receipt itself: the same order renders to the same bytes, and names in any script stay legible.
+
+const receipt = (name: string, product: string): ReceiptData => ({
+  orderId: 'ord_01KB0000000000000000000000',
+  orderedAt: new Date('2026-11-27T10:00:00Z'),
+  paidAt: new Date('2026-11-27T10:00:03Z'),
+  customer: { name, email: 'ada@example.com' },
+  lines: [{ name: product, sku: 'TEA-1', quantity: 2, unitPrice: 450 }],
+  total: 900,
+  currency: 'EUR',
+  paymentReference: 'pi_123',
+});
+
+test('rendering one order twice gives the same bytes (a retried upload overwrites the object with an identical one)', async () => {
+  const renderer = new ReceiptRenderer();
+  const a = await renderer.render(receipt('Ada Lovelace', 'Green tea'));
+  const b = await new ReceiptRenderer().render(receipt('Ada Lovelace', 'Green tea'));
+  assert.equal(a.subarray(0, 5).toString('latin1'), '%PDF-');
+  assert.ok(a.equals(b));
+});
+
+test('Western European text uses the standard Helvetica; any other script an embedded DejaVu Sans, never garbled bytes', async () => {
+  assert.ok(isWinAnsi('Zoë Müller “Z” – 9,00 €'));
+  assert.ok(!isWinAnsi('Łukasz'));
+  assert.ok(!isWinAnsi('Чай'));
+  const renderer = new ReceiptRenderer();
+  const western = (await renderer.render(receipt('Zoë Müller', 'Crème brûlée'))).toString('latin1');
+  assert.match(western, /\/BaseFont \/Helvetica/);
+  assert.doesNotMatch(western, /DejaVu/);
+  const other = (await renderer.render(receipt('Łukasz Żółć', 'Чай зелёный'))).toString('latin1');
+  assert.match(other, /\/BaseFont \/[A-Z]{6}\+DejaVuSans\b/);
+  assert.match(other, /\/FontFile2/);
+});
