@@ -349,3 +349,39 @@ test("a customer's name is data, not markup: <script> is escaped in the HTML bod
   assert.ok(!logged.includes(w.email), logged);
   assert.match(logged, /"to":"u\*\*\*@e\*\*\*\.com"/);
 });
+
+test('a crash between the send and the commit: the retry sends again with the same reference (SendGrid: a duplicate to spot; .eml: one file)', async (t) => {
+  const w = await world(t);
+  const cloud = await s3AndSendGrid(t);
+  const files = local(w);
+  const completed = await decidedOrder(w, 'pm_card_visa');
+  // Each mailer accepts the email, then the transaction fails before it commits (once).
+  const crashingOnce = (mailer: Mailer): Mailer => {
+    let crashes = 1;
+    return {
+      name: mailer.name,
+      async send(message) {
+        const sent = await mailer.send(message);
+        if (crashes-- > 0) throw new Error('the process died after the send');
+        return sent;
+      },
+    };
+  };
+  const r = await run(t, w, [
+    mailConsumer({ mailer: crashingOnce(cloud.mailer), logger: silent, publicUrl: () => PUBLIC_URL }),
+    { ...mailConsumer({ mailer: crashingOnce(files.mailer), logger: silent, publicUrl: () => PUBLIC_URL }), name: 'mail-local' },
+  ]);
+  await r.publish([completed]);
+  await r.done(2);
+  assert.deepEqual(r.outcomes.toSorted(), ['processed', 'processed', 'retry', 'retry']);
+  const reference = `order-confirmation-${completed.aggregateId}`;
+  // At-least-once: SendGrid got it twice, under one reference; the local stand-in kept one file.
+  assert.deepEqual(
+    (await cloud.mails()).map((m) => m.reference),
+    [reference, reference],
+  );
+  assert.deepEqual(
+    (await files.mails()).map((m) => m.reference),
+    [reference],
+  );
+});
