@@ -9,6 +9,8 @@ import { LoginThrottleSchema } from './auth/login-throttle.entity.js';
 import { OutboxEventSchema } from './events/outbox.entity.js';
 import { ProcessedMessageSchema } from './events/processed-message.entity.js';
 import { PaymentSchema } from './payments/payment.entity.js';
+import { StripeEventSchema } from './payments/stripe-event.entity.js';
+import { OrderDisputeSchema } from './payments/dispute.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -25,4 +27,6 @@ export const entities = [
   OutboxEventSchema,
   ProcessedMessageSchema,
   PaymentSchema,
+  StripeEventSchema,
+  OrderDisputeSchema,
 ];
