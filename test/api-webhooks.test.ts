@@ -383,6 +383,34 @@ test('Stripe webhooks', async (t) => {
     assert.equal((await orderState(w, orderId)).payments[1]!.status, 'succeeded');
   });
 
+  await t.test('a payment that succeeds for an order already failed is recorded and audited for a refund; the order stays failed', async () => {
+    const orderId = await pendingOrder(w, 'processing');
+    const stock = (await orderState(w, orderId)).stock;
+    const declined = await charge(w, orderId, 'pm_card_chargeDeclined', 1);
+    const failed = eventOf(w, 'payment_intent.payment_failed', declined);
+    assertReceived(await deliver(w, failed), failed, 'applied');
+    // The same PaymentIntent paid later (say, confirmed again from Stripe's dashboard).
+    const succeeded = {
+      ...failed,
+      id: newEventId(),
+      type: 'payment_intent.succeeded',
+      data: { object: { ...failed.data.object, status: 'succeeded', amount_received: TOTAL, last_payment_error: null } },
+    };
+    assertReceived(await deliver(w, succeeded), succeeded, 'applied');
+    const state = await orderState(w, orderId);
+    assert.equal(state.status, 'failed');
+    assert.equal(state.stock, stock + QUANTITY);
+    assert.deepEqual(state.events, ['order.failed']);
+    assert.deepEqual(
+      state.payments.map((p) => [p.status, p.provider_reference]),
+      [['succeeded', declined]],
+    );
+    assert.deepEqual(
+      state.audit.map((a) => [a.actor, a.action, a.details.paymentIntent, a.details.amount]),
+      [['webhook:stripe', 'order.paid_after_close', declined, TOTAL]],
+    );
+  });
+
   await t.test('charge.refunded: a partial refund sets the refunded amount, the rest makes the order refunded; audited', async () => {
     const orderId = await pendingOrder(w);
     const pi = await charge(w, orderId);

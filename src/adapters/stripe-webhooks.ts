@@ -34,8 +34,8 @@ export class StripeWebhookVerifier implements WebhookVerifier {
           stale
             ? `the Stripe-Signature timestamp is more than ${this.toleranceSeconds} s old: a late or replayed delivery (Stripe retries with a fresh signature)`
             : 'the Stripe-Signature header does not sign this body with the endpoint secret (STRIPE_WEBHOOK_SECRET): check the secret, and that nothing rewrites the body on the way',
+          // No cause: the SDK's error carries the whole payload, which has no place in a log line.
           { field: 'stripe-signature', reason: stale ? 'stale' : 'mismatch' },
-          { cause: err },
         );
       }
       // A body that is signed but not JSON (the SDK parses it after the check).
