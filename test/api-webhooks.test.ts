@@ -5,6 +5,7 @@ import Stripe from 'stripe';
 import { newId } from '../src/domain/shared/ids.js';
 import type { EventMessage } from '../src/domain/events/events.js';
 import { paymentsConsumer } from '../src/worker/consumers/payments.js';
+import { StripeWebhookVerifier } from '../src/adapters/stripe-webhooks.js';
 import { testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
 import { assertProblem, type Json } from './helpers/http.js';
@@ -568,4 +569,8 @@ test('on the embedded database (PGlite) too, an event is applied once and a disp
   const v2 = await view(w, orderId);
   assert.equal(v2.payment.reference, pi);
   assert.equal(v2.dispute.reason, 'fraudulent');
+});
+
+test('the verifier refuses a tolerance of 0 (which the SDK reads as "no timestamp check")', () => {
+  assert.throws(() => new StripeWebhookVerifier(FAKE_STRIPE_WEBHOOK_SECRET, 0), /positive number of seconds/);
 });

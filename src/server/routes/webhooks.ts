@@ -14,8 +14,15 @@ const OUTCOMES = ['applied', 'unchanged', 'ignored', 'unknown_order', 'duplicate
  * parsers to the plugin that adds them) keeps JSON bodies as the bytes that were signed.
  */
 export const webhookRoutes =
-  (_version: ApiVersion): FastifyPluginAsync =>
+  (version: ApiVersion): FastifyPluginAsync =>
   async (server) => {
+    const { app } = server.svc;
+    // Said once (v1's registration): charging through Stripe without hearing from it is likely an oversight.
+    if (version.name === 'v1' && app.config.STRIPE_SECRET_KEY && !app.stripeWebhooks) {
+      app.logger.warn(
+        'Stripe webhooks are off: POST /api/v1/webhooks/stripe answers 503 until STRIPE_WEBHOOK_SECRET is set (refunds and disputes made in Stripe are not seen)',
+      );
+    }
     server.removeAllContentTypeParsers();
     server.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
@@ -61,7 +68,7 @@ export const webhookRoutes =
       // The schema documents the body; the signature over its raw bytes is what is checked (in the handler).
       validatorCompiler: () => () => true,
       handler: async (request, reply) => {
-        const verifier = server.svc.app.stripeWebhooks;
+        const verifier = app.stripeWebhooks;
         if (!verifier) {
           // 503, not 404: the endpoint exists and Stripe is sending to it, but this deployment cannot
           // verify what it sends. Stripe retries a 5xx for days, so nothing is lost once the secret is set.
