@@ -313,6 +313,25 @@ test('Stripe webhooks', async (t) => {
     assert.deepEqual(after.events, ['order.created', 'order.completed']);
   });
 
+  await t.test('when the worker already failed the order, its payment_failed event changes nothing (the stock goes back once)', async () => {
+    const created = await w.ts.app.orders.create(w.ts.app.context({ actor: 'cli:test' }), {
+      userId: w.userId,
+      items: [{ sku: w.sku, quantity: QUANTITY }],
+      paymentMethod: 'pm_card_chargeDeclined',
+    });
+    const orderId = created.order.id;
+    const message: EventMessage = { id: newId('evt'), type: 'order.created', aggregateId: orderId, payload: {}, occurredAt: new Date().toISOString() };
+    await w.ts.app.context({ actor: 'worker:payments' }).transaction((tx) => paymentsConsumer({ payments: w.ts.app.payments }).handle(tx, message));
+    const worked = await orderState(w, orderId);
+    assert.equal(worked.status, 'failed');
+    const failed = eventOf(w, 'payment_intent.payment_failed', worked.payments[0]!.provider_reference!);
+    assertReceived(await deliver(w, failed), failed, 'unchanged');
+    const after = await orderState(w, orderId);
+    assert.equal(after.stock, worked.stock);
+    assert.deepEqual(after.payments, worked.payments);
+    assert.deepEqual(after.events, ['order.created', 'order.failed']);
+  });
+
   await t.test("when the worker's transaction was lost after Stripe charged, the succeeded event records the payment under the worker's key", async () => {
     // The order was moved to processing and charged, but the worker's commit never happened.
     const orderId = await pendingOrder(w, 'processing');
