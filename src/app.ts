@@ -16,6 +16,7 @@ import { DomainError } from './domain/shared/errors.js';
 import { Authenticator } from './domain/auth/authenticator.js';
 import { AuthService } from './domain/auth/auth.service.js';
 import type { PaymentProvider } from './domain/payments/payment-provider.js';
+import type { WebhookVerifier } from './domain/payments/stripe-webhooks.js';
 import type { Mailer } from './domain/notifications/mailer.js';
 import type { FileStore } from './domain/files/file-store.js';
 import type { EventPublisher } from './domain/events/publisher.js';
@@ -79,6 +80,8 @@ export interface App {
   files: FileStore;
   /** The same store as `files` when files are on local disk: svc serve serves its signed links. */
   localFiles?: LocalFileStore;
+  /** Verifies Stripe webhook deliveries, when STRIPE_WEBHOOK_SECRET is set. */
+  stripeWebhooks?: WebhookVerifier;
   /** The event transport, when one is set (RabbitMQ, or the in-process dispatcher). */
   publisher?: EventPublisher;
   /**
@@ -170,6 +173,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       mailer,
       files,
       localFiles,
+      stripeWebhooks: providers.stripeWebhooks,
       publisher: overrides.publisher ?? rabbit,
       transport: overrides.transport ?? rabbit,
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>

@@ -100,6 +100,10 @@ for (const embedded of [false, true]) {
         currency: 'USD',
         paymentMethod: 'pm_card_visa',
         status: 'pending',
+        // Not charged yet: no payment, nothing refunded, no dispute.
+        payment: null,
+        refundedAmount: 0,
+        dispute: null,
         createdAt: undefined,
         updatedAt: undefined,
       },

@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import type { FileStore } from '../domain/files/file-store.js';
 import type { Mailer } from '../domain/notifications/mailer.js';
 import type { PaymentProvider } from '../domain/payments/payment-provider.js';
+import type { WebhookVerifier } from '../domain/payments/stripe-webhooks.js';
 import { lazy } from '../domain/shared/lazy.js';
 import { LocalFileStore } from './local-file-store.js';
 import { LocalMailer } from './local-mailer.js';
@@ -16,6 +17,8 @@ export interface Providers {
   files: FileStore;
   /** The local file store, when files are on local disk (svc serve then serves its links). */
   localFiles?: LocalFileStore;
+  /** Verifies Stripe's webhook deliveries, with STRIPE_WEBHOOK_SECRET (else undefined: svc serve refuses them). */
+  stripeWebhooks?: WebhookVerifier;
   /** Resolves once the configured real adapters of these ports are loaded (a broken one fails here, at start-up). */
   load(ports: readonly Port[]): Promise<void>;
   /** Logs, once, which of these ports are embedded stand-ins and which variable switches each to the real one. */
@@ -41,6 +44,13 @@ class DeferredPayments implements PaymentProvider {
   }
   refund(...args: Parameters<PaymentProvider['refund']>) {
     return this.load().then((p) => p.refund(...args));
+  }
+}
+
+class DeferredWebhooks implements WebhookVerifier {
+  constructor(readonly load: () => Promise<WebhookVerifier>) {}
+  verify(...args: Parameters<WebhookVerifier['verify']>) {
+    return this.load().then((w) => w.verify(...args));
   }
 }
 
@@ -102,6 +112,17 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
       `pm_card_chargeDeclined and pm_card_authenticationRequired are declined; records in ${dir}); set STRIPE_SECRET_KEY to use Stripe`;
   }
 
+  let stripeWebhooks: WebhookVerifier | undefined;
+  if (config.STRIPE_WEBHOOK_SECRET) {
+    const secret = config.STRIPE_WEBHOOK_SECRET;
+    stripeWebhooks = new DeferredWebhooks(
+      lazy(async (): Promise<WebhookVerifier> => {
+        const { StripeWebhookVerifier } = await import('./stripe-webhooks.js');
+        return new StripeWebhookVerifier(secret);
+      }),
+    );
+  }
+
   let mailer: Mailer;
   if (config.SENDGRID_API_KEY) {
     const apiKey = config.SENDGRID_API_KEY;
@@ -139,6 +160,7 @@ export function createProviders(config: Config, logger: Logger, publicUrl: () =>
     mailer,
     files,
     localFiles,
+    stripeWebhooks,
     async load(ports) {
       await Promise.all(ports.map((port) => loads[port]?.() ?? Promise.resolve()));
     },

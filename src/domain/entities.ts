@@ -10,6 +10,8 @@ import { OutboxEventSchema } from './events/outbox.entity.js';
 import { ProcessedMessageSchema } from './events/processed-message.entity.js';
 import { PaymentSchema } from './payments/payment.entity.js';
 import { StoredFileSchema } from './files/stored-file.entity.js';
+import { StripeEventSchema } from './payments/stripe-event.entity.js';
+import { OrderDisputeSchema } from './payments/dispute.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -27,4 +29,6 @@ export const entities = [
   ProcessedMessageSchema,
   PaymentSchema,
   StoredFileSchema,
+  StripeEventSchema,
+  OrderDisputeSchema,
 ];

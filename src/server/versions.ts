@@ -45,6 +45,7 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   404: 'Not found (or not yours)',
   409: 'Conflicts with the current state',
   413: 'Body too large',
+  415: 'Unsupported content type',
   422: 'Understood but cannot be processed',
   429: 'Too many attempts: wait for the Retry-After seconds',
   503: 'A dependency is unavailable; try again',

@@ -11,10 +11,11 @@ import type { OrderStatus } from './order.entity.js';
 export const ORDER_TRANSITIONS: Readonly<Record<OrderStatus, readonly OrderStatus[]>> = {
   pending: ['processing', 'failed', 'cancelled'],
   processing: ['completed', 'failed'],
-  completed: [],
+  // All of a paid order's total refunded (Stripe's charge.refunded webhook). A failure never follows
+  // completed: a late payment_failed event leaves a paid order paid.
+  completed: ['refunded'],
   failed: [],
   cancelled: [],
-  // Refunds are a later step; nothing moves an order there yet.
   refunded: [],
 };
 

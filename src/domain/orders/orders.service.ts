@@ -8,6 +8,7 @@ import { emit, OUTBOX_INSERT } from '../events/emit.js';
 import type { Viewer } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash, type IdempotentRequest, type StoredResponse } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
+import type { PaymentStatus } from '../payments/payment.entity.js';
 import { restock } from './order-state.js';
 
 /** One line of an order: what was bought, at the price charged then (minor units). */
@@ -17,6 +18,35 @@ export interface OrderItemView {
   name: string;
   unitPrice: number;
   quantity: number;
+}
+
+/**
+ * An order's payment as clients see it: the succeeded attempt if there is one, else the latest.
+ * `status`: pending (being charged), succeeded, declined, unknown (the provider's answer was lost;
+ * another attempt follows). Money in minor units of `currency`.
+ */
+export interface OrderPaymentView {
+  status: PaymentStatus;
+  amount: number;
+  currency: string;
+  /** 'stripe' or 'simulated'. */
+  provider: string;
+  /** The provider's id of the payment (a Stripe PaymentIntent `pi_…`); null until the provider made one. */
+  reference: string | null;
+  /** Why it was declined, as the provider's code (`card_declined`, `authentication_required` …) and words. */
+  failureCode: string | null;
+  failureReason: string | null;
+}
+
+/** A cardholder's dispute of the order's payment, as Stripe last reported it. */
+export interface OrderDisputeView {
+  id: string;
+  reason: string;
+  /** Stripe's dispute status: needs_response, under_review, won, lost … */
+  status: string;
+  amount: number;
+  currency: string;
+  createdAt: string;
 }
 
 /** An order as clients see it; money is integer minor units of `currency`. */
@@ -29,6 +59,12 @@ export interface OrderView {
   /** The payment method the order is paid with (`pm_…`); null on orders placed before it was required. */
   paymentMethod: string | null;
   items: OrderItemView[];
+  /** The payment, or null before the first attempt. */
+  payment: OrderPaymentView | null;
+  /** How much of the total has been refunded (minor units); all of it when the status is `refunded`. */
+  refundedAmount: number;
+  /** The latest dispute of the payment, or null. */
+  dispute: OrderDisputeView | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -84,9 +120,13 @@ interface OrderRow {
   currency: string;
   total: number;
   payment_method: string | null;
+  refunded_amount: number;
   created_at: Date;
   updated_at: Date;
   items: OrderItemView[] | null;
+  payment: OrderPaymentView | null;
+  // As JSON: created_at is text.
+  dispute: OrderDisputeView | null;
 }
 
 interface LockedProduct {
@@ -100,9 +140,15 @@ interface LockedProduct {
 }
 
 // Items aggregated in the same query as their order: one round trip for an order with its lines.
-const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.payment_method, o.created_at, o.updated_at,
+// So are its payment (the succeeded attempt, else the latest) and its latest dispute.
+const ORDER_COLUMNS = `o.id, o.user_id, o.status, o.currency, o.total, o.payment_method, o.refunded_amount, o.created_at, o.updated_at,
   (select json_agg(json_build_object('productId', i.product_id, 'sku', i.sku, 'name', i.name, 'unitPrice', i.unit_price, 'quantity', i.quantity) order by i.id)
-     from order_items i where i.order_id = o.id) as items`;
+     from order_items i where i.order_id = o.id) as items,
+  (select json_build_object('status', p.status, 'amount', p.amount, 'currency', p.currency, 'provider', p.provider, 'reference', p.provider_reference,
+          'failureCode', p.failure_code, 'failureReason', p.failure_reason)
+     from payments p where p.order_id = o.id order by p.status = 'succeeded' desc, p.attempt desc limit 1) as payment,
+  (select json_build_object('id', d.id, 'reason', d.reason, 'status', d.status, 'amount', d.amount, 'currency', d.currency, 'createdAt', d.created_at)
+     from order_disputes d where d.order_id = o.id order by d.created_at desc, d.id desc limit 1) as dispute`;
 
 /** Merges repeated SKUs into one line (quantities added), keeping the order in which they first appear. */
 function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
@@ -317,6 +363,9 @@ export class OrdersService {
         total: items.reduce((sum, i) => sum + i.unitPrice * i.quantity, 0),
         paymentMethod,
         items,
+        payment: null,
+        refundedAmount: 0,
+        dispute: null,
         createdAt: now.toISOString(),
         updatedAt: now.toISOString(),
       };
@@ -363,6 +412,9 @@ export class OrdersService {
       total: row.total,
       paymentMethod: row.payment_method,
       items: row.items ?? [],
+      payment: row.payment,
+      refundedAmount: row.refunded_amount,
+      dispute: row.dispute && { ...row.dispute, createdAt: new Date(row.dispute.createdAt).toISOString() },
       createdAt: row.created_at.toISOString(),
       updatedAt: row.updated_at.toISOString(),
     };

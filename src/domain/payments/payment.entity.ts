@@ -38,6 +38,8 @@ export const PaymentSchema = defineEntity({
       .onUpdate(() => new Date()),
   },
   uniques: [{ name: 'payments_order_id_attempt_unique', properties: ['order', 'attempt'] }],
+  // Webhooks find an order's payment by the provider's id (a PaymentIntent's `pi_…`).
+  indexes: [{ name: 'payments_provider_reference_index', properties: ['providerReference'] }],
 });
 
 export class Payment extends PaymentSchema.class {}

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { ORDER_STATUSES } from '../../domain/orders/order.entity.js';
+import { PAYMENT_STATUSES } from '../../domain/payments/payment.entity.js';
 import { MAX_ORDER_LINES, MAX_QUANTITY, PAYMENT_METHOD_PATTERN, type OrderView } from '../../domain/orders/orders.service.js';
 import { IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_TTL_HOURS } from '../../domain/idempotency/idempotency.js';
 import { actorOf } from '../../domain/auth/principal.js';
@@ -33,6 +34,38 @@ export function orderSchema(version: ApiVersion) {
     },
     currency: { type: 'string', pattern: CURRENCY_PATTERN, description: 'ISO 4217 code' },
     status: { type: 'string', enum: [...ORDER_STATUSES] },
+    payment: {
+      type: ['object', 'null'],
+      description: 'The payment: the succeeded attempt if there is one, else the latest; null before the first attempt',
+      required: ['status', 'amount', 'provider', 'reference', 'failureCode', 'failureReason'],
+      additionalProperties: false,
+      properties: {
+        status: {
+          type: 'string',
+          enum: [...PAYMENT_STATUSES],
+          description: "pending: being charged; succeeded; declined; unknown: the provider's answer was lost and another attempt follows",
+        },
+        amount: { ...version.moneySchema, description: 'The amount charged (or being charged)' },
+        provider: { type: 'string', description: 'stripe, or simulated on the embedded default' },
+        reference: { type: ['string', 'null'], description: "The provider's id of the payment (a Stripe PaymentIntent, pi_…)" },
+        failureCode: { type: ['string', 'null'], description: "Why it was declined, as the provider's code (card_declined, authentication_required …)" },
+        failureReason: { type: ['string', 'null'], description: "Why it was declined, in the provider's words" },
+      },
+    },
+    refundedAmount: { ...version.moneySchema, description: 'How much of the total has been refunded (all of it when the status is refunded)' },
+    dispute: {
+      type: ['object', 'null'],
+      description: 'The latest cardholder dispute (chargeback) of the payment, as Stripe reported it; null when there is none',
+      required: ['id', 'reason', 'status', 'amount', 'createdAt'],
+      additionalProperties: false,
+      properties: {
+        id: { type: 'string', description: "Stripe's dispute id (dp_…)" },
+        reason: { type: 'string', description: "Stripe's reason: fraudulent, product_not_received …" },
+        status: { type: 'string', description: "Stripe's status: needs_response, under_review, won, lost …" },
+        amount: { ...version.moneySchema, description: 'The disputed amount' },
+        createdAt: { type: 'string', format: 'date-time' },
+      },
+    },
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },
   };
@@ -43,6 +76,22 @@ export const orderBody = (version: ApiVersion, o: OrderView) => ({
   ...o,
   total: version.money(o.total, o.currency),
   items: o.items.map((i) => ({ ...i, unitPrice: version.money(i.unitPrice, o.currency) })),
+  payment: o.payment && {
+    status: o.payment.status,
+    amount: version.money(o.payment.amount, o.payment.currency),
+    provider: o.payment.provider,
+    reference: o.payment.reference,
+    failureCode: o.payment.failureCode,
+    failureReason: o.payment.failureReason,
+  },
+  refundedAmount: version.money(o.refundedAmount, o.currency),
+  dispute: o.dispute && {
+    id: o.dispute.id,
+    reason: o.dispute.reason,
+    status: o.dispute.status,
+    amount: version.money(o.dispute.amount, o.dispute.currency),
+    createdAt: o.dispute.createdAt,
+  },
 });
 
 const idParams = idParamsSchema('ord', 'Order');
