@@ -10,9 +10,9 @@
 FROM node:24.21.0-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-# --ignore-scripts: `prepare` would build before the sources are here; esbuild is the one package
-# with an install script (it checks its platform binary), run on its own.
-RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild esbuild
+# --ignore-scripts: `prepare` would build before the sources are here. esbuild, the one package with an
+# install script, finds its platform binary (an optional dependency) without it.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY scripts ./scripts
 COPY bin ./bin

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -186,28 +186,44 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/**
- * The runtime stage's files laid out in a folder standing for /app: its COPY instructions applied (from
- * this checkout, or from the build stage's /app, which is this checkout built) and its `npm ci` run as
- * written (from npm's cache: no network), so svc runs on the production dependencies alone.
- */
-async function imageRoot(t: Parameters<typeof tempDir>[0], runtime: Stage): Promise<string> {
-  const app = join(tempDir(t, 'svc-image-'), 'app');
-  mkdirSync(app);
-  for (const { args } of all(runtime, 'COPY')) {
-    const parts = args.split(/\s+/).filter((a) => !a.startsWith('--'));
-    const dest = parts.pop()!;
-    for (const source of parts) {
-      const from = join(ROOT, source.replace(new RegExp(`^${WORKDIR}/`), ''));
-      const to = dest.endsWith('/') ? join(app, dest, source.split('/').pop()!) : join(app, dest);
-      cpSync(from, to, { recursive: true });
+/** Applies a stage's COPY instructions to a folder standing for its WORKDIR (/app). */
+function applyCopies(stage: Stage, app: string, stages: Record<string, string>): void {
+  for (const { args } of all(stage, 'COPY')) {
+    const parts = args.split(/\s+/);
+    const from = parts.find((p) => p.startsWith('--from='))?.slice('--from='.length);
+    const paths = parts.filter((p) => !p.startsWith('--'));
+    const dest = paths.pop()!;
+    for (const source of paths) {
+      // From the build context (this checkout), or from an earlier stage's /app.
+      const origin = from ? join(stages[from]!, source.replace(new RegExp(`^${WORKDIR}/`), '')) : join(ROOT, source);
+      cpSync(origin, dest.endsWith('/') ? join(app, dest, source.split('/').pop()!) : join(app, dest), { recursive: true });
     }
   }
-  const install = all(runtime, 'RUN')
-    .flatMap((r) => r.args.split('&&'))
-    .map((c) => c.trim().split(/\s+/))
-    .find((c) => c[0] === 'npm' && c[1] === 'ci')!;
-  await run('npm', [...install.slice(1), '--offline'], { cwd: app });
+}
+
+/** The RUN commands of a stage, split at &&. */
+const commands = (stage: Stage) => all(stage, 'RUN').flatMap((r) => r.args.split('&&').map((c) => c.trim()));
+
+/**
+ * The image's /app, made as its build makes it without a Docker engine: the build stage's files copied
+ * into a folder of their own, this checkout's node_modules standing for its `npm ci` (every dependency),
+ * its other commands run as written (the build); then the runtime stage's files copied (from this
+ * checkout and that build) and its `npm ci` run as written, from npm's cache (no network), so svc runs
+ * on the production dependencies alone.
+ */
+async function imageRoot(t: Parameters<typeof tempDir>[0]): Promise<string> {
+  const [build, runtime] = readDockerfile() as [Stage, Stage];
+  const built = join(tempDir(t, 'svc-build-'), 'app');
+  mkdirSync(built);
+  applyCopies(build, built, {});
+  symlinkSync(join(ROOT, 'node_modules'), join(built, 'node_modules'));
+  for (const command of commands(build).filter((c) => !/^npm ci\b/.test(c))) await run('sh', ['-c', command], { cwd: built });
+
+  const app = join(tempDir(t, 'svc-image-'), 'app');
+  mkdirSync(app);
+  applyCopies(runtime, app, { [build.name!]: built });
+  const install = commands(runtime).find((c) => /^npm ci\b/.test(c))!;
+  await run('sh', ['-c', `${install} --offline`], { cwd: app });
   return app;
 }
 
@@ -215,8 +231,8 @@ test(
   "the image's start command: migrate as the Job runs it, then serve answers its probes and health check and stops cleanly on SIGTERM",
   { timeout: 180_000 },
   async (t) => {
+    const app = await imageRoot(t);
     const runtime = readDockerfile().at(-1)!;
-    const app = await imageRoot(t, runtime);
     const entrypoint = execForm(one(runtime, 'ENTRYPOINT')).map((a) => a.replace(new RegExp(`^${WORKDIR}/`), `${app}/`));
     const cmd = execForm(one(runtime, 'CMD'));
     assert.equal(entrypoint[0], 'node');
