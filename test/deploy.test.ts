@@ -245,13 +245,26 @@ test(
     writeFileSync(join(secrets, 'jwks.json'), JSON.stringify({ keys: [await generateSigningJwk()] }));
     const port = await freePort();
     const image = Object.fromEntries(Object.entries(stageEnv(runtime)).map(([k, v]) => [k, v.replace(new RegExp(`^${WORKDIR}(/|$)`), `${app}$1`)]));
+    // The user's home and the temporary folder, where node and libraries might write besides the data
+    // folder: on Kubernetes the root file system is read-only and only /tmp is an emptyDir.
+    const home = join(tempDir(t), 'home');
+    const tmp = join(tempDir(t), 'tmp');
+    mkdirSync(home);
+    mkdirSync(tmp);
     const env = {
       ...image,
       PATH: process.env.PATH!,
+      HOME: home,
+      TMPDIR: tmp,
       PORT: String(port),
       DATABASE_URL_FILE: join(secrets, 'database_url'),
       JWT_KEYS_FILE: join(secrets, 'jwks.json'),
     };
+    const files = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.name === 'node_modules' ? [] : e.isDirectory() ? files(join(dir, e.name)) : [join(dir, e.name)],
+      );
+    const before = files(app);
     // The container's node is 24; here it is this test's node (24 too), first on the command line.
     assert.ok(!existsSync(join(app, 'node_modules', '.bin', 'node')), 'the image has no second node');
     const node = process.execPath;
@@ -329,6 +342,13 @@ test(
       stderr,
     );
     assert.notEqual(await healthcheck(), 0, 'the health check fails once svc serve is gone');
+
+    // Nothing was written outside the data folder and /tmp (node's compile cache is there).
+    assert.deepEqual(readdirSync(home), []);
+    assert.deepEqual(
+      files(app).filter((f) => !f.startsWith(`${image.SVC_DATA_DIR}/`)),
+      before,
+    );
   },
 );
 
