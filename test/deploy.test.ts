@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
 import pino from 'pino';
 import ts from 'typescript';
+import { validate as lintDockerfile } from 'dockerfile-utils';
 import { ROOT, tempDir } from './helpers/cli.js';
 import { emptyDatabase } from './helpers/db.js';
 import { configSchema, loadConfig, SECRET_FILE_KEYS } from '../src/config.js';
@@ -94,6 +95,14 @@ const SECRETS = ['DATABASE_URL', 'AMQP_URL', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOO
 const OTHER_ENV = new Set(['NODE_ENV', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SHARED_CREDENTIALS_FILE']);
 const isSvcEnv = (name: string) =>
   name in configSchema || OTHER_ENV.has(name) || (name.endsWith('_FILE') && (SECRET_FILE_KEYS as string[]).includes(name.slice(0, -'_FILE'.length)));
+
+test("the Dockerfile lints clean (dockerfile-utils, the Docker language server's linter: hadolint is not installable offline)", () => {
+  const diagnostics = lintDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
+  assert.deepEqual(
+    diagnostics.map((d) => `line ${d.range.start.line + 1}: ${typeof d.message === 'string' ? d.message : d.message.value}`),
+    [],
+  );
+});
 
 test('the Dockerfile: two stages on the pinned Node 24 slim, production dependencies, a non-root user, svc run directly with a health check', () => {
   const stages = readDockerfile();
