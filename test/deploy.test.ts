@@ -7,7 +7,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
@@ -187,14 +186,6 @@ test('the optional production dependencies the image leaves out (--omit=optional
 // ---------------------------------------------------------------------------------------------------
 // The image's start command as the container runs it.
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /** Applies a stage's COPY instructions to a folder standing for its WORKDIR (/app). */
 function applyCopies(stage: Stage, app: string, stages: Record<string, string>): void {
   for (const { args } of all(stage, 'COPY')) {
@@ -252,7 +243,6 @@ test(
     mkdirSync(secrets);
     writeFileSync(join(secrets, 'database_url'), `${await emptyDatabase(t)}\n`);
     writeFileSync(join(secrets, 'jwks.json'), JSON.stringify({ keys: [await generateSigningJwk()] }));
-    const port = await freePort();
     const image = Object.fromEntries(Object.entries(stageEnv(runtime)).map(([k, v]) => [k, v.replace(new RegExp(`^${WORKDIR}(/|$)`), `${app}$1`)]));
     // The user's home and the temporary folder, where node and libraries might write besides the data
     // folder: on Kubernetes the root file system is read-only and only /tmp is an emptyDir.
@@ -265,7 +255,8 @@ test(
       PATH: process.env.PATH!,
       HOME: home,
       TMPDIR: tmp,
-      PORT: String(port),
+      // The image's PORT taken by another process here: 0 picks a free one (the health check is told it).
+      PORT: '0',
       DATABASE_URL_FILE: join(secrets, 'database_url'),
       JWT_KEYS_FILE: join(secrets, 'jwks.json'),
     };
@@ -305,6 +296,7 @@ test(
       });
       void exited.then(([code]) => reject(new Error(`svc serve exited (${code}) before listening:\n${stdout}\n${stderr}`)));
     });
+    const port = /listening on http:\/\/0\.0\.0\.0:(\d+)/.exec(stdout)![1]!;
     const url = `http://127.0.0.1:${port}`;
 
     // One process, the one started: node 24 runs svc itself (no second node as a child), re-executed in
@@ -332,7 +324,9 @@ test(
     const [, healthJson] = /\bCMD\s+(\[.*\])$/.exec(one(runtime, 'HEALTHCHECK'))!;
     const health = execForm(healthJson!);
     const healthcheck = () =>
-      new Promise<number | null>((resolve) => spawn(node, health.slice(1), { env, stdio: 'ignore' }).on('exit', (code) => resolve(code)));
+      new Promise<number | null>((resolve) =>
+        spawn(node, health.slice(1), { env: { ...env, PORT: port }, stdio: 'ignore' }).on('exit', (code) => resolve(code)),
+      );
     assert.equal(await healthcheck(), 0);
 
     serve.kill('SIGTERM');
