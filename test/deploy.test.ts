@@ -268,6 +268,7 @@ test(
     // The container's node is 24; here it is this test's node (24 too), first on the command line.
     assert.ok(!existsSync(join(app, 'node_modules', '.bin', 'node')), 'the image has no second node');
     const node = process.execPath;
+    assert.equal(process.versions.node.split('.')[0], '24');
     const start = (args: string[]) => spawn(node, [...entrypoint.slice(1), ...args], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
 
     const job = parseAllDocuments(readFileSync(join(ROOT, 'deploy', 'k8s', 'migrate-job.yaml'), 'utf8')).map((d) => d.toJS())[0];
