@@ -2,8 +2,11 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { userInfo } from 'node:os';
 
-/** Where a configuration value came from, shown by `svc config`. */
-export type ConfigSource = 'default' | 'env' | 'file';
+/**
+ * Where a configuration value came from, shown by `svc config`: the environment, the SVC_CONFIG file,
+ * a file named by `<KEY>_FILE` in the environment (a mounted secret), or the default.
+ */
+export type ConfigSource = 'default' | 'env' | 'file' | 'secret-file';
 
 type Parser<T> = { parse: (raw: string) => T; expected: string };
 
@@ -13,7 +16,10 @@ interface KeySpec<T> {
   parser: Parser<T>;
   /** Computed default; `undefined` means "unset". Never a secret. */
   default?: () => T | undefined;
-  /** How to show the value without giving away a secret. */
+  /**
+   * How to show the value without giving away a secret. A masked key may also be read from the file
+   * named by `<KEY>_FILE` (secrets mounted by Docker or Kubernetes).
+   */
   mask?: (value: T) => string;
 }
 
@@ -312,6 +318,8 @@ export type Config = { [K in Defaulted]: ValueOf<K> } & { [K in Exclude<ConfigKe
   dataDir: string;
   /** Where each key's value came from. */
   sources: Record<ConfigKey, ConfigSource>;
+  /** For the keys read through `<KEY>_FILE`: the file each was read from. */
+  secretFiles: Partial<Record<ConfigKey, string>>;
   /** The optional config file that was read (SVC_CONFIG). */
   file?: string;
 };
@@ -352,22 +360,59 @@ function readConfigFile(path: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/** The keys that may come from a file named by `<KEY>_FILE`: those svc masks, as secrets. */
+export const SECRET_FILE_KEYS = (Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]).filter(([, spec]) => spec.mask).map(([key]) => key);
+
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a folder',
+};
+
 /**
- * Reads and validates the configuration once: environment first, then the optional JSON file named by
- * SVC_CONFIG, then defaults. Throws ConfigError naming the first bad key.
+ * The value of a secret from the file named by `<KEY>_FILE` (Docker and Kubernetes mount secrets as
+ * files), its trailing line break removed; undefined when that variable is unset. Setting both the key
+ * and its file is a mistake (which one did the operator mean?), as is a file that cannot be read.
+ */
+function readSecretFile(key: ConfigKey, env: NodeJS.ProcessEnv, cwd: string): { raw: string; path: string } | undefined {
+  const variable = `${key}_FILE`;
+  const named = env[variable]?.trim();
+  if (!named) return undefined;
+  if (env[key] !== undefined && env[key] !== '') {
+    throw new ConfigError(key, 'env', `${key} and ${variable} are both set: set only one of them`);
+  }
+  const path = resolve(cwd, named);
+  try {
+    return { raw: readFileSync(path, 'utf8').replace(/(\r?\n)+$/, ''), path };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new ConfigError(key, 'secret-file', `${variable}: cannot read ${path}: ${READ_ERRORS[code] ?? code}`);
+  }
+}
+
+/**
+ * Reads and validates the configuration once: environment first (a secret either as itself or from the
+ * file named by `<KEY>_FILE`), then the optional JSON file named by SVC_CONFIG, then defaults. Throws
+ * ConfigError naming the first bad key.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
   const file = env.SVC_CONFIG?.trim() ? resolve(cwd, env.SVC_CONFIG.trim()) : undefined;
   const fromFile = file ? readConfigFile(file) : {};
   const values: Record<string, unknown> = {};
   const sources = {} as Record<ConfigKey, ConfigSource>;
+  const secretFiles: Partial<Record<ConfigKey, string>> = {};
 
   for (const [key, spec] of Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]) {
     const envValue = env[key];
     const fileValue = fromFile[key];
+    const secret = spec.mask ? readSecretFile(key, env, cwd) : undefined;
     let raw: string | undefined;
     let source: ConfigSource = 'default';
-    if (envValue !== undefined && envValue !== '') {
+    if (secret) {
+      raw = secret.raw;
+      source = 'secret-file';
+      secretFiles[key] = secret.path;
+    } else if (envValue !== undefined && envValue !== '') {
       raw = envValue;
       source = 'env';
     } else if (fileValue !== undefined && fileValue !== null) {
@@ -384,13 +429,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     } catch (err) {
       if (!(err instanceof ConfigValueError)) throw err;
       const shown = spec.mask ? spec.mask(raw) : JSON.stringify(raw);
-      const where = source === 'file' ? `in ${file}` : 'in the environment';
+      const where = source === 'file' ? `in ${file}` : source === 'secret-file' ? `in ${secretFiles[key]} (${key}_FILE)` : 'in the environment';
       throw new ConfigError(key, source, `${key}=${shown} ${where} is invalid: expected ${spec.parser.expected}`);
     }
   }
   const config = values as Config;
   config.dataDir = resolve(cwd, config.SVC_DATA_DIR);
   config.sources = sources;
+  config.secretFiles = secretFiles;
   if (file) config.file = file;
   checkConsistency(config);
   return config;
@@ -428,6 +474,8 @@ export interface ConfigEntry {
   key: ConfigKey;
   value: string | number | boolean | null;
   source: ConfigSource;
+  /** With source secret-file: the file the value was read from. */
+  secretFile?: string;
   doc: string;
 }
 
@@ -436,6 +484,7 @@ export function describeConfig(config: Config): ConfigEntry[] {
   return (Object.entries(configSchema) as [ConfigKey, KeySpec<unknown>][]).map(([key, spec]) => {
     const value = config[key];
     const shown = value === undefined ? null : spec.mask ? spec.mask(value) : value;
-    return { key, value: shown, source: config.sources[key], doc: spec.doc };
+    const secretFile = config.secretFiles[key];
+    return { key, value: shown, source: config.sources[key], ...(secretFile ? { secretFile } : {}), doc: spec.doc };
   });
 }

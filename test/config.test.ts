@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig, ConfigError, describeConfig, configSchema } from '../src/config.js';
+import { loadConfig, ConfigError, describeConfig, configSchema, SECRET_FILE_KEYS } from '../src/config.js';
 import { ROOT, svc, tempDir } from './helpers/cli.js';
 
 test('with nothing set, every key takes its default and the embedded database is chosen', () => {
@@ -209,4 +209,95 @@ test('the README configuration table lists every key, with its default', () => {
     if (value !== undefined && key !== 'SVC_ACTOR')
       assert.ok(row[1]!.includes(String(value)), `README gives ${key} the default ${row[1]}, the code ${String(value)}`);
   }
+});
+
+test('every secret can come from the file named by <KEY>_FILE, its trailing line break removed, shown masked with the file as its source', async (t) => {
+  const dir = tempDir(t);
+  const secret = (name: string, content: string) => {
+    const file = join(dir, name);
+    writeFileSync(file, content, { mode: 0o600 });
+    return file;
+  };
+  assert.deepEqual([...SECRET_FILE_KEYS].sort(), [
+    'AMQP_URL',
+    'DATABASE_URL',
+    'S3_ENDPOINT',
+    'SENDGRID_API_KEY',
+    'SENDGRID_API_URL',
+    'STRIPE_API_URL',
+    'STRIPE_SECRET_KEY',
+    'STRIPE_WEBHOOK_SECRET',
+  ]);
+  const env = {
+    DATABASE_URL_FILE: secret('database_url', 'postgres://svc:pg-file-pass@db:5432/svc\n'),
+    AMQP_URL_FILE: secret('amqp_url', 'amqp://svc:mq-file-pass@mq:5672\r\n'),
+    STRIPE_SECRET_KEY_FILE: secret('stripe', 'sk_live_filesecretfilesecret\n\n'),
+    STRIPE_WEBHOOK_SECRET_FILE: secret('whsec', 'whsec_filewebhookfilewebhook'),
+    SENDGRID_API_KEY_FILE: secret('sendgrid', 'SG.filesendgrid.filesendgrid\n'),
+    MAIL_FROM: 'orders@shop.example',
+  };
+  const config = loadConfig(env);
+  assert.equal(config.DATABASE_URL, 'postgres://svc:pg-file-pass@db:5432/svc');
+  assert.equal(config.AMQP_URL, 'amqp://svc:mq-file-pass@mq:5672');
+  assert.equal(config.STRIPE_SECRET_KEY, 'sk_live_filesecretfilesecret');
+  assert.equal(config.STRIPE_WEBHOOK_SECRET, 'whsec_filewebhookfilewebhook');
+  assert.equal(config.SENDGRID_API_KEY, 'SG.filesendgrid.filesendgrid');
+  assert.equal(config.sources.DATABASE_URL, 'secret-file');
+  assert.equal(config.secretFiles.DATABASE_URL, env.DATABASE_URL_FILE);
+
+  const json = await svc(['config', '--json'], { env });
+  assert.equal(json.code, 0, json.stderr);
+  const byKey = Object.fromEntries(json.json().values.map((e: { key: string }) => [e.key, e]));
+  assert.deepEqual(byKey.DATABASE_URL, {
+    key: 'DATABASE_URL',
+    value: 'postgres://svc:****@db:5432/svc',
+    source: 'secret-file',
+    secretFile: env.DATABASE_URL_FILE,
+    doc: configSchema.DATABASE_URL.doc,
+  });
+  assert.equal(byKey.STRIPE_SECRET_KEY.value, 'sk_live_****');
+  assert.equal(byKey.MAIL_FROM.source, 'env');
+  assert.equal(byKey.MAIL_FROM.secretFile, undefined);
+  const human = await svc(['config'], { env });
+  assert.match(human.stdout, new RegExp(`SENDGRID_API_KEY\\s+│ SG\\.\\*\\*\\*\\*\\s+│ file ${env.SENDGRID_API_KEY_FILE}`));
+  assert.doesNotMatch(json.stdout + json.stderr + human.stdout + human.stderr, /file-pass|filesecret|filewebhook|filesendgrid/);
+});
+
+test('<KEY>_FILE beside <KEY>, an unreadable file or a bad value in it fail naming the variable and the file, without the secret', (t) => {
+  const dir = tempDir(t);
+  const good = join(dir, 'database_url');
+  writeFileSync(good, 'postgres://svc:pg-file-pass@db:5432/svc\n');
+  const bad = join(dir, 'stripe');
+  writeFileSync(bad, 'pk_live_publishablekey\n');
+  const folder = join(dir, 'a-folder');
+  mkdirSync(folder);
+  const cases: [Record<string, string>, string, RegExp][] = [
+    [{ DATABASE_URL: 'postgres://db/svc', DATABASE_URL_FILE: good }, 'DATABASE_URL', /^DATABASE_URL and DATABASE_URL_FILE are both set: set only one of them$/],
+    [{ AMQP_URL_FILE: join(dir, 'missing') }, 'AMQP_URL', new RegExp(`^AMQP_URL_FILE: cannot read ${join(dir, 'missing')}: no such file$`)],
+    [{ AMQP_URL_FILE: folder }, 'AMQP_URL', new RegExp(`^AMQP_URL_FILE: cannot read ${folder}: it is a folder$`)],
+    [
+      { STRIPE_SECRET_KEY_FILE: bad },
+      'STRIPE_SECRET_KEY',
+      new RegExp(`^STRIPE_SECRET_KEY=\\*\\*\\*\\* in ${bad} \\(STRIPE_SECRET_KEY_FILE\\) is invalid: expected a Stripe API key`),
+    ],
+  ];
+  if (process.getuid?.() !== 0) {
+    // root reads a file whatever its mode
+    const locked = join(dir, 'locked');
+    writeFileSync(locked, 'amqp://svc:x@mq', { mode: 0o000 });
+    chmodSync(locked, 0o000);
+    cases.push([{ AMQP_URL_FILE: locked }, 'AMQP_URL', /AMQP_URL_FILE: cannot read .*locked: permission denied$/]);
+  }
+  for (const [env, key, message] of cases) {
+    assert.throws(
+      () => loadConfig(env),
+      (err: unknown) => err instanceof ConfigError && err.key === key && message.test(err.message) && !/pg-file-pass|publishablekey/.test(err.message),
+      JSON.stringify(env),
+    );
+  }
+  // A relative path is read from the working folder, as the other paths are.
+  writeFileSync(join(dir, 'relative'), 'amqp://svc:x@mq:5672\n');
+  assert.equal(loadConfig({ AMQP_URL_FILE: 'relative' }, dir).AMQP_URL, 'amqp://svc:x@mq:5672');
+  // Only secrets are read from files: LOG_LEVEL_FILE is not a configuration variable.
+  assert.equal(loadConfig({ LOG_LEVEL_FILE: good }).LOG_LEVEL, 'info');
 });

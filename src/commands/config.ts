@@ -11,7 +11,8 @@ export default class ConfigCommand extends SvcCommand {
   static override summary = 'Print the effective configuration, secrets masked, with where each value came from.';
   static override description =
     'Reads the environment, then the JSON file named by SVC_CONFIG, then defaults, and validates every key. ' +
-    'A value that does not parse fails here the same way it fails at start-up.';
+    'A value that does not parse fails here the same way it fails at start-up. A secret read from the file named by ' +
+    '<KEY>_FILE shows that file as its source.';
   static override examples = ['<%= config.bin %> config', 'DATABASE_URL=postgres://svc@127.0.0.1/svc <%= config.bin %> config --json'];
 
   /** Shows every configuration key's value and source. */
@@ -24,7 +25,8 @@ export default class ConfigCommand extends SvcCommand {
       renderTable(result.values, [
         { header: 'key', get: (e) => e.key },
         { header: 'value', get: (e) => (e.value === null ? '(unset)' : e.value) },
-        { header: 'source', get: (e) => e.source },
+        // A secret read through <KEY>_FILE names its file: which mounted secret is in use.
+        { header: 'source', get: (e) => (e.secretFile ? `file ${e.secretFile}` : e.source) },
         { header: 'description', get: (e) => e.doc },
       ]),
     );
