@@ -31,7 +31,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # --omit=dev: no compilers, linters or test servers. --omit=optional: the optional dependencies are the
 # pinned Node (node-linux-*, 190 MB, which this image already is), pg-cloudflare (Cloudflare Workers
-# only) and @colors/colors (cli-table3's colours; svc prints plain tables); test/deploy.test.ts fails
+# only), @colors/colors (cli-table3's colours; svc prints plain tables) and uglify-js (handlebars'
+# minifier for precompiled templates; svc compiles its mail templates at run time); test/deploy.test.ts fails
 # when another optional production dependency appears, so that choice is made again. --ignore-scripts:
 # no production dependency has an install script, and `prepare` (the build) needs the dev ones.
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
