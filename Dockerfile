@@ -41,6 +41,8 @@ RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
     && chown 1000:1000 /app/data
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
+# Read at run time: the mail templates (the consumers render them).
+COPY templates ./templates
 # The image's `node` user, by number so that Kubernetes can check runAsNonRoot. It owns only the data
 # folder (the embedded database, generated keys and the local stand-ins write there).
 USER 1000:1000

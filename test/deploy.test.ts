@@ -128,6 +128,14 @@ test('the Dockerfile: two stages on the pinned Node 24 slim, production dependen
     'the runtime stage takes only the bundle from the build stage, no dev dependencies',
   );
   assert.equal(one(runtime, 'WORKDIR'), WORKDIR);
+  // What the package ships is in the image: dist from the build stage, the rest copied as is. Not
+  // migrations/ (compiled into dist; only `svc migrate create`, a development command, writes there)
+  // nor oclif.manifest.json (made when packing).
+  const shipped = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] }).files;
+  const copied = all(runtime, 'COPY').map((c) => c.args.split(/\s+/).at(-1)!.replace(/^\.\//, ''));
+  for (const entry of shipped.filter((f) => !['migrations', 'oclif.manifest.json'].includes(f))) {
+    assert.ok(copied.includes(entry), `package.json files lists ${entry}: the runtime stage copies it`);
+  }
 
   // Not root, by number (Kubernetes can check runAsNonRoot only for a numeric user).
   const user = one(runtime, 'USER');
