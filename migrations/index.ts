@@ -9,6 +9,7 @@ import { Migration20261127092427_outbox } from './Migration20261127092427_outbox
 import { Migration20261127093029_inbox } from './Migration20261127093029_inbox.js';
 import { Migration20261127094325_payment_method } from './Migration20261127094325_payment_method.js';
 import { Migration20261127102951_payments } from './Migration20261127102951_payments.js';
+import { Migration20261127113805_event_deliveries } from './Migration20261127113805_event_deliveries.js';
 
 export const migrations = [
   { name: 'Migration20261125024953_initial', class: Migration20261125024953_initial },
@@ -20,4 +21,5 @@ export const migrations = [
   { name: 'Migration20261127093029_inbox', class: Migration20261127093029_inbox },
   { name: 'Migration20261127094325_payment_method', class: Migration20261127094325_payment_method },
   { name: 'Migration20261127102951_payments', class: Migration20261127102951_payments },
+  { name: 'Migration20261127113805_event_deliveries', class: Migration20261127113805_event_deliveries },
 ];

@@ -9,6 +9,7 @@ import { LoginThrottleSchema } from './auth/login-throttle.entity.js';
 import { OutboxEventSchema } from './events/outbox.entity.js';
 import { ProcessedMessageSchema } from './events/processed-message.entity.js';
 import { PaymentSchema } from './payments/payment.entity.js';
+import { EventDeliverySchema } from './events/event-delivery.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -25,4 +26,5 @@ export const entities = [
   OutboxEventSchema,
   ProcessedMessageSchema,
   PaymentSchema,
+  EventDeliverySchema,
 ];
