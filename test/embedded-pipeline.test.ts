@@ -181,6 +181,43 @@ test(
 );
 
 test(
+  'SIGTERM while a charge is in flight: svc serve stops taking requests, lets the charge finish and be recorded, then exits 0',
+  { timeout: 180_000 },
+  async (t) => {
+    const stripe = await startFakeStripe();
+    t.after(() => stripe.close());
+    const dataDir = join(tempDir(t), 'data');
+    const env = { SVC_DATA_DIR: dataDir, STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY, STRIPE_API_URL: stripe.url };
+    const serve = await svcServe(t, ['--port', '0', '--host', '127.0.0.1'], { env });
+    const shop = await openShop(serve, env);
+    const held = stripe.holdNext({ route: 'POST /v1/payment_intents' });
+    const order = await shop.order('pm_card_visa');
+    await held.arrived;
+    serve.child.kill('SIGTERM');
+    // The API is closed (new connections refused) while the charge is still held.
+    await waitFor(
+      () =>
+        fetch(`${serve.url}/health/live`).then(
+          () => false,
+          () => true,
+        ),
+      30_000,
+      'the listener to close',
+    );
+    assert.equal(serve.child.exitCode, null, 'still running: the delivery in flight is not finished');
+    held.release();
+    const { code } = await serve.exited;
+    assert.equal(code, 0, serve.stderr());
+    assert.equal(stripe.chargesForOrder(order).length, 1);
+    const app = await createApp(loadConfig({ SVC_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }), { logger: silent });
+    t.after(() => app.close());
+    const sql = app.context({ actor: 'cli:test' }).sql;
+    assert.deepEqual(await sql('select status from orders where id = $1', [order]), [{ status: 'completed' }]);
+    assert.deepEqual(await sql(`select consumer from event_deliveries where consumer = 'payments'`, []), [], 'acknowledged before the exit');
+  },
+);
+
+test(
   'svc worker without AMQP_URL runs the in-process pipeline on an embedded folder of its own, and refuses one svc serve holds (exit 6)',
   { timeout: 180_000 },
   async (t) => {
