@@ -4,6 +4,9 @@ import { createApp, type App, type AppOverrides } from '../app.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
 
+// Routes whose writes emit events (their URL as registered, versioned).
+const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
+
 /** Work svc serve runs beside the API (the in-process event pipeline): started after listening, stopped before the App closes. */
 export interface Alongside {
   /** A request that may have written events was answered (after its commit): look for work now. */
@@ -43,10 +46,11 @@ export async function startServer(
   try {
     const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
     const server = await buildServer(app);
-    // A write answered successfully has committed (orders, cancellations: their events are in the
-    // outbox): the pipeline beside the API relays them now instead of at its next poll.
+    // A write to the resources whose changes are announced (orders: placed, cancelled), answered
+    // successfully, has committed its events to the outbox: the pipeline beside the API relays them
+    // now instead of at its next poll. (Not on every write: a login would cost a relay pass.)
     server.addHook('onResponse', (request, reply, done) => {
-      if (alongside && request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400) alongside.changed();
+      if (alongside && request.method !== 'GET' && reply.statusCode < 400 && EVENTFUL_ROUTE.test(request.routeOptions.url ?? '')) alongside.changed();
       done();
     });
     const connections = trackConnections(server.server);
