@@ -1,10 +1,11 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { BIN, ROOT, svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
+import { migratedDatabase, query } from './helpers/db.js';
 import { silent, waitFor } from './helpers/rabbit.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe } from './fakes/stripe.js';
 
@@ -101,6 +102,45 @@ async function paymentsIn(t: TestContext, dataDir: string): Promise<Map<string, 
     [],
   );
   return new Map(rows.map((r) => [r.order_id, { succeeded: r.succeeded, declined: r.declined }]));
+}
+
+interface WorkerProcess {
+  child: ChildProcess;
+  stderr(): string;
+  /** The message ids the payments consumer has processed (the runner logs each at debug level). */
+  processed(): string[];
+  /** SIGTERM, then its exit code must be 0. */
+  stop(): Promise<void>;
+}
+
+/** Starts `svc worker` (no AMQP_URL: the in-process pipeline) and resolves once it has started; killed when the test ends. */
+async function startWorker(t: TestContext, env: Record<string, string>): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [BIN, 'worker', '--health-port', '0'], {
+    cwd: ROOT,
+    env: { ...withoutServices(), ...env, LOG_LEVEL: 'debug' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdout.resume();
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  await waitFor(() => /"msg":"worker started/.test(stderr) || child.exitCode !== null, 60_000, 'svc worker to start');
+  assert.equal(child.exitCode, null, stderr);
+  return {
+    child,
+    stderr: () => stderr,
+    processed: () =>
+      logLines(stderr)
+        .filter((l) => l.consumer === 'payments' && l.msg === 'processed')
+        .map((l) => l.messageId!),
+    async stop() {
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+    },
+  };
 }
 
 /** This process's environment without the settings that would switch svc off the embedded default. */
@@ -239,39 +279,22 @@ test(
         await app.close();
       }
     })();
-    const worker = spawn(process.execPath, [BIN, 'worker', '--health-port', '0'], {
-      cwd: ROOT,
-      env: { ...withoutServices(), SVC_DATA_DIR: dataDir, LOG_LEVEL: 'debug' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    worker.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
-    t.after(() => {
-      if (worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
-    });
-    await waitFor(() => /"msg":"worker started/.test(stderr) || worker.exitCode !== null, 60_000, 'svc worker to start');
-    assert.match(stderr, /events dispatched in-process \(no AMQP_URL\)/);
-    const statuses = async () => {
-      // The worker holds the folder: read it after it stopped.
-      worker.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
-      const app = await createApp(loadConfig({ SVC_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }), { logger: silent });
-      try {
-        const rows = await app.context({ actor: 'cli:test' }).sql<{ id: string; status: string }>('select id, status from orders', []);
-        return orders.map((id) => rows.find((r) => r.id === id)?.status);
-      } finally {
-        await app.close();
-      }
-    };
-    // The runner logs each processed message at debug level: both orders' order.created.
-    const processed = () =>
-      logLines(stderr)
-        .filter((l) => l.consumer === 'payments' && l.msg === 'processed')
-        .map((l) => l.messageId);
-    await waitFor(() => processed().length >= orders.length || worker.exitCode !== null, 60_000, 'both orders paid or failed');
-    assert.equal(processed().length, orders.length, stderr);
-    assert.deepEqual(await statuses(), ['completed', 'failed']);
+    const worker = await startWorker(t, { SVC_DATA_DIR: dataDir });
+    assert.match(worker.stderr(), /events dispatched in-process \(no AMQP_URL\)/);
+    await waitFor(() => worker.processed().length >= orders.length || worker.child.exitCode !== null, 60_000, 'both orders paid or failed');
+    assert.equal(worker.processed().length, orders.length, worker.stderr());
+    // The worker holds the folder: read it after it stopped.
+    await worker.stop();
+    const app = await createApp(loadConfig({ SVC_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }), { logger: silent });
+    try {
+      const rows = await app.context({ actor: 'cli:test' }).sql<{ id: string; status: string }>('select id, status from orders', []);
+      assert.deepEqual(
+        orders.map((id) => rows.find((r) => r.id === id)?.status),
+        ['completed', 'failed'],
+      );
+    } finally {
+      await app.close();
+    }
 
     const serve = await svcServe(t, ['--port', '0', '--host', '127.0.0.1'], { env: { SVC_DATA_DIR: dataDir } });
     const refused = await svc(['worker', '--health-port', '0'], { env: { SVC_DATA_DIR: dataDir, AMQP_URL: undefined } });
@@ -280,3 +303,31 @@ test(
     await stopServe(serve);
   },
 );
+
+test('two svc worker without AMQP_URL on one PostgreSQL database share the orders: each is paid once', { timeout: 180_000 }, async (t) => {
+  const db = await migratedDatabase(t);
+  const app = await createApp(loadConfig({ DATABASE_URL: db, LOG_LEVEL: 'silent' }), { logger: silent });
+  t.after(() => app.close());
+  const ctx = app.context({ actor: 'cli:test' });
+  const ada = await app.users.create(ctx, { email: 'ada@example.com', name: 'Ada' });
+  await app.products.create(ctx, { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 100 });
+  const workers = [await startWorker(t, { DATABASE_URL: db }), await startWorker(t, { DATABASE_URL: db })];
+  const orders: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const paymentMethod = i % 4 === 3 ? 'pm_card_chargeDeclined' : 'pm_card_visa';
+    orders.push((await app.orders.create(app.context({ actor: ada.id }), { userId: ada.id, items: [{ sku: 'TEA-1', quantity: 1 }], paymentMethod })).order.id);
+  }
+  const undecided = async () => (await query<{ n: number }>(db, `select count(*)::int as n from orders where status in ('pending', 'processing')`))[0]!.n;
+  await waitFor(async () => (await undecided()) === 0, 60_000, 'every order decided');
+  const processed = workers.flatMap((w) => w.processed());
+  assert.equal(processed.length, orders.length, 'each order.created processed once, by one of the workers');
+  assert.equal(new Set(processed).size, orders.length);
+  const payments = await query<{ order_id: string; n: number }>(db, `select order_id, count(*)::int as n from payments group by order_id`);
+  assert.equal(payments.length, orders.length);
+  assert.ok(
+    payments.every((p) => p.n === 1),
+    'one payment attempt per order',
+  );
+  assert.deepEqual(await query(db, `select count(*)::int as n from event_deliveries where consumer = 'payments'`), [{ n: 0 }]);
+  await Promise.all(workers.map((w) => w.stop()));
+});
