@@ -149,7 +149,12 @@ export class DatabaseQueue implements EventPublisher, ConsumerTransport {
   async subscribe(spec: ConsumerSpec, options: { prefetch: number }, onDelivery: (delivery: Delivery) => Promise<void>): Promise<Subscription> {
     if (this.closed) throw new Error('the in-process transport is closed');
     await this.declare(spec);
-    if (this.options.soleUser) await (this.released ??= this.releaseOrphanedLeases());
+    if (this.options.soleUser) {
+      await (this.released ??= this.releaseOrphanedLeases().catch((err: unknown) => {
+        this.released = undefined; // asked again by the next subscribe
+        throw err;
+      }));
+    }
     const subscription = new QueueSubscription(this, spec, options.prefetch, onDelivery, this.logger.child({ consumer: spec.name }));
     this.subscriptions.add(subscription);
     subscription.start();
