@@ -335,6 +335,9 @@ export async function run(options: BenchOptions): Promise<Report> {
         DATABASE_URL: url,
         JWT_KEYS_FILE: keysFile,
         LOG_LEVEL: 'info',
+        // As deployed beside svc worker: svc serve with AMQP_URL leaves the events to the workers
+        // (it never connects); without it, it would also pay the orders it creates, in-process.
+        AMQP_URL: 'amqp://127.0.0.1:5672',
       });
       try {
         const auth = (req: autocannon.Request, user: LoadUser) => ({ ...req.headers, authorization: `Bearer ${user.token}` });

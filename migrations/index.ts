@@ -10,6 +10,7 @@ import { Migration20261127093029_inbox } from './Migration20261127093029_inbox.j
 import { Migration20261127094325_payment_method } from './Migration20261127094325_payment_method.js';
 import { Migration20261127102951_payments } from './Migration20261127102951_payments.js';
 import { Migration20261127113714_files } from './Migration20261127113714_files.js';
+import { Migration20261127113805_event_deliveries } from './Migration20261127113805_event_deliveries.js';
 import { Migration20261127113813_stripe_webhooks } from './Migration20261127113813_stripe_webhooks.js';
 
 export const migrations = [
@@ -23,5 +24,6 @@ export const migrations = [
   { name: 'Migration20261127094325_payment_method', class: Migration20261127094325_payment_method },
   { name: 'Migration20261127102951_payments', class: Migration20261127102951_payments },
   { name: 'Migration20261127113714_files', class: Migration20261127113714_files },
+  { name: 'Migration20261127113805_event_deliveries', class: Migration20261127113805_event_deliveries },
   { name: 'Migration20261127113813_stripe_webhooks', class: Migration20261127113813_stripe_webhooks },
 ];

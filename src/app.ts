@@ -22,6 +22,7 @@ import type { FileStore } from './domain/files/file-store.js';
 import type { EventPublisher } from './domain/events/publisher.js';
 import type { ConsumerTransport } from './domain/events/transport.js';
 import { RabbitMq } from './adapters/rabbitmq.js';
+import { DatabaseQueue } from './adapters/database-queue.js';
 import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
 import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
@@ -82,11 +83,14 @@ export interface App {
   localFiles?: LocalFileStore;
   /** Verifies Stripe webhook deliveries, when STRIPE_WEBHOOK_SECRET is set. */
   stripeWebhooks?: WebhookVerifier;
-  /** The event transport, when one is set (RabbitMQ, or the in-process dispatcher). */
+  /**
+   * The event transport, when one is set: RabbitMQ for role 'worker' with AMQP_URL; the in-process
+   * one (the database's event_deliveries table) for roles 'serve' and 'worker' without it.
+   */
   publisher?: EventPublisher;
   /**
-   * Where consumers take their messages from, when one is set: RabbitMQ for role 'worker' with
-   * AMQP_URL (the same connection as `publisher`, closed by close()).
+   * Where consumers take their messages from, when one is set: the same object as `publisher`
+   * (RabbitMQ's connection, or the in-process transport), closed by close().
    */
   transport?: ConsumerTransport;
   /** Starts the periodic purge of expired rows and of published outbox rows past OUTBOX_RETENTION_HOURS (now, then every 15 minutes). */
@@ -156,6 +160,12 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
     const contextDeps = { fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'], sql, cursors };
+    const context = (input: ContextInput) => createContext(contextDeps, input);
+    // Without AMQP_URL, svc serve and svc worker dispatch events through the database itself.
+    const inProcess =
+      role !== 'command' && !config.AMQP_URL && !(overrides.publisher && overrides.transport)
+        ? new DatabaseQueue({ sql, context, logger, soleUser: db.kind === 'embedded' && !db.via })
+        : undefined;
     return {
       config,
       logger,
@@ -174,8 +184,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       files,
       localFiles,
       stripeWebhooks: providers.stripeWebhooks,
-      publisher: overrides.publisher ?? rabbit,
-      transport: overrides.transport ?? rabbit,
+      publisher: overrides.publisher ?? rabbit ?? inProcess,
+      transport: overrides.transport ?? rabbit ?? inProcess,
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
         scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, { outboxRetentionHours: config.OUTBOX_RETENTION_HOURS }),
       shareDatabase: async (url) => db.share?.(url),
@@ -200,12 +210,13 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         }
         return configuredServeUrl(config);
       },
-      context: (input) => createContext(contextDeps, input),
+      context,
       async close() {
         if (closed) return;
         closed = true;
         providers.close();
         try {
+          await inProcess?.close();
           await rabbit?.close();
         } finally {
           await db.close();

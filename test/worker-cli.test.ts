@@ -93,16 +93,6 @@ test('svc worker --help lists its flags, with examples', async () => {
   assert.match(res.stdout, /EXAMPLES[\s\S]*svc worker --queues/);
 });
 
-test('without AMQP_URL svc worker exits 78 naming it, and says the embedded pipeline is not there yet', async (t) => {
-  const res = await svc(['worker'], { env: { AMQP_URL: undefined, SVC_DATA_DIR: join(tempDir(t), 'data') } });
-  assert.equal(res.code, 78, res.stderr);
-  assert.match(res.stderr, /AMQP_URL/);
-  assert.match(res.stderr, /embedded pipeline .*not available/);
-  const json = await svc(['worker', '--json'], { env: { AMQP_URL: undefined, SVC_DATA_DIR: join(tempDir(t), 'data') } });
-  assert.equal(json.code, 78);
-  assert.equal(json.json().error.details.key, 'AMQP_URL');
-});
-
 test('RabbitMQ unreachable at start: exit 6 naming RabbitMQ and AMQP_URL', async (t) => {
   const res = await svc(['worker', '--health-port', '0'], {
     env: { DATABASE_URL: await migratedDatabase(t), AMQP_URL: CLOSED_AMQP_URL, SVC_DATA_DIR: join(tempDir(t), 'data') },

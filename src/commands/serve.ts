@@ -2,13 +2,19 @@ import { Flags } from '@oclif/core';
 import { SvcCommand } from '../cli/base-command.js';
 import type { RunningServer } from '../server/serve.js';
 
+// Deliveries each consumer handles at once in svc serve. On the embedded database its transactions
+// take turns on one connection anyway; a few in flight keep a slow provider call from idling the rest.
+const IN_PROCESS_CONCURRENCY = 4;
+
 export default class Serve extends SvcCommand {
   static override summary = 'Run the HTTP API.';
   static override description =
     'Serves /api/v1 and /api/v2, /health/live and /health/ready, the OpenAPI document at /api/openapi.json and its docs at /docs. ' +
     'Without DATABASE_URL it runs on the embedded database, applying pending migrations itself; on PostgreSQL it refuses to start ' +
-    'while migrations are pending (run `svc migrate`, or pass --migrate). SIGTERM stops it cleanly: no new requests, in-flight ' +
-    'ones finish (up to SHUTDOWN_TIMEOUT_MS), pools close, exit 0.';
+    'while migrations are pending (run `svc migrate`, or pass --migrate). Without AMQP_URL it also dispatches events ' +
+    'in-process (the outbox relay and every consumer, on the database: orders are paid and completed with nothing else ' +
+    'running). SIGTERM stops it cleanly: no new requests, in-flight ones finish (up to SHUTDOWN_TIMEOUT_MS), then the ' +
+    'events being handled, pools close, exit 0.';
   static override examples = [
     '<%= config.bin %> serve',
     '<%= config.bin %> serve --port 8080 --host 0.0.0.0',
@@ -29,8 +35,17 @@ export default class Serve extends SvcCommand {
     // Listening from before start-up (see stopSignal); the started server logs a second signal.
     const started: { server?: RunningServer } = {};
     const signal = this.stopSignal(() => started.server?.app.logger);
-    const { startServer } = await import('../server/serve.js');
-    const running = (started.server = await startServer(config, { migrate: flags.migrate }));
+    const [{ startServer }, { startPipeline }] = await Promise.all([import('../server/serve.js'), import('../worker/pipeline.js')]);
+    const running = (started.server = await startServer(config, {
+      migrate: flags.migrate,
+      // Without AMQP_URL the App has the in-process transport: the outbox relay and every consumer
+      // run here (with AMQP_URL, svc worker does that on RabbitMQ).
+      alongside: async (app) => {
+        if (!app.publisher || !app.transport) return undefined;
+        const pipeline = await startPipeline(app, { concurrency: IN_PROCESS_CONCURRENCY, relay: true });
+        return { changed: () => pipeline.notify(), stop: (timeoutMs) => pipeline.stop(timeoutMs) };
+      },
+    }));
     this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);
     const received = await signal;
     running.app.logger.info({ signal: received }, `${received}: stopping`);

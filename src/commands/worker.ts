@@ -5,9 +5,10 @@ import type { RunningWorker } from '../worker/worker.js';
 export default class Worker extends SvcCommand {
   static override summary = 'Process the event queues: consumers, the outbox relay, housekeeping.';
   static override description =
-    'Runs the consumers (all of them, or those named by --queues) on RabbitMQ (AMQP_URL, required for now: the embedded ' +
-    'in-process pipeline is not available in svc worker yet), the outbox relay that publishes committed events (unless ' +
-    '--no-relay) and housekeeping, beside any number of svc serve. /health/live and /health/ready (503 naming the failing ' +
+    'Runs the consumers (all of them, or those named by --queues) on RabbitMQ (AMQP_URL), or without it on the database ' +
+    'itself (the in-process pipeline, as svc serve runs it; on the embedded database only while svc serve does not hold ' +
+    'it: exit 6), the outbox relay that publishes committed events (unless --no-relay) and housekeeping, beside any number ' +
+    'of svc serve. /health/live and /health/ready (503 naming the failing ' +
     'dependency) answer on HOST:--health-port. Refuses to start while migrations are pending (exit 4); RabbitMQ or ' +
     'PostgreSQL unreachable at start exits 6 naming AMQP_URL or DATABASE_URL. SIGTERM or SIGINT stops it cleanly: no new ' +
     'messages, those in flight finish and are acknowledged (up to SHUTDOWN_TIMEOUT_MS), the relay finishes its batch, ' +

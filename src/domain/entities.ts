@@ -12,6 +12,7 @@ import { PaymentSchema } from './payments/payment.entity.js';
 import { StoredFileSchema } from './files/stored-file.entity.js';
 import { StripeEventSchema } from './payments/stripe-event.entity.js';
 import { OrderDisputeSchema } from './payments/dispute.entity.js';
+import { EventDeliverySchema } from './events/event-delivery.entity.js';
 
 /** Every entity of the domain, registered with the ORM by the composition root. */
 export const entities = [
@@ -31,4 +32,5 @@ export const entities = [
   StoredFileSchema,
   StripeEventSchema,
   OrderDisputeSchema,
+  EventDeliverySchema,
 ];

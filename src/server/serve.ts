@@ -4,6 +4,17 @@ import { createApp, type App, type AppOverrides } from '../app.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
 
+// Routes whose writes emit events (their URL as registered, versioned).
+const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
+
+/** Work svc serve runs beside the API (the in-process event pipeline): started after listening, stopped before the App closes. */
+export interface Alongside {
+  /** A request that may have written events was answered (after its commit): look for work now. */
+  changed(): void;
+  /** Stops it gracefully (its work in flight finished, bounded by `timeoutMs`). */
+  stop(timeoutMs: number): Promise<unknown>;
+}
+
 export interface RunningServer {
   app: App;
   server: FastifyInstance;
@@ -13,7 +24,8 @@ export interface RunningServer {
   migrated: string[];
   /**
    * Stops cleanly: no new connections, in-flight requests finish (up to SHUTDOWN_TIMEOUT_MS, then
-   * their connections are closed), then the database is closed. Resolves to whether it drained.
+   * their connections are closed), then the work beside the API (the in-process event pipeline: its
+   * deliveries in flight finish), then the database is closed. Resolves to whether the requests drained.
    */
   stop(): Promise<{ drained: boolean }>;
 }
@@ -24,12 +36,23 @@ export interface RunningServer {
  * PostgreSQL it refuses to start while migrations are pending unless `migrate` is set. `overrides`
  * replace parts of the App (tests).
  */
-export async function startServer(config: Config, options: { migrate?: boolean; overrides?: Omit<AppOverrides, 'role'> } = {}): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  options: { migrate?: boolean; overrides?: Omit<AppOverrides, 'role'>; alongside?: (app: App) => Promise<Alongside | undefined> } = {},
+): Promise<RunningServer> {
   const app = await createApp(config, { ...options.overrides, role: 'serve' });
   let share: Awaited<ReturnType<App['shareDatabase']>>;
+  let alongside: Alongside | undefined;
   try {
     const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
     const server = await buildServer(app);
+    // A write to the resources whose changes are announced (orders: placed, cancelled), answered
+    // successfully, has committed its events to the outbox: the pipeline beside the API relays them
+    // now instead of at its next poll. (Not on every write: a login would cost a relay pass.)
+    server.addHook('onResponse', (request, reply, done) => {
+      if (alongside && request.method !== 'GET' && reply.statusCode < 400 && EVENTFUL_ROUTE.test(request.routeOptions.url ?? '')) alongside.changed();
+      done();
+    });
     const connections = trackConnections(server.server);
     await server.listen({ port: config.PORT, host: config.HOST });
     const address = server.server.address();
@@ -40,6 +63,7 @@ export async function startServer(config: Config, options: { migrate?: boolean; 
     // The embedded database lives in this process: other svc commands reach it through a socket.
     share = await app.shareDatabase(url);
     app.logger.info({ url, database: app.db.kind, location: app.db.location }, `listening on ${url}`);
+    alongside = await options.alongside?.(app);
     const housekeeping = app.scheduleHousekeeping();
     return {
       app,
@@ -55,6 +79,8 @@ export async function startServer(config: Config, options: { migrate?: boolean; 
           await server.close();
         } finally {
           try {
+            // After the last request (its events are in the outbox), before the App closes.
+            await alongside?.stop(config.SHUTDOWN_TIMEOUT_MS);
             await housekeeping.stop();
             await share?.close();
           } finally {
@@ -65,6 +91,7 @@ export async function startServer(config: Config, options: { migrate?: boolean; 
       },
     };
   } catch (err) {
+    await alongside?.stop(config.SHUTDOWN_TIMEOUT_MS);
     await share?.close();
     await app.close();
     throw err;

@@ -75,13 +75,21 @@ export class OutboxRelay {
 
   /** Publishes one batch of due rows; resolves with what it did. */
   async relayOnce(): Promise<RelayPass> {
+    const { publisher } = this.options;
     const ctx = this.options.context({ actor: 'worker:relay' });
-    return inTransaction(ctx, async (tx) => {
+    const pass = await inTransaction(ctx, async (tx) => {
       const rows = await tx.sql<OutboxRow>(CLAIM, [this.batchSize]);
       if (rows.length === 0) return { published: 0, failed: 0 };
       const ids = rows.map((r) => r.id);
+      if (publisher.transactional) {
+        // The deliveries are written in this transaction: they commit with the rows marked
+        // published, or neither does (a failure here rolls the whole batch back; the loop backs off).
+        await publisher.publish(rows.map(toMessage), tx);
+        await tx.sql(MARK_PUBLISHED, [ids]);
+        return { published: rows.length, failed: 0 };
+      }
       try {
-        await this.options.publisher.publish(rows.map(toMessage));
+        await publisher.publish(rows.map(toMessage));
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err);
         await tx.sql(MARK_FAILED, [ids, error, this.backoff.baseMs, this.backoff.maxMs]);
@@ -91,6 +99,8 @@ export class OutboxRelay {
       await tx.sql(MARK_PUBLISHED, [ids]);
       return { published: rows.length, failed: 0 };
     });
+    if (pass.published > 0) publisher.committed?.();
+    return pass;
   }
 
   /** Starts relaying in the background until stop(). */

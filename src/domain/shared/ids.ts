@@ -48,7 +48,7 @@ export function ulid(now = Date.now()): string {
   return out + rand;
 }
 
-export type IdPrefix = 'usr' | 'prd' | 'ord' | 'itm' | 'aud' | 'rtk' | 'fam' | 'key' | 'evt' | 'pay' | 'ref' | 'fil' | 'msg';
+export type IdPrefix = 'usr' | 'prd' | 'ord' | 'itm' | 'aud' | 'rtk' | 'fam' | 'key' | 'evt' | 'pay' | 'ref' | 'fil' | 'msg' | 'dlv';
 
 /** A new time-ordered id readable in a terminal, such as `ord_01JD3X…`. */
 export function newId(prefix: IdPrefix): string {

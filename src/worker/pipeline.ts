@@ -1,0 +1,101 @@
+import type { App } from '../app.js';
+import { DomainError } from '../domain/shared/errors.js';
+import { ConsumerRunner } from './consumer.js';
+import { consumers as allConsumers } from './consumers/index.js';
+import { OutboxRelay } from './relay.js';
+
+export interface PipelineOptions {
+  /** Messages in flight per consumer (its prefetch). */
+  concurrency: number;
+  /** The consumers to run, by name; all of them when unset. */
+  queues?: readonly string[];
+  /** Run the outbox relay. */
+  relay: boolean;
+}
+
+/** The consumers and the relay of one process, running on the App's transport. */
+export interface EventPipeline {
+  /** The consumers running, by name. */
+  consumers: string[];
+  relay: boolean;
+  /** New outbox rows have committed (an API write): relay them now rather than at the next poll. */
+  notify(): void;
+  /**
+   * Graceful stop: no new messages, the ones in flight finished and settled (up to `timeoutMs`, then
+   * given up on: they are delivered again), then the relay's batch finished. Resolves to whether the
+   * messages in flight all finished. Call before the App closes.
+   */
+  stop(timeoutMs: number): Promise<{ drained: boolean }>;
+}
+
+/**
+ * Starts the event pipeline on the App's publisher and transport (RabbitMQ, or the in-process one):
+ * every consumer declared (so events wait for those this process does not run), the selected ones
+ * consuming, and the outbox relay. svc worker runs it; svc serve runs it without AMQP_URL.
+ */
+export async function startPipeline(app: App, options: PipelineOptions): Promise<EventPipeline> {
+  const { publisher, transport } = app;
+  if (!publisher || !transport) throw new Error('the App has no event transport (set AMQP_URL, or run it as svc serve or svc worker)');
+  const known = allConsumers(app);
+  const names = known.map((c) => c.name);
+  const wanted = options.queues ?? names;
+  const unknown = wanted.filter((name) => !names.includes(name));
+  if (unknown.length > 0) {
+    throw new DomainError(
+      'invalid',
+      `--queues: unknown consumer(s) ${unknown.join(', ')}; the known ones are: ${names.length ? names.join(', ') : '(none yet)'}`,
+      { unknown, known: names },
+    );
+  }
+  const context = (input: { actor: string; traceId?: string }) => app.context(input);
+  const runners = known.map((consumer) => new ConsumerRunner(consumer, { transport, context, logger: app.logger, prefetch: options.concurrency }));
+  // Every consumer's queues, also those this process does not run: events the relay publishes wait
+  // in them for the process that does, instead of being dropped for want of a queue.
+  for (const runner of runners) await transport.declare(runner.spec);
+  const selected = runners.filter((r) => wanted.includes(r.consumer.name));
+  const started: ConsumerRunner[] = [];
+  try {
+    for (const runner of selected) {
+      await runner.start();
+      started.push(runner);
+    }
+  } catch (err) {
+    await Promise.allSettled(started.map((r) => r.stop()));
+    throw err;
+  }
+  const relay = options.relay ? new OutboxRelay({ publisher, context, logger: app.logger }) : undefined;
+  relay?.start();
+  if (transport.kind === 'in-process') {
+    app.logger.info(
+      { events: 'in-process', consumers: selected.map((r) => r.consumer.name) },
+      'events dispatched in-process (no AMQP_URL): the event_deliveries table is the queue; set AMQP_URL to use RabbitMQ',
+    );
+  }
+  let stopped: Promise<{ drained: boolean }> | undefined;
+  return {
+    consumers: selected.map((r) => r.consumer.name),
+    relay: Boolean(relay),
+    notify: () => relay?.notify(),
+    stop: (timeoutMs) =>
+      (stopped ??= (async () => {
+        const drained = await withinTimeout(
+          Promise.all(selected.map((r) => r.stop())).then(() => true),
+          timeoutMs,
+        );
+        if (!drained) app.logger.warn({ timeoutMs }, 'messages in flight did not finish in time; they will be delivered again');
+        // The relay stops before the App closes: a relay that outlives its App hangs.
+        await relay?.stop();
+        return { drained };
+      })()),
+  };
+}
+
+function withinTimeout(work: Promise<boolean>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work.catch(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
