@@ -16,6 +16,8 @@ export interface WorkerOptions {
   relay: boolean;
   /** Port of /health/live and /health/ready (0 picks a free one), on config.HOST. */
   healthPort: number;
+  /** The waits before each retry of a failed message (default DEFAULT_RETRY_DELAYS_MS): tests shorten them. */
+  retryDelaysMs?: readonly number[];
   overrides?: Omit<AppOverrides, 'role'>;
 }
 
@@ -71,7 +73,16 @@ export async function startWorker(config: Config, options: WorkerOptions): Promi
       );
     }
     const context = (input: { actor: string; traceId?: string }) => app.context(input);
-    const runners = known.map((consumer) => new ConsumerRunner(consumer, { transport, context, logger: app.logger, prefetch: options.concurrency }));
+    const runners = known.map(
+      (consumer) =>
+        new ConsumerRunner(consumer, {
+          transport,
+          context,
+          logger: app.logger,
+          prefetch: options.concurrency,
+          ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
+        }),
+    );
     // Every consumer's queues, also those this worker does not run: events the relay publishes wait
     // in them for the worker that does, instead of being dropped by an exchange with no queue bound.
     for (const runner of runners) await transport.declare(runner.spec);

@@ -1,11 +1,17 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
 import amqp from 'amqplib';
 import { RabbitMq } from '../../src/adapters/rabbitmq.js';
+import { createApp, type App } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
 import { DEFAULT_RETRY_DELAYS_MS } from '../../src/worker/consumer.js';
+import { startWorker, type RunningWorker, type WorkerOptions } from '../../src/worker/worker.js';
+import { FAKE_STRIPE_SECRET_KEY, startFakeStripe, type FakeStripe } from '../fakes/stripe.js';
 import { BIN, ROOT, tempDir } from './cli.js';
-import { AMQP_URL, silent } from './rabbit.js';
+import { migratedDatabase, query } from './db.js';
+import { AMQP_URL, silent, testPrefix } from './rabbit.js';
 
 export interface WorkerProcess {
   /** The health endpoints' base URL, from the "worker started" log line. */
@@ -89,4 +95,88 @@ export function removeExchangeAfter(t: TestContext, prefix: string, retryDelaysM
       await rabbit.close();
     }
   });
+}
+
+export interface Shop {
+  db: string;
+  prefix: string;
+  app: App;
+  fake: FakeStripe;
+  /** The environment of a worker on this shop's database, broker prefix and Stripe fake. */
+  env: Record<string, string>;
+  /** Places `count` orders of one tea each (paid with pm_card_visa), `parallel` at a time; their ids. */
+  place(count: number, parallel?: number): Promise<string[]>;
+  /**
+   * Starts svc worker in this process (startWorker) on the shop, with the shop's retry delays; stopped
+   * when the test ends, before the fake, the database and the queues go.
+   */
+  worker(options?: Partial<WorkerOptions>, env?: Record<string, string>): Promise<RunningWorker>;
+}
+
+/**
+ * A database with a customer and a product, a RabbitMQ prefix and a Stripe fake of the test's own:
+ * for svc worker processes (`env`) or workers in this process (`worker()`). Short `retryDelaysMs`
+ * are for the workers in this process (a process uses the default ones).
+ */
+export async function shop(t: TestContext, options: { retryDelaysMs?: readonly number[] } = {}): Promise<Shop> {
+  const workers: RunningWorker[] = [];
+  t.after(() => Promise.all(workers.map((w) => w.stop())));
+  const db = await migratedDatabase(t);
+  const prefix = testPrefix();
+  removeExchangeAfter(t, prefix, options.retryDelaysMs);
+  const fake = await startFakeStripe();
+  t.after(() => fake.close());
+  const app = await createApp(loadConfig({ DATABASE_URL: db, LOG_LEVEL: 'silent' }), { logger: silent });
+  t.after(() => app.close());
+  const ctx = app.context({ actor: 'cli:test' });
+  const ada = await app.users.create(ctx, { email: 'ada@example.com', name: 'Ada' });
+  await app.products.create(ctx, { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 10_000 });
+  const placeOne = async () =>
+    (await app.orders.create(app.context({ actor: ada.id }), { userId: ada.id, items: [{ sku: 'TEA-1', quantity: 1 }], paymentMethod: 'pm_card_visa' })).order
+      .id;
+  const shopEnv = { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix, STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY, STRIPE_API_URL: fake.url };
+  return {
+    db,
+    prefix,
+    app,
+    fake,
+    env: shopEnv,
+    async place(count, parallel = 8) {
+      const ids: string[] = [];
+      for (let i = 0; i < count; i += parallel) ids.push(...(await Promise.all(Array.from({ length: Math.min(parallel, count - i) }, placeOne))));
+      return ids;
+    },
+    async worker(workerOptions = {}, env = {}) {
+      const config = loadConfig({ ...shopEnv, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent', ...env });
+      const worker = await startWorker(config, {
+        concurrency: 10,
+        relay: true,
+        healthPort: 0,
+        ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
+        ...workerOptions,
+        overrides: { logger: silent, ...workerOptions.overrides },
+      });
+      workers.push(worker);
+      return worker;
+    },
+  };
+}
+
+export const statusCounts = async (db: string) =>
+  Object.fromEntries(
+    (await query<{ status: string; n: number }>(db, 'select status, count(*)::int as n from orders group by status')).map((r) => [r.status, r.n]),
+  ) as Record<string, number | undefined>;
+
+/** Every order completed, paid exactly once at Stripe and in the payments table, announced once. */
+export async function assertPaidOnce(s: Shop, orderIds: string[]): Promise<void> {
+  assert.deepEqual(await statusCounts(s.db), { completed: orderIds.length });
+  for (const id of orderIds) assert.equal(s.fake.chargesForOrder(id).length, 1, `one successful charge at Stripe for ${id}`);
+  const payments = await query<{ order_id: string; n: number }>(
+    s.db,
+    `select order_id, count(*)::int as n from payments where status = 'succeeded' group by order_id having count(*) = 1`,
+  );
+  assert.equal(payments.length, orderIds.length, 'one succeeded payment row per order');
+  const announced = await query<{ n: number }>(s.db, `select count(distinct aggregate_id)::int as n from outbox_events where type = 'order.completed'`);
+  const events = await query<{ n: number }>(s.db, `select count(*)::int as n from outbox_events where type = 'order.completed'`);
+  assert.deepEqual([announced[0]!.n, events[0]!.n], [orderIds.length, orderIds.length], 'one order.completed per order');
 }

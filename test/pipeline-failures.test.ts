@@ -1,0 +1,74 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { StripePayments } from '../src/adapters/stripe-payments.js';
+import { RabbitMq } from '../src/adapters/rabbitmq.js';
+import { FAKE_STRIPE_SECRET_KEY, type FakeStripe } from './fakes/stripe.js';
+import { query } from './helpers/db.js';
+import { AMQP_URL, rawChannel, silent, waitFor } from './helpers/rabbit.js';
+import { assertPaidOnce, shop, statusCounts } from './helpers/worker.js';
+
+// The payments pipeline (relay, RabbitMQ, payments consumer, Stripe through the SDK and the fake) run
+// by svc worker in this process (startWorker), failing: Stripe down until the breaker opens, two
+// workers and two relays at once. Retry delays are short; the real ones are 1 s, 10 s, 1 min, 10 min.
+
+const PI_ROUTE = 'POST /v1/payment_intents' as const;
+const RETRY_DELAYS_MS = [100, 200, 400, 800, 1_600, 3_200];
+
+/** The Stripe adapter on the fake, with a breaker that opens after 3 calls at 50 % errors and tries again after 1 s. */
+function stripeFor(t: TestContext, fake: FakeStripe): StripePayments {
+  const payments = new StripePayments({
+    secretKey: FAKE_STRIPE_SECRET_KEY,
+    apiUrl: fake.url,
+    logger: silent,
+    timeoutMs: 1_000,
+    searchLagMs: 0,
+    breaker: { volumeThreshold: 3, resetTimeoutMs: 1_000, rollingWindowMs: 5_000, timeoutMs: 2_000 },
+  });
+  t.after(() => payments.close());
+  return payments;
+}
+
+/** Messages waiting in the payments consumer's wait queues, and in its dead-letter queue. */
+async function queueDepths(t: TestContext, prefix: string) {
+  const rabbit = await RabbitMq.connect(AMQP_URL, { logger: silent, prefix });
+  t.after(() => rabbit.close());
+  const ch = await rawChannel(t);
+  const q = rabbit.queues({ name: 'payments', retryDelaysMs: RETRY_DELAYS_MS });
+  return async () => {
+    let waiting = 0;
+    for (const r of q.retries) waiting += (await ch.checkQueue(r.queue)).messageCount;
+    return { waiting, dead: (await ch.checkQueue(q.dead)).messageCount };
+  };
+}
+
+test('Stripe failing opens the breaker: orders stay pending while their messages wait in the retry queues, and complete once Stripe recovers', async (t) => {
+  const s = await shop(t, { retryDelaysMs: RETRY_DELAYS_MS });
+  const payments = stripeFor(t, s.fake);
+  const transitions: string[] = [];
+  payments.breaker.circuit.on('open', () => transitions.push('open'));
+  payments.breaker.circuit.on('close', () => transitions.push('close'));
+  await s.worker({ concurrency: 4, overrides: { payments } });
+  const depths = await queueDepths(t, s.prefix);
+
+  // Stripe answers 500 (stored under each key, nothing charged) or loses the connection, until told otherwise.
+  s.fake.failNext({ route: PI_ROUTE, times: 10_000 });
+  const orders = await s.place(12);
+  await waitFor(() => payments.breaker.state === 'open', 15_000, 'the breaker to open');
+  await waitFor(async () => (await depths()).waiting > 0, 15_000, 'messages waiting in the retry queues');
+  const during = await statusCounts(s.db);
+  assert.deepEqual(Object.keys(during), ['pending'], `no order failed or completed while Stripe is down: ${JSON.stringify(during)}`);
+  assert.equal(s.fake.paymentIntents().filter((pi) => pi.status === 'succeeded').length, 0);
+
+  s.fake.clearFaults();
+  await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 30_000, `all ${orders.length} orders to be completed`);
+  await assertPaidOnce(s, orders);
+  assert.deepEqual(await depths(), { waiting: 0, dead: 0 });
+  assert.equal(payments.breaker.state, 'closed');
+  assert.ok(transitions.includes('open') && transitions.at(-1) === 'close', `the breaker opened, then closed: ${transitions.join(', ')}`);
+  // Every payment attempt that Stripe answered with a stored 500 is recorded as unknown, never as a failure of the order.
+  const attempts = await query<{ status: string }>(s.db, `select distinct status from payments order by status`);
+  assert.ok(
+    attempts.every((a) => ['succeeded', 'unknown'].includes(a.status)),
+    JSON.stringify(attempts),
+  );
+});
