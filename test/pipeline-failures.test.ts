@@ -2,6 +2,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { StripePayments } from '../src/adapters/stripe-payments.js';
 import { RabbitMq } from '../src/adapters/rabbitmq.js';
+import type { ChargeInput, PaymentProvider, RefundInput } from '../src/domain/payments/payment-provider.js';
 import { FAKE_STRIPE_SECRET_KEY, type FakeStripe } from './fakes/stripe.js';
 import { query } from './helpers/db.js';
 import { AMQP_URL, rawChannel, silent, waitFor } from './helpers/rabbit.js';
@@ -70,5 +71,65 @@ test('Stripe failing opens the breaker: orders stay pending while their messages
   assert.ok(
     attempts.every((a) => ['succeeded', 'unknown'].includes(a.status)),
     JSON.stringify(attempts),
+  );
+});
+
+/** A payment provider that counts the charges it was asked for. */
+function counting(inner: PaymentProvider): PaymentProvider & { charges: number } {
+  const wrapper = {
+    name: inner.name,
+    charges: 0,
+    charge(input: ChargeInput) {
+      wrapper.charges++;
+      return inner.charge(input);
+    },
+    findCharge: (orderId: string, options?: { since?: Date }) => inner.findCharge(orderId, options),
+    refund: (input: RefundInput) => inner.refund(input),
+  };
+  return wrapper;
+}
+
+/** Every message published to the exchange (all routing keys), by message id, from now on. */
+async function tapExchange(t: TestContext, exchange: string): Promise<Map<string, number>> {
+  const ch = await rawChannel(t);
+  const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+  await ch.bindQueue(queue, exchange, '#');
+  const seen = new Map<string, number>();
+  await ch.consume(
+    queue,
+    (msg) => {
+      const id = msg?.properties.messageId as string | undefined;
+      if (id) seen.set(id, (seen.get(id) ?? 0) + 1);
+    },
+    { noAck: true },
+  );
+  return seen;
+}
+
+test('two workers and two relays at once: every order is charged once, every outbox row published once', async (t) => {
+  const s = await shop(t, { retryDelaysMs: RETRY_DELAYS_MS });
+  const [a, b] = [counting(stripeFor(t, s.fake)), counting(stripeFor(t, s.fake))];
+  await s.worker({ concurrency: 5, overrides: { payments: a } });
+  await s.worker({ concurrency: 5, overrides: { payments: b } });
+  const published = await tapExchange(t, `${s.prefix}.events`);
+
+  const orders = await s.place(120, 12);
+  await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 60_000, `all ${orders.length} orders to be completed`);
+  await assertPaidOnce(s, orders);
+  assert.ok(a.charges > 0 && b.charges > 0, `both workers charged orders (${a.charges} and ${b.charges})`);
+  assert.equal(a.charges + b.charges, orders.length, 'no order was charged by both');
+
+  await waitFor(
+    async () => (await query<{ n: number }>(s.db, `select count(*)::int as n from outbox_events where status <> 'published'`))[0]!.n === 0,
+    15_000,
+    'every outbox row published',
+  );
+  const rows = await query<{ id: string }>(s.db, 'select id from outbox_events');
+  assert.equal(rows.length, 2 * orders.length, 'order.created and order.completed for each order');
+  await waitFor(() => published.size === rows.length, 10_000, 'every row seen on the exchange');
+  assert.deepEqual(
+    rows.filter((r) => published.get(r.id) !== 1),
+    [],
+    'each row published exactly once',
   );
 });
