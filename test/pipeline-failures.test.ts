@@ -6,7 +6,7 @@ import type { ChargeInput, PaymentProvider, RefundInput } from '../src/domain/pa
 import { FAKE_STRIPE_SECRET_KEY, type FakeStripe } from './fakes/stripe.js';
 import { query } from './helpers/db.js';
 import { AMQP_URL, rawChannel, silent, waitFor } from './helpers/rabbit.js';
-import { assertPaidOnce, shop, statusCounts } from './helpers/worker.js';
+import { assertDoneOnce, shop, statusCounts } from './helpers/worker.js';
 
 // The payments pipeline (relay, RabbitMQ, payments consumer, Stripe through the SDK and the fake) run
 // by svc worker in this process (startWorker), failing: Stripe down until the breaker opens, two
@@ -70,7 +70,7 @@ test('Stripe failing opens the breaker: orders stay pending while their messages
 
   s.fake.clearFaults();
   await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 30_000, `all ${orders.length} orders to be completed`);
-  await assertPaidOnce(s, orders);
+  await assertDoneOnce(s, orders);
   assert.deepEqual(await depths(), { waiting: 0, dead: 0 });
   assert.equal(payments.breaker.state, 'closed');
   assert.ok(transitions.includes('open') && transitions.at(-1) === 'close', `the breaker opened, then closed: ${transitions.join(', ')}`);
@@ -123,7 +123,7 @@ test('two workers and two relays at once: every order is charged once, every out
 
   const orders = await s.place(120, 12);
   await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 60_000, `all ${orders.length} orders to be completed`);
-  await assertPaidOnce(s, orders);
+  await assertDoneOnce(s, orders);
   assert.ok(a.charges > 0 && b.charges > 0, `both workers charged orders (${a.charges} and ${b.charges})`);
   assert.equal(a.charges + b.charges, orders.length, 'no order was charged by both');
 
@@ -154,7 +154,7 @@ test('poison messages reaching svc worker go to the payments dead-letter queue w
   });
   const orders = await s.place(3);
   await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 30_000, 'the orders to be paid');
-  await assertPaidOnce(s, orders);
+  await assertDoneOnce(s, orders);
 
   const rabbit = await RabbitMq.connect(AMQP_URL, { logger: silent, prefix: s.prefix });
   t.after(() => rabbit.close());

@@ -8,10 +8,11 @@ import { createApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { DEFAULT_RETRY_DELAYS_MS } from '../../src/worker/consumer.js';
 import { startWorker, type RunningWorker, type WorkerOptions } from '../../src/worker/worker.js';
+import { FAKE_SENDGRID_API_KEY, startFakeSendGrid, type FakeSendGrid } from '../fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe, type FakeStripe } from '../fakes/stripe.js';
 import { BIN, ROOT, tempDir } from './cli.js';
 import { migratedDatabase, query } from './db.js';
-import { AMQP_URL, silent, testPrefix } from './rabbit.js';
+import { AMQP_URL, silent, testPrefix, waitFor } from './rabbit.js';
 
 export interface WorkerProcess {
   /** The health endpoints' base URL, from the "worker started" log line. */
@@ -102,7 +103,8 @@ export interface Shop {
   prefix: string;
   app: App;
   fake: FakeStripe;
-  /** The environment of a worker on this shop's database, broker prefix and Stripe fake. */
+  mail: FakeSendGrid;
+  /** The environment of a worker on this shop's database, broker prefix, Stripe and SendGrid fakes and data folder (receipts). */
   env: Record<string, string>;
   /** Places `count` orders of one tea each (paid with pm_card_visa), `parallel` at a time; their ids. */
   place(count: number, parallel?: number): Promise<string[]>;
@@ -114,7 +116,8 @@ export interface Shop {
 }
 
 /**
- * A database with a customer and a product, a RabbitMQ prefix and a Stripe fake of the test's own:
+ * A database with a customer and a product, a RabbitMQ prefix, Stripe and SendGrid fakes and a data
+ * folder (receipts on local disk) of the test's own:
  * for svc worker processes (`env`) or workers in this process (`worker()`). Short `retryDelaysMs`
  * are for the workers in this process (a process uses the default ones).
  */
@@ -126,6 +129,8 @@ export async function shop(t: TestContext, options: { retryDelaysMs?: readonly n
   removeExchangeAfter(t, prefix, options.retryDelaysMs);
   const fake = await startFakeStripe();
   t.after(() => fake.close());
+  const mail = await startFakeSendGrid();
+  t.after(() => mail.close());
   const app = await createApp(loadConfig({ DATABASE_URL: db, LOG_LEVEL: 'silent' }), { logger: silent });
   t.after(() => app.close());
   const ctx = app.context({ actor: 'cli:test' });
@@ -134,12 +139,24 @@ export async function shop(t: TestContext, options: { retryDelaysMs?: readonly n
   const placeOne = async () =>
     (await app.orders.create(app.context({ actor: ada.id }), { userId: ada.id, items: [{ sku: 'TEA-1', quantity: 1 }], paymentMethod: 'pm_card_visa' })).order
       .id;
-  const shopEnv = { DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix, STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY, STRIPE_API_URL: fake.url };
+  const shopEnv = {
+    DATABASE_URL: db,
+    AMQP_URL,
+    AMQP_PREFIX: prefix,
+    STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY,
+    STRIPE_API_URL: fake.url,
+    SENDGRID_API_KEY: FAKE_SENDGRID_API_KEY,
+    SENDGRID_API_URL: mail.url,
+    MAIL_FROM: 'Shop <orders@shop.example>',
+    PUBLIC_URL: 'https://shop.example',
+    SVC_DATA_DIR: join(tempDir(t), 'data'),
+  };
   return {
     db,
     prefix,
     app,
     fake,
+    mail,
     env: shopEnv,
     async place(count, parallel = 8) {
       const ids: string[] = [];
@@ -147,7 +164,7 @@ export async function shop(t: TestContext, options: { retryDelaysMs?: readonly n
       return ids;
     },
     async worker(workerOptions = {}, env = {}) {
-      const config = loadConfig({ ...shopEnv, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent', ...env });
+      const config = loadConfig({ ...shopEnv, LOG_LEVEL: 'silent', ...env });
       const worker = await startWorker(config, {
         concurrency: 10,
         relay: true,
@@ -167,8 +184,12 @@ export const statusCounts = async (db: string) =>
     (await query<{ status: string; n: number }>(db, 'select status, count(*)::int as n from orders group by status')).map((r) => [r.status, r.n]),
   ) as Record<string, number | undefined>;
 
-/** Every order completed, paid exactly once at Stripe and in the payments table, announced once. */
-export async function assertPaidOnce(s: Shop, orderIds: string[]): Promise<void> {
+/**
+ * Every order completed, paid exactly once at Stripe and in the payments table, announced once, with
+ * one receipt and one confirmation email (waits up to 30 s for the receipts and emails, which follow
+ * the payment).
+ */
+export async function assertDoneOnce(s: Shop, orderIds: string[]): Promise<void> {
   assert.deepEqual(await statusCounts(s.db), { completed: orderIds.length });
   for (const id of orderIds) assert.equal(s.fake.chargesForOrder(id).length, 1, `one successful charge at Stripe for ${id}`);
   const payments = await query<{ order_id: string; n: number }>(
@@ -179,4 +200,10 @@ export async function assertPaidOnce(s: Shop, orderIds: string[]): Promise<void>
   const announced = await query<{ n: number }>(s.db, `select count(distinct aggregate_id)::int as n from outbox_events where type = 'order.completed'`);
   const events = await query<{ n: number }>(s.db, `select count(*)::int as n from outbox_events where type = 'order.completed'`);
   assert.deepEqual([announced[0]!.n, events[0]!.n], [orderIds.length, orderIds.length], 'one order.completed per order');
+
+  const receipts = async () => (await query<{ order_id: string }>(s.db, 'select order_id from files')).map((r) => r.order_id);
+  const emails = () => s.mail.messages.map((m) => /order-confirmation-(ord_[0-9A-Za-z]+)/.exec(JSON.stringify(m.body))?.[1]);
+  await waitFor(async () => (await receipts()).length >= orderIds.length && emails().length >= orderIds.length, 30_000, 'a receipt and an email per order');
+  assert.deepEqual((await receipts()).sort(), orderIds.toSorted(), 'one receipt per order');
+  assert.deepEqual(emails().sort(), orderIds.toSorted(), 'one confirmation email per order');
 }
