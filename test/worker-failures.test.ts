@@ -6,8 +6,9 @@ import { testServer } from './helpers/server.js';
 import { assertDoneOnce, shop, statusCounts, svcWorker } from './helpers/worker.js';
 
 // svc worker as a separate process (the built binary: npm run build first) failing the way processes
-// fail: killed with SIGKILL in the middle of its work, and signalled twice while it drains. The
-// Stripe fake runs in this process; the worker reaches it through STRIPE_API_URL and the real SDK.
+// fail: killed with SIGKILL in the middle of its work, cut off from RabbitMQ, signalled twice while
+// it drains. The Stripe and SendGrid fakes run in this process; the worker reaches them through
+// STRIPE_API_URL and SENDGRID_API_URL and the real SDKs.
 
 const PI_ROUTE = 'POST /v1/payment_intents' as const;
 
