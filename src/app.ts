@@ -93,7 +93,10 @@ export interface App {
    * (RabbitMQ's connection, or the in-process transport), closed by close().
    */
   transport?: ConsumerTransport;
-  /** Starts the periodic purge of expired rows and of published outbox rows past OUTBOX_RETENTION_HOURS (now, then every 15 minutes). */
+  /**
+   * Starts the periodic purge of expired rows, of published outbox rows past OUTBOX_RETENTION_HOURS
+   * and of inbox rows past PROCESSED_MESSAGES_RETENTION_HOURS (now, then every 15 minutes).
+   */
   scheduleHousekeeping(intervalMs?: number): Housekeeping;
   /**
    * Lets other svc processes use the embedded database through a socket while this one holds it
@@ -187,7 +190,10 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       publisher: overrides.publisher ?? rabbit ?? inProcess,
       transport: overrides.transport ?? rabbit ?? inProcess,
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
-        scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, { outboxRetentionHours: config.OUTBOX_RETENTION_HOURS }),
+        scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, {
+          outboxRetentionHours: config.OUTBOX_RETENTION_HOURS,
+          processedMessagesRetentionHours: config.PROCESSED_MESSAGES_RETENTION_HOURS,
+        }),
       shareDatabase: async (url) => db.share?.(url),
       databaseState: async () => {
         try {

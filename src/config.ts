@@ -247,6 +247,11 @@ export const configSchema = {
     parser: int(1, 8_760),
     default: () => 168,
   } satisfies KeySpec<number>,
+  PROCESSED_MESSAGES_RETENTION_HOURS: {
+    doc: "How long the consumers' inbox (processed_messages) remembers a message it handled, so that a redelivery or a replay of it has no second effect, before housekeeping deletes it; must exceed OUTBOX_RETENTION_HOURS by at least an hour (a replayed outbox row, or a message back from its longest retry wait of 10 minutes, must still be recognised)",
+    parser: int(2, 87_600),
+    default: () => 336,
+  } satisfies KeySpec<number>,
   STRIPE_SECRET_KEY: {
     doc: 'Stripe secret or restricted API key (sk_test_…, sk_live_…, rk_…); unset means a simulated payment provider',
     parser: text('a Stripe API key: sk_test_…, sk_live_…, rk_test_… or rk_live_…', /^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}$/),
@@ -459,6 +464,17 @@ function checkConsistency(config: Config): void {
   needs('SENDGRID_API_URL', 'SENDGRID_API_KEY', 'without a SendGrid key emails are written to files and no SendGrid API is called');
   for (const key of ['S3_ENDPOINT', 'S3_REGION', 'S3_FORCE_PATH_STYLE'] as const) {
     needs(key, 'S3_BUCKET', 'without a bucket files are stored in the data folder and no S3 API is called');
+  }
+  // A message (a replayed outbox row, a late retry) the inbox has forgotten would be handled twice.
+  if (config.PROCESSED_MESSAGES_RETENTION_HOURS < config.OUTBOX_RETENTION_HOURS + 1) {
+    const key = set('PROCESSED_MESSAGES_RETENTION_HOURS') ? 'PROCESSED_MESSAGES_RETENTION_HOURS' : 'OUTBOX_RETENTION_HOURS';
+    throw new ConfigError(
+      key,
+      config.sources[key],
+      `PROCESSED_MESSAGES_RETENTION_HOURS (${config.PROCESSED_MESSAGES_RETENTION_HOURS}) must exceed OUTBOX_RETENTION_HOURS (${config.OUTBOX_RETENTION_HOURS}) by at least 1: ` +
+        `a published event can be replayed, or come back from a retry wait, as long as its outbox row is kept, and the inbox must still recognise it; ` +
+        `raise PROCESSED_MESSAGES_RETENTION_HOURS to ${config.OUTBOX_RETENTION_HOURS + 1} or more`,
+    );
   }
   // The default sender is for the .eml files on this machine; a real provider refuses (or spam-folders) it.
   if (config.SENDGRID_API_KEY && !set('MAIL_FROM')) {

@@ -2,8 +2,12 @@ import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Logger } from './logger.js';
 import { purgeExpired } from './domain/housekeeping.js';
 import { purgePublishedEvents } from './domain/events/outbox-retention.js';
+import { purgeProcessedMessages } from './domain/events/inbox-retention.js';
 
-/** How often `svc serve` deletes expired idempotency keys, refresh-token families and published outbox rows past their retention. */
+/**
+ * How often `svc serve` and `svc worker` delete expired idempotency keys, refresh-token families,
+ * and published outbox rows and inbox rows past their retention.
+ */
 export const HOUSEKEEPING_INTERVAL_MS = 15 * 60_000;
 
 /** A running housekeeping schedule. */
@@ -20,7 +24,7 @@ export function scheduleHousekeeping(
   fork: () => SqlEntityManager,
   logger: Logger,
   intervalMs: number,
-  options: { outboxRetentionHours?: number } = {},
+  options: { outboxRetentionHours?: number; processedMessagesRetentionHours?: number } = {},
 ): Housekeeping {
   let running: Promise<void> | undefined;
   let stopped = false;
@@ -31,8 +35,10 @@ export function scheduleHousekeeping(
         const purged = await purgeExpired(fork());
         const hours = options.outboxRetentionHours;
         const outboxEvents = hours === undefined ? 0 : await purgePublishedEvents(fork(), new Date(Date.now() - hours * 3_600_000));
-        if (purged.idempotencyKeys + purged.refreshTokens + purged.loginThrottles + outboxEvents > 0) {
-          logger.info({ purged: { ...purged, outboxEvents } }, 'housekeeping: deleted expired rows');
+        const inboxHours = options.processedMessagesRetentionHours;
+        const processedMessages = inboxHours === undefined ? 0 : await purgeProcessedMessages(fork(), new Date(Date.now() - inboxHours * 3_600_000));
+        if (purged.idempotencyKeys + purged.refreshTokens + purged.loginThrottles + outboxEvents + processedMessages > 0) {
+          logger.info({ purged: { ...purged, outboxEvents, processedMessages } }, 'housekeeping: deleted expired rows');
         }
       })
       .catch((err: unknown) => logger.warn({ err }, 'housekeeping failed; trying again at the next pass'))

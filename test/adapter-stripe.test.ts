@@ -322,6 +322,21 @@ test('the breaker opens on provider failures, refuses at once without reaching S
   );
 });
 
+test('a stored 500 replayed for its key says so and does not move the breaker (Stripe answering from its store is Stripe up)', async (t) => {
+  const { fake, payments } = await setup(t, { breaker: { volumeThreshold: 2 } });
+  const input = charge();
+  fake.failNext({ route: 'POST /v1/payment_intents' });
+  const first = await unavailable(payments.charge(input));
+  assert.deepEqual([first.details.reason, first.details.keyReusable, first.details.replayed], ['provider_error', false, undefined]);
+  for (let i = 0; i < 4; i++) {
+    const replay = await unavailable(payments.charge(input));
+    assert.deepEqual([replay.details.reason, replay.details.keyReusable, replay.details.replayed], ['provider_error', false, true]);
+    assert.match(replay.message, /replayed for this key/);
+  }
+  assert.equal(payments.breaker.state, 'closed', 'one failure now, four old answers');
+  assert.equal(fake.paymentIntents().length, 0);
+});
+
 test('declines and malformed requests do not open the breaker', async (t) => {
   const { payments } = await setup(t, { breaker: { volumeThreshold: 2 } });
   for (let i = 0; i < 4; i++) assert.equal((await payments.charge(charge({ paymentMethod: 'pm_card_chargeDeclined' }))).status, 'declined');

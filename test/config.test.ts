@@ -146,6 +146,8 @@ test('the provider keys are parsed and shown in svc config --json, secrets maske
   assert.equal(defaults.S3_FORCE_PATH_STYLE, false);
   assert.equal(defaults.RECEIPT_URL_TTL_SECONDS, 300);
   assert.equal(defaults.OUTBOX_RETENTION_HOURS, 168);
+  assert.equal(defaults.PROCESSED_MESSAGES_RETENTION_HOURS, 336);
+  assert.equal(loadConfig({ OUTBOX_RETENTION_HOURS: '720', PROCESSED_MESSAGES_RETENTION_HOURS: '721' }).PROCESSED_MESSAGES_RETENTION_HOURS, 721);
   for (const key of ['AMQP_URL', 'STRIPE_SECRET_KEY', 'SENDGRID_API_KEY', 'S3_BUCKET', 'PUBLIC_URL'] as const) assert.equal(defaults[key], undefined, key);
 });
 
@@ -175,7 +177,7 @@ test('a bad provider value fails naming the key, without showing a secret', () =
   }
 });
 
-test('keys that need another key fail naming both: a webhook secret without a Stripe key, SendGrid without MAIL_FROM, S3 settings without a bucket', async () => {
+test('keys that need another key fail naming both: a webhook secret without a Stripe key, SendGrid without MAIL_FROM, S3 settings without a bucket, an inbox kept no longer than the outbox', async () => {
   const cases: [Record<string, string>, string, RegExp][] = [
     [{ STRIPE_WEBHOOK_SECRET: 'whsec_12345678' }, 'STRIPE_WEBHOOK_SECRET', /STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not/],
     [{ STRIPE_API_URL: 'http://127.0.0.1:12111' }, 'STRIPE_API_URL', /STRIPE_API_URL is set but STRIPE_SECRET_KEY is not/],
@@ -183,6 +185,12 @@ test('keys that need another key fail naming both: a webhook secret without a St
     [{ S3_ENDPOINT: 'http://127.0.0.1:4569' }, 'S3_ENDPOINT', /S3_ENDPOINT is set but S3_BUCKET is not/],
     [{ S3_REGION: 'eu-west-1' }, 'S3_REGION', /S3_REGION is set but S3_BUCKET is not/],
     [{ SENDGRID_API_KEY: 'SG.12345678.abc' }, 'MAIL_FROM', /MAIL_FROM is required with SENDGRID_API_KEY/],
+    [
+      { PROCESSED_MESSAGES_RETENTION_HOURS: '168' },
+      'PROCESSED_MESSAGES_RETENTION_HOURS',
+      /PROCESSED_MESSAGES_RETENTION_HOURS \(168\) must exceed OUTBOX_RETENTION_HOURS \(168\) by at least 1: .*raise PROCESSED_MESSAGES_RETENTION_HOURS to 169/,
+    ],
+    [{ OUTBOX_RETENTION_HOURS: '720' }, 'OUTBOX_RETENTION_HOURS', /PROCESSED_MESSAGES_RETENTION_HOURS \(336\) must exceed OUTBOX_RETENTION_HOURS \(720\)/],
   ];
   for (const [env, key, message] of cases) {
     assert.throws(

@@ -123,3 +123,26 @@ test('housekeeping deletes published outbox rows past OUTBOX_RETENTION_HOURS and
     ['evt_new_published', 'evt_old_pending'],
   );
 });
+
+test('housekeeping deletes inbox rows past PROCESSED_MESSAGES_RETENTION_HOURS and keeps recent ones', async (t) => {
+  const db = await migratedDatabase(t);
+  await query(
+    db,
+    `insert into processed_messages (consumer, message_id, processed_at) values
+     ('payments', 'evt_old', now() - interval '30 hours'),
+     ('mail', 'evt_old', now() - interval '25 hours'),
+     ('payments', 'evt_new', now() - interval '2 hours')`,
+  );
+  const app = await createApp(
+    loadConfig({
+      DATABASE_URL: db,
+      SVC_DATA_DIR: join(tempDir(t), 'data'),
+      LOG_LEVEL: 'silent',
+      OUTBOX_RETENTION_HOURS: '12',
+      PROCESSED_MESSAGES_RETENTION_HOURS: '24',
+    }),
+  );
+  t.after(() => app.close());
+  await app.scheduleHousekeeping(60_000).stop();
+  assert.deepEqual(await query(db, 'select consumer, message_id from processed_messages'), [{ consumer: 'payments', message_id: 'evt_new' }]);
+});

@@ -11,7 +11,7 @@ import { transition } from '../src/domain/orders/order-state.js';
 import type { PaymentProvider } from '../src/domain/payments/payment-provider.js';
 import { newId } from '../src/domain/shared/ids.js';
 import { ConsumerRunner, type Outcome } from '../src/worker/consumer.js';
-import { paymentsConsumer } from '../src/worker/consumers/payments.js';
+import { MAX_PAYMENT_ATTEMPTS, paymentsConsumer } from '../src/worker/consumers/payments.js';
 import { query } from './helpers/db.js';
 import { testServer } from './helpers/server.js';
 import { appFor, rabbitFor, silent } from './helpers/rabbit.js';
@@ -234,6 +234,37 @@ test('a stored 500 that charged nothing: the attempt is unknown and the next key
       [`pay:${message.aggregateId}:1`, 'unknown'],
       [`pay:${message.aggregateId}:2`, 'succeeded'],
     ],
+  );
+});
+
+test('five stored 500s in a row: the run gives up and rolls back; once Stripe recovers, the retry walks past the stored failures and charges once', async (t) => {
+  const w = await world(t);
+  const fake = await startFakeStripe();
+  const payments = new StripePayments({
+    secretKey: FAKE_STRIPE_SECRET_KEY,
+    apiUrl: fake.url,
+    logger: silent,
+    timeoutMs: 300,
+    searchLagMs: 0,
+    // Three 500s in five calls would open the default breaker: not the subject here.
+    breaker: { volumeThreshold: 1_000 },
+  });
+  t.after(async () => {
+    payments.close();
+    await fake.close();
+  });
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ route: PI_ROUTE, times: MAX_PAYMENT_ATTEMPTS });
+  await assert.rejects(handle(w, payments, message), /5 payment attempts in a row ended in a stored provider failure/);
+  assert.deepEqual((await state(w, message.aggregateId)).payments, [], 'the run rolled back, its attempts with it');
+  // Stripe works again, but keeps the five 500s under their keys for 24 hours.
+  await handle(w, payments, message);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [...Array.from({ length: MAX_PAYMENT_ATTEMPTS }, (_, i) => [i + 1, 'unknown']), [MAX_PAYMENT_ATTEMPTS + 1, 'succeeded']],
   );
 });
 

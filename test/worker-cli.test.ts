@@ -1,14 +1,11 @@
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import amqp from 'amqplib';
-import { BIN, ROOT, svc, tempDir } from './helpers/cli.js';
+import { svc, tempDir } from './helpers/cli.js';
 import { dropDatabase, emptyDatabase, migratedDatabase, query } from './helpers/db.js';
 import { AMQP_URL, insertOutbox, rabbitProxy, silent, testPrefix, waitFor } from './helpers/rabbit.js';
-import { RabbitMq } from '../src/adapters/rabbitmq.js';
-import { DEFAULT_RETRY_DELAYS_MS } from '../src/worker/consumer.js';
+import { removeExchangeAfter, svcWorker } from './helpers/worker.js';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
 
@@ -16,65 +13,6 @@ import { createApp } from '../src/app.js';
 
 /** A closed port on loopback: RabbitMQ "unreachable". */
 const CLOSED_AMQP_URL = 'amqp://guest:guest@127.0.0.1:1';
-
-interface WorkerProcess {
-  /** The health endpoints' base URL, from the "worker started" log line. */
-  healthUrl: string;
-  pid: number;
-  kill(signal: NodeJS.Signals): void;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/**
- * Starts `svc worker ARGS` (LOG_LEVEL info) and resolves once it logs "worker started"; rejects with
- * its output when it exits first. Killed (SIGKILL) when the test ends if it still runs.
- */
-function svcWorker(t: TestContext, args: string[], env: Record<string, string>): Promise<WorkerProcess> {
-  const childEnv: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, SVC_DATA_DIR: join(tempDir(t), 'data'), ...env, LOG_LEVEL: 'info' }))
-    if (v !== undefined) childEnv[k] = v;
-  const child = spawn(process.execPath, [BIN, 'worker', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return new Promise((resolve, reject) => {
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-      const m = /"msg":"worker started[^"]*health on (http:\/\/[^"\s]+)"/.exec(stderr);
-      if (m) resolve({ healthUrl: m[1]!, pid: child.pid!, kill: (s) => child.kill(s), stdout: () => stdout, stderr: () => stderr, exited });
-    });
-    child.on('error', reject);
-    void exited.then(({ code, signal }) => reject(new Error(`svc worker exited (${code ?? signal}) before starting:\n${stdout}\n${stderr}`)));
-  });
-}
-
-/** Deletes what svc worker declared on a test's prefix when the test ends: its consumers' queues and the exchange. */
-function removeExchangeAfter(t: TestContext, prefix: string): void {
-  t.after(async () => {
-    const rabbit = await RabbitMq.connect(AMQP_URL, { logger: silent, prefix });
-    const conn = await amqp.connect(AMQP_URL);
-    try {
-      const ch = await conn.createChannel();
-      // Deleting a queue that was never declared succeeds.
-      for (const name of ['payments', 'receipts', 'mail']) {
-        const q = rabbit.queues({ name, retryDelaysMs: DEFAULT_RETRY_DELAYS_MS });
-        for (const queue of [q.work, q.dead, ...q.retries.map((r) => r.queue)]) await ch.deleteQueue(queue);
-      }
-      await ch.deleteExchange(`${prefix}.events`);
-    } finally {
-      await conn.close();
-      await rabbit.close();
-    }
-  });
-}
 
 function processGone(pid: number): boolean {
   try {

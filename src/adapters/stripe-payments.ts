@@ -69,7 +69,8 @@ export class StripePayments implements PaymentProvider {
     this.breaker = new ProviderBreaker(
       PROVIDER,
       options.logger,
-      (err) => err instanceof PaymentUnavailable && PROVIDER_FAILURES.has(err.details.reason),
+      // A replayed failure is an old request's answer: Stripe answering from its store is Stripe up.
+      (err) => err instanceof PaymentUnavailable && PROVIDER_FAILURES.has(err.details.reason) && !err.details.replayed,
       options.breaker,
     );
   }
@@ -310,9 +311,11 @@ function translate(err: unknown, operation: string): unknown {
   // 5xx: Stripe may have acted. It stores the answer under the key (a 500 included) and replays it
   // for 24 h, so only `Stripe-Should-Retry: true` makes the same key worth sending again.
   const shouldRetry = err.headers?.['stripe-should-retry'] === 'true';
-  return unavailable(`Stripe answered ${err.statusCode ?? 'an error'} (${err.message}); the outcome is unknown`, {
+  const replayed = err.headers?.['idempotent-replayed'] === 'true';
+  return unavailable(`Stripe answered ${err.statusCode ?? 'an error'}${replayed ? ' (replayed for this key)' : ''} (${err.message}); the outcome is unknown`, {
     outcome: 'unknown',
     keyReusable: shouldRetry,
     reason: 'provider_error',
+    ...(replayed ? { replayed } : {}),
   });
 }

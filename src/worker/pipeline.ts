@@ -11,6 +11,8 @@ export interface PipelineOptions {
   queues?: readonly string[];
   /** Run the outbox relay. */
   relay: boolean;
+  /** The waits before each retry (tests shorten them); DEFAULT_RETRY_DELAYS_MS when unset. */
+  retryDelaysMs?: readonly number[];
 }
 
 /** The consumers and the relay of one process, running on the App's transport. */
@@ -48,7 +50,16 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
     );
   }
   const context = (input: { actor: string; traceId?: string }) => app.context(input);
-  const runners = known.map((consumer) => new ConsumerRunner(consumer, { transport, context, logger: app.logger, prefetch: options.concurrency }));
+  const runners = known.map(
+    (consumer) =>
+      new ConsumerRunner(consumer, {
+        transport,
+        context,
+        logger: app.logger,
+        prefetch: options.concurrency,
+        ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
+      }),
+  );
   // Every consumer's queues, also those this process does not run: events the relay publishes wait
   // in them for the process that does, instead of being dropped for want of a queue.
   for (const runner of runners) await transport.declare(runner.spec);

@@ -13,6 +13,8 @@ export interface WorkerOptions {
   relay: boolean;
   /** Port of /health/live and /health/ready (0 picks a free one), on config.HOST. */
   healthPort: number;
+  /** The waits before each retry of a failed message (default DEFAULT_RETRY_DELAYS_MS): tests shorten them. */
+  retryDelaysMs?: readonly number[];
   overrides?: Omit<AppOverrides, 'role'>;
 }
 
@@ -66,7 +68,12 @@ export async function startWorker(config: Config, options: WorkerOptions): Promi
     await app.migrations.prepareSchema({ orElse: 'migrate before starting svc worker' });
     const { publisher } = app;
     if (!publisher) throw new Error('the App has no event transport');
-    const pipeline = await startPipeline(app, { concurrency: options.concurrency, queues: options.queues, relay: options.relay });
+    const pipeline = await startPipeline(app, {
+      concurrency: options.concurrency,
+      queues: options.queues,
+      relay: options.relay,
+      retryDelaysMs: options.retryDelaysMs,
+    });
     cleanups.push(() => pipeline.stop(config.SHUTDOWN_TIMEOUT_MS).then(() => undefined));
     const housekeeping = app.scheduleHousekeeping();
     cleanups.push(() => housekeeping.stop());

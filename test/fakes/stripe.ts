@@ -257,6 +257,8 @@ export interface FakeStripe {
   holdNext(target?: Omit<FaultTarget, 'times'>): HeldRequest;
   /** Objects created less than `ms` ago are not yet found by search (Stripe's search is not read-after-write). */
   setSearchLag(ms: number): void;
+  /** Forgets every fault still queued (not the requests being held): "Stripe has recovered". */
+  clearFaults(): void;
 
   // Provider-side events.
   /** A cardholder disputes the charge of a PaymentIntent: the dispute and its `charge.dispute.created` event. */
@@ -424,6 +426,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
 
   const faults: QueuedFault[] = [];
   const holds = new Set<() => void>();
+  let closed = false;
   let searchLagMs = 0;
 
   const idempotency = new Map<string, StoredKey>();
@@ -1025,7 +1028,10 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     if (fault?.kind === 'hold') {
       fault.arrived();
       await fault.gate;
-      if (res.destroyed) return; // the fake was closed while holding
+      // The fake was closed while holding. A client that went away meanwhile (a timeout, a killed
+      // process) does not stop the request: Stripe finishes what it received and stores the result,
+      // so the key is no longer in flight (its answer is lost with the connection).
+      if (closed) return;
     }
     if (fault?.kind === 'drop' && fault.afterExecution === false) {
       if (scope) idempotency.delete(scope);
@@ -1157,7 +1163,11 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       }
       return results;
     },
+    clearFaults() {
+      faults.splice(0, faults.length);
+    },
     async close() {
+      closed = true;
       for (const release of holds) release();
       holds.clear();
       await server.close();

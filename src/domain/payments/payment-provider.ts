@@ -91,6 +91,11 @@ export type PaymentUnavailableDetails = {
     | 'pending';
   /** When the provider said how long to wait. */
   retryAfterSeconds?: number;
+  /**
+   * The answer was replayed from the provider's idempotency store (Stripe's `Idempotent-Replayed`):
+   * the failure happened on an earlier request with this key, not now.
+   */
+  replayed?: boolean;
   /** The provider's request id, for its support. */
   requestId?: string;
 };

@@ -8,6 +8,9 @@ import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
 
 /** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
 export const MAX_PAYMENT_ATTEMPTS = 5;
+// Keys one run may walk through in all, replayed stored failures included: a guard, never reached
+// in practice (a run that gave up leaves at most MAX_PAYMENT_ATTEMPTS such keys behind).
+const MAX_KEYS_PER_RUN = 10 * MAX_PAYMENT_ATTEMPTS;
 
 // Keys remembered by one process (their first send time); the oldest forgotten first.
 const FIRST_SENT_LIMIT = 10_000;
@@ -42,6 +45,9 @@ interface OrderToPay {
  * key. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
  * payment found decides the order; none → the attempt is marked `unknown` and the next key is
  * tried at once, in the same run (throwing would roll the mark back and loop on the dead key).
+ * After MAX_PAYMENT_ATTEMPTS new stored failures (or the circuit opening meanwhile) the run throws
+ * and its marks roll back: the next run meets those keys again, each replaying its failure
+ * (`replayed`), and walks past them, searching again for each, to the first unused key.
  * Never two successful charges: a new key is only used after a search found no payment.
  *
  * The search's `since` must not be earlier than the key's first use (a provider whose search lags,
@@ -82,7 +88,12 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
       }
       let n = attempts.filter((a) => a.status === 'unknown').length + 1;
-      for (const last = n + MAX_PAYMENT_ATTEMPTS; n < last; n++) {
+      // Only new stored failures count towards giving up. A run that gave up rolled its `unknown`
+      // marks back, so the next run meets those keys again, each replaying its stored failure: they
+      // are walked past (the search still decides each one), or the order could never be paid
+      // until the provider forgets the keys (Stripe: 24 h).
+      let fresh = 0;
+      for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
         const attempt = await startAttempt(tx, { orderId, attempt: n, amount: order.total, currency: order.currency, provider: payments.name });
         let outcome: ChargeOutcome | undefined;
         sending(attempt.idempotencyKey);
@@ -100,6 +111,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
           if (!outcome) {
             await markUnknown(tx, attempt.id, err.message);
+            if (!err.details.replayed) fresh++;
             continue;
           }
         }
@@ -107,7 +119,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         await recordOutcome(tx, attempt.id, outcome);
         return settle(tx, orderId, outcome);
       }
-      throw new Error(`order ${orderId}: ${MAX_PAYMENT_ATTEMPTS} payment attempts in a row ended in a stored provider failure; retrying later`);
+      throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
     },
   });
 }
