@@ -8,9 +8,9 @@ import { StripePayments } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
 import type { EventMessage } from '../src/domain/events/events.js';
 import { transition } from '../src/domain/orders/order-state.js';
-import type { PaymentProvider } from '../src/domain/payments/payment-provider.js';
+import { PaymentUnavailable, type PaymentProvider } from '../src/domain/payments/payment-provider.js';
 import { newId } from '../src/domain/shared/ids.js';
-import { ConsumerRunner, type Outcome } from '../src/worker/consumer.js';
+import { ConsumerRunner, ProviderUnavailable, type Outcome } from '../src/worker/consumer.js';
 import { MAX_PAYMENT_ATTEMPTS, paymentsConsumer } from '../src/worker/consumers/payments.js';
 import { query } from './helpers/db.js';
 import { testServer } from './helpers/server.js';
@@ -121,7 +121,7 @@ async function runner(t: TestContext, w: World, payments: PaymentProvider) {
     rabbit,
     outcomes,
     /** Resolves when `n` deliveries were settled for good (processed, duplicate or dead-lettered): never waits forever. */
-    done: (n: number) => until(() => outcomes.filter((o) => o !== 'retry').length >= n),
+    done: (n: number) => until(() => outcomes.filter((o) => o !== 'retry' && o !== 'deferred').length >= n),
   };
 }
 
@@ -188,7 +188,8 @@ test('a timeout after Stripe charged is retried with the same key and completes 
   fake.delayNext({ ms: 3_000, route: PI_ROUTE });
   await r.rabbit.publish([message]);
   await r.done(1);
-  assert.equal(r.outcomes[0], 'retry');
+  // The outcome is unknown but the key reusable: the message waits (not a failed attempt) and the retry sends the same key.
+  assert.equal(r.outcomes[0], 'deferred');
   assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
   assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);
   const s = await state(w, message.aggregateId);
@@ -273,7 +274,8 @@ test('a provider that cannot be reached rolls the attempt back; the retry sends 
   const { fake, payments } = await stripe(t);
   const message = await order(w, 'pm_card_visa');
   fake.rateLimitNext({ route: PI_ROUTE });
-  await assert.rejects(handle(w, payments, message), { name: 'PaymentUnavailable' });
+  // Thrown as ProviderUnavailable: the runner defers the message rather than count a failed attempt.
+  await assert.rejects(handle(w, payments, message), (err: unknown) => err instanceof ProviderUnavailable && err.cause instanceof PaymentUnavailable);
   const before = await state(w, message.aggregateId);
   assert.deepEqual([before.status, before.payments, before.events], ['pending', [], []]);
   await handle(w, payments, message);

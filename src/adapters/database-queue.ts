@@ -38,6 +38,8 @@ interface DeliveryRow {
   message_id: string;
   body: string;
   attempts: number;
+  deferrals: number;
+  first_deferred_at: Date | string | null;
   unsettled: number;
 }
 
@@ -56,7 +58,7 @@ const CLAIM = `with due as (
     order by available_at, id limit $2 for update skip locked)
   update event_deliveries d set lease_owner = $3, available_at = now() + $4::float8 * interval '1 millisecond', unsettled = d.unsettled + 1
   from due where d.id = due.id
-  returning d.id, d.message_id, d.body, d.attempts, d.unsettled`;
+  returning d.id, d.message_id, d.body, d.attempts, d.deferrals, d.first_deferred_at, d.unsettled`;
 
 const RENEW = `update event_deliveries set available_at = now() + $3::float8 * interval '1 millisecond'
   where lease_owner = $1 and id = any($2::text[]) and status = 'pending'`;
@@ -66,6 +68,10 @@ const RENEW = `update event_deliveries set available_at = now() + $3::float8 * i
 const ACK = `delete from event_deliveries where id = $1 and lease_owner = $2 returning id`;
 const RETRY = `update event_deliveries set attempts = attempts + 1, unsettled = 0, last_error = $3, lease_owner = null,
   first_failed_at = coalesce(first_failed_at, now()), available_at = now() + $4::float8 * interval '1 millisecond'
+  where id = $1 and lease_owner = $2 returning id`;
+// A wait for a provider that is down: not a failed attempt.
+const DEFER = `update event_deliveries set deferrals = deferrals + 1, unsettled = 0, last_error = $3, lease_owner = null,
+  first_deferred_at = coalesce(first_deferred_at, now()), available_at = now() + $4::float8 * interval '1 millisecond'
   where id = $1 and lease_owner = $2 returning id`;
 const DEAD = `update event_deliveries set status = 'dead', attempts = attempts + 1, unsettled = 0, last_error = $3, lease_owner = null,
   first_failed_at = coalesce(first_failed_at, now()), dead_at = now()
@@ -276,9 +282,15 @@ class QueueSubscription {
       body: Buffer.from(row.body, 'utf8'),
       messageId: row.message_id,
       attempts: row.attempts,
+      deferrals: row.deferrals,
+      firstDeferredAt: row.first_deferred_at === null ? undefined : new Date(row.first_deferred_at),
       ack: () => this.settle(ACK, [row.id, this.token]),
       retry: async (delayMs, error) => {
         await this.settle(RETRY, [row.id, this.token, clip(error), delayMs]);
+        this.wakeIn(delayMs);
+      },
+      defer: async (delayMs, reason) => {
+        await this.settle(DEFER, [row.id, this.token, clip(reason), delayMs]);
         this.wakeIn(delayMs);
       },
       deadLetter: (reason) => this.settle(DEAD, [row.id, this.token, clip(reason)]),

@@ -49,6 +49,8 @@ export const HEADER = {
   attempts: 'x-svc-attempts',
   lastError: 'x-svc-last-error',
   firstFailedAt: 'x-svc-first-failed-at',
+  deferrals: 'x-svc-deferrals',
+  firstDeferredAt: 'x-svc-first-deferred-at',
   deadAt: 'x-svc-dead-at',
   consumer: 'x-svc-consumer',
 } as const;
@@ -432,27 +434,46 @@ class RabbitSubscription {
     const headers: Record<string, unknown> = msg.properties.headers ?? {};
     const attempts = Number(headers[HEADER.attempts] ?? 0) || 0;
     const firstFailedAt = headers[HEADER.firstFailedAt];
+    const deferrals = Number(headers[HEADER.deferrals] ?? 0) || 0;
+    const deferredAt = headers[HEADER.firstDeferredAt];
+    const firstDeferredAt = typeof deferredAt === 'string' && !Number.isNaN(Date.parse(deferredAt)) ? new Date(deferredAt) : undefined;
+    const lastError = (error: string) => (error.length > MAX_ERROR_LENGTH ? `${error.slice(0, MAX_ERROR_LENGTH)}…` : error);
     const failureHeaders = (error: string) => ({
       [HEADER.attempts]: attempts + 1,
-      [HEADER.lastError]: error.length > MAX_ERROR_LENGTH ? `${error.slice(0, MAX_ERROR_LENGTH)}…` : error,
+      [HEADER.lastError]: lastError(error),
       [HEADER.firstFailedAt]: typeof firstFailedAt === 'string' ? firstFailedAt : new Date().toISOString(),
       [HEADER.consumer]: this.spec.name,
     });
+    const waitQueue = (delayMs: number) => {
+      const wait = this.queues.retries.find((r) => r.delayMs === delayMs);
+      if (!wait) throw new Error(`consumer ${this.spec.name} has no wait queue for ${delayMs} ms`);
+      return wait.queue;
+    };
     return {
       body: msg.content,
       messageId: typeof msg.properties.messageId === 'string' ? msg.properties.messageId : undefined,
       attempts,
+      deferrals,
+      firstDeferredAt,
       ack: () => {
         // Throws when the channel closed meanwhile: the message is then redelivered (and found in the inbox).
         channel.ack(msg);
         return Promise.resolve();
       },
       retry: async (delayMs, error) => {
-        const wait = this.queues.retries.find((r) => r.delayMs === delayMs);
-        if (!wait) throw new Error(`consumer ${this.spec.name} has no wait queue for ${delayMs} ms`);
         // Confirmed into the wait queue first, then acknowledged: a crash in between leaves a
         // duplicate (absorbed by the inbox), never a loss.
-        await this.rabbit.republish(msg, wait.queue, failureHeaders(error));
+        await this.rabbit.republish(msg, waitQueue(delayMs), failureHeaders(error));
+        channel.ack(msg);
+      },
+      // The same wait queues, the attempts header left as it is (kept from the delivered message).
+      defer: async (delayMs, reason) => {
+        await this.rabbit.republish(msg, waitQueue(delayMs), {
+          [HEADER.deferrals]: deferrals + 1,
+          [HEADER.firstDeferredAt]: (firstDeferredAt ?? new Date()).toISOString(),
+          [HEADER.lastError]: lastError(reason),
+          [HEADER.consumer]: this.spec.name,
+        });
         channel.ack(msg);
       },
       deadLetter: async (reason) => {

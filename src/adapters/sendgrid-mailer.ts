@@ -90,7 +90,12 @@ export class SendGridMailer implements Mailer {
     } catch (err) {
       if (err instanceof BreakerRejection) {
         throw err.kind === 'open'
-          ? new MailUnavailable(`SendGrid: ${err.message}`, { provider: PROVIDER, outcome: 'not_attempted', reason: 'circuit_open' })
+          ? new MailUnavailable(`SendGrid: ${err.message}`, {
+              provider: PROVIDER,
+              outcome: 'not_attempted',
+              reason: 'circuit_open',
+              retryAfterSeconds: Math.ceil(this.breaker.options.resetTimeoutMs / 1_000),
+            })
           : new MailUnavailable(`SendGrid: ${err.message}; the message may have been accepted`, { provider: PROVIDER, outcome: 'unknown', reason: 'timeout' });
       }
       throw err;

@@ -192,6 +192,7 @@ export class StripePayments implements PaymentProvider {
               outcome: 'not_attempted',
               keyReusable: true,
               reason: 'circuit_open',
+              retryAfterSeconds: Math.ceil(this.breaker.options.resetTimeoutMs / 1_000),
             })
           : new PaymentUnavailable(`Stripe ${operation}: ${err.message}; the outcome is unknown`, {
               provider: PROVIDER,

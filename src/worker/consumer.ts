@@ -33,6 +33,28 @@ export class PermanentFailure extends Error {
   }
 }
 
+/**
+ * A service the consumer needs is unavailable (down, unreachable, its circuit breaker open, rate
+ * limiting): not the message's fault. The runner defers the message: it waits in the retry queues
+ * as long as the outage lasts, without counting as a failed attempt (see ConsumerRunner).
+ */
+export class ProviderUnavailable extends Error {
+  /** The service (`stripe`, `sendgrid`, `s3`), for logs. */
+  readonly service: string;
+  /** How long the service asked to wait (a Retry-After, the breaker's reset time), if it said. */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(service: string, message: string, options?: ErrorOptions & { retryAfterMs?: number }) {
+    super(message, options);
+    this.name = 'ProviderUnavailable';
+    this.service = service;
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+}
+
+/** 24 h: how long a message may keep waiting for an unavailable provider before it is dead-lettered. */
+export const DEFAULT_MAX_DEFERRAL_MS = 24 * 3_600_000;
+
 /** 1 s, 10 s, 1 min, 10 min: the default waits before each retry; after the last, the dead-letter queue. */
 export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [1_000, 10_000, 60_000, 600_000];
 
@@ -44,10 +66,12 @@ export interface ConsumerRunnerOptions {
   /** Messages handled at once (and unacknowledged at most): `svc worker --concurrency`. */
   prefetch: number;
   retryDelaysMs?: readonly number[];
+  /** How long a message may be deferred (its provider unavailable) before it is dead-lettered (default 24 h). */
+  maxDeferralMs?: number;
 }
 
 /** What happened to one delivery (for logs and tests). */
-export type Outcome = 'processed' | 'duplicate' | 'retry' | 'dead-letter' | 'unsettled';
+export type Outcome = 'processed' | 'duplicate' | 'retry' | 'deferred' | 'dead-letter' | 'unsettled';
 
 /**
  * Runs one consumer on a transport: each message parsed and validated (a malformed one goes to the
@@ -55,6 +79,14 @@ export type Outcome = 'processed' | 'duplicate' | 'retry' | 'dead-letter' | 'uns
  * (`processed_messages`), acknowledged only after that commit; a message already in the inbox is
  * acknowledged without running the handler again. A failed message is put in the wait queue of its
  * next retry (confirmed, then acknowledged), and after the last one in the dead-letter queue.
+ *
+ * A handler that throws ProviderUnavailable (Stripe's circuit open, SendGrid or S3 unreachable)
+ * defers its message instead: it waits in the same wait queues, without counting as a failed
+ * attempt, so an outage longer than the whole retry ladder fails no order and parks nothing. Each
+ * deferral waits the next step of the ladder (the last one repeating) or what the provider asked
+ * for, whichever is longer, and logs a warning with how long the message has been waiting; a
+ * message still deferred after `maxDeferralMs` (24 h) is dead-lettered, so a message that can never
+ * succeed does not circle for ever.
  */
 export class ConsumerRunner {
   readonly spec: ConsumerSpec;
@@ -145,6 +177,7 @@ export class ConsumerRunner {
   private async failed(delivery: Delivery, err: unknown, log: Logger): Promise<Outcome> {
     const error = describe(err);
     const delays = this.spec.retryDelaysMs;
+    if (err instanceof ProviderUnavailable && delays.length > 0) return this.deferred(delivery, err, error, log);
     if (isPermanent(err)) {
       log.warn({ err }, `failed for good; moved to the dead-letter queue`);
       await delivery.deadLetter(error);
@@ -160,6 +193,49 @@ export class ConsumerRunner {
     await delivery.deadLetter(error);
     return 'dead-letter';
   }
+
+  private async deferred(delivery: Delivery, err: ProviderUnavailable, error: string, log: Logger): Promise<Outcome> {
+    const now = Date.now();
+    const since = delivery.firstDeferredAt ?? new Date(now);
+    const waitedMs = Math.max(0, now - since.getTime());
+    const context = { service: err.service, deferrals: delivery.deferrals, waitingSince: since.toISOString(), waitedMs, error };
+    const maxMs = this.options.maxDeferralMs ?? DEFAULT_MAX_DEFERRAL_MS;
+    if (waitedMs >= maxMs) {
+      const reason = `${error} (still unavailable after waiting ${duration(waitedMs)} since ${since.toISOString()}, ${delivery.deferrals} deferrals)`;
+      log.error(
+        context,
+        `${err.service} unavailable for ${duration(waitedMs)}, longer than the ${duration(maxMs)} a message may wait; moved to the dead-letter queue`,
+      );
+      await delivery.deadLetter(reason);
+      return 'dead-letter';
+    }
+    const delayMs = deferralDelay(this.spec.retryDelaysMs, delivery.deferrals, err.retryAfterMs);
+    log.warn(
+      context,
+      `${err.service} unavailable; the message waits ${delayMs} ms for it (not counted as a failed attempt), waiting for ${duration(waitedMs)} so far`,
+    );
+    await delivery.defer(delayMs, error);
+    return 'deferred';
+  }
+}
+
+/**
+ * The wait of a deferral: the ladder's step for the deferrals so far (the last one repeating), or
+ * the shortest delay that covers what the provider asked for, whichever is longer. Always one of
+ * the delays (RabbitMQ has a wait queue for each, and none other).
+ */
+export function deferralDelay(delays: readonly number[], deferrals: number, retryAfterMs: number | undefined): number {
+  const step = delays[Math.min(deferrals, delays.length - 1)]!;
+  if (retryAfterMs === undefined || retryAfterMs <= step) return step;
+  return delays.find((d) => d >= retryAfterMs) ?? delays.at(-1)!;
+}
+
+/** `850 ms`, `42 s`, `12 min`, `3.5 h`: a wait in words for the logs. */
+function duration(ms: number): string {
+  if (ms < 1_000) return `${ms} ms`;
+  if (ms < 120_000) return `${Math.round(ms / 1_000)} s`;
+  if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
+  return `${Math.round(ms / 360_000) / 10} h`;
 }
 
 const PERMANENT_CODES = new Set(['invalid', 'unprocessable']);

@@ -32,6 +32,10 @@ export const EventDeliverySchema = defineEntity({
     status: p.enum(DELIVERY_STATUSES).default('pending'),
     // Failed attempts so far (retries and the final failure), as on RabbitMQ.
     attempts: p.integer().default(0),
+    // Waits for a provider that was down (circuit open, unreachable): not failed attempts.
+    deferrals: p.integer().default(0),
+    // When the first of those waits began (a message deferred too long is parked as dead).
+    firstDeferredAt: p.datetime().nullable(),
     // Leases taken since the last settled attempt: a message whose handler kills its process every
     // time is parked after a few (RabbitMQ's x-delivery-limit).
     unsettled: p.integer().default(0),

@@ -17,10 +17,19 @@ export interface Delivery {
   readonly messageId: string | undefined;
   /** Failed attempts before this delivery: 0 on the first. */
   readonly attempts: number;
+  /** Deferrals before this delivery (waits for a provider that was down): they are not failed attempts. */
+  readonly deferrals: number;
+  /** When the message was first deferred; undefined if it never was. */
+  readonly firstDeferredAt: Date | undefined;
   /** Done: the message leaves the queue. Call only after the consumer's work committed. */
   ack(): Promise<void>;
   /** Failed for now: the message waits `delayMs` (one of the spec's retryDelaysMs), then comes back with attempts + 1. */
   retry(delayMs: number, error: string): Promise<void>;
+  /**
+   * A provider the consumer needs is unavailable: the message waits `delayMs` (one of the spec's
+   * retryDelaysMs), then comes back with the same attempts and deferrals + 1.
+   */
+  defer(delayMs: number, reason: string): Promise<void>;
   /** Failed for good: the message is parked in the consumer's dead-letter queue with the reason, for `svc recover`. */
   deadLetter(reason: string): Promise<void>;
 }

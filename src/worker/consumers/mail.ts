@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { EventMessage } from '../../domain/events/events.js';
-import type { Mailer } from '../../domain/notifications/mailer.js';
+import { MailUnavailable, type Mailer } from '../../domain/notifications/mailer.js';
 import { orderMailData, paymentFailureWords } from '../../domain/notifications/order-mail.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import { formatMoney } from '../../domain/shared/money.js';
-import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
+import { defineConsumer, ProviderUnavailable, type ConsumerDefinition } from '../consumer.js';
 import { MailTemplates, type MailTemplateName } from '../mail-templates.js';
 
 /** The link in an order confirmation: the API's receipt route, which hands a signed-in owner a fresh download link. */
@@ -64,12 +64,24 @@ export function mailConsumer(deps: { mailer: Mailer; logger: Logger; publicUrl: 
       const mail = await templates.render(template, data);
       const reference = `${template}-${orderId}`;
       // Last: nothing but the commit comes after the provider has accepted the email.
-      const { messageId } = await deps.mailer.send({
-        to: { email: order.customer.email, name: order.customer.name },
-        ...mail,
-        category: template,
-        reference,
-      });
+      let messageId: string;
+      try {
+        ({ messageId } = await deps.mailer.send({
+          to: { email: order.customer.email, name: order.customer.name },
+          ...mail,
+          category: template,
+          reference,
+        }));
+      } catch (err) {
+        // The provider down (or its circuit open): the email waits for it, however long, rather than
+        // use up its retries. A send with an unknown outcome retried later may arrive twice, as above.
+        if (!(err instanceof MailUnavailable)) throw err;
+        const retryAfter = err.details.retryAfterSeconds;
+        throw new ProviderUnavailable(err.details.provider, err.message, {
+          cause: err,
+          ...(retryAfter === undefined ? {} : { retryAfterMs: retryAfter * 1_000 }),
+        });
+      }
       // The logger masks the address (a***@e***.com), as in every log line.
       deps.logger.info({ orderId, to: order.customer.email, template, reference, messageId, mailer: deps.mailer.name }, 'email sent');
     },

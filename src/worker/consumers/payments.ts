@@ -4,7 +4,7 @@ import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
 import { markUnknown, paymentsOf, recordOutcome, startAttempt, type PaymentAttempt } from '../../domain/payments/payments.js';
 import type { Ctx } from '../../domain/shared/context.js';
-import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
+import { defineConsumer, ProviderUnavailable, type ConsumerDefinition } from '../consumer.js';
 
 /** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
 export const MAX_PAYMENT_ATTEMPTS = 5;
@@ -41,8 +41,9 @@ interface OrderToPay {
  * Outcomes: succeeded → the attempt `succeeded`, the order `completed`; declined → the attempt
  * `declined`, the order `failed` with the provider's code as reason (`authentication_required`
  * for 3-D Secure off-session), its stock back. Unavailable with a reusable key (timeouts,
- * connection errors, 409 in flight, circuit open) → thrown: the runner retries later with the same
- * key. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
+ * connection errors, 409 in flight, circuit open, a refused API key) → thrown as ProviderUnavailable:
+ * the runner defers the message (it waits as long as the outage lasts, not counted as a failed
+ * attempt) and retries with the same key. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
  * payment found decides the order; none → the attempt is marked `unknown` and the next key is
  * tried at once, in the same run (throwing would roll the mark back and loop on the dead key).
  * After MAX_PAYMENT_ATTEMPTS new stored failures (or the circuit opening meanwhile) the run throws
@@ -76,51 +77,74 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     name: 'payments',
     events: ['order.created'],
     async handle(tx: Ctx, message: EventMessage): Promise<void> {
-      const orderId = message.aggregateId;
-      const [order] = await tx.sql<OrderToPay>('select id, status, total, currency, payment_method from orders where id = $1 for update', [orderId]);
-      if (!order) return;
-      if (order.status === 'pending') await transition(tx, orderId, 'processing');
-      else if (order.status !== 'processing') return; // cancelled, or already decided: nothing to do
-      const attempts = await paymentsOf(tx, orderId);
-      const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
-      if (decided) return settle(tx, orderId, fromAttempt(decided));
-      if (!order.payment_method) {
-        return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
+      try {
+        await pay(tx, message);
+      } catch (err) {
+        throw waitingForProvider(err);
       }
-      let n = attempts.filter((a) => a.status === 'unknown').length + 1;
-      // Only new stored failures count towards giving up. A run that gave up rolled its `unknown`
-      // marks back, so the next run meets those keys again, each replaying its stored failure: they
-      // are walked past (the search still decides each one), or the order could never be paid
-      // until the provider forgets the keys (Stripe: 24 h).
-      let fresh = 0;
-      for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
-        const attempt = await startAttempt(tx, { orderId, attempt: n, amount: order.total, currency: order.currency, provider: payments.name });
-        let outcome: ChargeOutcome | undefined;
-        sending(attempt.idempotencyKey);
-        try {
-          outcome = await payments.charge({
-            orderId,
-            amount: order.total,
-            currency: order.currency,
-            paymentMethod: order.payment_method,
-            idempotencyKey: attempt.idempotencyKey,
-          });
-        } catch (err) {
-          if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
-          // The key holds a stored failure: did the payment happen?
-          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
-          if (!outcome) {
-            await markUnknown(tx, attempt.id, err.message);
-            if (!err.details.replayed) fresh++;
-            continue;
-          }
-        }
-        firstSent.delete(attempt.idempotencyKey);
-        await recordOutcome(tx, attempt.id, outcome);
-        return settle(tx, orderId, outcome);
-      }
-      throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
     },
+  });
+
+  async function pay(tx: Ctx, message: EventMessage): Promise<void> {
+    const orderId = message.aggregateId;
+    const [order] = await tx.sql<OrderToPay>('select id, status, total, currency, payment_method from orders where id = $1 for update', [orderId]);
+    if (!order) return;
+    if (order.status === 'pending') await transition(tx, orderId, 'processing');
+    else if (order.status !== 'processing') return; // cancelled, or already decided: nothing to do
+    const attempts = await paymentsOf(tx, orderId);
+    const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
+    if (decided) return settle(tx, orderId, fromAttempt(decided));
+    if (!order.payment_method) {
+      return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
+    }
+    let n = attempts.filter((a) => a.status === 'unknown').length + 1;
+    // Only new stored failures count towards giving up. A run that gave up rolled its `unknown`
+    // marks back, so the next run meets those keys again, each replaying its stored failure: they
+    // are walked past (the search still decides each one), or the order could never be paid
+    // until the provider forgets the keys (Stripe: 24 h).
+    let fresh = 0;
+    for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
+      const attempt = await startAttempt(tx, { orderId, attempt: n, amount: order.total, currency: order.currency, provider: payments.name });
+      let outcome: ChargeOutcome | undefined;
+      sending(attempt.idempotencyKey);
+      try {
+        outcome = await payments.charge({
+          orderId,
+          amount: order.total,
+          currency: order.currency,
+          paymentMethod: order.payment_method,
+          idempotencyKey: attempt.idempotencyKey,
+        });
+      } catch (err) {
+        if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
+        // The key holds a stored failure: did the payment happen?
+        outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
+        if (!outcome) {
+          await markUnknown(tx, attempt.id, err.message);
+          if (!err.details.replayed) fresh++;
+          continue;
+        }
+      }
+      firstSent.delete(attempt.idempotencyKey);
+      await recordOutcome(tx, attempt.id, outcome);
+      return settle(tx, orderId, outcome);
+    }
+    throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
+  }
+}
+
+/**
+ * A provider failure that only waiting can fix, with nothing stored against the key (the circuit
+ * open, the provider unreachable, rate limiting, a timeout, a request still in flight, a refused
+ * API key): the message is deferred, retried with the same key as long as the outage lasts, never
+ * counted towards the dead-letter queue. Anything else as it is.
+ */
+function waitingForProvider(err: unknown): unknown {
+  if (!(err instanceof PaymentUnavailable) || !err.details.keyReusable) return err;
+  const retryAfter = err.details.retryAfterSeconds;
+  return new ProviderUnavailable(err.details.provider, err.message, {
+    cause: err,
+    ...(retryAfter === undefined ? {} : { retryAfterMs: retryAfter * 1_000 }),
   });
 }
 

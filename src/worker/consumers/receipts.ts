@@ -3,7 +3,8 @@ import type { EventMessage } from '../../domain/events/events.js';
 import type { FileStore } from '../../domain/files/file-store.js';
 import { hasReceipt, receiptData, receiptKey, recordReceipt, RECEIPT_CONTENT_TYPE } from '../../domain/files/receipts.js';
 import type { Ctx } from '../../domain/shared/context.js';
-import { defineConsumer, type ConsumerDefinition } from '../consumer.js';
+import { DomainError } from '../../domain/shared/errors.js';
+import { defineConsumer, ProviderUnavailable, type ConsumerDefinition } from '../consumer.js';
 import { ReceiptRenderer } from '../receipt-pdf.js';
 
 /**
@@ -30,7 +31,17 @@ export function receiptsConsumer(deps: { files: FileStore; logger: Logger; rende
         return;
       }
       const pdf = await renderer.render(data);
-      const stored = await deps.files.put(receiptKey(orderId), pdf, { contentType: RECEIPT_CONTENT_TYPE });
+      let stored;
+      try {
+        stored = await deps.files.put(receiptKey(orderId), pdf, { contentType: RECEIPT_CONTENT_TYPE });
+      } catch (err) {
+        // The store down or refusing us (S3 unreachable, the bucket or the credentials wrong): the
+        // receipt waits for it, however long (each wait logged with the reason), rather than use up its retries.
+        if (err instanceof DomainError && err.code === 'unavailable') {
+          throw new ProviderUnavailable(typeof err.details.service === 'string' ? err.details.service : deps.files.name, err.message, { cause: err });
+        }
+        throw err;
+      }
       await recordReceipt(tx, orderId, stored);
       deps.logger.info({ orderId, key: stored.key, size: stored.size, store: deps.files.name }, 'receipt stored');
     },
