@@ -95,7 +95,8 @@ export interface App {
   transport?: ConsumerTransport;
   /**
    * Starts the periodic purge of expired rows, of published outbox rows past OUTBOX_RETENTION_HOURS
-   * and of inbox rows past PROCESSED_MESSAGES_RETENTION_HOURS (now, then every 15 minutes).
+   * of inbox rows past PROCESSED_MESSAGES_RETENTION_HOURS and of Stripe webhook inbox rows past
+   * STRIPE_EVENTS_RETENTION_HOURS (now, then every 15 minutes).
    */
   scheduleHousekeeping(intervalMs?: number): Housekeeping;
   /**
@@ -193,6 +194,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, {
           outboxRetentionHours: config.OUTBOX_RETENTION_HOURS,
           processedMessagesRetentionHours: config.PROCESSED_MESSAGES_RETENTION_HOURS,
+          stripeEventsRetentionHours: config.STRIPE_EVENTS_RETENTION_HOURS,
         }),
       shareDatabase: async (url) => db.share?.(url),
       databaseState: async () => {

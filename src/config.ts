@@ -252,6 +252,11 @@ export const configSchema = {
     parser: int(2, 87_600),
     default: () => 336,
   } satisfies KeySpec<number>,
+  STRIPE_EVENTS_RETENTION_HOURS: {
+    doc: 'How long the Stripe webhook inbox (stripe_events) remembers an event id, so that a redelivery has no second effect, before housekeeping deletes it; must exceed 72 (Stripe retries a delivery for up to 3 days)',
+    parser: int(1, 87_600),
+    default: () => 720,
+  } satisfies KeySpec<number>,
   STRIPE_SECRET_KEY: {
     doc: 'Stripe secret or restricted API key (sk_test_…, sk_live_…, rk_…); unset means a simulated payment provider',
     parser: text('a Stripe API key: sk_test_…, sk_live_…, rk_test_… or rk_live_…', /^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}$/),
@@ -474,6 +479,15 @@ function checkConsistency(config: Config): void {
       `PROCESSED_MESSAGES_RETENTION_HOURS (${config.PROCESSED_MESSAGES_RETENTION_HOURS}) must exceed OUTBOX_RETENTION_HOURS (${config.OUTBOX_RETENTION_HOURS}) by at least 1: ` +
         `a published event can be replayed, or come back from a retry wait, as long as its outbox row is kept, and the inbox must still recognise it; ` +
         `raise PROCESSED_MESSAGES_RETENTION_HOURS to ${config.OUTBOX_RETENTION_HOURS + 1} or more`,
+    );
+  }
+  // Stripe redelivers an event for up to 3 days: an inbox that forgot it would apply it twice.
+  if (config.STRIPE_EVENTS_RETENTION_HOURS <= 72) {
+    throw new ConfigError(
+      'STRIPE_EVENTS_RETENTION_HOURS',
+      config.sources.STRIPE_EVENTS_RETENTION_HOURS,
+      `STRIPE_EVENTS_RETENTION_HOURS (${config.STRIPE_EVENTS_RETENTION_HOURS}) must exceed 72: Stripe retries a webhook delivery for up to 3 days, ` +
+        `and the webhook inbox must still recognise a redelivered event; raise it to 73 or more (the default is 720)`,
     );
   }
   // The default sender is for the .eml files on this machine; a real provider refuses (or spam-folders) it.

@@ -3,10 +3,11 @@ import type { Logger } from './logger.js';
 import { purgeExpired } from './domain/housekeeping.js';
 import { purgePublishedEvents } from './domain/events/outbox-retention.js';
 import { purgeProcessedMessages } from './domain/events/inbox-retention.js';
+import { purgeStripeEvents } from './domain/payments/webhook-retention.js';
 
 /**
  * How often `svc serve` and `svc worker` delete expired idempotency keys, refresh-token families,
- * and published outbox rows and inbox rows past their retention.
+ * and published outbox rows, inbox rows and Stripe webhook inbox rows past their retention.
  */
 export const HOUSEKEEPING_INTERVAL_MS = 15 * 60_000;
 
@@ -24,7 +25,7 @@ export function scheduleHousekeeping(
   fork: () => SqlEntityManager,
   logger: Logger,
   intervalMs: number,
-  options: { outboxRetentionHours?: number; processedMessagesRetentionHours?: number } = {},
+  options: { outboxRetentionHours?: number; processedMessagesRetentionHours?: number; stripeEventsRetentionHours?: number } = {},
 ): Housekeeping {
   let running: Promise<void> | undefined;
   let stopped = false;
@@ -37,8 +38,10 @@ export function scheduleHousekeeping(
         const outboxEvents = hours === undefined ? 0 : await purgePublishedEvents(fork(), new Date(Date.now() - hours * 3_600_000));
         const inboxHours = options.processedMessagesRetentionHours;
         const processedMessages = inboxHours === undefined ? 0 : await purgeProcessedMessages(fork(), new Date(Date.now() - inboxHours * 3_600_000));
-        if (purged.idempotencyKeys + purged.refreshTokens + purged.loginThrottles + outboxEvents + processedMessages > 0) {
-          logger.info({ purged: { ...purged, outboxEvents, processedMessages } }, 'housekeeping: deleted expired rows');
+        const webhookHours = options.stripeEventsRetentionHours;
+        const stripeEvents = webhookHours === undefined ? 0 : await purgeStripeEvents(fork(), new Date(Date.now() - webhookHours * 3_600_000));
+        if (purged.idempotencyKeys + purged.refreshTokens + purged.loginThrottles + outboxEvents + processedMessages + stripeEvents > 0) {
+          logger.info({ purged: { ...purged, outboxEvents, processedMessages, stripeEvents } }, 'housekeeping: deleted expired rows');
         }
       })
       .catch((err: unknown) => logger.warn({ err }, 'housekeeping failed; trying again at the next pass'))

@@ -147,6 +147,7 @@ test('the provider keys are parsed and shown in svc config --json, secrets maske
   assert.equal(defaults.RECEIPT_URL_TTL_SECONDS, 300);
   assert.equal(defaults.OUTBOX_RETENTION_HOURS, 168);
   assert.equal(defaults.PROCESSED_MESSAGES_RETENTION_HOURS, 336);
+  assert.equal(defaults.STRIPE_EVENTS_RETENTION_HOURS, 720);
   assert.equal(loadConfig({ OUTBOX_RETENTION_HOURS: '720', PROCESSED_MESSAGES_RETENTION_HOURS: '721' }).PROCESSED_MESSAGES_RETENTION_HOURS, 721);
   for (const key of ['AMQP_URL', 'STRIPE_SECRET_KEY', 'SENDGRID_API_KEY', 'S3_BUCKET', 'PUBLIC_URL'] as const) assert.equal(defaults[key], undefined, key);
 });
@@ -191,6 +192,11 @@ test('keys that need another key fail naming both: a webhook secret without a St
       /PROCESSED_MESSAGES_RETENTION_HOURS \(168\) must exceed OUTBOX_RETENTION_HOURS \(168\) by at least 1: .*raise PROCESSED_MESSAGES_RETENTION_HOURS to 169/,
     ],
     [{ OUTBOX_RETENTION_HOURS: '720' }, 'OUTBOX_RETENTION_HOURS', /PROCESSED_MESSAGES_RETENTION_HOURS \(336\) must exceed OUTBOX_RETENTION_HOURS \(720\)/],
+    [
+      { STRIPE_EVENTS_RETENTION_HOURS: '72' },
+      'STRIPE_EVENTS_RETENTION_HOURS',
+      /STRIPE_EVENTS_RETENTION_HOURS \(72\) must exceed 72: Stripe retries a webhook delivery for up to 3 days/,
+    ],
   ];
   for (const [env, key, message] of cases) {
     assert.throws(

@@ -146,3 +146,26 @@ test('housekeeping deletes inbox rows past PROCESSED_MESSAGES_RETENTION_HOURS an
   await app.scheduleHousekeeping(60_000).stop();
   assert.deepEqual(await query(db, 'select consumer, message_id from processed_messages'), [{ consumer: 'payments', message_id: 'evt_new' }]);
 });
+
+test('housekeeping deletes Stripe webhook inbox rows past STRIPE_EVENTS_RETENTION_HOURS, keeps recent ones, and never touches dead event deliveries', async (t) => {
+  const db = await migratedDatabase(t);
+  await query(
+    db,
+    `insert into stripe_events (id, type, order_id, outcome, created_at, received_at, processed_at) values
+     ('evt_stripe_old', 'payment_intent.succeeded', null, 'applied', now() - interval '80 hours', now() - interval '80 hours', now() - interval '80 hours'),
+     ('evt_stripe_new', 'payment_intent.succeeded', null, 'applied', now() - interval '70 hours', now() - interval '70 hours', now() - interval '70 hours')`,
+  );
+  // Dead letters of the in-process queue wait for an operator (svc recover), however old.
+  await query(
+    db,
+    `insert into event_deliveries (id, consumer, message_id, body, status, attempts, unsettled, available_at, last_error, first_failed_at, dead_at, created_at) values
+     ('dlv_dead', 'payments', 'evt_dead', '{}', 'dead', 5, 0, now() - interval '2000 hours', 'Error: boom', now() - interval '2000 hours', now() - interval '2000 hours', now() - interval '2000 hours')`,
+  );
+  const app = await createApp(
+    loadConfig({ DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent', STRIPE_EVENTS_RETENTION_HOURS: '73' }),
+  );
+  t.after(() => app.close());
+  await app.scheduleHousekeeping(60_000).stop();
+  assert.deepEqual(await query(db, 'select id from stripe_events'), [{ id: 'evt_stripe_new' }]);
+  assert.deepEqual(await query(db, 'select id, status from event_deliveries'), [{ id: 'dlv_dead', status: 'dead' }]);
+});
