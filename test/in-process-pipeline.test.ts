@@ -1,11 +1,17 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createApp } from '../src/app.js';
+import { Writable } from 'node:stream';
+import { createApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
+import { createLoggerTo } from '../src/logger.js';
+import { startServer } from '../src/server/serve.js';
 import { BIN, ROOT, svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
 import { migratedDatabase, query } from './helpers/db.js';
+import { parseEml } from './helpers/eml.js';
 import { silent, waitFor } from './helpers/rabbit.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe } from './fakes/stripe.js';
 
@@ -13,6 +19,8 @@ import { FAKE_STRIPE_SECRET_KEY, startFakeStripe } from './fakes/stripe.js';
 // nothing else running, and orders paid and decided in-process (npm run build first).
 
 const PASSWORD = 'correct horse battery staple';
+// The customer's name is data, not markup: the HTML email must escape it.
+const CUSTOMER = 'Ada "<b>Lovelace</b>" & Co';
 
 interface Shop {
   /** An API call with the user's token (v1 unless said otherwise). */
@@ -59,7 +67,7 @@ async function openShop(serve: ServeProcess, env: Record<string, string | undefi
     'v2',
   );
   assert.equal(product.status, 201, JSON.stringify(product.body));
-  const registered = await api(serve.url, 'POST', '/auth/register', { email: 'ada@example.com', password: PASSWORD, name: 'Ada' });
+  const registered = await api(serve.url, 'POST', '/auth/register', { email: 'ada@example.com', password: PASSWORD, name: CUSTOMER });
   assert.equal(registered.status, 201, JSON.stringify(registered.body));
   return { ...shopAt(serve.url, await login(serve.url, 'ada@example.com')), productId: product.body.id as string };
 }
@@ -92,8 +100,8 @@ async function stopServe(serve: ServeProcess): Promise<void> {
   assert.equal(code, 0, serve.stderr());
 }
 
-/** The payment rows of the stopped data folder, per order: how many attempts succeeded. */
-async function paymentsIn(t: TestContext, dataDir: string): Promise<Map<string, { succeeded: number; declined: number }>> {
+/** The payment rows of the stopped data folder, per order: how many attempts succeeded (and the App open on it, closed when the test ends). */
+async function paymentsIn(t: TestContext, dataDir: string): Promise<{ payments: Map<string, { succeeded: number; declined: number }>; app: App }> {
   const app = await createApp(loadConfig({ SVC_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }), { logger: silent });
   t.after(() => app.close());
   const rows = await app.context({ actor: 'cli:test' }).sql<{ order_id: string; succeeded: number; declined: number }>(
@@ -101,7 +109,7 @@ async function paymentsIn(t: TestContext, dataDir: string): Promise<Map<string, 
        from payments group by order_id`,
     [],
   );
-  return new Map(rows.map((r) => [r.order_id, { succeeded: r.succeeded, declined: r.declined }]));
+  return { payments: new Map(rows.map((r) => [r.order_id, { succeeded: r.succeeded, declined: r.declined }])), app };
 }
 
 interface WorkerProcess {
@@ -157,7 +165,7 @@ const logLines = (stderr: string) =>
     .map((line) => JSON.parse(line) as { msg: string; consumer?: string; messageId?: string });
 
 test(
-  'on a fresh data folder, svc serve alone takes an order to completed (pm_card_visa) and a declined card to failed, in-process',
+  'on a fresh data folder, svc serve alone takes an order to completed (pm_card_visa) with a confirmation email and a receipt to download, and a declined card to failed with a payment-failure email, in-process',
   { timeout: 180_000 },
   async (t) => {
     const dataDir = join(tempDir(t), 'data');
@@ -175,10 +183,49 @@ test(
 
     const announced = logLines(serve.stderr()).filter((l) => l.msg.startsWith('events dispatched in-process (no AMQP_URL)'));
     assert.equal(announced.length, 1, serve.stderr());
+
+    // The emails: .eml files under <data>/mail/ (no SENDGRID_API_KEY), one per decided order.
+    const mailDir = join(dataDir, 'mail');
+    const confirmationFile = `order-confirmation-${paid}.eml`;
+    const failureFile = `payment-failed-${declined}.eml`;
+    await waitFor(() => existsSync(join(mailDir, confirmationFile)) && existsSync(join(mailDir, failureFile)), 30_000, 'the two emails');
+    assert.deepEqual(readdirSync(mailDir).sort(), [confirmationFile, failureFile]);
+    const confirmation = parseEml(readFileSync(join(mailDir, confirmationFile), 'utf8'));
+    assert.equal(confirmation.headers.subject, `Your order ${paid} is confirmed`);
+    assert.equal(confirmation.headers.to, `"Ada \\"<b>Lovelace</b>\\" & Co" <ada@example.com>`);
+    const html = confirmation.parts.find((p) => p.type === 'text/html')!.body;
+    assert.ok(html.includes('Ada &quot;&lt;b&gt;Lovelace&lt;/b&gt;&quot; &amp; Co'), html);
+    assert.ok(!html.includes('<b>Lovelace'), html);
+    const text = confirmation.parts.find((p) => p.type === 'text/plain')!.body;
+    assert.ok(text.includes(`Hello ${CUSTOMER},`), text);
+    // The receipt link is the API's route on the address svc serve listens on (no PUBLIC_URL set).
+    assert.ok(text.includes(`Your receipt (PDF): ${serve.url}/api/v1/orders/${paid}/receipt`), text);
+    const failure = parseEml(readFileSync(join(mailDir, failureFile), 'utf8'));
+    assert.equal(failure.headers.subject, `The payment for your order ${declined} failed`);
+    assert.match(failure.headers.to!, /<ada@example\.com>$/);
+    assert.match(failure.parts.find((p) => p.type === 'text/plain')!.body, /your card was declined by its issuer/);
+
+    // The receipt: the API hands out a link on svc serve, which downloads the PDF; the declined order has none.
+    let receipt = await shop.call('GET', `/orders/${paid}/receipt`);
+    await waitFor(async () => (receipt = await shop.call('GET', `/orders/${paid}/receipt`)).status === 200, 30_000, 'the receipt');
+    const { url, expiresAt } = receipt.body as { url: string; expiresAt: string };
+    assert.ok(url.startsWith(`${serve.url}/`), url);
+    assert.ok(Date.parse(expiresAt) > Date.now(), expiresAt);
+    const download = await fetch(url);
+    assert.equal(download.status, 200);
+    assert.equal(download.headers.get('content-type'), 'application/pdf');
+    const pdf = Buffer.from(await download.arrayBuffer());
+    assert.equal(pdf.subarray(0, 5).toString('latin1'), '%PDF-');
+    assert.equal((await shop.call('GET', `/orders/${declined}/receipt`)).status, 404);
+
     await stopServe(serve);
-    const payments = await paymentsIn(t, dataDir);
+    const { payments, app } = await paymentsIn(t, dataDir);
     assert.deepEqual(payments.get(paid), { succeeded: 1, declined: 0 });
     assert.deepEqual(payments.get(declined), { succeeded: 0, declined: 1 });
+    const files = await app
+      .context({ actor: 'cli:test' })
+      .sql<{ order_id: string; size: number; sha256: string }>(`select order_id, size, sha256 from files where kind = 'receipt'`, []);
+    assert.deepEqual(files, [{ order_id: paid, size: pdf.length, sha256: createHash('sha256').update(pdf).digest('hex') }]);
   },
 );
 
@@ -213,7 +260,7 @@ test(
       assert.equal(stripe.chargesForOrder(id).length, i === ORDERS - 1 ? 0 : 1, `one successful charge for ${id}`);
     }
     await stopServe(second);
-    const payments = await paymentsIn(t, dataDir);
+    const { payments } = await paymentsIn(t, dataDir);
     for (const [i, id] of orders.entries()) {
       assert.deepEqual(payments.get(id), i === ORDERS - 1 ? { succeeded: 0, declined: 1 } : { succeeded: 1, declined: 0 }, id);
     }
@@ -331,3 +378,31 @@ test('two svc worker without AMQP_URL on one PostgreSQL database share the order
   assert.deepEqual(await query(db, `select count(*)::int as n from event_deliveries where consumer = 'payments'`), [{ n: 0 }]);
   await Promise.all(workers.map((w) => w.stop()));
 });
+
+test(
+  'svc serve bound to every interface (HOST=0.0.0.0) hands out links on 127.0.0.1, and warns once that PUBLIC_URL is not set',
+  { timeout: 120_000 },
+  async (t) => {
+    let out = '';
+    const logger = createLoggerTo(
+      'warn',
+      new Writable({
+        write(chunk: Buffer, _enc, done) {
+          out += chunk.toString();
+          done();
+        },
+      }),
+    );
+    const running = await startServer(loadConfig({ SVC_DATA_DIR: join(tempDir(t), 'data'), HOST: '0.0.0.0', PORT: '0', LOG_LEVEL: 'warn' }), {
+      overrides: { logger },
+    });
+    t.after(() => running.stop());
+    const port = new URL(running.url).port;
+    assert.equal(running.app.publicUrl(), `http://127.0.0.1:${port}`);
+    const { url } = await running.app.files.signedUrl('receipts/ord_x.pdf', 60);
+    assert.ok(url.startsWith(`http://127.0.0.1:${port}/`), url);
+    const warnings = logLines(out).filter((l) => l.msg.startsWith('PUBLIC_URL is not set and HOST=0.0.0.0'));
+    assert.equal(warnings.length, 1, out);
+    await running.stop();
+  },
+);

@@ -59,7 +59,15 @@ export async function startServer(
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
     const url = `http://${host}:${port}`;
-    app.listening(url);
+    // The links svc hands out (receipt downloads, the receipt link in emails) need an address a
+    // client can reach, which a wildcard is not: this machine's loopback, unless PUBLIC_URL says.
+    const wildcard = config.HOST === '0.0.0.0' || config.HOST === '::';
+    app.listening(wildcard ? `http://${config.HOST === '::' ? '[::1]' : '127.0.0.1'}:${port}` : url);
+    if (wildcard && !config.PUBLIC_URL) {
+      app.logger.warn(
+        `PUBLIC_URL is not set and HOST=${config.HOST} listens on every interface: links in emails and receipt links point at ${app.publicUrl()}; set PUBLIC_URL`,
+      );
+    }
     // The embedded database lives in this process: other svc commands reach it through a socket.
     share = await app.shareDatabase(url);
     app.logger.info({ url, database: app.db.kind, location: app.db.location }, `listening on ${url}`);
