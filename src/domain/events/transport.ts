@@ -19,7 +19,10 @@ export interface Delivery {
   readonly attempts: number;
   /** Deferrals before this delivery (waits for a provider that was down): they are not failed attempts. */
   readonly deferrals: number;
-  /** When the message was first deferred; undefined if it never was. */
+  /**
+   * When the message was first deferred; undefined if it never was. A deferral 24 h after it is
+   * dead-lettered: a replay of a dead letter must start without it (and with deferrals 0).
+   */
   readonly firstDeferredAt: Date | undefined;
   /** Done: the message leaves the queue. Call only after the consumer's work committed. */
   ack(): Promise<void>;
