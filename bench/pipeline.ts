@@ -568,7 +568,8 @@ function emlFiles(dataDir: string): MailSeen[] {
     const text = readFileSync(path, 'utf8');
     const to = /^To:(.*)$/im.exec(text)?.[1] ?? '';
     return {
-      orderIds: [...new Set(text.match(ORDER_ID) ?? [])],
+      // The file is named after the message's reference (order-confirmation-<orderId>), and the body may be encoded.
+      orderIds: [...new Set([...(name.match(ORDER_ID) ?? []), ...(text.match(ORDER_ID) ?? [])])],
       recipients: (to.match(/[^\s<>,"]+@[^\s<>,"]+/g) ?? []).map((a) => a.toLowerCase()),
       at: statSync(path).mtimeMs,
     };
