@@ -1,21 +1,28 @@
-import { spawn } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
-import pg from 'pg';
+import type autocannon from 'autocannon';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { AccessTokens, generateSigningJwk, loadSigningKeys } from '../src/adapters/jwt.js';
 import { ensureBuilt } from './cli.js';
+import {
+  admin,
+  BIN,
+  drive as driveWith,
+  exec,
+  fmt,
+  idOf,
+  orderBody as body,
+  PG_ADMIN_URL,
+  pick,
+  startChild,
+  withDatabase,
+  type Env,
+  type Figures,
+} from './harness.js';
 import type { BenchOptions, Goal, Report } from './report.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(ROOT, 'bin', 'run.js');
-/** The same server and variable the tests use. */
-const PG_ADMIN_URL = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 /** Set to a folder to write a V8 CPU profile of `svc serve` there (node --cpu-prof). */
 const CPU_PROF_DIR = process.env.SVC_BENCH_CPU_PROF;
 
@@ -31,147 +38,9 @@ const LOAD_USERS = 1_000;
 const PGBENCH_CLIENTS = 8;
 const PGBENCH_SCALE = 8;
 
-type Env = Record<string, string | undefined>;
-
-interface Figures {
-  name: string;
-  reqPerSec: number;
-  p50: number;
-  p99: number;
-  /** Connection errors, timeouts and non-2xx answers. */
-  errors: number;
-  /** 2xx answers, warm-up included (for the stock accounting). */
-  ok: number;
-  rssBytes?: number;
-}
-
-interface Child {
-  pid: number;
-  url: string;
-  stop(): Promise<void>;
-}
-
-/** Runs a command to completion; resolves its stdout, rejects with its output unless it exits 0. */
-function exec(cmd: string, args: string[], env: Env = process.env): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code, signal) =>
-      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code ?? signal}:\n${out}${err}`)),
-    );
-  });
-}
-
-/** Starts a long-running node process and resolves once it prints "listening on <url>". */
-function startChild(name: string, args: string[], env: Env): Promise<Child> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const exited = new Promise<void>((done) => child.once('exit', () => done()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${name} did not start within 60 s:\n${out}${err}`));
-    }, 60_000);
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-20_000)));
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /listening on (http:\/\/[^\s)]+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      out = '';
-      resolve({
-        pid: child.pid!,
-        url: m[1]!,
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          child.kill('SIGTERM');
-          const kill = setTimeout(() => child.kill('SIGKILL'), 15_000);
-          await exited;
-          clearTimeout(kill);
-        },
-      });
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code ?? signal} before listening:\n${out}${err}`));
-    });
-  });
-}
-
-/** Samples a process's resident set size (Linux /proc) until stopped; resolves the peak. */
-function sampleRss(pid: number): { stop(): number | undefined } {
-  let peak: number | undefined;
-  const read = () => {
-    try {
-      const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-      if (kb) peak = Math.max(peak ?? 0, Number(kb) * 1024);
-    } catch {
-      // no /proc (not Linux), or the process is gone
-    }
-  };
-  read();
-  const timer = setInterval(read, 200);
-  return {
-    stop() {
-      clearInterval(timer);
-      read();
-      return peak;
-    },
-  };
-}
-
 /** Drives url with autocannon at 50 connections: a warm-up, then the measured run. */
-async function drive(name: string, url: string, durationS: number, options: Partial<autocannon.Options>, pid?: number): Promise<Figures> {
-  process.stderr.write(`measuring ${name} (${WARMUP_S} s warm-up, ${durationS} s)…\n`);
-  const warm = await autocannon({ url, connections: CONNECTIONS, duration: WARMUP_S, ...options });
-  const rss = pid === undefined ? undefined : sampleRss(pid);
-  const r = await autocannon({ url, connections: CONNECTIONS, duration: durationS, ...options });
-  return {
-    name,
-    reqPerSec: r.requests.average,
-    p50: r.latency.p50,
-    p99: r.latency.p99,
-    errors: r.errors + r.non2xx,
-    ok: warm['2xx'] + r['2xx'],
-    rssBytes: rss?.stop(),
-  };
-}
-
-async function admin<T>(fn: (client: pg.Client) => Promise<T>, url = PG_ADMIN_URL): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new Error(`cannot reach PostgreSQL at ${url.replace(/:[^:@/]*@/, ':****@')} (set TEST_PG_URL to another server): ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function withDatabase<T>(prefix: string, fn: (url: string, name: string) => Promise<T>): Promise<T> {
-  const name = `${prefix}_${randomBytes(6).toString('hex')}`;
-  await admin((c) => c.query(`create database "${name}"`));
-  try {
-    const url = new URL(PG_ADMIN_URL);
-    url.pathname = `/${name}`;
-    return await fn(url.toString(), name);
-  } finally {
-    await admin((c) => c.query(`drop database if exists "${name}" with (force)`));
-  }
-}
-
-/** An id of svc's shape (prefix_ + 26 Crockford base32 characters; hex digits are a subset), unique per n. */
-const idOf = (prefix: string, n: string) => `'${prefix}_' || upper(lpad(to_hex(${n}), 10, '0') || substr(md5('${prefix}' || (${n})), 1, 16))`;
+const drive = (name: string, url: string, durationS: number, options: Partial<autocannon.Options>, pid?: number) =>
+  driveWith(name, url, { connections: CONNECTIONS, warmupS: WARMUP_S, durationS }, options, pid);
 
 /** Bulk-loads users, products, orders and their items with generate_series (SQL, not the API). */
 async function seed(url: string): Promise<Date> {
@@ -227,16 +96,7 @@ async function loadUsers(url: string, keysFile: string): Promise<LoadUser[]> {
   return Promise.all(rows.rows.map(async (r) => ({ id: r.id, orders: r.orders, token: await tokens.sign({ sub: r.id, role: 'user' }) })));
 }
 
-const pick = <T>(items: readonly T[]): T => items[randomInt(items.length)]!;
-
-function orderBody(): string {
-  const skus = new Set<number>();
-  while (skus.size < ITEMS_PER_ORDER) skus.add(1 + randomInt(PRODUCTS));
-  return JSON.stringify({
-    paymentMethod: 'pm_card_visa',
-    items: [...skus].map((n) => ({ sku: `SKU-${String(n).padStart(5, '0')}`, quantity: 1 + randomInt(3) })),
-  });
-}
+const orderBody = () => body(PRODUCTS, ITEMS_PER_ORDER);
 
 /** Stock accounting after the order-creation run: nothing negative, every unit taken is in an order. */
 async function checkStock(url: string, since: Date): Promise<{ negative: number; mismatched: number; created: number }> {
@@ -280,7 +140,6 @@ async function pgbench(durationS: number): Promise<{ tps: number; latencyMs: num
   });
 }
 
-const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const mib = (bytes?: number) => (bytes === undefined ? 'n/a' : fmt(bytes / 2 ** 20));
 
 /**

@@ -96,8 +96,9 @@ async function withDataDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 
 /** Builds dist/ when it is missing: the benchmarks run the built binary, as users do. */
 export function ensureBuilt(): void {
-  if (existsSync(join(ROOT, 'dist', 'src', 'commands'))) return;
-  process.stderr.write('dist/src/commands is missing: running npm run build first\n');
+  // The bundle oclif loads (package.json oclif.commands.target).
+  if (existsSync(join(ROOT, 'dist', 'src', 'commands.js'))) return;
+  process.stderr.write('dist/src/commands.js is missing: running npm run build first\n');
   // stdout goes to stderr too, so --json output stays one document.
   const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
   if (build.status !== 0) throw new Error(`npm run build failed (${build.error?.message ?? `exit ${build.status ?? build.signal}`})`);

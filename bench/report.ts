@@ -2,8 +2,10 @@
 export interface BenchOptions {
   /** Timed runs per measurement, after the warm-up runs. */
   runs: number;
-  /** Seconds each load-test measurement lasts (targets that drive a server). */
+  /** Seconds each load-test measurement lasts (targets that drive a server); each target has its default. */
   durationS?: number;
+  /** Orders per second of a paced load (the pipeline target). */
+  rate?: number;
 }
 
 /** The timing figures of one measured command, in milliseconds. */
@@ -37,6 +39,8 @@ export interface Report {
   /** Figures of another shape than timed runs (load tests), printed instead of the measurements table. */
   table?: { header: string[]; rows: string[][] };
   goals: Goal[];
+  /** Lines printed after the targets: what was counted, where the time went. */
+  notes?: string[];
 }
 
 /** A benchmark target: measures and returns its report; printing is left to run.ts. */
@@ -81,5 +85,6 @@ export function formatReport(report: Report): string {
     const verdict = g.met === undefined ? 'no target' : `${g.met ? 'met' : 'MISSED'} (target ${g.target ?? `≤ ${g.maxRatio}x`})`;
     return `  ${g.name.padEnd(goalWidth)}  ${values[i]!.padStart(valueWidth)}  ${verdict}`;
   });
-  return [report.title, line(header), ...rows.map(line), '', 'targets', ...goals].join('\n');
+  const notes = report.notes?.length ? ['', 'notes', ...report.notes.map((n) => `  ${n}`)] : [];
+  return [report.title, line(header), ...rows.map(line), '', 'targets', ...goals, ...notes].join('\n');
 }

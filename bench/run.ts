@@ -5,36 +5,46 @@ import { formatReport, type Report, type Target } from './report.js';
 const targets: Record<string, () => Promise<{ run: Target }>> = {
   cli: () => import('./cli.js'),
   api: () => import('./api.js'),
+  pipeline: () => import('./pipeline.js'),
 };
 
-const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--json]
+const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--rate R] [--json]
   target      one of: ${Object.keys(targets).join(', ')} (default: all)
   --runs      timed runs per measurement of the cli target (default 15)
-  --duration  seconds of load per measurement of the api target (default 10)
+  --duration  seconds of load per measurement of the api and pipeline targets (default 10; the
+              pipeline's paced phase 30)
+  --rate      orders per second of the pipeline's paced phase (default 100)
   --json      print the figures as one JSON document`;
+
+const positive = (raw: string | undefined) => (raw === undefined ? undefined : Number.isInteger(Number(raw)) && Number(raw) >= 1 ? Number(raw) : NaN);
 
 async function main(): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
       allowPositionals: true,
-      options: { runs: { type: 'string', default: '15' }, duration: { type: 'string', default: '10' }, json: { type: 'boolean', default: false } },
+      options: { runs: { type: 'string', default: '15' }, duration: { type: 'string' }, rate: { type: 'string' }, json: { type: 'boolean', default: false } },
     });
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${usage}\n`);
     return 2;
   }
   const { values, positionals } = parsed;
-  const runs = Number(values.runs);
-  const durationS = Number(values.duration);
+  const runs = positive(values.runs)!;
+  const durationS = positive(values.duration);
+  const rate = positive(values.rate);
   const names = positionals.length ? positionals : Object.keys(targets);
   const unknown = names.filter((n) => !(n in targets));
-  if (unknown.length || !Number.isInteger(runs) || runs < 1 || !Number.isInteger(durationS) || durationS < 1) {
-    const problem = unknown.length
-      ? `unknown target: ${unknown.join(', ')}`
-      : !Number.isInteger(runs) || runs < 1
-        ? `--runs must be a positive integer, got ${values.runs}`
-        : `--duration must be a positive integer, got ${values.duration}`;
+  const problem = unknown.length
+    ? `unknown target: ${unknown.join(', ')}`
+    : Number.isNaN(runs)
+      ? `--runs must be a positive integer, got ${values.runs}`
+      : Number.isNaN(durationS)
+        ? `--duration must be a positive integer, got ${values.duration}`
+        : Number.isNaN(rate)
+          ? `--rate must be a positive integer, got ${values.rate}`
+          : undefined;
+  if (problem) {
     process.stderr.write(`${problem}\n${usage}\n`);
     return 2;
   }
@@ -42,7 +52,7 @@ async function main(): Promise<number> {
   const reports: Record<string, Report> = {};
   for (const name of names) {
     const { run } = await targets[name]!();
-    reports[name] = await run({ runs, durationS });
+    reports[name] = await run({ runs, durationS, rate });
     if (!values.json) process.stdout.write(`${formatReport(reports[name])}\n\n`);
   }
   if (values.json) process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);

@@ -1,0 +1,194 @@
+// What the load benchmarks (api, pipeline) share: child processes, a scratch PostgreSQL database,
+// the seeded ids and the order bodies, autocannon runs.
+import { spawn } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import pg from 'pg';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const BIN = join(ROOT, 'bin', 'run.js');
+/** The same server and variable the tests use. */
+export const PG_ADMIN_URL = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export type Env = Record<string, string | undefined>;
+
+export interface Figures {
+  name: string;
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+  /** Connection errors, timeouts and non-2xx answers. */
+  errors: number;
+  /** 2xx answers, warm-up included (for the stock accounting). */
+  ok: number;
+  rssBytes?: number;
+}
+
+export interface Child {
+  pid: number;
+  /** The ready pattern's first group (the URL, for "listening on <url>"). */
+  url: string;
+  /** The last 20,000 characters of its stderr. */
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** Runs a command to completion; resolves its stdout, rejects with its output unless it exits 0. */
+export function exec(cmd: string, args: string[], env: Env = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) =>
+      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code ?? signal}:\n${out}${err}`)),
+    );
+  });
+}
+
+/**
+ * Starts a long-running node process and resolves once its stdout matches `ready` (by default
+ * "listening on <url>"); its first group becomes `url`.
+ */
+export function startChild(name: string, args: string[], env: Env, ready = /listening on (http:\/\/[^\s)]+)/): Promise<Child> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const exited = new Promise<void>((done) => child.once('exit', () => done()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${name} did not start within 60 s:\n${out}${err}`));
+    }, 60_000);
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-20_000)));
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const m = ready.exec(out);
+      if (!m) return;
+      clearTimeout(timer);
+      out = '';
+      resolve({
+        pid: child.pid!,
+        url: m[1] ?? '',
+        stderr: () => err,
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill('SIGTERM');
+          const kill = setTimeout(() => child.kill('SIGKILL'), 15_000);
+          await exited;
+          clearTimeout(kill);
+        },
+      });
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code ?? signal} before it was ready:\n${out}${err}`));
+    });
+  });
+}
+
+/** Samples a process's resident set size (Linux /proc) until stopped; resolves the peak. */
+export function sampleRss(pid: number): { stop(): number | undefined } {
+  let peak: number | undefined;
+  const read = () => {
+    try {
+      const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+      if (kb) peak = Math.max(peak ?? 0, Number(kb) * 1024);
+    } catch {
+      // no /proc (not Linux), or the process is gone
+    }
+  };
+  read();
+  const timer = setInterval(read, 200);
+  return {
+    stop() {
+      clearInterval(timer);
+      read();
+      return peak;
+    },
+  };
+}
+
+/** Drives url with autocannon: a warm-up, then the measured run. */
+export async function drive(
+  name: string,
+  url: string,
+  run: { connections: number; warmupS: number; durationS: number },
+  options: Partial<autocannon.Options>,
+  pid?: number,
+): Promise<Figures> {
+  process.stderr.write(`measuring ${name} (${run.warmupS} s warm-up, ${run.durationS} s)…\n`);
+  const warm = await autocannon({ url, connections: run.connections, duration: run.warmupS, ...options });
+  const rss = pid === undefined ? undefined : sampleRss(pid);
+  const r = await autocannon({ url, connections: run.connections, duration: run.durationS, ...options });
+  return {
+    name,
+    reqPerSec: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.errors + r.non2xx,
+    ok: warm['2xx'] + r['2xx'],
+    rssBytes: rss?.stop(),
+  };
+}
+
+export async function admin<T>(fn: (client: pg.Client) => Promise<T>, url = PG_ADMIN_URL): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new Error(`cannot reach PostgreSQL at ${url.replace(/:[^:@/]*@/, ':****@')} (set TEST_PG_URL to another server): ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A scratch database on the PostgreSQL server of TEST_PG_URL, dropped when fn settles. */
+export async function withDatabase<T>(prefix: string, fn: (url: string, name: string) => Promise<T>): Promise<T> {
+  const name = `${prefix}_${randomBytes(6).toString('hex')}`;
+  await admin((c) => c.query(`create database "${name}"`));
+  try {
+    const url = new URL(PG_ADMIN_URL);
+    url.pathname = `/${name}`;
+    return await fn(url.toString(), name);
+  } finally {
+    await admin((c) => c.query(`drop database if exists "${name}" with (force)`));
+  }
+}
+
+/** An id of svc's shape (prefix_ + 26 Crockford base32 characters; hex digits are a subset), unique per n. */
+export const idOf = (prefix: string, n: string) => `'${prefix}_' || upper(lpad(to_hex(${n}), 10, '0') || substr(md5('${prefix}' || (${n})), 1, 16))`;
+
+export const pick = <T>(items: readonly T[]): T => items[randomInt(items.length)]!;
+
+/** A POST /orders body: `items` distinct products among SKU-00001 … SKU-<products>, 1 to 3 of each, paid with pm_card_visa. */
+export function orderBody(products: number, items: number): string {
+  const skus = new Set<number>();
+  while (skus.size < items) skus.add(1 + randomInt(products));
+  return JSON.stringify({
+    paymentMethod: 'pm_card_visa',
+    items: [...skus].map((n) => ({ sku: `SKU-${String(n).padStart(5, '0')}`, quantity: 1 + randomInt(3) })),
+  });
+}
+
+export const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+/** svc's order ids: ord_ and 26 Crockford base32 characters. */
+export const ORDER_ID = /ord_[0-9A-HJKMNP-TV-Z]{26}/g;
+
+/** An email as the pipeline bench needs it: which orders it names, to whom, when it arrived (ms since the epoch). */
+export interface MailSeen {
+  orderIds: string[];
+  recipients: string[];
+  at: number;
+}
