@@ -27,6 +27,9 @@ import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
 import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
 import type { EmbeddedShare } from './adapters/embedded-share.js';
+import { RedisConnection } from './adapters/redis.js';
+import { RedisRateLimiter } from './adapters/redis-rate-limiter.js';
+import { InProcessRateLimiter, type RateLimiter } from './domain/shared/rate-limit.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -51,7 +54,7 @@ export interface AppOverrides {
   files?: FileStore;
   publisher?: EventPublisher;
   transport?: ConsumerTransport;
-  /** The clock of sessions and login throttling. */
+  /** The clock of sessions, login throttling and rate limits. */
   now?: () => Date;
 }
 
@@ -115,6 +118,15 @@ export interface App {
   databaseState(): Promise<string>;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
   context(input: ContextInput): Ctx;
+  /** The App's clock (a test's, or the system's). */
+  clock(): Date;
+  /**
+   * The connection to REDIS_URL (svc serve and svc worker), when it is set; `redis.state()` says
+   * whether it is reachable now (an unreachable Redis degrades, see RedisConnection).
+   */
+  redis?: RedisConnection;
+  /** svc serve's rate limits: shared through Redis with REDIS_URL (per process while it is down), else in this process. */
+  rateLimiter: RateLimiter;
   close(): Promise<void>;
 }
 
@@ -125,7 +137,11 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase ?? role === 'serve' });
   // The worker's event transport: RabbitMQ with AMQP_URL (unreachable: exit 6 naming AMQP_URL).
   let rabbit: RabbitMq | undefined;
+  let redis: RedisConnection | undefined;
   try {
+    // Redis is a cache and a counter store, never a source of truth: unreachable at start-up, svc
+    // starts anyway with a warning naming REDIS_URL, and uses it once it answers.
+    if (role !== 'command' && config.REDIS_URL) redis = await RedisConnection.connect(config.REDIS_URL, { logger, prefix: config.REDIS_PREFIX });
     if (role === 'worker' && config.AMQP_URL && !(overrides.publisher && overrides.transport)) {
       rabbit = await RabbitMq.connect(config.AMQP_URL, { logger, prefix: config.AMQP_PREFIX });
     }
@@ -217,6 +233,9 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         return configuredServeUrl(config);
       },
       context,
+      clock: overrides.now ?? (() => new Date()),
+      redis,
+      rateLimiter: redis ? new RedisRateLimiter(redis) : new InProcessRateLimiter(),
       async close() {
         if (closed) return;
         closed = true;
@@ -224,6 +243,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         try {
           await inProcess?.close();
           await rabbit?.close();
+          await redis?.close();
         } finally {
           await db.close();
         }
@@ -231,6 +251,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     };
   } catch (err) {
     await rabbit?.close();
+    await redis?.close();
     await db.close();
     throw err;
   }
