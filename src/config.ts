@@ -280,6 +280,16 @@ export const configSchema = {
     doc: 'Addresses or CIDR ranges of the load balancers in front of svc serve (comma-separated): from them X-Forwarded-For names the client the rate limits count; unset means the connecting address counts and X-Forwarded-For is ignored',
     parser: addressList,
   } satisfies KeySpec<string>,
+  CACHE_L1_MAX_ENTRIES: {
+    doc: 'Most entries the in-process cache (products, orders; 5 minutes each) holds; 0 turns the whole cache off',
+    parser: int(0, 10_000_000),
+    default: () => 10_000,
+  } satisfies KeySpec<number>,
+  CACHE_L1_MAX_MB: {
+    doc: 'Most memory the in-process cache takes, in MiB of cached JSON (the least recently used entries go first)',
+    parser: int(1, 4_096),
+    default: () => 32,
+  } satisfies KeySpec<number>,
   AMQP_URL: {
     doc: 'RabbitMQ connection URL; unset means events are dispatched in-process from the outbox table',
     parser: amqpUrl,
