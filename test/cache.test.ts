@@ -5,6 +5,9 @@ import assert from 'node:assert/strict';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { createApp } from '../src/app.js';
 import { transition } from '../src/domain/orders/order-state.js';
+import { TwoLevelCache } from '../src/adapters/two-level-cache.js';
+import { RedisConnection } from '../src/adapters/redis.js';
+import { createLogger } from '../src/logger.js';
 import { testServer, type TestServer } from './helpers/server.js';
 import { redisPrefix, redisProxy } from './helpers/redis.js';
 
@@ -156,6 +159,34 @@ test('without REDIS_URL: no cache on PostgreSQL (instances could not tell each o
   assert.equal(embedded.app.cache.stats().products.l1.hits, 1);
   await embedded.server.inject({ method: 'PATCH', url: `/api/v2/products/${eid}`, headers: eAuth, payload: { name: 'Changed' } });
   assert.equal((await read(embedded, `/api/v2/products/${eid}`, eAuth)).name, 'Changed');
+});
+
+test('a read that loaded before a write committed is not served after it; L1 is bounded by entries and bytes', async (t) => {
+  const redis = await RedisConnection.connect('redis://127.0.0.1:6379', { logger: createLogger('silent'), prefix: redisPrefix(t) });
+  t.after(() => redis.close());
+  const cache = new TwoLevelCache({ maxEntries: 100, maxBytes: 1_000, redis });
+  let release!: () => void;
+  const loaded = new Promise<void>((resolve) => (release = resolve));
+  // The load reads the old row; the write commits and invalidates before the load returns.
+  const slow = cache.get('products', 'product:p1', 'product:p1', async () => {
+    await loaded;
+    return { name: 'old' };
+  });
+  await cache.invalidate(['product:p1']);
+  release();
+  assert.deepEqual(await slow, { name: 'old' }, 'that read itself answers what it read');
+  assert.deepEqual(await cache.get('products', 'product:p1', 'product:p1', () => Promise.resolve({ name: 'new' })), { name: 'new' });
+  assert.deepEqual(await cache.get('products', 'product:p1', 'product:p1', () => Promise.resolve({ name: 'never loaded' })), { name: 'new' });
+
+  // 1,000 bytes of L1: entries of about 300 bytes, so at most three stay in memory.
+  const local = new TwoLevelCache({ maxEntries: 100, maxBytes: 1_000 });
+  for (let i = 0; i < 5; i++) await local.get('orders', `order:${i}`, `order:${i}`, () => Promise.resolve({ blob: 'x'.repeat(290) }));
+  let loads = 0;
+  for (let i = 0; i < 5; i++) await local.get('orders', `order:${i}`, `order:${i}`, () => Promise.resolve({ blob: 'x'.repeat(290), again: ++loads }));
+  assert.ok(loads >= 2, `the least recently used entries were evicted (${loads} loaded again)`);
+  const few = new TwoLevelCache({ maxEntries: 2, maxBytes: 1_000_000 });
+  for (const i of [1, 2, 3]) await few.get('orders', `order:${i}`, `order:${i}`, () => Promise.resolve(i));
+  assert.equal(await few.get('orders', 'order:1', 'order:1', () => Promise.resolve(-1)), -1, 'the oldest of three went with a bound of two');
 });
 
 /** Polls a condition that an event outside the test's reach (a reconnection) makes true. */
