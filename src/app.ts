@@ -27,6 +27,11 @@ import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
 import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
 import type { EmbeddedShare } from './adapters/embedded-share.js';
+import { RedisConnection } from './adapters/redis.js';
+import { RedisRateLimiter } from './adapters/redis-rate-limiter.js';
+import { InProcessRateLimiter, type RateLimiter } from './domain/shared/rate-limit.js';
+import { NoCache, type Cache } from './domain/shared/cache.js';
+import { TwoLevelCache } from './adapters/two-level-cache.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -51,7 +56,7 @@ export interface AppOverrides {
   files?: FileStore;
   publisher?: EventPublisher;
   transport?: ConsumerTransport;
-  /** The clock of sessions and login throttling. */
+  /** The clock of sessions, login throttling and rate limits. */
   now?: () => Date;
 }
 
@@ -116,6 +121,20 @@ export interface App {
   databaseState(): Promise<string>;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
   context(input: ContextInput): Ctx;
+  /** The App's clock (a test's, or the system's). */
+  clock(): Date;
+  /**
+   * The connection to REDIS_URL (svc serve and svc worker), when it is set; `redis.state()` says
+   * whether it is reachable now (an unreachable Redis degrades, see RedisConnection).
+   */
+  redis?: RedisConnection;
+  /**
+   * Cached product and order reads (hit and miss counts in `cache.stats()`): L1 in the process and L2
+   * in Redis with REDIS_URL; L1 alone for svc serve on the embedded database it owns; none otherwise.
+   */
+  cache: Cache;
+  /** svc serve's rate limits: shared through Redis with REDIS_URL (per process while it is down), else in this process. */
+  rateLimiter: RateLimiter;
   close(): Promise<void>;
 }
 
@@ -126,7 +145,11 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase ?? role === 'serve' });
   // The worker's event transport: RabbitMQ with AMQP_URL (unreachable: exit 6 naming AMQP_URL).
   let rabbit: RabbitMq | undefined;
+  let redis: RedisConnection | undefined;
   try {
+    // Redis is a cache and a counter store, never a source of truth: unreachable at start-up, svc
+    // starts anyway with a warning naming REDIS_URL, and uses it once it answers.
+    if (role !== 'command' && config.REDIS_URL) redis = await RedisConnection.connect(config.REDIS_URL, { logger, prefix: config.REDIS_PREFIX });
     if (role === 'worker' && config.AMQP_URL && !(overrides.publisher && overrides.transport)) {
       rabbit = await RabbitMq.connect(config.AMQP_URL, { logger, prefix: config.AMQP_PREFIX });
     }
@@ -163,7 +186,13 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     const cursors = lazy(() => loadCursorCodec(db));
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
-    const contextDeps = { fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'], sql, cursors };
+    const cache = createCache(config, db, role, redis);
+    const contextDeps = {
+      fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'],
+      sql,
+      cursors,
+      invalidate: (keys: readonly string[]) => cache.invalidate(keys),
+    };
     const context = (input: ContextInput) => createContext(contextDeps, input);
     // Without AMQP_URL, svc serve and svc worker dispatch events through the database itself.
     const inProcess =
@@ -177,8 +206,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       migrations,
       users,
       passwords,
-      products: new ProductsService(),
-      orders: new OrdersService(),
+      products: new ProductsService(cache),
+      orders: new OrdersService(cache),
       apiKeys,
       tokens,
       authenticator,
@@ -196,7 +225,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
           processedMessagesRetentionHours: config.PROCESSED_MESSAGES_RETENTION_HOURS,
           stripeEventsRetentionHours: config.STRIPE_EVENTS_RETENTION_HOURS,
         }),
-      shareDatabase: async (url) => db.share?.(url),
+      // A client of the shared embedded database (svc worker, a command) may change what L1 holds.
+      shareDatabase: async (url) => db.share?.(url, { onClientWork: () => (cache instanceof TwoLevelCache && !redis ? cache.clearLocal() : undefined) }),
       databaseState: async () => {
         try {
           await db.orm.em.getConnection().execute('select 1');
@@ -219,13 +249,19 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         return configuredServeUrl(config);
       },
       context,
+      clock: overrides.now ?? (() => new Date()),
+      redis,
+      cache,
+      rateLimiter: redis ? new RedisRateLimiter(redis) : new InProcessRateLimiter(),
       async close() {
         if (closed) return;
         closed = true;
         providers.close();
+        cache.close();
         try {
           await inProcess?.close();
           await rabbit?.close();
+          await redis?.close();
         } finally {
           await db.close();
         }
@@ -233,9 +269,25 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     };
   } catch (err) {
     await rabbit?.close();
+    await redis?.close();
     await db.close();
     throw err;
   }
+}
+
+/**
+ * The cache a process gets: none in commands (they read once) or with CACHE_L1_MAX_ENTRIES=0; with
+ * REDIS_URL both levels, checked against versions in Redis; without it, L1 alone only in the process
+ * that owns the embedded database (svc serve), which sees every write: its own, and its socket
+ * clients' (it empties L1 after each of their transactions). Several processes on PostgreSQL without
+ * Redis could not tell each other of writes: no cache there.
+ */
+function createCache(config: Config, db: Database, role: AppRole, redis: RedisConnection | undefined): Cache {
+  if (config.CACHE_L1_MAX_ENTRIES === 0) return new NoCache();
+  const limits = { maxEntries: config.CACHE_L1_MAX_ENTRIES, maxBytes: config.CACHE_L1_MAX_MB * 1024 * 1024 };
+  if (redis) return new TwoLevelCache({ ...limits, redis });
+  if (role === 'serve' && db.kind === 'embedded' && !db.via) return new TwoLevelCache(limits);
+  return new NoCache();
 }
 
 /** http://HOST:PORT as svc serve would listen with this configuration (a wildcard address as loopback). */

@@ -97,6 +97,25 @@ const httpUrl = (what: string): Parser<string> => ({
   },
 });
 
+const redisUrl: Parser<string> = {
+  expected: 'a Redis URL such as redis://:password@host:6379/0 (or rediss:// for TLS)',
+  parse: (raw) => parseUrl(raw, ['redis:', 'rediss:']).value,
+};
+
+/** A comma-separated list of IP addresses and CIDR ranges (10.0.0.0/8, ::1), as fastify's trustProxy takes them. */
+const addressList: Parser<string> = {
+  expected: 'a comma-separated list of IP addresses or CIDR ranges, such as 10.0.0.0/8,127.0.0.1',
+  parse(raw) {
+    const items = raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const ADDRESS = /^(?:\d{1,3}(?:\.\d{1,3}){3}(?:\/\d{1,2})?|[\da-fA-F:]*:[\da-fA-F:.]*(?:\/\d{1,3})?)$/;
+    if (items.length === 0 || !items.every((item) => ADDRESS.test(item))) throw new ConfigValueError();
+    return items.join(',');
+  },
+};
+
 const amqpUrl: Parser<string> = {
   expected: 'an AMQP URL such as amqp://user:password@host:5672/vhost (or amqps://)',
   parse: (raw) => parseUrl(raw, ['amqp:', 'amqps:']).value,
@@ -232,6 +251,45 @@ export const configSchema = {
     doc: "The address clients reach svc serve at (https://api.example.com), for links svc hands out (the local file store's signed links, the receipt link in emails); unset: the address svc serve is bound to (svc worker then guesses http://HOST:PORT and warns)",
     parser: httpUrl('the base URL clients use'),
   } satisfies KeySpec<string>,
+  REDIS_URL: {
+    doc: 'Redis connection URL (redis:// or rediss://): the shared rate limits and the second cache level of every svc serve; unset means both stay in each process (one instance). An unreachable Redis degrades (per-process limits, database reads) with a warning, never errors',
+    parser: redisUrl,
+    mask: maskUrl,
+  } satisfies KeySpec<string>,
+  REDIS_PREFIX: {
+    doc: 'First part of every Redis key svc writes (<prefix>:rl:…, <prefix>:c:…): deployments sharing one Redis each take their own',
+    parser: text('letters, digits, _, - or . (at most 64)', /^[A-Za-z0-9_.-]{1,64}$/),
+    default: () => 'svc',
+  } satisfies KeySpec<string>,
+  RATE_LIMIT_IP_PER_MINUTE: {
+    doc: 'Requests one client address may make in any minute (sliding window), shared by all instances through Redis; 0 turns the limit off. Health routes, metrics and the Stripe webhook are exempt',
+    parser: int(0, 1_000_000),
+    default: () => 100,
+  } satisfies KeySpec<number>,
+  RATE_LIMIT_API_KEY_PER_HOUR: {
+    doc: 'Requests one API key may make in any hour (sliding window), besides the per-address limit; 0 turns the limit off',
+    parser: int(0, 10_000_000),
+    default: () => 1000,
+  } satisfies KeySpec<number>,
+  RATE_LIMIT_AUTH_IP_PER_MINUTE: {
+    doc: 'Login, registration and refresh requests one client address may make in any minute (besides the per-email login throttle); 0 turns the limit off',
+    parser: int(0, 1_000_000),
+    default: () => 10,
+  } satisfies KeySpec<number>,
+  TRUSTED_PROXIES: {
+    doc: 'Addresses or CIDR ranges of the load balancers in front of svc serve (comma-separated): from them X-Forwarded-For names the client the rate limits count; unset means the connecting address counts and X-Forwarded-For is ignored',
+    parser: addressList,
+  } satisfies KeySpec<string>,
+  CACHE_L1_MAX_ENTRIES: {
+    doc: 'Most entries the in-process cache (products, orders; 5 minutes each) holds; 0 turns the whole cache off',
+    parser: int(0, 10_000_000),
+    default: () => 10_000,
+  } satisfies KeySpec<number>,
+  CACHE_L1_MAX_MB: {
+    doc: 'Most memory the in-process cache takes, in MiB of cached JSON (the least recently used entries go first)',
+    parser: int(1, 4_096),
+    default: () => 32,
+  } satisfies KeySpec<number>,
   AMQP_URL: {
     doc: 'RabbitMQ connection URL; unset means events are dispatched in-process from the outbox table',
     parser: amqpUrl,

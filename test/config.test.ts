@@ -235,6 +235,7 @@ test('every secret can come from the file named by <KEY>_FILE, its trailing line
   assert.deepEqual([...SECRET_FILE_KEYS].sort(), [
     'AMQP_URL',
     'DATABASE_URL',
+    'REDIS_URL',
     'S3_ENDPOINT',
     'SENDGRID_API_KEY',
     'SENDGRID_API_URL',

@@ -30,7 +30,7 @@ export interface Database {
    * Embedded and held by this process: lets other svc processes use it through a unix socket in the
    * data folder (announced in serve.json with the API's url) until the share is closed.
    */
-  share?(url: string): Promise<EmbeddedShare>;
+  share?(url: string, options?: { onClientWork?: () => void }): Promise<EmbeddedShare>;
   close(): Promise<void>;
 }
 
@@ -191,7 +191,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
       orm,
       kind: 'embedded',
       location: dataDir,
-      share: (url) => shareEmbeddedDatabase(orm, dataDir, logger, { url }),
+      share: (url, options) => shareEmbeddedDatabase(orm, dataDir, logger, { url, ...options }),
       async close() {
         try {
           await orm.close(true);

@@ -105,6 +105,8 @@ class SessionQueue {
     private readonly lease: () => Promise<() => void>,
     private readonly onIdleOwner: (handlerId: number) => void,
     private readonly idleMs: number,
+    /** After a client's cycle or transaction ended (it may have written): svc serve's L1 cache is emptied. */
+    private readonly onClientWork?: () => void,
   ) {}
 
   enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
@@ -205,6 +207,7 @@ class SessionQueue {
     this.owner = null;
     const release = this.releaseLease;
     this.releaseLease = undefined;
+    this.onClientWork?.();
     release?.();
   }
 }
@@ -215,7 +218,12 @@ class SessionQueue {
  * Clients are serialised with the API's own queries (see SessionQueue). The socket is only as
  * private as the data folder (0700), so it needs no password.
  */
-export async function shareEmbeddedDatabase(orm: Orm, dataDir: string, logger: Logger, info: { url?: string } = {}): Promise<EmbeddedShare> {
+export async function shareEmbeddedDatabase(
+  orm: Orm,
+  dataDir: string,
+  logger: Logger,
+  info: { url?: string; onClientWork?: () => void } = {},
+): Promise<EmbeddedShare> {
   // Loaded here, not at the top: every command reads serve.json through this module, only serve shares.
   const { PGLiteSocketHandler } = await import('@electric-sql/pglite-socket');
   const connection = orm.em.getDriver().getConnection() as unknown as PgliteConnection & AbstractSqlConnection;
@@ -247,6 +255,7 @@ export async function shareEmbeddedDatabase(orm: Orm, dataDir: string, logger: L
       void handlers.get(handlerId)?.detach(true);
     },
     SHARE_IDLE_TIMEOUT_MS,
+    info.onClientWork,
   );
 
   const server: Server = createServer((conn: Socket) => {

@@ -11,6 +11,7 @@ import { errorHandler, notFoundHandler, problemSchema } from './errors.js';
 import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
+import { registerRateLimits } from './rate-limits.js';
 
 /** What routes reach through `request.server.svc` (the App's, named here for the routes' convenience). */
 export interface ServerServices {
@@ -80,6 +81,8 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     genReqId: () => randomHex(8),
+    // Rate limits count the client behind the load balancers named in TRUSTED_PROXIES (X-Forwarded-For); else the socket's address.
+    trustProxy: app.config.TRUSTED_PROXIES ? app.config.TRUSTED_PROXIES.split(',') : false,
   });
 
   // Bodies are validated strictly (no type coercion: "5" is not a quantity); query strings and
@@ -128,6 +131,11 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     }
     done();
   });
+
+  // --- Rate limits (issue 10): per client address, tighter on the credential routes, per API key;
+  // shared through Redis with REDIS_URL. Health, metrics and the Stripe webhook are exempt. ---
+  registerRateLimits(server, { config: app.config, limiter: app.rateLimiter, now: () => app.clock().getTime() });
+  // --- end of rate limits ---
 
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);

@@ -9,6 +9,9 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /** The built binary: `npm test` builds dist/ first, so tests run what users run. */
 export const BIN = join(ROOT, 'bin', 'run.js');
 
+/** The rate limits turned off: tests and benches drive many requests from one address (a test that checks a limit sets it). */
+export const NO_RATE_LIMITS = { RATE_LIMIT_IP_PER_MINUTE: '0', RATE_LIMIT_AUTH_IP_PER_MINUTE: '0', RATE_LIMIT_API_KEY_PER_HOUR: '0' } as const;
+
 export interface CliResult {
   code: number;
   /** The process's pid (the one a lock or a log line names). */
@@ -29,7 +32,7 @@ export interface CliOptions {
 /** Runs `svc ARGS` as a user would: a separate process, no terminal, real exit code. */
 export function svc(args: string[], options: CliOptions = {}): Promise<CliResult> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, LOG_LEVEL: 'warn', ...options.env })) {
+  for (const [k, v] of Object.entries({ ...process.env, LOG_LEVEL: 'warn', ...NO_RATE_LIMITS, ...options.env })) {
     if (v !== undefined) env[k] = v;
   }
   // Tests choose the database explicitly: no inherited DATABASE_URL unless given.
@@ -87,7 +90,7 @@ export interface ServeProcess {
  */
 export function svcServe(t: TestContext, args: string[] = [], options: CliOptions = {}): Promise<ServeProcess> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, LOG_LEVEL: 'warn', ...options.env })) {
+  for (const [k, v] of Object.entries({ ...process.env, LOG_LEVEL: 'warn', ...NO_RATE_LIMITS, ...options.env })) {
     if (v !== undefined) env[k] = v;
   }
   if (!options.env || !('DATABASE_URL' in options.env)) delete env.DATABASE_URL;

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import amqp from 'amqplib';
 import { RabbitMq, type RabbitMqOptions } from '../../src/adapters/rabbitmq.js';
+import { tcpProxy } from './tcp-proxy.js';
 import { createApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
@@ -104,38 +104,8 @@ export async function insertOutbox(db: string, count: number, type = 'order.crea
  */
 export async function rabbitProxy(t: TestContext): Promise<{ url: string; down(): Promise<void>; up(): Promise<void> }> {
   const target = new URL(AMQP_URL);
-  const sockets = new Set<Socket>();
-  let server: Server | undefined;
-  let port = 0;
-  const up = () =>
-    new Promise<void>((resolve, reject) => {
-      const s = createServer((client) => {
-        const upstream = tcpConnect(Number(target.port || 5672), target.hostname);
-        for (const sock of [client, upstream]) {
-          sockets.add(sock);
-          sock.on('close', () => sockets.delete(sock));
-          sock.on('error', () => {});
-        }
-        client.pipe(upstream).pipe(client);
-        client.on('close', () => upstream.destroy());
-        upstream.on('close', () => client.destroy());
-      });
-      s.once('error', reject);
-      s.listen(port, '127.0.0.1', () => {
-        port = (s.address() as { port: number }).port;
-        server = s;
-        resolve();
-      });
-    });
-  const down = async () => {
-    const s = server;
-    server = undefined;
-    for (const sock of sockets) sock.destroy();
-    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
-  };
-  await up();
-  t.after(down);
+  const proxy = await tcpProxy(t, target.hostname, Number(target.port || 5672));
   const url = new URL(AMQP_URL);
-  url.port = String(port);
-  return { url: url.toString(), down, up };
+  url.port = String(proxy.port);
+  return { url: url.toString(), down: proxy.down, up: proxy.up };
 }

@@ -5,11 +5,11 @@ import type { FastifyInstance } from 'fastify';
 import { loadConfig, type Config } from '../../src/config.js';
 import { generateSigningJwk } from '../../src/adapters/jwt.js';
 import { startServer } from '../../src/server/serve.js';
-import type { App } from '../../src/app.js';
+import type { App, AppOverrides } from '../../src/app.js';
 import type { UserRole } from '../../src/domain/users/user.entity.js';
 import type { UserView } from '../../src/domain/users/users.service.js';
 import { migratedDatabase } from './db.js';
-import { tempDir } from './cli.js';
+import { NO_RATE_LIMITS, tempDir } from './cli.js';
 
 export interface TestServer {
   server: FastifyInstance;
@@ -32,9 +32,20 @@ export interface TestServer {
  * (cloned from the migrated template, with a generated JWKS file), or with `embedded: true` on a
  * fresh embedded data folder. Stopped when the test ends.
  */
-export async function testServer(t: TestContext, options: { embedded?: boolean; env?: Record<string, string> } = {}): Promise<TestServer> {
+export async function testServer(
+  t: TestContext,
+  options: { embedded?: boolean; env?: Record<string, string>; overrides?: Omit<AppOverrides, 'role'> } = {},
+): Promise<TestServer> {
   const dir = tempDir(t);
-  const env: Record<string, string> = { SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent', PORT: '0', HOST: '127.0.0.1', SVC_ACTOR: 'cli:test' };
+  const env: Record<string, string> = {
+    SVC_DATA_DIR: join(dir, 'data'),
+    LOG_LEVEL: 'silent',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    SVC_ACTOR: 'cli:test',
+    // Tests drive many requests from one address: the rate limits are off unless a test sets them.
+    ...NO_RATE_LIMITS,
+  };
   let databaseUrl: string | undefined;
   if (!options.embedded) {
     databaseUrl = await migratedDatabase(t);
@@ -46,7 +57,7 @@ export async function testServer(t: TestContext, options: { embedded?: boolean; 
   // (`DATABASE_PREPARED_STATEMENTS=false npm test`; test/api-orders-unprepared.test.ts does it for one file).
   if (process.env.DATABASE_PREPARED_STATEMENTS) env.DATABASE_PREPARED_STATEMENTS = process.env.DATABASE_PREPARED_STATEMENTS;
   const config = loadConfig({ ...env, ...options.env });
-  const running = await startServer(config);
+  const running = await startServer(config, { overrides: options.overrides });
   t.after(() => running.stop());
   const ts: TestServer = {
     server: running.server,

@@ -8,6 +8,7 @@ import { Params } from '../shared/sql.js';
 import { audit } from '../audit/audit.js';
 import type { Viewer } from '../auth/principal.js';
 import { Product } from './product.entity.js';
+import { NoCache, versions, type Cache } from '../shared/cache.js';
 
 /** A product as clients see it; the price is integer minor units of `currency`. */
 export interface ProductView {
@@ -109,6 +110,9 @@ function resolvePrice(input: PriceInput, fixedCurrency?: string): { amount: numb
 
 /** The product catalog: everyone authenticated reads active products, admins manage them (audited). */
 export class ProductsService {
+  /** `cache`: where product reads are cached (never stale after a write; see cache.ts). */
+  constructor(private readonly cache: Cache = new NoCache()) {}
+
   /** Lists products newest first, one cursor page at a time; only admins see (or filter by) inactive ones. */
   async list(ctx: Ctx, input: ListProductsInput): Promise<Page<ProductView>> {
     const limit = pageLimit(input.limit);
@@ -116,29 +120,38 @@ export class ProductsService {
     if (!admin && input.active === false) throw new DomainError('forbidden', 'only admins may list inactive products; leave out active=false');
     // One raw statement instead of a query builder and 21 hydrated entities: the list is the
     // catalog's hot read, and a page is only shown, never changed.
-    const where: string[] = [];
-    const params = new Params();
     const active = admin ? input.active : true;
-    if (active !== undefined) where.push(`p.active = ${params.add(active)}`);
-    return keysetPage<ProductRow, ProductView>(
-      ctx,
-      {
-        from: 'select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p',
-        alias: 'p',
-        where,
-        params,
-        limit,
-        cursor: input.cursor,
-      },
-      toProductView,
-    );
+    // Any change to any product (its stock included) makes every cached page stale.
+    const entry = `products:list:${String(active)}:${limit}:${input.cursor ?? ''}`;
+    return this.cache.get('products', versions.products, entry, () => {
+      const where: string[] = [];
+      const params = new Params();
+      if (active !== undefined) where.push(`p.active = ${params.add(active)}`);
+      return keysetPage<ProductRow, ProductView>(
+        ctx,
+        {
+          from: 'select p.id, p.sku, p.name, p.price, p.currency, p.stock, p.active, p.created_at from products p',
+          alias: 'p',
+          where,
+          params,
+          limit,
+          cursor: input.cursor,
+        },
+        toProductView,
+      );
+    });
   }
 
   /** One product by id; an inactive product is not found for anyone but admins. */
   async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<ProductView> {
-    const product = await ctx.em.findOne(Product, { id: input.id });
+    const key = versions.product(input.id);
+    // Cached as it is (inactive ones too, and "none" as null); who may see it is decided per request.
+    const product = await this.cache.get('products', key, key, async () => {
+      const found = await ctx.em.findOne(Product, { id: input.id });
+      return found ? toProductView(found) : null;
+    });
     if (!product || (!product.active && input.viewer.role !== 'admin')) throw notFound(`no product ${input.id}`, { product: input.id });
-    return toProductView(product);
+    return product;
   }
 
   /** Adds a product to the catalog; a taken SKU is a conflict naming it. */
@@ -154,6 +167,7 @@ export class ProductsService {
         throw conflict(`a product with SKU ${sku} already exists (${taken.id}); change that one or pick another SKU`, { field: 'sku', productId: taken.id });
       const product = tx.em.create(Product, { sku, name, price: price.amount, currency: price.currency, stock, active });
       await audit(tx, 'product.created', product.id, { sku, name, price: price.amount, currency: price.currency, stock, active });
+      await tx.changed(versions.product(product.id), versions.products);
       return toProductView(product);
     });
   }
@@ -175,6 +189,7 @@ export class ProductsService {
       if (Object.keys(changes).length > 0) {
         Object.assign(product, next);
         await audit(tx, 'product.updated', product.id, { sku: product.sku, changes });
+        await tx.changed(versions.product(product.id), versions.products);
       }
       return toProductView(product);
     });
@@ -187,6 +202,7 @@ export class ProductsService {
       if (product.active) {
         product.active = false;
         await audit(tx, 'product.deactivated', product.id, { sku: product.sku });
+        await tx.changed(versions.product(product.id), versions.products);
       }
       return toProductView(product);
     });

@@ -2,6 +2,7 @@ import type { Ctx } from '../shared/context.js';
 import type { Sql } from '../shared/sql.js';
 import { emit } from '../events/emit.js';
 import type { OrderStatus } from './order.entity.js';
+import { versions } from '../shared/cache.js';
 
 /**
  * The order's state machine: the statuses an order may move to from each status. Anything else is
@@ -41,16 +42,21 @@ interface MovedRow {
 /**
  * Puts an order's stock back: its product rows are locked in SKU order, as order creation locks
  * them, so the two never deadlock (the order row itself is locked first by the caller's update).
+ * Says which products changed (their cached reads are stale once the caller commits).
  */
-export async function restock(sql: Sql, orderId: string, now: Date): Promise<void> {
-  await sql(
+export async function restock(sql: Sql, orderId: string, now: Date): Promise<string[]> {
+  const rows = await sql<{ id: string }>(
     `with back as (select product_id, sum(quantity)::int as qty from order_items where order_id = $1 group by product_id),
      locked as materialized (select p.id from products p where p.id in (select product_id from back) order by p.sku for update)
      update products p set stock = p.stock + back.qty, updated_at = $2
-     from locked join back on back.product_id = locked.id where p.id = locked.id`,
+     from locked join back on back.product_id = locked.id where p.id = locked.id returning p.id`,
     [orderId, now],
   );
+  return rows.map((r) => r.id);
 }
+
+/** The cached reads a change of stock makes stale: those products and the product lists. */
+export const stockVersions = (productIds: string[]): string[] => [...productIds.map((id) => versions.product(id)), versions.products];
 
 /**
  * Moves an order to `to` if its status allows it (one guarded update: `where status in (…)`), in the
@@ -69,7 +75,8 @@ export async function transition(tx: Ctx, orderId: string, to: OrderStatus, opti
     const [row] = await tx.sql<{ status: OrderStatus }>('select status from orders where id = $1', [orderId]);
     return { moved: false, status: row?.status };
   }
-  if (to === 'failed') await restock(tx.sql, orderId, now);
+  await tx.changed(versions.order(orderId));
+  if (to === 'failed') await tx.changed(...stockVersions(await restock(tx.sql, orderId, now)));
   if (to === 'completed' || to === 'failed') {
     await emit(tx, `order.${to}`, orderId, {
       orderId,

@@ -9,7 +9,8 @@ import type { Viewer } from '../auth/principal.js';
 import { checkIdempotencyKey, claimStatement, release, replay, requestHash, type IdempotentRequest, type StoredResponse } from '../idempotency/idempotency.js';
 import { ORDER_STATUSES, type OrderStatus } from './order.entity.js';
 import type { PaymentStatus } from '../payments/payment.entity.js';
-import { restock } from './order-state.js';
+import { restock, stockVersions } from './order-state.js';
+import { NoCache, versions, type Cache } from '../shared/cache.js';
 
 /** One line of an order: what was bought, at the price charged then (minor units). */
 export interface OrderItemView {
@@ -169,6 +170,9 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
 
 /** Orders: creation that reserves stock atomically (idempotent with a key), reads scoped to their owner, cancellation. */
 export class OrdersService {
+  /** `cache`: where order reads are cached (never stale after a write; see cache.ts). */
+  constructor(private readonly cache: Cache = new NoCache()) {}
+
   /**
    * Places an order at the catalog's prices and reserves its stock, all or nothing: a short SKU is a
    * conflict naming it, an unknown or inactive one is unprocessable. With an idempotency key, a repeat
@@ -177,7 +181,7 @@ export class OrdersService {
   async create(ctx: Ctx, input: CreateOrderInput): Promise<CreatedOrder> {
     const lines = mergeItems(input.items);
     const wanted = { userId: input.userId, paymentMethod: checkPaymentMethod(input.paymentMethod), lines, traceparent: ctx.traceparent ?? null };
-    if (!input.idempotency) return { statusCode: 201, order: (await this.place(ctx.sql, newId('ord'), wanted))!, replayed: false };
+    if (!input.idempotency) return { statusCode: 201, order: await this.placed(ctx, (await this.place(ctx.sql, newId('ord'), wanted))!), replayed: false };
     const idem = {
       principal: input.idempotency.principal,
       key: checkIdempotencyKey(input.idempotency.key),
@@ -200,7 +204,7 @@ export class OrdersService {
         if (err instanceof DomainError) await release(ctx.sql, idem, response);
         throw err;
       }
-      if (placed) return { statusCode: 201, order: placed, replayed: false };
+      if (placed) return { statusCode: 201, order: await this.placed(ctx, placed), replayed: false };
       const first = await replay(ctx.sql, idem);
       const firstId = (first.body as { orderId: string }).orderId;
       const order = await this.find(ctx.sql, { userId: input.userId, role: 'user' }, firstId).catch((err: unknown) => {
@@ -241,7 +245,20 @@ export class OrdersService {
 
   /** One order with its items; another user's order is not found (its existence is not revealed). */
   async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<OrderView> {
-    return this.view(await this.find(ctx.sql, input.viewer, input.id));
+    const key = versions.order(input.id);
+    // Cached whoever owns it ("none" as null); whether this viewer may see it is decided per request.
+    const order = await this.cache.get('orders', key, key, async () => {
+      const [row] = await ctx.sql<OrderRow>(`select ${ORDER_COLUMNS} from orders o where o.id = $1`, [input.id]);
+      return row ? this.view(row) : null;
+    });
+    if (!order || (input.viewer.role !== 'admin' && order.userId !== input.viewer.userId)) throw notFound(`no order ${input.id}`, { order: input.id });
+    return order;
+  }
+
+  /** An order just placed took stock: the cached reads of its products are stale now that it has committed. */
+  private async placed(ctx: Ctx, order: OrderView): Promise<OrderView> {
+    await ctx.changed(...stockVersions(order.items.map((i) => i.productId)));
+    return order;
   }
 
   /**
@@ -256,7 +273,7 @@ export class OrdersService {
       }
       // Product rows are locked in SKU order, as order creation locks them, so the two never deadlock.
       const now = new Date();
-      await restock(tx.sql, order.id, now);
+      await tx.changed(versions.order(order.id), ...stockVersions(await restock(tx.sql, order.id, now)));
       const [updated] = await tx.sql<OrderRow>(`update orders o set status = 'cancelled', updated_at = $2 where o.id = $1 returning ${ORDER_COLUMNS}`, [
         order.id,
         now,

@@ -1,5 +1,6 @@
 import type { Ctx } from '../shared/context.js';
 import { newId } from '../shared/ids.js';
+import { versions } from '../shared/cache.js';
 import type { ChargeOutcome } from './payment-provider.js';
 import type { PaymentStatus } from './payment.entity.js';
 
@@ -77,31 +78,35 @@ export async function startAttempt(
      values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $8) on conflict do nothing`,
     [newId('pay'), input.orderId, input.attempt, key, input.amount, input.currency, input.provider, now],
   );
+  await tx.changed(versions.order(input.orderId));
   const [row] = await tx.sql<PaymentRow>(`select ${COLUMNS} from payments where idempotency_key = $1`, [key]);
   return view(row!);
 }
 
 /** Records the provider's decision on an attempt. */
 export async function recordOutcome(tx: Ctx, paymentId: string, outcome: ChargeOutcome): Promise<void> {
+  let rows: { order_id: string }[];
   if (outcome.status === 'succeeded') {
-    await tx.sql(`update payments set status = 'succeeded', provider_reference = $2, amount = $3, updated_at = $4 where id = $1`, [
+    rows = await tx.sql(`update payments set status = 'succeeded', provider_reference = $2, amount = $3, updated_at = $4 where id = $1 returning order_id`, [
       paymentId,
       outcome.reference,
       outcome.amount,
       new Date(),
     ]);
   } else {
-    await tx.sql(`update payments set status = 'declined', provider_reference = $2, failure_code = $3, failure_reason = $4, updated_at = $5 where id = $1`, [
-      paymentId,
-      outcome.reference ?? null,
-      outcome.code,
-      outcome.reason.slice(0, 1000),
-      new Date(),
-    ]);
+    rows = await tx.sql(
+      `update payments set status = 'declined', provider_reference = $2, failure_code = $3, failure_reason = $4, updated_at = $5 where id = $1 returning order_id`,
+      [paymentId, outcome.reference ?? null, outcome.code, outcome.reason.slice(0, 1000), new Date()],
+    );
   }
+  await tx.changed(...rows.map((r) => versions.order(r.order_id)));
 }
 
 /** Marks an attempt whose key holds a stored failure and that made no payment: the next attempt takes a new key. */
 export async function markUnknown(tx: Ctx, paymentId: string, reason: string): Promise<void> {
-  await tx.sql(`update payments set status = 'unknown', failure_reason = $2, updated_at = $3 where id = $1`, [paymentId, reason.slice(0, 1000), new Date()]);
+  const rows = await tx.sql<{ order_id: string }>(
+    `update payments set status = 'unknown', failure_reason = $2, updated_at = $3 where id = $1 returning order_id`,
+    [paymentId, reason.slice(0, 1000), new Date()],
+  );
+  await tx.changed(...rows.map((r) => versions.order(r.order_id)));
 }

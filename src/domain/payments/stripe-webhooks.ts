@@ -4,6 +4,7 @@ import { audit } from '../audit/audit.js';
 import { transition } from '../orders/order-state.js';
 import type { OrderStatus } from '../orders/order.entity.js';
 import { paymentKey } from './payments.js';
+import { versions } from '../shared/cache.js';
 
 /** A Stripe event as its webhook delivers it: only the fields svc reads (the adapter verified its signature). */
 export interface StripeEvent {
@@ -129,6 +130,8 @@ async function lockOrder(tx: Ctx, metadataOrderId: string | undefined, paymentIn
   }
   if (!orderId) return undefined;
   const [order] = await tx.sql<LockedOrder>('select id, status, total, currency, refunded_amount from orders where id = $1 for update', [orderId]);
+  // Whatever the event changes (payment, refunds, dispute, status) shows in the order's cached read.
+  if (order) await tx.changed(versions.order(order.id));
   return order;
 }
 

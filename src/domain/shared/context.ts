@@ -37,6 +37,13 @@ export interface Ctx {
   transaction<T>(fn: (tx: Ctx) => Promise<T>): Promise<T>;
   /** The deployment's cursor codec (its key is read from the database once per process). */
   cursors(): Promise<CursorCodec>;
+  /**
+   * Says that this unit of work changed what cached reads of these versions show (see cache.ts
+   * `versions`). Inside `transaction` they are invalidated once it has committed, before
+   * `transaction` resolves (so before the response); outside one, now. Every write to orders,
+   * products, payments or disputes calls it.
+   */
+  changed(...versions: string[]): Promise<void>;
 }
 
 export interface ContextInput {
@@ -51,6 +58,8 @@ export interface ContextDeps {
   fork: () => SqlEntityManager;
   sql: Sql;
   cursors: () => Promise<CursorCodec>;
+  /** Invalidates cached reads (never throws). */
+  invalidate: (versions: readonly string[]) => Promise<void>;
 }
 
 /** A context for one unit of work (a request, a command, a message), outside any transaction until `transaction`. */
@@ -71,12 +80,19 @@ export function createContext(deps: ContextDeps, input: ContextInput): Ctx {
     sql: deps.sql,
     inTransaction: false,
     cursors: deps.cursors,
-    transaction: (fn) => ctx.em.transactional((trx) => fn(transactionContext(ctx, trx))),
+    transaction: async (fn) => {
+      const changed: string[] = [];
+      const result = await ctx.em.transactional((trx) => fn(transactionContext(ctx, trx, changed)));
+      // Committed: the cached copies of what it changed go before anyone is told it is done.
+      if (changed.length > 0) await deps.invalidate(changed);
+      return result;
+    },
+    changed: (...versions) => deps.invalidate(versions),
   };
   return ctx;
 }
 
-function transactionContext(outer: Ctx, em: SqlEntityManager): Ctx {
+function transactionContext(outer: Ctx, em: SqlEntityManager, changed: string[]): Ctx {
   const tx: Ctx = {
     actor: outer.actor,
     traceId: outer.traceId,
@@ -86,6 +102,10 @@ function transactionContext(outer: Ctx, em: SqlEntityManager): Ctx {
     inTransaction: true,
     cursors: () => outer.cursors(),
     transaction: (fn) => fn(tx),
+    changed: (...versions) => {
+      changed.push(...versions);
+      return Promise.resolve();
+    },
   };
   return tx;
 }

@@ -1,0 +1,133 @@
+import { Redis } from 'ioredis';
+import type { Logger } from '../logger.js';
+import { maskUrl } from '../config.js';
+
+/** How long one Redis command may take before it fails (the caller then degrades): a request never waits on Redis longer. */
+export const REDIS_COMMAND_TIMEOUT_MS = 250;
+
+export interface RedisConnectionOptions {
+  logger: Logger;
+  /** First part of every key (REDIS_PREFIX). */
+  prefix: string;
+  /** Per-command timeout (default REDIS_COMMAND_TIMEOUT_MS). */
+  commandTimeoutMs?: number;
+}
+
+/**
+ * svc's one Redis connection (REDIS_URL), for the shared rate limits and the cache. Redis is a
+ * cache and a counter store here, never a source of truth, so it is built to degrade, never to
+ * hold a request up: commands are not queued while the connection is down (they fail at once,
+ * and the callers fall back), each command has a short timeout, and the connection is retried
+ * forever with a capped backoff. Going down logs one warning, coming back one info line.
+ */
+export class RedisConnection {
+  readonly client: Redis;
+  readonly prefix: string;
+  private up = false;
+  /** Whether the outage has been announced (and its end not yet). */
+  private warned = false;
+  private readonly shown: string;
+  private closing = false;
+  private readonly reconnected = new Set<() => void>();
+
+  private constructor(
+    url: string,
+    private readonly options: RedisConnectionOptions,
+  ) {
+    this.prefix = options.prefix;
+    const shown = maskUrl(url);
+    this.shown = shown;
+    this.client = new Redis(url, {
+      // Fail fast while disconnected instead of queueing until Redis is back (a request would hang).
+      enableOfflineQueue: false,
+      // A command in flight when the connection drops fails rather than being resent after a reconnect.
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: options.commandTimeoutMs ?? REDIS_COMMAND_TIMEOUT_MS,
+      connectTimeout: 2_000,
+      // Reconnect forever: 100 ms, 200 ms … capped at 5 s.
+      retryStrategy: (times) => Math.min(times * 100, 5_000),
+      lazyConnect: true,
+      connectionName: `svc:${process.pid}`,
+    });
+    this.client.on('ready', () => {
+      this.up = true;
+      this.recovered();
+    });
+    this.client.on('error', (err: Error) => this.down(err));
+    this.client.on('close', () => this.down());
+  }
+
+  /**
+   * Connects to REDIS_URL. An unreachable Redis does not stop svc: it starts with a warning naming
+   * REDIS_URL (per-process rate limits, reads from the database) and connects when Redis is back.
+   */
+  static async connect(url: string, options: RedisConnectionOptions): Promise<RedisConnection> {
+    const connection = new RedisConnection(url, options);
+    try {
+      await connection.client.connect();
+    } catch {
+      // Logged by the error handler (once); ioredis keeps retrying.
+    }
+    return connection;
+  }
+
+  private down(err?: Error): void {
+    this.up = false;
+    this.failed(err);
+  }
+
+  /**
+   * A command failed (a timeout, the connection lost under it): the caller has degraded. Said once
+   * per outage, whether the connection dropped or Redis stopped answering while connected.
+   */
+  failed(err?: Error): void {
+    if (this.closing || this.warned) return;
+    this.warned = true;
+    this.options.logger.warn(
+      { redis: this.shown, err: err ? { message: err.message, code: (err as NodeJS.ErrnoException).code } : undefined },
+      'Redis (REDIS_URL) is unreachable: rate limits are per process and the cache is bypassed (reads go to the database) until it is back',
+    );
+  }
+
+  /** A command succeeded: ends an announced outage (when the connection never dropped, no ready event would). */
+  succeeded(): void {
+    if (this.warned && this.up) this.recovered();
+  }
+
+  private recovered(): void {
+    if (!this.warned) return;
+    this.warned = false;
+    this.options.logger.info({ redis: this.shown }, 'Redis (REDIS_URL) is reachable again: rate limits are shared and the cache is used again');
+    for (const fn of this.reconnected) fn();
+  }
+
+  /** Whether commands can be sent now (connected and ready). */
+  available(): boolean {
+    return this.up && this.client.status === 'ready';
+  }
+
+  /** 'ok' or 'unreachable', for metrics and `svc serve`'s logs. */
+  state(): 'ok' | 'unreachable' {
+    return this.available() ? 'ok' : 'unreachable';
+  }
+
+  /** Calls `fn` each time the connection comes back after an outage. */
+  onReconnect(fn: () => void): void {
+    this.reconnected.add(fn);
+  }
+
+  /** A key under REDIS_PREFIX. */
+  key(...parts: string[]): string {
+    return `${this.prefix}:${parts.join(':')}`;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+}

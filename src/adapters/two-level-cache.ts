@@ -1,0 +1,210 @@
+import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Cache, CacheName, CacheStats } from '../domain/shared/cache.js';
+import type { RedisConnection } from './redis.js';
+
+/** L1 (in the process) keeps an entry at most this long, L2 (Redis) this long. */
+export const L1_TTL_MS = 5 * 60_000;
+export const L2_TTL_SECONDS = 60 * 60;
+// A version outlives the entries cached under it; when it is gone a new one is made (a miss, never stale).
+const VERSION_TTL_SECONDS = 2 * L2_TTL_SECONDS;
+
+interface L1Entry {
+  /** The version the value was read under: served only while it is still the current one. */
+  token: string;
+  value: unknown;
+  size: number;
+}
+
+// One round trip per cached read: the current version of the entry (made when there is none yet,
+// prefixed by the epoch that an instance moves after a Redis outage), and the L2 copy unless the
+// caller's L1 copy is already of that version.
+const READ = `
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local version = redis.call('GET', KEYS[2])
+if not version then
+  version = ARGV[1]
+  redis.call('SET', KEYS[2], version, 'EX', ARGV[3])
+end
+local token = epoch .. ':' .. version
+if token == ARGV[2] then return {token} end
+return {token, redis.call('GET', KEYS[3])}
+`;
+
+type ReadCommand = (epoch: string, version: string, data: string, fresh: string, held: string, ttl: number) => Promise<[string, string | null | undefined]>;
+
+export interface TwoLevelCacheOptions {
+  maxEntries: number;
+  maxBytes: number;
+  /** L2 and the versions every instance checks; without it, versions live in this process (one instance). */
+  redis?: RedisConnection;
+}
+
+/**
+ * The two-level cache: L1 an LRU in the process (TTL 5 min, bounded by entries and bytes), L2 Redis
+ * (TTL 1 h). Correctness across instances comes from versions, not from messages: an entry is
+ * stored with the version of what it depends on, read BEFORE the database (so a write that commits
+ * during the load leaves the entry under the older version), and served only while that version is
+ * current in Redis, which costs one round trip per read but cannot serve a copy older than an
+ * acknowledged write (pub/sub invalidation could, for the moment the message is in flight). While
+ * Redis is unreachable the cache is bypassed: no instance can tell whether its L1 copy is current.
+ * Without Redis, the versions live in this process (correct for one instance).
+ */
+export class TwoLevelCache implements Cache {
+  private readonly l1: LRUCache<string, L1Entry>;
+  /** Without Redis: the current version of each key (forgotten ones get a new one: a miss). */
+  private readonly localVersions: LRUCache<string, string>;
+  private readonly counters: Record<CacheName, CacheStats> = { products: newStats(), orders: newStats() };
+  private readonly tokenPrefix = randomBytes(6).toString('hex');
+  private tokenCounter = 0;
+  /** An invalidation that could not reach Redis: the epoch moves once it answers again. */
+  private owesEpoch = false;
+
+  constructor(private readonly options: TwoLevelCacheOptions) {
+    this.l1 = new LRUCache<string, L1Entry>({
+      max: options.maxEntries,
+      maxSize: options.maxBytes,
+      sizeCalculation: (entry) => Math.max(1, entry.size),
+      ttl: L1_TTL_MS,
+    });
+    this.localVersions = new LRUCache<string, string>({ max: Math.max(1_000, options.maxEntries * 2) });
+    const redis = options.redis;
+    if (redis) {
+      redis.client.defineCommand('svcCacheRead', { numberOfKeys: 3, lua: READ });
+      // After an outage, writes may have committed whose invalidation never reached Redis (this
+      // instance's or another's), and a restarted Redis may hold older versions: every instance that
+      // sees Redis come back moves the epoch, which makes every L1 and L2 entry of before stale.
+      redis.onReconnect(() => void this.moveEpoch());
+    }
+  }
+
+  async get<T>(cache: CacheName, version: string, entry: string, load: () => Promise<T>): Promise<T> {
+    const stats = this.counters[cache];
+    const redis = this.options.redis;
+    if (!redis) return this.getLocal(stats, version, entry, load);
+    if (!redis.available()) {
+      stats.bypassed++;
+      return load();
+    }
+    if (this.owesEpoch) await this.moveEpoch();
+    const held = this.l1.get(entry);
+    let token: string;
+    let data: string | null | undefined;
+    try {
+      const read = (redis.client as unknown as { svcCacheRead: ReadCommand }).svcCacheRead;
+      [token, data] = await read.call(
+        redis.client,
+        redis.key('c', 'epoch'),
+        redis.key('c', 'v', version),
+        redis.key('c', 'd', entry),
+        this.newToken(),
+        held?.token ?? '',
+        VERSION_TTL_SECONDS,
+      );
+      redis.succeeded();
+    } catch (err) {
+      redis.failed(err as Error);
+      stats.bypassed++;
+      return load();
+    }
+    if (held && held.token === token) {
+      stats.l1.hits++;
+      return held.value as T;
+    }
+    stats.l1.misses++;
+    if (data) {
+      const stored = JSON.parse(data) as { t: string; v: T };
+      if (stored.t === token) {
+        stats.l2.hits++;
+        this.l1.set(entry, { token, value: stored.v, size: data.length });
+        return stored.v;
+      }
+    }
+    stats.l2.misses++;
+    const value = await load();
+    const json = JSON.stringify({ t: token, v: value });
+    this.l1.set(entry, { token, value, size: json.length });
+    // Not awaited: a failed store only means the next read loads again.
+    redis.client.set(redis.key('c', 'd', entry), json, 'EX', L2_TTL_SECONDS).catch(() => undefined);
+    return value;
+  }
+
+  private async getLocal<T>(stats: CacheStats, version: string, entry: string, load: () => Promise<T>): Promise<T> {
+    let token = this.localVersions.get(version);
+    if (token === undefined) {
+      token = this.newToken();
+      this.localVersions.set(version, token);
+    }
+    const held = this.l1.get(entry);
+    if (held && held.token === token) {
+      stats.l1.hits++;
+      return held.value as T;
+    }
+    stats.l1.misses++;
+    const value = await load();
+    this.l1.set(entry, { token, value, size: JSON.stringify(value).length });
+    return value;
+  }
+
+  async invalidate(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    const unique = [...new Set(keys)];
+    const redis = this.options.redis;
+    if (!redis) {
+      for (const key of unique) this.localVersions.set(key, this.newToken());
+      return;
+    }
+    try {
+      if (!redis.available()) throw new Error('Redis is unreachable');
+      const batch = redis.client.multi();
+      for (const key of unique) batch.set(redis.key('c', 'v', key), this.newToken(), 'EX', VERSION_TTL_SECONDS);
+      const results = await batch.exec();
+      const failed = results?.find(([err]) => err)?.[0];
+      if (!results || failed) throw failed ?? new Error('the invalidation was not applied');
+      redis.succeeded();
+    } catch (err) {
+      // The write has committed: it is not undone, its invalidation is owed (see moveEpoch).
+      this.owesEpoch = true;
+      redis.failed(err as Error);
+    }
+  }
+
+  /** Makes every cached entry of every instance stale (after an outage; see the constructor). */
+  private async moveEpoch(): Promise<void> {
+    const redis = this.options.redis!;
+    try {
+      this.owesEpoch = true;
+      await redis.client.incr(redis.key('c', 'epoch'));
+      this.owesEpoch = false;
+    } catch (err) {
+      redis.failed(err as Error);
+    }
+  }
+
+  /**
+   * A version no other write or instance makes: a random per-process prefix and a counter, so a
+   * version that Redis lost (evicted, expired, restarted) is never made again by chance.
+   */
+  private newToken(): string {
+    return `${this.tokenPrefix}.${(this.tokenCounter++).toString(36)}`;
+  }
+
+  stats(): Record<CacheName, CacheStats> {
+    const copy = (s: CacheStats): CacheStats => ({ l1: { ...s.l1 }, l2: { ...s.l2 }, bypassed: s.bypassed });
+    return { products: copy(this.counters.products), orders: copy(this.counters.orders) };
+  }
+
+  /** Empties L1 (a write this cache cannot see happened: another process changed the embedded database). */
+  clearLocal(): void {
+    this.l1.clear();
+    this.localVersions.clear();
+  }
+
+  close(): void {
+    this.l1.clear();
+  }
+}
+
+function newStats(): CacheStats {
+  return { l1: { hits: 0, misses: 0 }, l2: { hits: 0, misses: 0 }, bypassed: 0 };
+}

@@ -1,0 +1,76 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config.js';
+import { DomainError } from '../domain/shared/errors.js';
+import type { RateLimitDecision, RateLimiter, RateLimitRule } from '../domain/shared/rate-limit.js';
+
+// Load balancers' probes, Prometheus' scrapes and Stripe's signed webhook deliveries (from Stripe's
+// own addresses, retried by Stripe) are never limited.
+const EXEMPT = /^(\/health\/|\/metrics$|\/api\/v\d+\/webhooks\/stripe$)/;
+// Credential routes: a password guesser's or a sign-up spammer's, limited tighter per address.
+const AUTH = /^\/api\/v\d+\/auth\/(login|register|refresh)$/;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The rate-limit decisions of this request so far, for its RateLimit headers. */
+    rateLimits?: RateLimitDecision[];
+  }
+}
+
+/** The limits of a configuration (a limit of 0 is off). */
+export function rateLimitRules(config: Config): { ip?: RateLimitRule; auth?: RateLimitRule; apiKey?: RateLimitRule } {
+  return {
+    ip: config.RATE_LIMIT_IP_PER_MINUTE > 0 ? { name: 'ip', limit: config.RATE_LIMIT_IP_PER_MINUTE, windowMs: 60_000 } : undefined,
+    auth: config.RATE_LIMIT_AUTH_IP_PER_MINUTE > 0 ? { name: 'auth', limit: config.RATE_LIMIT_AUTH_IP_PER_MINUTE, windowMs: 60_000 } : undefined,
+    apiKey: config.RATE_LIMIT_API_KEY_PER_HOUR > 0 ? { name: 'api-key', limit: config.RATE_LIMIT_API_KEY_PER_HOUR, windowMs: 3_600_000 } : undefined,
+  };
+}
+
+/**
+ * The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers): one item
+ * per limit this request was counted against, e.g. `"ip";q=100;w=60` and `"ip";r=42;t=37`.
+ */
+function setHeaders(reply: FastifyReply, decisions: RateLimitDecision[]): void {
+  reply.header('ratelimit-policy', decisions.map((d) => `"${d.rule.name}";q=${d.rule.limit};w=${d.rule.windowMs / 1000}`).join(', '));
+  reply.header('ratelimit', decisions.map((d) => `"${d.rule.name}";r=${d.remaining};t=${d.resetSeconds}`).join(', '));
+}
+
+async function check(request: FastifyRequest, reply: FastifyReply, limiter: RateLimiter, rule: RateLimitRule, id: string, nowMs: number, who: string) {
+  const decision = await limiter.consume(rule, id, nowMs);
+  (request.rateLimits ??= []).push(decision);
+  setHeaders(reply, request.rateLimits);
+  if (!decision.allowed) {
+    const per = rule.windowMs === 60_000 ? 'minute' : 'hour';
+    throw new DomainError('rate_limited', `too many requests from ${who}: at most ${rule.limit} per ${per}; retry in ${decision.resetSeconds} s`, {
+      retryAfterSeconds: decision.resetSeconds,
+    });
+  }
+}
+
+/**
+ * Registers the rate limits on the server: per client address on every route but the exempt ones
+ * (tighter on the credential routes), then per API key once a request is authenticated by one. The
+ * client address is the socket's, or X-Forwarded-For's from TRUSTED_PROXIES (fastify's trustProxy).
+ * A refused request answers 429 problem+json with Retry-After; every counted one carries the
+ * RateLimit headers.
+ */
+export function registerRateLimits(server: FastifyInstance, options: { config: Config; limiter: RateLimiter; now: () => number }): void {
+  const { ip, auth, apiKey } = rateLimitRules(options.config);
+  const { limiter, now } = options;
+  if (ip || auth) {
+    server.addHook('onRequest', async (request, reply) => {
+      const route = request.routeOptions.url ?? '';
+      if (EXEMPT.test(route)) return;
+      const rule = AUTH.test(route) ? (auth ?? ip) : ip;
+      if (rule) await check(request, reply, limiter, rule, request.ip, now(), `this address (${request.ip})`);
+    });
+  }
+  if (apiKey) {
+    // After authentication (each route's preValidation): only a valid key is counted, so nobody can
+    // use up another client's quota by sending its key id with a wrong secret.
+    server.addHook('preHandler', async (request, reply) => {
+      const principal = request.principal;
+      if (principal?.kind !== 'api_key' || !principal.keyId) return;
+      await check(request, reply, limiter, apiKey, principal.keyId, now(), `API key ${principal.keyId}`);
+    });
+  }
+}
