@@ -27,6 +27,8 @@ import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
 import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
 import type { EmbeddedShare } from './adapters/embedded-share.js';
+import { PrometheusMetrics } from './adapters/prometheus-metrics.js';
+import { countedMailer, countedPayments, watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -60,6 +62,12 @@ export interface App {
   config: Config;
   logger: Logger;
   db: Database;
+  /**
+   * This App's metrics (a Prometheus registry of its own): svc serve answers them on METRICS_PORT,
+   * svc worker on its health port; `metrics.enabled` is false with METRICS_PORT=off. Features add
+   * their own instruments through `metrics.counter(...)`, `histogram(...)` and `gauge(...)`.
+   */
+  metrics: PrometheusMetrics;
   migrations: Migrations;
   users: UsersService;
   /** The process's password hashing, bounded (PASSWORD_HASH_CONCURRENCY, PASSWORD_HASH_QUEUE). */
@@ -122,7 +130,12 @@ export interface App {
 export async function createApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const role = overrides.role ?? 'command';
   const logger = overrides.logger ?? createLogger(config.LOG_LEVEL);
-  const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase ?? role === 'serve' });
+  // Commands count nothing: nobody scrapes them.
+  const metrics = new PrometheusMetrics({ logger, enabled: config.METRICS_PORT !== 'off' && role !== 'command' });
+  const db = await openDatabase(config, logger, {
+    exclusive: overrides.exclusiveDatabase ?? role === 'serve',
+    ...(metrics.enabled ? { observeQuery: metrics.queryAnswered } : {}),
+  });
   // The worker's event transport: RabbitMQ with AMQP_URL (unreachable: exit 6 naming AMQP_URL).
   let rabbit: RabbitMq | undefined;
   try {
@@ -146,8 +159,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     const providers = createProviders(config, logger, () => config.PUBLIC_URL ?? serverUrl);
     const files = overrides.files ?? providers.files;
     const localFiles = overrides.files ? undefined : providers.localFiles;
-    const payments = overrides.payments ?? providers.payments;
-    const mailer = overrides.mailer ?? providers.mailer;
+    const payments = countedPayments(metrics, overrides.payments ?? providers.payments);
+    const mailer = countedMailer(metrics, overrides.mailer ?? providers.mailer);
     if (role !== 'command') {
       if (role === 'serve') await tokens.load();
       // Only the ports in use: an override replaces the configured adapter, which is then never loaded.
@@ -169,10 +182,17 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       role !== 'command' && !config.AMQP_URL && !(overrides.publisher && overrides.transport)
         ? new DatabaseQueue({ sql, context, logger, soleUser: db.kind === 'embedded' && !db.via })
         : undefined;
+    if (metrics.enabled) {
+      watchDatabasePool(metrics, db, config.DATABASE_POOL_MAX);
+      watchOutbox(metrics, sql);
+      const queues = rabbit ?? inProcess;
+      if (queues) watchQueues(metrics, () => queues.queueDepths());
+    }
     return {
       config,
       logger,
       db,
+      metrics,
       migrations,
       users,
       passwords,
