@@ -28,7 +28,7 @@ import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
 import type { EmbeddedShare } from './adapters/embedded-share.js';
 import { PrometheusMetrics } from './adapters/prometheus-metrics.js';
-import { countedMailer, countedPayments, watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
+import { watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -159,8 +159,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     const providers = createProviders(config, logger, () => config.PUBLIC_URL ?? serverUrl);
     const files = overrides.files ?? providers.files;
     const localFiles = overrides.files ? undefined : providers.localFiles;
-    const payments = countedPayments(metrics, overrides.payments ?? providers.payments);
-    const mailer = countedMailer(metrics, overrides.mailer ?? providers.mailer);
+    const payments = overrides.payments ?? providers.payments;
+    const mailer = overrides.mailer ?? providers.mailer;
     if (role !== 'command') {
       if (role === 'serve') await tokens.load();
       // Only the ports in use: an override replaces the configured adapter, which is then never loaded.

@@ -1,7 +1,5 @@
 import pg from 'pg';
 import type { SqlEntityManager } from '@mikro-orm/sql';
-import type { Mailer } from '../domain/notifications/mailer.js';
-import { PaymentUnavailable, type PaymentProvider } from '../domain/payments/payment-provider.js';
 import type { QueueDepth } from '../domain/shared/metrics.js';
 import type { Sql } from '../domain/shared/sql.js';
 import type { Database } from './database.js';
@@ -73,44 +71,4 @@ export function watchQueues(metrics: PrometheusMetrics, depths: () => Promise<Qu
     labelNames: ['consumer', 'state'],
     collect: async () => (await depths()).map((d) => ({ labels: { consumer: d.consumer, state: d.state }, value: d.messages })),
   });
-}
-
-/** The payment provider, its charges counted by outcome (svc_payments_total). */
-export function countedPayments(metrics: PrometheusMetrics, provider: PaymentProvider): PaymentProvider {
-  return {
-    get name() {
-      return provider.name;
-    },
-    async charge(input) {
-      try {
-        const outcome = await provider.charge(input);
-        metrics.paymentCharged(provider.name, outcome.status);
-        return outcome;
-      } catch (err) {
-        metrics.paymentCharged(provider.name, err instanceof PaymentUnavailable ? 'unavailable' : 'error');
-        throw err;
-      }
-    },
-    findCharge: (orderId, options) => provider.findCharge(orderId, options),
-    refund: (input) => provider.refund(input),
-  };
-}
-
-/** The mailer, its sends counted by outcome (svc_emails_total). */
-export function countedMailer(metrics: PrometheusMetrics, mailer: Mailer): Mailer {
-  return {
-    get name() {
-      return mailer.name;
-    },
-    async send(message) {
-      try {
-        const sent = await mailer.send(message);
-        metrics.emailSent(mailer.name, 'sent');
-        return sent;
-      } catch (err) {
-        metrics.emailSent(mailer.name, 'failed');
-        throw err;
-      }
-    },
-  };
 }
