@@ -171,3 +171,20 @@ test("svc worker's health port serves its metrics: consumer outcomes, payments, 
   assert.equal((await fetch(url, { method: 'POST' })).status, 405);
   assert.equal((await fetch(`${worker.healthUrl}/metricz`)).status, 404);
 });
+
+test("on RabbitMQ the worker's scrape counts each consumer's waiting messages from the broker", async (t) => {
+  const s = await shop(t);
+  // Only the receipts consumer runs: the payments queue fills with the orders' events.
+  const worker = await s.worker({ queues: ['receipts'] });
+  await s.place(3);
+  const url = `${worker.healthUrl}/metrics`;
+  await waitFor(
+    async () => sample((await scrape(url)).series, 'svc_queue_messages', { consumer: 'payments', state: 'ready' }) === 3,
+    30_000,
+    'three messages ready in the payments queue',
+  );
+  const { series } = await scrape(url);
+  for (const state of ['retrying', 'dead']) assert.equal(sample(series, 'svc_queue_messages', { consumer: 'payments', state }), 0, state);
+  assert.equal(sample(series, 'svc_relay_events_total', { outcome: 'published' }), 3);
+  assert.equal(sample(series, 'svc_consumer_messages_total', { consumer: 'payments', outcome: 'processed' }), undefined, 'not consumed here');
+});
