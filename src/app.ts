@@ -32,6 +32,8 @@ import { RedisRateLimiter } from './adapters/redis-rate-limiter.js';
 import { InProcessRateLimiter, type RateLimiter } from './domain/shared/rate-limit.js';
 import { NoCache, type Cache } from './domain/shared/cache.js';
 import { TwoLevelCache } from './adapters/two-level-cache.js';
+import { PrometheusMetrics } from './adapters/prometheus-metrics.js';
+import { watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -65,6 +67,12 @@ export interface App {
   config: Config;
   logger: Logger;
   db: Database;
+  /**
+   * This App's metrics (a Prometheus registry of its own): svc serve answers them on METRICS_PORT,
+   * svc worker on its health port; `metrics.enabled` is false with METRICS_PORT=off. Features add
+   * their own instruments through `metrics.counter(...)`, `histogram(...)` and `gauge(...)`.
+   */
+  metrics: PrometheusMetrics;
   migrations: Migrations;
   users: UsersService;
   /** The process's password hashing, bounded (PASSWORD_HASH_CONCURRENCY, PASSWORD_HASH_QUEUE). */
@@ -142,7 +150,12 @@ export interface App {
 export async function createApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const role = overrides.role ?? 'command';
   const logger = overrides.logger ?? createLogger(config.LOG_LEVEL);
-  const db = await openDatabase(config, logger, { exclusive: overrides.exclusiveDatabase ?? role === 'serve' });
+  // Commands count nothing: nobody scrapes them.
+  const metrics = new PrometheusMetrics({ logger, enabled: config.METRICS_PORT !== 'off' && role !== 'command' });
+  const db = await openDatabase(config, logger, {
+    exclusive: overrides.exclusiveDatabase ?? role === 'serve',
+    ...(metrics.enabled ? { observeQuery: metrics.queryAnswered } : {}),
+  });
   // The worker's event transport: RabbitMQ with AMQP_URL (unreachable: exit 6 naming AMQP_URL).
   let rabbit: RabbitMq | undefined;
   let redis: RedisConnection | undefined;
@@ -199,10 +212,17 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       role !== 'command' && !config.AMQP_URL && !(overrides.publisher && overrides.transport)
         ? new DatabaseQueue({ sql, context, logger, soleUser: db.kind === 'embedded' && !db.via })
         : undefined;
+    if (metrics.enabled) {
+      watchDatabasePool(metrics, db, config.DATABASE_POOL_MAX);
+      watchOutbox(metrics, sql);
+      const queues = rabbit ?? inProcess;
+      if (queues) watchQueues(metrics, () => queues.queueDepths());
+    }
     return {
       config,
       logger,
       db,
+      metrics,
       migrations,
       users,
       passwords,

@@ -44,6 +44,16 @@ const oneOf = <T extends string>(...values: T[]): Parser<T> => ({
   },
 });
 
+/** A TCP port (0 picks a free one), or `off` (also `false`, `no`). */
+const portOrOff: Parser<number | 'off'> = {
+  expected: 'a TCP port from 0 to 65535 (0 picks a free one), or off',
+  parse(raw) {
+    const v = raw.trim().toLowerCase();
+    if (v === 'off' || v === 'false' || v === 'no') return 'off';
+    return int(0, 65_535).parse(v);
+  },
+};
+
 const TRUE = ['true', 'on', 'yes', '1'];
 const FALSE = ['false', 'off', 'no', '0'];
 const bool: Parser<boolean> = {
@@ -203,6 +213,16 @@ export const configSchema = {
     parser: int(0, 65_535),
     default: () => 3000,
   } satisfies KeySpec<number>,
+  METRICS_PORT: {
+    doc: "TCP port of svc serve's Prometheus /metrics (a listener apart from the API's, never behind the load balancer; 0 picks a free one); off turns metrics off, in svc worker too (which serves /metrics on its --health-port). The default port taken by another process: a warning, and svc serve runs without metrics; a port set here that cannot be bound stops it",
+    parser: portOrOff,
+    default: () => 9464,
+  } satisfies KeySpec<number | 'off'>,
+  METRICS_HOST: {
+    doc: 'Address the /metrics listener of svc serve binds to: loopback by default, so metrics are never public by accident; 0.0.0.0 (or the pod address) where Prometheus scrapes from another host',
+    parser: text('an IP address or host name'),
+    default: () => '127.0.0.1',
+  } satisfies KeySpec<string>,
   SHUTDOWN_TIMEOUT_MS: {
     doc: 'How long svc serve waits for in-flight requests after SIGTERM before closing them',
     parser: int(0, 600_000),

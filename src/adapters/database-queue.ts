@@ -6,6 +6,7 @@ import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '..
 import type { ContextInput, Ctx } from '../domain/shared/context.js';
 import { newId } from '../domain/shared/ids.js';
 import type { Sql } from '../domain/shared/sql.js';
+import type { QueueDepth } from '../domain/shared/metrics.js';
 
 export interface DatabaseQueueOptions {
   /** Runs a statement outside any transaction (the App's pool). */
@@ -80,6 +81,8 @@ const DEAD = `update event_deliveries set status = 'dead', attempts = attempts +
 const RELEASE_ALL = `update event_deliveries set lease_owner = null, available_at = now() where lease_owner is not null and status = 'pending'`;
 
 // An error is kept whole in the row, up to this many characters.
+const DEPTHS = `select consumer, case when status = 'dead' then 'dead' when available_at > now() then 'retrying' else 'ready' end as state,
+  count(*)::int as messages from event_deliveries where lease_owner is null group by 1, 2`;
 const MAX_ERROR_LENGTH = 4_000;
 
 /**
@@ -171,6 +174,22 @@ export class DatabaseQueue implements EventPublisher, ConsumerTransport {
         this.subscriptions.delete(subscription);
       },
     };
+  }
+
+  /**
+   * The deliveries waiting for each declared consumer, by state: ready (due), retrying (waiting out a
+   * retry delay) and dead; those being handled now (leased) are not counted, as RabbitMQ does not
+   * count unacknowledged messages.
+   */
+  async queueDepths(): Promise<QueueDepth[]> {
+    const rows = await this.run<{ consumer: string; state: QueueDepth['state']; messages: number }>(DEPTHS, []);
+    const depths = new Map<string, QueueDepth>();
+    for (const consumer of this.routes.keys()) {
+      for (const state of ['ready', 'retrying', 'dead'] as const) depths.set(`${consumer} ${state}`, { consumer, state, messages: 0 });
+    }
+    // Rows of a consumer no longer declared here still count (they wait for a process that runs it).
+    for (const row of rows) depths.set(`${row.consumer} ${row.state}`, row);
+    return [...depths.values()];
   }
 
   check(): Promise<string> {

@@ -11,6 +11,7 @@ import { entities } from '../domain/entities.js';
 import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
 import { PreparingClient } from './prepared-statements.js';
+import { timedClient, type QueryObserver } from './query-timing.js';
 import { readShare, shareEmbeddedDatabase, type EmbeddedShare, type ShareInfo } from './embedded-share.js';
 import { MIGRATIONS_DIR } from '../paths.js';
 import { migrations } from '../../migrations/index.js';
@@ -40,6 +41,8 @@ export interface OpenOptions {
    * connecting through its socket.
    */
   exclusive?: boolean;
+  /** Told the duration of each PostgreSQL statement (metrics); not on the embedded database. */
+  observeQuery?: QueryObserver;
 }
 
 // PostgreSQL type oids (pg_type.oid) of the columns whose JavaScript type svc fixes.
@@ -141,7 +144,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         types: pgTypes(),
         // Behind a transaction-pooling PgBouncer a statement prepared on one server connection is
         // not there for the next transaction: plain pg.Client then sends every statement unnamed.
-        ...(config.DATABASE_PREPARED_STATEMENTS ? { Client: PreparingClient } : {}),
+        ...clientClass(config.DATABASE_PREPARED_STATEMENTS ? PreparingClient : undefined, options.observeQuery),
       },
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,
@@ -237,6 +240,12 @@ async function openThroughServe(config: Config, logger: Logger, share: ShareInfo
     via: { pid: share.pid, socket },
     close: () => orm.close(true),
   };
+}
+
+/** The pool's `Client` option: pg's own unless statements are prepared or timed. */
+function clientClass(preparing: typeof pg.Client | undefined, observe: QueryObserver | undefined): { Client?: typeof pg.Client } {
+  if (!observe) return preparing ? { Client: preparing } : {};
+  return { Client: timedClient(preparing ?? pg.Client, observe) };
 }
 
 function maskedDatabaseUrl(url: string): string {

@@ -5,6 +5,7 @@ import type { EventMessage } from '../domain/events/events.js';
 import type { EventPublisher } from '../domain/events/publisher.js';
 import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '../domain/events/transport.js';
 import { DomainError } from '../domain/shared/errors.js';
+import type { QueueDepth } from '../domain/shared/metrics.js';
 
 export interface RabbitMqOptions {
   logger: Logger;
@@ -323,6 +324,35 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
   }
 
   /** 'ok', or why RabbitMQ cannot be used now (for /health/ready). */
+  /**
+   * The messages in each declared consumer's queues (work, retry waits, dead letters), from the
+   * broker's counts (checkQueue), on a channel of its own (a missing queue closes the channel it was
+   * checked on). Rejects while disconnected.
+   */
+  async queueDepths(): Promise<QueueDepth[]> {
+    const model = this.live?.model;
+    if (!model) throw new Error(`RabbitMQ at ${this.location} is not connected`);
+    const channel = await model.createChannel();
+    channel.on('error', () => {}); // the rejected checkQueue says it
+    try {
+      const depths: QueueDepth[] = [];
+      for (const spec of this.declared.values()) {
+        const q = this.queues(spec);
+        const count = async (queue: string) => (await channel.checkQueue(queue)).messageCount;
+        let retrying = 0;
+        for (const { queue } of q.retries) retrying += await count(queue);
+        depths.push(
+          { consumer: spec.name, state: 'ready', messages: await count(q.work) },
+          { consumer: spec.name, state: 'retrying', messages: retrying },
+          { consumer: spec.name, state: 'dead', messages: await count(q.dead) },
+        );
+      }
+      return depths;
+    } finally {
+      await channel.close().catch(() => {});
+    }
+  }
+
   check(): Promise<string> {
     return Promise.resolve(this.live ? 'ok' : `RabbitMQ at ${this.location} is not connected (${this.lastError || 'connecting'})`);
   }

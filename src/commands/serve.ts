@@ -9,7 +9,8 @@ const IN_PROCESS_CONCURRENCY = 4;
 export default class Serve extends SvcCommand {
   static override summary = 'Run the HTTP API.';
   static override description =
-    'Serves /api/v1 and /api/v2, /health/live and /health/ready, the OpenAPI document at /api/openapi.json and its docs at /docs. ' +
+    'Serves /api/v1 and /api/v2, /health/live and /health/ready, the OpenAPI document at /api/openapi.json and its docs at /docs; ' +
+    'Prometheus /metrics on a port of its own (METRICS_HOST:METRICS_PORT, default 127.0.0.1:9464; METRICS_PORT=off turns it off). ' +
     'Without DATABASE_URL it runs on the embedded database, applying pending migrations itself; on PostgreSQL it refuses to start ' +
     'while migrations are pending (run `svc migrate`, or pass --migrate). Without AMQP_URL it also dispatches events ' +
     'in-process (the outbox relay and every consumer, on the database: orders are paid and completed with nothing else ' +

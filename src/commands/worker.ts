@@ -9,7 +9,7 @@ export default class Worker extends SvcCommand {
     'itself (the in-process pipeline, as svc serve runs it; on the embedded database only while svc serve does not hold ' +
     'it: exit 6), the outbox relay that publishes committed events (unless --no-relay) and housekeeping, beside any number ' +
     'of svc serve. /health/live and /health/ready (503 naming the failing ' +
-    'dependency) answer on HOST:--health-port. Refuses to start while migrations are pending (exit 4); RabbitMQ or ' +
+    'dependency) and Prometheus /metrics (unless METRICS_PORT=off) answer on HOST:--health-port. Refuses to start while migrations are pending (exit 4); RabbitMQ or ' +
     'PostgreSQL unreachable at start exits 6 naming AMQP_URL or DATABASE_URL. SIGTERM or SIGINT stops it cleanly: no new ' +
     'messages, those in flight finish and are acknowledged (up to SHUTDOWN_TIMEOUT_MS), the relay finishes its batch, ' +
     'connections close, exit 0.';
@@ -26,7 +26,12 @@ export default class Worker extends SvcCommand {
       default: true,
       allowNo: true,
     }),
-    'health-port': Flags.integer({ summary: 'Port of /health/live and /health/ready on HOST (0 picks a free one).', default: 9091, min: 0, max: 65_535 }),
+    'health-port': Flags.integer({
+      summary: 'Port of /health/live, /health/ready and /metrics on HOST (0 picks a free one).',
+      default: 9091,
+      min: 0,
+      max: 65_535,
+    }),
   };
 
   /** Works until SIGTERM or SIGINT, then drains and exits. */

@@ -3,6 +3,8 @@ import type { Config } from '../config.js';
 import { createApp, type App, type AppOverrides } from '../app.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
+import { startMetricsServer, type MetricsServer } from './metrics-server.js';
+import { DomainError } from '../domain/shared/errors.js';
 
 // Routes whose writes emit events (their URL as registered, versioned).
 const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
@@ -20,6 +22,8 @@ export interface RunningServer {
   server: FastifyInstance;
   /** http://host:port as bound (port 0 resolved). */
   url: string;
+  /** http://host:port/metrics of the Prometheus endpoint; undefined with METRICS_PORT=off (or its default port taken). */
+  metricsUrl?: string;
   /** Migrations applied at start-up (embedded mode, or --migrate). */
   migrated: string[];
   /**
@@ -43,6 +47,7 @@ export async function startServer(
   const app = await createApp(config, { ...options.overrides, role: 'serve' });
   let share: Awaited<ReturnType<App['shareDatabase']>>;
   let alongside: Alongside | undefined;
+  let metrics: MetricsServer | undefined;
   try {
     const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
     const server = await buildServer(app);
@@ -53,6 +58,8 @@ export async function startServer(
       if (alongside && request.method !== 'GET' && reply.statusCode < 400 && EVENTFUL_ROUTE.test(request.routeOptions.url ?? '')) alongside.changed();
       done();
     });
+    // Before the API: a metrics port that cannot be bound stops the start before any request is taken.
+    metrics = await serveMetrics(app);
     const connections = trackConnections(server.server);
     await server.listen({ port: config.PORT, host: config.HOST });
     const address = server.server.address();
@@ -77,6 +84,7 @@ export async function startServer(
       app,
       server,
       url,
+      metricsUrl: metrics?.url,
       migrated,
       async stop() {
         let drained: boolean;
@@ -90,6 +98,7 @@ export async function startServer(
             // After the last request (its events are in the outbox), before the App closes.
             await alongside?.stop(config.SHUTDOWN_TIMEOUT_MS);
             await housekeeping.stop();
+            await metrics?.close();
             await share?.close();
           } finally {
             await app.close();
@@ -100,8 +109,36 @@ export async function startServer(
     };
   } catch (err) {
     await alongside?.stop(config.SHUTDOWN_TIMEOUT_MS);
+    await metrics?.close();
     await share?.close();
     await app.close();
     throw err;
+  }
+}
+
+/**
+ * The Prometheus endpoint on METRICS_HOST:METRICS_PORT, unless METRICS_PORT is off. Its default port
+ * already taken (a second svc serve on one machine) costs a warning, not the API; a port the operator
+ * chose that cannot be bound stops the start, naming the key.
+ */
+async function serveMetrics(app: App): Promise<MetricsServer | undefined> {
+  const { config, logger } = app;
+  if (config.METRICS_PORT === 'off') return undefined;
+  try {
+    const server = await startMetricsServer({ host: config.METRICS_HOST, port: config.METRICS_PORT, logger, scrape: () => app.metrics.scrape() });
+    logger.info({ metrics: server.url }, `metrics on ${server.url}`);
+    return server;
+  } catch (err) {
+    const where = `${config.METRICS_HOST}:${config.METRICS_PORT}`;
+    if (config.sources.METRICS_PORT === 'default' && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      logger.warn({ err }, `metrics are not served: ${where} is in use; set METRICS_PORT to a free port (0 picks one) or to off`);
+      return undefined;
+    }
+    throw new DomainError(
+      'unavailable',
+      `cannot listen on ${where} for /metrics (${(err as Error).message}): set METRICS_PORT to a free port (0 picks one), or METRICS_PORT=off`,
+      { service: 'metrics' },
+      { cause: err },
+    );
   }
 }

@@ -13,6 +13,9 @@ import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
 import { registerRateLimits } from './rate-limits.js';
 
+/** The route label of a request no route matched (a 404), in the request log line and the metrics. */
+const UNMATCHED_ROUTE = 'unmatched';
+
 /** What routes reach through `request.server.svc` (the App's, named here for the routes' convenience). */
 export interface ServerServices {
   app: App;
@@ -113,14 +116,17 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     reply.header('x-trace-id', request.traceId);
     done();
   });
-  // One line per request: method, route, status, duration, trace id (and the actor when known).
+  // Per request: its metrics (route template, never the URL), and one log line with method, route,
+  // status, duration, trace id (and the actor when known).
+  const metrics = app.metrics.enabled ? app.metrics : undefined;
   server.addHook('onResponse', (request, reply, done) => {
+    metrics?.requestAnswered(request.method, request.routeOptions.url ?? UNMATCHED_ROUTE, reply.statusCode, reply.elapsedTime / 1000);
     // Skipped before the line is built when info is off (LOG_LEVEL=warn and above).
     if (app.logger.isLevelEnabled('info')) {
       request.log.info(
         {
           method: request.method,
-          route: request.routeOptions.url ?? 'unmatched',
+          route: request.routeOptions.url ?? UNMATCHED_ROUTE,
           status: reply.statusCode,
           durationMs: Math.round(reply.elapsedTime * 100) / 100,
           traceId: request.traceId,

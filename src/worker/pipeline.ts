@@ -1,5 +1,7 @@
 import type { App } from '../app.js';
+import { performance } from 'node:perf_hooks';
 import { DomainError } from '../domain/shared/errors.js';
+import type { ConsumerTransport, Delivery } from '../domain/events/transport.js';
 import { ConsumerRunner } from './consumer.js';
 import { consumers as allConsumers } from './consumers/index.js';
 import { OutboxRelay } from './relay.js';
@@ -50,16 +52,36 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
     );
   }
   const context = (input: { actor: string; traceId?: string }) => app.context(input);
-  const runners = known.map(
-    (consumer) =>
-      new ConsumerRunner(consumer, {
-        transport,
-        context,
-        logger: app.logger,
-        prefetch: options.concurrency,
-        ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
-      }),
-  );
+  // When each delivery arrived, for the handle-duration metric its settlement reports.
+  const received = new WeakMap<Delivery, number>();
+  const subscribe: ConsumerTransport['subscribe'] = (spec, subscribeOptions, onDelivery) =>
+    transport.subscribe(spec, subscribeOptions, (delivery) => {
+      received.set(delivery, performance.now());
+      return onDelivery(delivery);
+    });
+  // The transport itself in every other respect (a proxy, so that whatever else it offers the runner
+  // stays there, bound to it).
+  const timed = new Proxy(transport, {
+    get: (target, property) => {
+      if (property === 'subscribe') return subscribe;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  const runners = known.map((consumer) => {
+    const runner = new ConsumerRunner(consumer, {
+      transport: timed,
+      context,
+      logger: app.logger,
+      prefetch: options.concurrency,
+      ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
+    });
+    runner.onSettled = (outcome, delivery) => {
+      const start = received.get(delivery);
+      app.metrics.consumerSettled(consumer.name, outcome, start === undefined ? 0 : (performance.now() - start) / 1000);
+    };
+    return runner;
+  });
   // Every consumer's queues, also those this process does not run: events the relay publishes wait
   // in them for the process that does, instead of being dropped for want of a queue.
   for (const runner of runners) await transport.declare(runner.spec);
@@ -74,7 +96,7 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
     await Promise.allSettled(started.map((r) => r.stop()));
     throw err;
   }
-  const relay = options.relay ? new OutboxRelay({ publisher, context, logger: app.logger }) : undefined;
+  const relay = options.relay ? new OutboxRelay({ publisher, context, logger: app.logger, onPass: (pass) => app.metrics.relayPassed(pass) }) : undefined;
   relay?.start();
   if (transport.kind === 'in-process') {
     app.logger.info(

@@ -19,6 +19,8 @@ export interface RelayOptions {
    * tries them again, and this relay pauses as long before its next batch (defaults 1 s and 60 s).
    */
   backoff?: { baseMs: number; maxMs: number };
+  /** Told what each pass did (metrics). */
+  onPass?: (pass: RelayPass) => void;
 }
 
 /** What one pass did. */
@@ -100,6 +102,7 @@ export class OutboxRelay {
       return { published: rows.length, failed: 0 };
     });
     if (pass.published > 0) publisher.committed?.();
+    this.options.onPass?.(pass);
     return pass;
   }
 

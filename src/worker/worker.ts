@@ -88,6 +88,10 @@ export async function startWorker(config: Config, options: WorkerOptions): Promi
           database: await app.databaseState(),
           ...(publisher.kind === 'rabbitmq' ? { rabbitmq: await transportState(publisher) } : {}),
         }),
+        // On the health port rather than METRICS_PORT: no second port per worker to choose (several
+        // workers on one machine already each take their own --health-port), and it is already the
+        // operators' port of a process that serves no API.
+        ...(app.metrics.enabled ? { metrics: () => app.metrics.scrape() } : {}),
       });
     } catch (err) {
       throw new DomainError(

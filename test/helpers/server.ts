@@ -17,6 +17,8 @@ export interface TestServer {
   config: Config;
   /** http://127.0.0.1:<port> for real HTTP (fetch, autocannon); `server.inject` needs no socket. */
   url: string;
+  /** http://127.0.0.1:<port>/metrics when the test set METRICS_PORT (0 picks a free one). */
+  metricsUrl?: string;
   /** The PostgreSQL URL, or undefined on the embedded default. */
   databaseUrl?: string;
   /** Creates a user directly through the users service (as an operator would). */
@@ -64,6 +66,7 @@ export async function testServer(
     app: running.app,
     config,
     url: running.url,
+    metricsUrl: running.metricsUrl,
     databaseUrl,
     user: ({ email, role = 'user', name = email.split('@')[0]!, password }) =>
       running.app.users.create(running.app.context({ actor: 'cli:test' }), { email, name, role, password }),

@@ -1,0 +1,46 @@
+import { performance } from 'node:perf_hooks';
+import type pg from 'pg';
+
+/** Told of each statement: its text and the seconds from sent to answered (or failed). */
+export type QueryObserver = (text: string, seconds: number) => void;
+
+/**
+ * A pg.Client class (for the pool's `Client` option) whose statements are timed: every statement
+ * of the process goes through a pool client, whether it comes from MikroORM, from Kysely inside a
+ * transaction, or from domain/shared/sql.ts straight to the pool. Wraps `Base` (pg.Client, or the
+ * preparing client). Submittables (cursors, streams) pass through untimed.
+ */
+export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typeof pg.Client {
+  class Timed extends Base {
+    // pg's query() has many overloads: (text | config, values?, callback?) are timed, promise or callback.
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- only any is assignable to the return types of all of pg's overloads
+    override query(config: unknown, values?: unknown, callback?: unknown): any {
+      const call = super.query.bind(this) as (...args: unknown[]) => unknown;
+      const text =
+        typeof config === 'string' ? config : typeof (config as { text?: unknown } | null)?.text === 'string' ? (config as { text: string }).text : undefined;
+      if (text === undefined || typeof (config as { submit?: unknown }).submit === 'function') return call(config, values, callback);
+      const started = performance.now();
+      const done = () => observe(text, (performance.now() - started) / 1000);
+      // The callback may come second (query(config, callback)).
+      const cb = typeof callback === 'function' ? callback : typeof values === 'function' ? values : undefined;
+      if (cb) {
+        const timed = (err: unknown, result: unknown) => {
+          done();
+          (cb as (err: unknown, result: unknown) => void)(err, result);
+        };
+        return cb === callback ? call(config, values, timed) : call(config, timed);
+      }
+      return (call(config, values) as Promise<unknown>).then(
+        (result) => {
+          done();
+          return result;
+        },
+        (err: unknown) => {
+          done();
+          throw err;
+        },
+      );
+    }
+  }
+  return Timed;
+}
