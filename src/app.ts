@@ -33,7 +33,7 @@ import { InProcessRateLimiter, type RateLimiter } from './domain/shared/rate-lim
 import { NoCache, type Cache } from './domain/shared/cache.js';
 import { TwoLevelCache } from './adapters/two-level-cache.js';
 import { PrometheusMetrics } from './adapters/prometheus-metrics.js';
-import { watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
+import { watchCache, watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -217,6 +217,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       watchOutbox(metrics, sql);
       const queues = rabbit ?? inProcess;
       if (queues) watchQueues(metrics, () => queues.queueDepths());
+      watchCache(metrics, cache);
     }
     return {
       config,

@@ -5,6 +5,7 @@ import { testServer } from './helpers/server.js';
 import { rejection } from './helpers/assertions.js';
 import { shop, statusCounts } from './helpers/worker.js';
 import { insertOutbox, waitFor } from './helpers/rabbit.js';
+import { REDIS_URL, redisPrefix } from './helpers/redis.js';
 
 // Prometheus metrics as an operator scrapes them: svc serve's /metrics on its own port (METRICS_PORT),
 // svc worker's on its health port.
@@ -193,4 +194,38 @@ test("on RabbitMQ the worker's scrape counts each consumer's waiting messages fr
   const { series } = await scrape(url);
   for (const state of ['retrying', 'dead']) assert.equal(sample(series, 'svc_queue_messages', { consumer: 'payments', state }), 0, state);
   assert.equal(sample(series, 'svc_consumer_messages_total', { consumer: 'payments', outcome: 'processed' }), undefined, 'not consumed here');
+});
+
+test('the cache counts its lookups by cache, level and result (the hit ratio per level)', async (t) => {
+  const ts = await testServer(t, { env: { METRICS_PORT: '0', REDIS_URL, REDIS_PREFIX: redisPrefix(t), RATE_LIMIT_API_KEY_PER_HOUR: '0' } });
+  assert.ok(ts.metricsUrl);
+  const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
+  const headers = { ...(await ts.auth(admin)), 'content-type': 'application/json' };
+  const created = await fetch(`${ts.url}/api/v2/products`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ sku: 'MUG-1', name: 'Mug', price: { amount: 1250, currency: 'USD' }, stock: 5 }),
+  });
+  assert.equal(created.status, 201);
+  const productId = ((await created.json()) as { id: string }).id;
+  // First read: missed in L1 and L2, loaded; the next two: L1 hits (the version still current in Redis).
+  for (let i = 0; i < 3; i++) assert.equal((await fetch(`${ts.url}/api/v2/products/${productId}`, { headers })).status, 200);
+  const { series } = await scrape(ts.metricsUrl);
+  const lookups = (level: string, result: string) => sample(series, 'svc_cache_requests_total', { cache: 'products', level, result }) ?? 0;
+  assert.equal(lookups('l1', 'miss'), 1);
+  assert.equal(lookups('l2', 'miss'), 1);
+  assert.equal(lookups('l1', 'hit'), 2);
+  assert.equal(lookups('none', 'bypass'), 0);
+  assert.equal(sample(series, 'svc_rate_limit_rejections_total', { limit: 'ip' }), undefined, 'nothing refused yet');
+});
+
+test('a rate limit counts the requests it refuses, by limit', async (t) => {
+  const ts = await testServer(t, { env: { METRICS_PORT: '0', RATE_LIMIT_IP_PER_MINUTE: '5' } });
+  assert.ok(ts.metricsUrl);
+  const statuses: number[] = [];
+  for (let i = 0; i < 8; i++) statuses.push((await fetch(`${ts.url}/api/v1/products`)).status);
+  const refused = statuses.filter((s) => s === 429).length;
+  assert.equal(refused, 3, `5 counted, 3 refused: ${statuses.join(' ')}`);
+  const { series } = await scrape(ts.metricsUrl);
+  assert.equal(sample(series, 'svc_rate_limit_rejections_total', { limit: 'ip' }), refused);
 });

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { QueueDepth } from '../domain/shared/metrics.js';
 import type { Sql } from '../domain/shared/sql.js';
+import type { Cache } from '../domain/shared/cache.js';
 import type { Database } from './database.js';
 import type { PrometheusMetrics } from './prometheus-metrics.js';
 
@@ -70,5 +71,27 @@ export function watchQueues(metrics: PrometheusMetrics, depths: () => Promise<Qu
     help: 'Messages waiting in each consumer queue, by state: ready (due), retrying (waiting out a retry delay), dead (dead-letter queue, for svc recover)',
     labelNames: ['consumer', 'state'],
     collect: async () => (await depths()).map((d) => ({ labels: { consumer: d.consumer, state: d.state }, value: d.messages })),
+  });
+}
+
+/**
+ * svc_cache_requests_total{cache, level, result}: the cache's lookups by level (l1, l2) and result
+ * (hit, miss), and `level="none", result="bypass"` for reads that went to the database without
+ * looking (Redis unreachable, or no cache). The L1 hit ratio of a cache is
+ * rate(hit{level="l1"}) / rate(hit{level="l1"} + miss{level="l1"}); L2 is looked at after an L1 miss.
+ */
+export function watchCache(metrics: PrometheusMetrics, cache: Cache): void {
+  metrics.counterOf({
+    name: 'svc_cache_requests_total',
+    help: 'Cached reads by cache, level (l1, l2; none for reads that bypassed the cache) and result (hit, miss, bypass)',
+    labelNames: ['cache', 'level', 'result'],
+    collect: () =>
+      Object.entries(cache.stats()).flatMap(([name, s]) => [
+        { labels: { cache: name, level: 'l1', result: 'hit' }, value: s.l1.hits },
+        { labels: { cache: name, level: 'l1', result: 'miss' }, value: s.l1.misses },
+        { labels: { cache: name, level: 'l2', result: 'hit' }, value: s.l2.hits },
+        { labels: { cache: name, level: 'l2', result: 'miss' }, value: s.l2.misses },
+        { labels: { cache: name, level: 'none', result: 'bypass' }, value: s.bypassed },
+      ]),
   });
 }

@@ -201,6 +201,21 @@ export class PrometheusMetrics implements Metrics {
     });
   }
 
+  counterOf<L extends string = never>(spec: MetricSpec<L> & { collect: () => GaugeValue<L>[] }): void {
+    if (this.registry.getSingleMetric(spec.name)) throw new Error(`the counter ${spec.name} is already registered`);
+    new Counter<L>({
+      registers: [this.registry],
+      name: spec.name,
+      help: spec.help,
+      labelNames: spec.labelNames,
+      // On each scrape: the source's totals (a counter that is set, not incremented, by its source).
+      collect() {
+        this.reset();
+        for (const { labels, value } of spec.collect()) if (value > 0) this.inc(labels, value);
+      },
+    });
+  }
+
   // The instrument registered under `name`, if any: of the same kind, or an error (a programming mistake).
   private existing(name: string, kind: 'counter' | 'histogram' | 'gauge'): unknown {
     const metric = this.registry.getSingleMetric(name);

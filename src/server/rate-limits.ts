@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import { DomainError } from '../domain/shared/errors.js';
 import type { RateLimitDecision, RateLimiter, RateLimitRule } from '../domain/shared/rate-limit.js';
+import type { CounterMetric, Metrics } from '../domain/shared/metrics.js';
 
 // Load balancers' probes, Prometheus' scrapes and Stripe's signed webhook deliveries (from Stripe's
 // own addresses, retried by Stripe) are never limited.
@@ -29,16 +30,23 @@ export function rateLimitRules(config: Config): { ip?: RateLimitRule; auth?: Rat
  * The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers): one item
  * per limit this request was counted against, e.g. `"ip";q=100;w=60` and `"ip";r=42;t=37`.
  */
+interface Limits {
+  limiter: RateLimiter;
+  now: () => number;
+  rejected: CounterMetric<'limit'>;
+}
+
 function setHeaders(reply: FastifyReply, decisions: RateLimitDecision[]): void {
   reply.header('ratelimit-policy', decisions.map((d) => `"${d.rule.name}";q=${d.rule.limit};w=${d.rule.windowMs / 1000}`).join(', '));
   reply.header('ratelimit', decisions.map((d) => `"${d.rule.name}";r=${d.remaining};t=${d.resetSeconds}`).join(', '));
 }
 
-async function check(request: FastifyRequest, reply: FastifyReply, limiter: RateLimiter, rule: RateLimitRule, id: string, nowMs: number, who: string) {
-  const decision = await limiter.consume(rule, id, nowMs);
+async function check(request: FastifyRequest, reply: FastifyReply, limits: Limits, rule: RateLimitRule, id: string, who: string) {
+  const decision = await limits.limiter.consume(rule, id, limits.now());
   (request.rateLimits ??= []).push(decision);
   setHeaders(reply, request.rateLimits);
   if (!decision.allowed) {
+    limits.rejected.inc({ limit: rule.name });
     const per = rule.windowMs === 60_000 ? 'minute' : 'hour';
     throw new DomainError('rate_limited', `too many requests from ${who}: at most ${rule.limit} per ${per}; retry in ${decision.resetSeconds} s`, {
       retryAfterSeconds: decision.resetSeconds,
@@ -53,15 +61,23 @@ async function check(request: FastifyRequest, reply: FastifyReply, limiter: Rate
  * A refused request answers 429 problem+json with Retry-After; every counted one carries the
  * RateLimit headers.
  */
-export function registerRateLimits(server: FastifyInstance, options: { config: Config; limiter: RateLimiter; now: () => number }): void {
+export function registerRateLimits(server: FastifyInstance, options: { config: Config; limiter: RateLimiter; now: () => number; metrics: Metrics }): void {
   const { ip, auth, apiKey } = rateLimitRules(options.config);
-  const { limiter, now } = options;
+  const limits: Limits = {
+    limiter: options.limiter,
+    now: options.now,
+    rejected: options.metrics.counter({
+      name: 'svc_rate_limit_rejections_total',
+      help: 'Requests refused with 429 by a rate limit (ip, auth, api-key)',
+      labelNames: ['limit'],
+    }),
+  };
   if (ip || auth) {
     server.addHook('onRequest', async (request, reply) => {
       const route = request.routeOptions.url ?? '';
       if (EXEMPT.test(route)) return;
       const rule = AUTH.test(route) ? (auth ?? ip) : ip;
-      if (rule) await check(request, reply, limiter, rule, request.ip, now(), `this address (${request.ip})`);
+      if (rule) await check(request, reply, limits, rule, request.ip, `this address (${request.ip})`);
     });
   }
   if (apiKey) {
@@ -70,7 +86,7 @@ export function registerRateLimits(server: FastifyInstance, options: { config: C
     server.addHook('preHandler', async (request, reply) => {
       const principal = request.principal;
       if (principal?.kind !== 'api_key' || !principal.keyId) return;
-      await check(request, reply, limiter, apiKey, principal.keyId, now(), `API key ${principal.keyId}`);
+      await check(request, reply, limits, apiKey, principal.keyId, `API key ${principal.keyId}`);
     });
   }
 }

@@ -140,7 +140,7 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
 
   // --- Rate limits (issue 10): per client address, tighter on the credential routes, per API key;
   // shared through Redis with REDIS_URL. Health, metrics and the Stripe webhook are exempt. ---
-  registerRateLimits(server, { config: app.config, limiter: app.rateLimiter, now: () => app.clock().getTime() });
+  registerRateLimits(server, { config: app.config, limiter: app.rateLimiter, now: () => app.clock().getTime(), metrics: app.metrics });
   // --- end of rate limits ---
 
   server.setErrorHandler(errorHandler);

@@ -48,6 +48,12 @@ export interface Metrics {
    * `timeoutMs` (default 2 s) and when it throws, the gauge is left out of that scrape.
    */
   gauge<L extends string = never>(spec: MetricSpec<L> & { collect: () => Promise<GaugeValue<L>[]> | GaugeValue<L>[]; timeoutMs?: number }): void;
+  /**
+   * A counter whose totals its source keeps (counts since the process started, read when Prometheus
+   * scrapes: `collect` must be cheap and synchronous), for a component that counts for itself
+   * (the cache's hits and misses). Totals only ever grow; the name ends in `_total`.
+   */
+  counterOf<L extends string = never>(spec: MetricSpec<L> & { collect: () => GaugeValue<L>[] }): void;
 }
 
 /** The messages waiting in one consumer's queues, by state, as an event transport counts them (svc_queue_messages). */
