@@ -253,7 +253,15 @@ const PG_CODES: Record<string, (err: PgError) => DomainError> = {
   '23502': (e) => refused(e, 'invalid', e.column ? `${fieldName(e.column)} is required` : 'a required value is missing', fieldName(e.column)),
   '40001': (e) => new DomainError('retryable', 'the database could not serialize this change with a concurrent one; try again', {}, { cause: e }),
   '40P01': (e) => new DomainError('retryable', 'the database aborted this change to break a deadlock; try again', {}, { cause: e }),
-  '57014': (e) => new DomainError('unavailable', 'the database query took too long and was cancelled', {}, { cause: e }),
+  // statement_timeout (DATABASE_STATEMENT_TIMEOUT_MS) cancelled the statement: the database is busy
+  // or a row is held too long; the client may say so and try again shortly.
+  '57014': (e) =>
+    new DomainError(
+      'unavailable',
+      'the database query took too long and was cancelled',
+      { clientDetail: 'the database did not answer in time (statement timeout); try again shortly' },
+      { cause: e },
+    ),
   '55P03': (e) => new DomainError('retryable', 'a row is locked by another change; try again', {}, { cause: e }),
 };
 
