@@ -102,6 +102,32 @@ const amqpUrl: Parser<string> = {
   parse: (raw) => parseUrl(raw, ['amqp:', 'amqps:']).value,
 };
 
+/**
+ * `*` alone, or exact origins (scheme://host[:port], no path: what a browser sends in its Origin
+ * header), kept comma-separated in their canonical form.
+ */
+const corsOrigins: Parser<string> = {
+  expected: 'exact origins separated by commas, such as https://shop.example.com,http://localhost:5173, or * alone for any origin',
+  parse(raw) {
+    const items = raw
+      .split(',')
+      .map((item) => item.trim())
+      .filter(Boolean);
+    if (items.length === 0) throw new ConfigValueError();
+    if (items.includes('*')) {
+      if (items.length > 1) throw new ConfigValueError();
+      return '*';
+    }
+    const origins = items.map((item) => {
+      const { url } = parseUrl(item, ['http:', 'https:']);
+      // An origin has no path, query or credentials; URL adds the trailing slash itself.
+      if (url.origin !== item.replace(/\/$/, '') || url.username || url.password) throw new ConfigValueError();
+      return url.origin;
+    });
+    return origins.join(',');
+  },
+};
+
 // `ada@example.com` or `Ada Lovelace <ada@example.com>` (a display name without <, >, " or line breaks).
 const MAILBOX = /^(?:[^<>"\r\n]*<[^<>\s@]+@[^<>\s@]+\.[^<>\s@]+>|[^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)$/;
 const LOCAL_MAILBOX = /^(?:[^<>"\r\n]*<[^<>\s@]+@localhost>|[^<>\s@]+@localhost)$/;
@@ -155,7 +181,7 @@ export const configSchema = {
     default: () => 20,
   } satisfies KeySpec<number>,
   DATABASE_STATEMENT_TIMEOUT_MS: {
-    doc: "PostgreSQL statement_timeout for the service's queries, in milliseconds (0 = none)",
+    doc: "PostgreSQL statement_timeout for the service's queries, in milliseconds (0 = none): a cancelled statement answers 503 with Retry-After; migrations and housekeeping run without it; not enforced on the embedded database",
     parser: int(0, 3_600_000),
     default: () => 5_000,
   } satisfies KeySpec<number>,
@@ -184,6 +210,18 @@ export const configSchema = {
     parser: int(0, 65_535),
     default: () => 3000,
   } satisfies KeySpec<number>,
+  TLS_CERT_FILE: {
+    doc: 'PEM certificate chain for svc serve to terminate TLS itself (TLS 1.3 only), with TLS_KEY_FILE; unset: plain HTTP (behind a load balancer that terminates TLS)',
+    parser: text('a path to a PEM certificate file'),
+  } satisfies KeySpec<string>,
+  TLS_KEY_FILE: {
+    doc: "PEM private key of TLS_CERT_FILE's certificate; set both or neither",
+    parser: text('a path to a PEM private key file'),
+  } satisfies KeySpec<string>,
+  CORS_ORIGINS: {
+    doc: 'Browser origins allowed to call the API cross-origin, comma-separated and exact (https://shop.example.com,https://admin.example.com), or * for any (never with credentials: svc authenticates by bearer token, not cookies); unset: no CORS headers',
+    parser: corsOrigins,
+  } satisfies KeySpec<string>,
   SHUTDOWN_TIMEOUT_MS: {
     doc: 'How long svc serve waits for in-flight requests after SIGTERM before closing them',
     parser: int(0, 600_000),
@@ -464,6 +502,19 @@ function checkConsistency(config: Config): void {
   needs('SENDGRID_API_URL', 'SENDGRID_API_KEY', 'without a SendGrid key emails are written to files and no SendGrid API is called');
   for (const key of ['S3_ENDPOINT', 'S3_REGION', 'S3_FORCE_PATH_STYLE'] as const) {
     needs(key, 'S3_BUCKET', 'without a bucket files are stored in the data folder and no S3 API is called');
+  }
+  // Half a TLS configuration would otherwise serve plain HTTP where the operator expects HTTPS.
+  for (const [key, other] of [
+    ['TLS_CERT_FILE', 'TLS_KEY_FILE'],
+    ['TLS_KEY_FILE', 'TLS_CERT_FILE'],
+  ] as const) {
+    if (set(key) && !set(other)) {
+      throw new ConfigError(
+        key,
+        config.sources[key],
+        `${key} is set but ${other} is not: svc serve terminates TLS with both (the certificate and its key); set ${other}, or unset ${key}`,
+      );
+    }
   }
   // A message (a replayed outbox row, a late retry) the inbox has forgotten would be handled twice.
   if (config.PROCESSED_MESSAGES_RETENTION_HOURS < config.OUTBOX_RETENTION_HOURS + 1) {

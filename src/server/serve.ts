@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import { createApp, type App, type AppOverrides } from '../app.js';
 import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
+import { loadTls } from './tls.js';
 
 // Routes whose writes emit events (their URL as registered, versioned).
 const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
@@ -18,7 +19,7 @@ export interface Alongside {
 export interface RunningServer {
   app: App;
   server: FastifyInstance;
-  /** http://host:port as bound (port 0 resolved). */
+  /** http://host:port (https:// with TLS_CERT_FILE) as bound (port 0 resolved). */
   url: string;
   /** Migrations applied at start-up (embedded mode, or --migrate). */
   migrated: string[];
@@ -40,12 +41,14 @@ export async function startServer(
   config: Config,
   options: { migrate?: boolean; overrides?: Omit<AppOverrides, 'role'>; alongside?: (app: App) => Promise<Alongside | undefined> } = {},
 ): Promise<RunningServer> {
+  // Checked before anything starts: a bad certificate or key is a configuration error naming its key.
+  const https = loadTls(config);
   const app = await createApp(config, { ...options.overrides, role: 'serve' });
   let share: Awaited<ReturnType<App['shareDatabase']>>;
   let alongside: Alongside | undefined;
   try {
     const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
-    const server = await buildServer(app);
+    const server = await buildServer(app, { https });
     // A write to the resources whose changes are announced (orders: placed, cancelled), answered
     // successfully, has committed its events to the outbox: the pipeline beside the API relays them
     // now instead of at its next poll. (Not on every write: a login would cost a relay pass.)
@@ -58,7 +61,7 @@ export async function startServer(
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
-    const url = `http://${host}:${port}`;
+    const url = `${https ? 'https' : 'http'}://${host}:${port}`;
     app.listening(url);
     // The embedded database lives in this process: other svc commands reach it through a socket.
     share = await app.shareDatabase(url);

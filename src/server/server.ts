@@ -11,6 +11,8 @@ import { errorHandler, notFoundHandler, problemSchema } from './errors.js';
 import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
+import { registerSecurity } from './security.js';
+import type { TlsOptions } from './tls.js';
 
 /** What routes reach through `request.server.svc` (the App's, named here for the routes' convenience). */
 export interface ServerServices {
@@ -37,6 +39,8 @@ declare module 'fastify' {
 export interface ServerOptions {
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
+  /** Terminate TLS (TLS_CERT_FILE, TLS_KEY_FILE): the certificate, its key, TLS 1.3 only. */
+  https?: TlsOptions;
 }
 
 // W3C traceparent: version-traceid-parentid-flags. A valid incoming trace id is kept, so one id
@@ -64,7 +68,9 @@ function randomHexSource(poolBytes = 4096): (bytes: number) => string {
 /** Builds the HTTP API on an App: plugins, schemas, error handling, routes v1 and v2, health, OpenAPI. */
 export async function buildServer(app: App, options: ServerOptions = {}): Promise<FastifyInstance> {
   const randomHex = randomHexSource();
+  // With https fastify runs an https.Server; every route and hook is the same, so the instance is typed as one.
   const server = Fastify({
+    ...(options.https ? { https: options.https } : {}),
     // Not redundant: it makes fastify's logger type parameter FastifyBaseLogger rather than pino's Logger.
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: app.logger as FastifyBaseLogger,
@@ -80,7 +86,7 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     genReqId: () => randomHex(8),
-  });
+  }) as unknown as FastifyInstance;
 
   // Bodies are validated strictly (no type coercion: "5" is not a quantity); query strings and
   // path parameters arrive as text, so they are coerced. Unknown properties are rejected, never
@@ -128,6 +134,9 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     }
     done();
   });
+
+  // ---- Security plugins: headers (helmet), CORS (CORS_ORIGINS). Other plugins register below. ----
+  await registerSecurity(server, app.config, { tls: options.https !== undefined });
 
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);
