@@ -12,6 +12,7 @@ import { Migration20261127102951_payments } from './Migration20261127102951_paym
 import { Migration20261127113714_files } from './Migration20261127113714_files.js';
 import { Migration20261127113805_event_deliveries } from './Migration20261127113805_event_deliveries.js';
 import { Migration20261127113813_stripe_webhooks } from './Migration20261127113813_stripe_webhooks.js';
+import { Migration20261127130000_user_list_indexes } from './Migration20261127130000_user_list_indexes.js';
 
 export const migrations = [
   { name: 'Migration20261125024953_initial', class: Migration20261125024953_initial },
@@ -26,4 +27,5 @@ export const migrations = [
   { name: 'Migration20261127113714_files', class: Migration20261127113714_files },
   { name: 'Migration20261127113805_event_deliveries', class: Migration20261127113805_event_deliveries },
   { name: 'Migration20261127113813_stripe_webhooks', class: Migration20261127113813_stripe_webhooks },
+  { name: 'Migration20261127130000_user_list_indexes', class: Migration20261127130000_user_list_indexes },
 ];
