@@ -10,6 +10,7 @@ import { OrdersService } from './domain/orders/orders.service.js';
 import { lazy } from './domain/shared/lazy.js';
 import { createContext, type ContextInput, type Ctx } from './domain/shared/context.js';
 import { sqlOn } from './domain/shared/sql.js';
+import { ReadYourWrites } from './domain/shared/read-your-writes.js';
 import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
 import { DomainError } from './domain/shared/errors.js';
@@ -115,6 +116,11 @@ export interface App {
   databaseState(): Promise<string>;
   /** A context for one unit of work (a command, a request, a message) with its own EntityManager. */
   context(input: ContextInput): Ctx;
+  /**
+   * Records a write by `actor` (svc serve, for each API request but GET, HEAD and OPTIONS): its
+   * lag-tolerant reads go to the primary for DATABASE_REPLICA_READ_YOUR_WRITES_MS. Nothing without replicas.
+   */
+  wrote(actor: string): void;
   close(): Promise<void>;
 }
 
@@ -162,7 +168,15 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     const cursors = lazy(() => loadCursorCodec(db));
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
-    const contextDeps = { fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'], sql, cursors };
+    // Read replicas serve svc serve's lag-tolerant reads (lists, the catalog); commands and the worker
+    // read the primary.
+    const replicas = role === 'serve' && config.DATABASE_REPLICA_URLS ? new ReadYourWrites(config.DATABASE_REPLICA_READ_YOUR_WRITES_MS) : undefined;
+    const contextDeps = {
+      fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'],
+      sql,
+      ...(replicas ? { replicaSql: sqlOn(db.orm.em as Ctx['em'], 'read'), mayReadReplica: (actor: string) => replicas.mayReadReplica(actor) } : {}),
+      cursors,
+    };
     const context = (input: ContextInput) => createContext(contextDeps, input);
     // Without AMQP_URL, svc serve and svc worker dispatch events through the database itself.
     const inProcess =
@@ -217,6 +231,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         return configuredServeUrl(config);
       },
       context,
+      wrote: (actor) => replicas?.wrote(actor),
       async close() {
         if (closed) return;
         closed = true;

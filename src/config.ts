@@ -87,6 +87,18 @@ const postgresUrl: Parser<string> = {
   },
 };
 
+const postgresUrls: Parser<string> = {
+  expected: 'PostgreSQL URLs separated by commas, such as postgres://user:password@replica-1:5432/dbname,postgres://user:password@replica-2:5432/dbname',
+  parse(raw) {
+    const urls = raw
+      .split(',')
+      .map((url) => url.trim())
+      .filter(Boolean);
+    if (urls.length === 0) throw new ConfigValueError();
+    return urls.map((url) => postgresUrl.parse(url)).join(',');
+  },
+};
+
 const httpUrl = (what: string): Parser<string> => ({
   expected: `an http:// or https:// URL (${what})`,
   parse(raw) {
@@ -184,6 +196,16 @@ export const configSchema = {
     doc: "PostgreSQL statement_timeout for the service's queries, in milliseconds (0 = none): a cancelled statement answers 503 with Retry-After; migrations and housekeeping run without it; not enforced on the embedded database",
     parser: int(0, 3_600_000),
     default: () => 5_000,
+  } satisfies KeySpec<number>,
+  DATABASE_REPLICA_URLS: {
+    doc: "PostgreSQL read replicas (comma-separated URLs) for svc serve's reads that tolerate lag: order and product lists, product reads; a caller's reads go to the primary for DATABASE_REPLICA_READ_YOUR_WRITES_MS after each of its writes. Needs DATABASE_URL (the embedded database has no replicas); unset: every read on the primary",
+    parser: postgresUrls,
+    mask: (value: string) => value.split(',').map(maskUrl).join(','),
+  } satisfies KeySpec<string>,
+  DATABASE_REPLICA_READ_YOUR_WRITES_MS: {
+    doc: "After a caller's write (any API request but GET, HEAD and OPTIONS), how long that caller (its user or API key) reads from the primary rather than a replica, so that it sees its own writes; above the replicas' worst lag. Kept per svc serve instance",
+    parser: int(100, 3_600_000),
+    default: () => 10_000,
   } satisfies KeySpec<number>,
   DATABASE_PREPARED_STATEMENTS: {
     doc: 'Prepare parameterized statements once per PostgreSQL connection (faster); turn off behind a PgBouncer in transaction pooling mode, where consecutive statements may run on different server connections',
@@ -497,6 +519,7 @@ function checkConsistency(config: Config): void {
       throw new ConfigError(key, config.sources[key], `${key} is set but ${other} is not: ${what}; set ${other}, or unset ${key}`);
     }
   };
+  needs('DATABASE_REPLICA_URLS', 'DATABASE_URL', 'the embedded database (PGlite) has no read replicas');
   needs('STRIPE_WEBHOOK_SECRET', 'STRIPE_SECRET_KEY', 'Stripe webhooks need the Stripe account they come from');
   needs('STRIPE_API_URL', 'STRIPE_SECRET_KEY', 'without a Stripe key payments are simulated and no Stripe API is called');
   needs('SENDGRID_API_URL', 'SENDGRID_API_KEY', 'without a SendGrid key emails are written to files and no SendGrid API is called');

@@ -143,6 +143,11 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         // not there for the next transaction: plain pg.Client then sends every statement unnamed.
         ...(config.DATABASE_PREPARED_STATEMENTS ? { Client: PreparingClient } : {}),
       },
+      // Read replicas take the primary's options (pool, statement timeout, type parsers) with their own
+      // URL. Every read goes to the primary unless asked for the 'read' connection (Ctx.laggingSql).
+      ...(config.DATABASE_REPLICA_URLS
+        ? { replicas: config.DATABASE_REPLICA_URLS.split(',').map((url, i) => ({ name: `replica-${i + 1}`, clientUrl: url })), preferReadReplicas: false }
+        : {}),
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,
     } as Options);

@@ -12,6 +12,7 @@ import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
 import { registerSecurity } from './security.js';
+import { registerReadYourWrites } from './replicas.js';
 import type { TlsOptions } from './tls.js';
 
 /** What routes reach through `request.server.svc` (the App's, named here for the routes' convenience). */
@@ -135,8 +136,9 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     done();
   });
 
-  // ---- Security plugins: headers (helmet), CORS (CORS_ORIGINS). Other plugins register below. ----
+  // ---- Security plugins (helmet, CORS_ORIGINS) and read replicas' read-your-writes. Other plugins register below. ----
   await registerSecurity(server, app.config, { tls: options.https !== undefined });
+  registerReadYourWrites(server, app);
 
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);

@@ -136,7 +136,8 @@ export class ProductsService {
 
   /** One product by id; an inactive product is not found for anyone but admins. */
   async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<ProductView> {
-    const product = await ctx.em.findOne(Product, { id: input.id });
+    // The catalog tolerates replication lag (ctx.readConnection is the primary for a caller who just wrote).
+    const product = await ctx.em.findOne(Product, { id: input.id }, { connectionType: ctx.readConnection });
     if (!product || (!product.active && input.viewer.role !== 'admin')) throw notFound(`no product ${input.id}`, { product: input.id });
     return toProductView(product);
   }

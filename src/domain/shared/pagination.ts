@@ -102,7 +102,8 @@ export async function keysetPage<R extends { id: string; created_at: Date }, T>(
   if (statement.cursor !== undefined) where.push(afterCursorSql(alias, cursors.decode(statement.cursor), params));
   // The limit stays in the text: a prepared statement with a parameter for it would be planned
   // for an unknown page size.
-  const rows = await ctx.sql<R>(
+  // A page of a list tolerates replication lag: a replica reads it, unless the caller wrote just now.
+  const rows = await ctx.laggingSql<R>(
     `${from} ${where.length ? `where ${where.join(' and ')}` : ''} order by ${alias}.created_at desc, ${alias}.id desc limit ${limit + 1}`,
     params.values,
   );
