@@ -188,7 +188,7 @@ export const configSchema = {
     mask: maskUrl,
   } satisfies KeySpec<string>,
   DATABASE_POOL_MAX: {
-    doc: 'Most connections one process opens to PostgreSQL',
+    doc: 'Most connections one process opens to PostgreSQL (and to each replica); a request that waits more than 5 s for one answers 503 with Retry-After',
     parser: int(1, 200),
     default: () => 20,
   } satisfies KeySpec<number>,

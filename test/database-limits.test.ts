@@ -62,6 +62,26 @@ test('a query slower than DATABASE_STATEMENT_TIMEOUT_MS answers 503 with Retry-A
   assert.equal(again.statusCode, 200, again.body);
 });
 
+test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cannot get one in time answers 503 with Retry-After', async (t) => {
+  const ts = await testServer(t, { env: { DATABASE_POOL_MAX: '1', DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
+  const alice = await ts.user({ email: 'alice@example.com' });
+  const headers = await ts.auth(alice);
+  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
+
+  // The one connection waits for the table another session holds; the next request waits for the connection.
+  const holder = await connect(t, ts.databaseUrl!);
+  await holder.query('begin');
+  await holder.query('lock table products in access exclusive mode');
+  const first = ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  await untilSomeoneWaitedFor(ts.databaseUrl!, holder, 0);
+  const second = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  await holder.query('rollback');
+
+  assertProblem({ status: second.statusCode, type: second.headers['content-type'], body: second.json() }, 503, 'unavailable', /busy; try again/);
+  assert.equal(second.headers['retry-after'], '1');
+  assert.equal((await first).statusCode, 200);
+});
+
 test('migrations run without the statement timeout: one that waits longer than it still applies', async (t) => {
   const url = await migratedDatabase(t);
   const config = loadConfig({ DATABASE_URL: url, DATABASE_STATEMENT_TIMEOUT_MS: '200', LOG_LEVEL: 'silent' });

@@ -439,6 +439,14 @@ const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTU
  */
 export function translateDatabaseError(err: unknown): unknown {
   if (err instanceof DomainError || !(err instanceof Error)) return err;
+  if (poolExhausted(err)) {
+    return new DomainError(
+      'unavailable',
+      'every database connection of this process is busy (DATABASE_POOL_MAX) and none came free in time',
+      { clientDetail: 'the service is busy; try again shortly' },
+      { cause: err },
+    );
+  }
   const pg = findPgError(err);
   if (!pg?.code) return err;
   const map = PG_CODES[pg.code];
@@ -447,6 +455,19 @@ export function translateDatabaseError(err: unknown): unknown {
     return new DomainError('unavailable', `cannot reach the database: ${pg.message}. Check DATABASE_URL and that PostgreSQL is running`, {}, { cause: err });
   }
   return err;
+}
+
+/**
+ * node-postgres' pool gave up waiting for a free connection (connectionTimeoutMillis): all
+ * DATABASE_POOL_MAX of them are busy. It says so only in its message.
+ */
+function poolExhausted(err: Error): boolean {
+  let current: unknown = err;
+  for (let depth = 0; current instanceof Error && depth < 5; depth++) {
+    if (current.message === 'timeout exceeded when trying to connect') return true;
+    current = (current as { cause?: unknown }).cause ?? (current as { previous?: unknown }).previous;
+  }
+  return false;
 }
 
 function findPgError(err: Error): PgError | undefined {
