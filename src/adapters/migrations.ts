@@ -230,7 +230,10 @@ export class Migrations {
    * legitimately run for minutes. `set local` ends with the transaction, so the pooled connection
    * goes back with the service's timeout.
    */
-  private async unbounded<T>(fn: (inTransaction: { transaction: Transaction<object> }) => Promise<T>): Promise<T> {
+  private async unbounded<T>(fn: (inTransaction: { transaction?: Transaction<object> }) => Promise<T>): Promise<T> {
+    // The embedded database has no statement timeout, and one connection: the migrator would wait for
+    // it outside this transaction (its storage checks), forever.
+    if (this.db.kind === 'embedded') return fn({});
     return (this.db.orm.em.fork() as SqlEntityManager).transactional(async (em) => {
       await em.execute('set local statement_timeout = 0');
       return fn({ transaction: em.getTransactionContext<Transaction<object>>()! });
