@@ -35,6 +35,34 @@ export const sqlOn =
   (text, values) =>
     query(em, text, values, type);
 
+/**
+ * Runs `fn` in a transaction of its own with no statement timeout (DATABASE_STATEMENT_TIMEOUT_MS bounds
+ * the API's queries; housekeeping may run longer): on PostgreSQL on a connection of the pool, with
+ * `set local statement_timeout = 0`, committed when `fn` resolves. node-postgres' own client, not the
+ * ORM's transaction: a connection lost mid-way fails the pass (it is tried again at the next one)
+ * instead of leaving it waiting. The embedded database has no statement timeout: `fn` runs as usual.
+ */
+export async function withoutStatementTimeout<T>(em: SqlEntityManager, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  const pool = await poolOf(em);
+  if (!pool) return fn(sqlOn(em));
+  const client = await pool.connect();
+  let failed: Error | undefined;
+  try {
+    await client.query('begin');
+    await client.query('set local statement_timeout = 0');
+    const result = await fn(async <R>(text: string, values: unknown[]) => (await client.query(text, values)).rows as R[]);
+    await client.query('commit');
+    return result;
+  } catch (err) {
+    failed = err as Error;
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    // A client whose transaction failed is dropped from the pool rather than reused.
+    client.release(failed);
+  }
+}
+
 // Per connection: the node-postgres pool behind it, or null where there is none (PGlite).
 const pools = new WeakMap<object, Promise<pg.Pool | null>>();
 
