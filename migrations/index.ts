@@ -13,6 +13,7 @@ import { Migration20261127113714_files } from './Migration20261127113714_files.j
 import { Migration20261127113805_event_deliveries } from './Migration20261127113805_event_deliveries.js';
 import { Migration20261127113813_stripe_webhooks } from './Migration20261127113813_stripe_webhooks.js';
 import { Migration20261127123000_event_delivery_deferrals } from './Migration20261127123000_event_delivery_deferrals.js';
+import { Migration20261127130000_user_list_indexes } from './Migration20261127130000_user_list_indexes.js';
 
 export const migrations = [
   { name: 'Migration20261125024953_initial', class: Migration20261125024953_initial },
@@ -28,4 +29,5 @@ export const migrations = [
   { name: 'Migration20261127113805_event_deliveries', class: Migration20261127113805_event_deliveries },
   { name: 'Migration20261127113813_stripe_webhooks', class: Migration20261127113813_stripe_webhooks },
   { name: 'Migration20261127123000_event_delivery_deferrals', class: Migration20261127123000_event_delivery_deferrals },
+  { name: 'Migration20261127130000_user_list_indexes', class: Migration20261127130000_user_list_indexes },
 ];

@@ -10,6 +10,7 @@ import { OrdersService } from './domain/orders/orders.service.js';
 import { lazy } from './domain/shared/lazy.js';
 import { createContext, type ContextInput, type Ctx } from './domain/shared/context.js';
 import { sqlOn } from './domain/shared/sql.js';
+import { ReadYourWrites } from './domain/shared/read-your-writes.js';
 import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
 import { DomainError } from './domain/shared/errors.js';
@@ -143,6 +144,11 @@ export interface App {
   cache: Cache;
   /** svc serve's rate limits: shared through Redis with REDIS_URL (per process while it is down), else in this process. */
   rateLimiter: RateLimiter;
+  /**
+   * Records a write by `actor` (svc serve, for each API request but GET, HEAD and OPTIONS): its
+   * lag-tolerant reads go to the primary for DATABASE_REPLICA_READ_YOUR_WRITES_MS. Nothing without replicas.
+   */
+  wrote(actor: string): void;
   close(): Promise<void>;
 }
 
@@ -200,9 +206,13 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
     const cache = createCache(config, db, role, redis);
+    // Read replicas serve svc serve's lag-tolerant reads (lists, the catalog); commands and the worker
+    // read the primary.
+    const replicas = role === 'serve' && config.DATABASE_REPLICA_URLS ? new ReadYourWrites(config.DATABASE_REPLICA_READ_YOUR_WRITES_MS) : undefined;
     const contextDeps = {
       fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'],
       sql,
+      ...(replicas ? { replicaSql: sqlOn(db.orm.em as Ctx['em'], 'read'), mayReadReplica: (actor: string) => replicas.mayReadReplica(actor) } : {}),
       cursors,
       invalidate: (keys: readonly string[]) => cache.invalidate(keys),
     };
@@ -274,6 +284,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       redis,
       cache,
       rateLimiter: redis ? new RedisRateLimiter(redis) : new InProcessRateLimiter(),
+      wrote: (actor) => replicas?.wrote(actor),
       async close() {
         if (closed) return;
         closed = true;

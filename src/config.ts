@@ -97,6 +97,18 @@ const postgresUrl: Parser<string> = {
   },
 };
 
+const postgresUrls: Parser<string> = {
+  expected: 'PostgreSQL URLs separated by commas, such as postgres://user:password@replica-1:5432/dbname,postgres://user:password@replica-2:5432/dbname',
+  parse(raw) {
+    const urls = raw
+      .split(',')
+      .map((url) => url.trim())
+      .filter(Boolean);
+    if (urls.length === 0) throw new ConfigValueError();
+    return urls.map((url) => postgresUrl.parse(url)).join(',');
+  },
+};
+
 const httpUrl = (what: string): Parser<string> => ({
   expected: `an http:// or https:// URL (${what})`,
   parse(raw) {
@@ -129,6 +141,32 @@ const addressList: Parser<string> = {
 const amqpUrl: Parser<string> = {
   expected: 'an AMQP URL such as amqp://user:password@host:5672/vhost (or amqps://)',
   parse: (raw) => parseUrl(raw, ['amqp:', 'amqps:']).value,
+};
+
+/**
+ * `*` alone, or exact origins (scheme://host[:port], no path: what a browser sends in its Origin
+ * header), kept comma-separated in their canonical form.
+ */
+const corsOrigins: Parser<string> = {
+  expected: 'exact origins separated by commas, such as https://shop.example.com,http://localhost:5173, or * alone for any origin',
+  parse(raw) {
+    const items = raw
+      .split(',')
+      .map((item) => item.trim())
+      .filter(Boolean);
+    if (items.length === 0) throw new ConfigValueError();
+    if (items.includes('*')) {
+      if (items.length > 1) throw new ConfigValueError();
+      return '*';
+    }
+    const origins = items.map((item) => {
+      const { url } = parseUrl(item, ['http:', 'https:']);
+      // An origin has no path, query or credentials; URL adds the trailing slash itself.
+      if (url.origin !== item.replace(/\/$/, '') || url.username || url.password) throw new ConfigValueError();
+      return url.origin;
+    });
+    return origins.join(',');
+  },
 };
 
 // `ada@example.com` or `Ada Lovelace <ada@example.com>` (a display name without <, >, " or line breaks).
@@ -179,14 +217,24 @@ export const configSchema = {
     mask: maskUrl,
   } satisfies KeySpec<string>,
   DATABASE_POOL_MAX: {
-    doc: 'Most connections one process opens to PostgreSQL',
+    doc: 'Most connections one process opens to PostgreSQL (and to each replica); a request that waits more than 5 s for one answers 503 with Retry-After',
     parser: int(1, 200),
     default: () => 20,
   } satisfies KeySpec<number>,
   DATABASE_STATEMENT_TIMEOUT_MS: {
-    doc: "PostgreSQL statement_timeout for the service's queries, in milliseconds (0 = none)",
+    doc: "PostgreSQL statement_timeout for the service's queries, in milliseconds (0 = none): a cancelled statement answers 503 with Retry-After; migrations and housekeeping run without it; not enforced on the embedded database",
     parser: int(0, 3_600_000),
     default: () => 5_000,
+  } satisfies KeySpec<number>,
+  DATABASE_REPLICA_URLS: {
+    doc: "PostgreSQL read replicas (comma-separated URLs) for svc serve's reads that tolerate lag: order lists (the catalog is cached instead, and a cache is filled from the primary only); a caller's reads go to the primary for DATABASE_REPLICA_READ_YOUR_WRITES_MS after each of its writes. Needs DATABASE_URL (the embedded database has no replicas); unset: every read on the primary",
+    parser: postgresUrls,
+    mask: (value: string) => value.split(',').map(maskUrl).join(','),
+  } satisfies KeySpec<string>,
+  DATABASE_REPLICA_READ_YOUR_WRITES_MS: {
+    doc: "After a caller's write (any API request but GET, HEAD and OPTIONS), how long that caller (its user or API key) reads from the primary rather than a replica, so that it sees its own writes; above the replicas' worst lag. Kept per svc serve instance",
+    parser: int(100, 3_600_000),
+    default: () => 10_000,
   } satisfies KeySpec<number>,
   DATABASE_PREPARED_STATEMENTS: {
     doc: 'Prepare parameterized statements once per PostgreSQL connection (faster); turn off behind a PgBouncer in transaction pooling mode, where consecutive statements may run on different server connections',
@@ -222,6 +270,18 @@ export const configSchema = {
     doc: 'Address the /metrics listener of svc serve binds to: loopback by default, so metrics are never public by accident; 0.0.0.0 (or the pod address) where Prometheus scrapes from another host',
     parser: text('an IP address or host name'),
     default: () => '127.0.0.1',
+  } satisfies KeySpec<string>,
+  TLS_CERT_FILE: {
+    doc: 'PEM certificate chain for svc serve to terminate TLS itself (TLS 1.3 only), with TLS_KEY_FILE; unset: plain HTTP (behind a load balancer that terminates TLS)',
+    parser: text('a path to a PEM certificate file'),
+  } satisfies KeySpec<string>,
+  TLS_KEY_FILE: {
+    doc: "PEM private key of TLS_CERT_FILE's certificate; set both or neither",
+    parser: text('a path to a PEM private key file'),
+  } satisfies KeySpec<string>,
+  CORS_ORIGINS: {
+    doc: 'Browser origins allowed to call the API cross-origin, comma-separated and exact (https://shop.example.com,https://admin.example.com), or * for any (never with credentials: svc authenticates by bearer token, not cookies); unset: no CORS headers',
+    parser: corsOrigins,
   } satisfies KeySpec<string>,
   SHUTDOWN_TIMEOUT_MS: {
     doc: 'How long svc serve waits for in-flight requests after SIGTERM before closing them',
@@ -542,11 +602,25 @@ function checkConsistency(config: Config): void {
       throw new ConfigError(key, config.sources[key], `${key} is set but ${other} is not: ${what}; set ${other}, or unset ${key}`);
     }
   };
+  needs('DATABASE_REPLICA_URLS', 'DATABASE_URL', 'the embedded database (PGlite) has no read replicas');
   needs('STRIPE_WEBHOOK_SECRET', 'STRIPE_SECRET_KEY', 'Stripe webhooks need the Stripe account they come from');
   needs('STRIPE_API_URL', 'STRIPE_SECRET_KEY', 'without a Stripe key payments are simulated and no Stripe API is called');
   needs('SENDGRID_API_URL', 'SENDGRID_API_KEY', 'without a SendGrid key emails are written to files and no SendGrid API is called');
   for (const key of ['S3_ENDPOINT', 'S3_REGION', 'S3_FORCE_PATH_STYLE'] as const) {
     needs(key, 'S3_BUCKET', 'without a bucket files are stored in the data folder and no S3 API is called');
+  }
+  // Half a TLS configuration would otherwise serve plain HTTP where the operator expects HTTPS.
+  for (const [key, other] of [
+    ['TLS_CERT_FILE', 'TLS_KEY_FILE'],
+    ['TLS_KEY_FILE', 'TLS_CERT_FILE'],
+  ] as const) {
+    if (set(key) && !set(other)) {
+      throw new ConfigError(
+        key,
+        config.sources[key],
+        `${key} is set but ${other} is not: svc serve terminates TLS with both (the certificate and its key); set ${other}, or unset ${key}`,
+      );
+    }
   }
   // A message (a replayed outbox row, a late retry) the inbox has forgotten would be handled twice.
   if (config.PROCESSED_MESSAGES_RETENTION_HOURS < config.OUTBOX_RETENTION_HOURS + 1) {

@@ -234,6 +234,7 @@ test('every secret can come from the file named by <KEY>_FILE, its trailing line
   };
   assert.deepEqual([...SECRET_FILE_KEYS].sort(), [
     'AMQP_URL',
+    'DATABASE_REPLICA_URLS',
     'DATABASE_URL',
     'REDIS_URL',
     'S3_ENDPOINT',

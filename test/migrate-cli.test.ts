@@ -19,6 +19,11 @@ const columns = async (url: string) =>
   (
     await query<{ c: string }>(url, "select table_name || '.' || column_name as c from information_schema.columns where table_schema = 'public' order by 1")
   ).map((r) => r.c);
+// The columns and the indexes: what a migration changes (the last one may add only indexes).
+const schema = async (url: string) =>
+  (await columns(url)).concat(
+    (await query<{ indexname: string }>(url, "select indexname from pg_indexes where schemaname = 'public' order by 1")).map((r) => r.indexname),
+  );
 
 test('svc migrate on a new PostgreSQL database', async (t) => {
   const url = await emptyDatabase(t);
@@ -102,14 +107,14 @@ test('svc migrate on a new PostgreSQL database', async (t) => {
     const dry = await svc(['migrate', 'down', '--dry-run', '--json'], { env });
     assert.equal(dry.code, 0, dry.stderr);
     assert.deepEqual(dry.json().migrations, [MIGRATIONS.at(-1)]);
-    assert.match(JSON.stringify(dry.json().sql), /drop (table|column)/);
-    const before = await columns(url);
+    assert.match(JSON.stringify(dry.json().sql), /drop (table|column|index)/);
+    const before = await schema(url);
 
-    assert.deepEqual(await columns(url), before);
+    assert.deepEqual(await schema(url), before);
 
     const down = await svc(['migrate', 'down', '--json'], { env });
     assert.equal(down.code, 0, down.stderr);
-    assert.notDeepEqual(await columns(url), before);
+    assert.notDeepEqual(await schema(url), before);
     assert.deepEqual(down.json().migrations, [MIGRATIONS.at(-1)]);
     const status = (await svc(['migrate', 'status', '--json'], { env })).json();
     assert.deepEqual(

@@ -146,6 +146,11 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         // not there for the next transaction: plain pg.Client then sends every statement unnamed.
         ...clientClass(config.DATABASE_PREPARED_STATEMENTS ? PreparingClient : undefined, options.observeQuery),
       },
+      // Read replicas take the primary's options (pool, statement timeout, type parsers) with their own
+      // URL. Every read goes to the primary unless asked for the 'read' connection (Ctx.laggingSql).
+      ...(config.DATABASE_REPLICA_URLS
+        ? { replicas: config.DATABASE_REPLICA_URLS.split(',').map((url, i) => ({ name: `replica-${i + 1}`, clientUrl: url })), preferReadReplicas: false }
+        : {}),
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,
     } as Options);
@@ -262,7 +267,15 @@ const PG_CODES: Record<string, (err: PgError) => DomainError> = {
   '23502': (e) => refused(e, 'invalid', e.column ? `${fieldName(e.column)} is required` : 'a required value is missing', fieldName(e.column)),
   '40001': (e) => new DomainError('retryable', 'the database could not serialize this change with a concurrent one; try again', {}, { cause: e }),
   '40P01': (e) => new DomainError('retryable', 'the database aborted this change to break a deadlock; try again', {}, { cause: e }),
-  '57014': (e) => new DomainError('unavailable', 'the database query took too long and was cancelled', {}, { cause: e }),
+  // statement_timeout (DATABASE_STATEMENT_TIMEOUT_MS) cancelled the statement: the database is busy
+  // or a row is held too long; the client may say so and try again shortly.
+  '57014': (e) =>
+    new DomainError(
+      'unavailable',
+      'the database query took too long and was cancelled',
+      { clientDetail: 'the database did not answer in time (statement timeout); try again shortly' },
+      { cause: e },
+    ),
   '55P03': (e) => new DomainError('retryable', 'a row is locked by another change; try again', {}, { cause: e }),
 };
 
@@ -435,6 +448,14 @@ const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTU
  */
 export function translateDatabaseError(err: unknown): unknown {
   if (err instanceof DomainError || !(err instanceof Error)) return err;
+  if (poolExhausted(err)) {
+    return new DomainError(
+      'unavailable',
+      'every database connection of this process is busy (DATABASE_POOL_MAX) and none came free in time',
+      { clientDetail: 'the service is busy; try again shortly' },
+      { cause: err },
+    );
+  }
   const pg = findPgError(err);
   if (!pg?.code) return err;
   const map = PG_CODES[pg.code];
@@ -443,6 +464,19 @@ export function translateDatabaseError(err: unknown): unknown {
     return new DomainError('unavailable', `cannot reach the database: ${pg.message}. Check DATABASE_URL and that PostgreSQL is running`, {}, { cause: err });
   }
   return err;
+}
+
+/**
+ * node-postgres' pool gave up waiting for a free connection (connectionTimeoutMillis): all
+ * DATABASE_POOL_MAX of them are busy. It says so only in its message.
+ */
+function poolExhausted(err: Error): boolean {
+  let current: unknown = err;
+  for (let depth = 0; current instanceof Error && depth < 5; depth++) {
+    if (current.message === 'timeout exceeded when trying to connect') return true;
+    current = (current as { cause?: unknown }).cause ?? (current as { previous?: unknown }).previous;
+  }
+  return false;
 }
 
 function findPgError(err: Error): PgError | undefined {

@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import pg from 'pg';
 import type { Migration } from '@mikro-orm/migrations';
+import type { Transaction } from '@mikro-orm/core';
 import { Migrator } from '@mikro-orm/migrations';
-import type { AbstractSqlDriver } from '@mikro-orm/sql';
+import type { AbstractSqlDriver, SqlEntityManager } from '@mikro-orm/sql';
 import { DomainError, invalid } from '../domain/shared/errors.js';
 import { translateDatabaseError, type Database } from './database.js';
 import { MIGRATIONS_DIR } from '../paths.js';
@@ -106,7 +107,7 @@ export class Migrations {
         return { direction: 'up', migrations: pending, dryRun: true, sql: await this.sqlOf(pending, 'up') };
       }
       return this.withLock(options, async () => {
-        const ran = await this.migrator.up();
+        const ran = await this.unbounded((inTransaction) => this.migrator.up(inTransaction));
         return { direction: 'up', migrations: ran.map((m) => m.name), dryRun: false };
       });
     });
@@ -132,7 +133,7 @@ export class Migrations {
       return this.withLock(options, async () => {
         const names = await plan();
         if (names.length === 0) return { direction: 'down', migrations: [], dryRun: false };
-        const ran = await this.migrator.down({ migrations: names });
+        const ran = await this.unbounded((inTransaction) => this.migrator.down({ migrations: names, ...inTransaction }));
         return { direction: 'down', migrations: ran.map((m) => m.name), dryRun: false };
       });
     });
@@ -221,6 +222,22 @@ export class Migrations {
       // Closing the session releases the advisory lock even if the unlock below is never reached.
       await client.end().catch(() => undefined);
     }
+  }
+
+  /**
+   * Runs the migrator in one transaction of its own with no statement timeout: DATABASE_STATEMENT_TIMEOUT_MS
+   * bounds the API's queries, while a migration (an index built on a large table, a backfill) may
+   * legitimately run for minutes. `set local` ends with the transaction, so the pooled connection
+   * goes back with the service's timeout.
+   */
+  private async unbounded<T>(fn: (inTransaction: { transaction?: Transaction<object> }) => Promise<T>): Promise<T> {
+    // The embedded database has no statement timeout, and one connection: the migrator would wait for
+    // it outside this transaction (its storage checks), forever.
+    if (this.db.kind === 'embedded') return fn({});
+    return (this.db.orm.em.fork() as SqlEntityManager).transactional(async (em) => {
+      await em.execute('set local statement_timeout = 0');
+      return fn({ transaction: em.getTransactionContext<Transaction<object>>()! });
+    });
   }
 
   private async guard<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,5 +1,5 @@
 import type { SqlEntityManager } from '@mikro-orm/sql';
-import { query } from './shared/sql.js';
+import { withoutStatementTimeout } from './shared/sql.js';
 
 /** Rows deleted by one housekeeping pass. */
 export interface Purged {
@@ -40,13 +40,18 @@ export async function purgeExpired(em: SqlEntityManager, now = new Date()): Prom
   return { idempotencyKeys, refreshTokens, loginThrottles };
 }
 
-/** Runs a delete again and again (each in its own autocommit) until it deletes nothing; the rows it deleted. */
-export async function inBatches(em: SqlEntityManager, sql: string, params: unknown[]): Promise<number> {
+/**
+ * Runs a delete again and again (each batch in its own transaction) until it deletes nothing; the rows
+ * it deleted. A batch runs without the service's statement timeout (DATABASE_STATEMENT_TIMEOUT_MS, meant
+ * for the API's queries): a first pass over a backlog may find its rows slowly, and giving up would only
+ * leave the backlog to grow.
+ */
+export async function inBatches(em: SqlEntityManager, statement: string, params: unknown[]): Promise<number> {
   let total = 0;
   for (;;) {
-    const [{ deleted }] = (await query<{ deleted: number }>(em, `with d as (${sql} returning 1) select count(*) as deleted from d`, params)) as [
-      { deleted: number },
-    ];
+    const [{ deleted }] = (await withoutStatementTimeout(em, (sql) =>
+      sql<{ deleted: number }>(`with d as (${statement} returning 1) select count(*) as deleted from d`, params),
+    )) as [{ deleted: number }];
     total += deleted;
     if (deleted === 0) return total;
   }

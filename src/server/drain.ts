@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 
 /**
  * How long connections without a request in progress are kept at shutdown. Their next request may
@@ -36,7 +37,8 @@ export function trackConnections(http: HttpServer): Drainer {
   let draining = false;
   let onEmpty: (() => void) | undefined;
 
-  http.on('connection', (socket: Socket) => {
+  // Over TLS a request's socket is the TLS socket over the TCP one: track that.
+  http.on(http instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => {
     sockets.set(socket, { active: 0, served: 0 });
     socket.once('close', () => {
       sockets.delete(socket);

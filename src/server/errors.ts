@@ -104,7 +104,10 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
         const retryAfter = translated.details.retryAfterSeconds;
         reply.header('retry-after', typeof retryAfter === 'number' ? String(retryAfter) : '1');
       }
-      return send(reply, problem(status, translated.code, traceId, status === 503 ? 'the service is temporarily unavailable; try again' : undefined));
+      // A detail meant for clients (a statement timeout says so) is shown; anything else stays in the log.
+      const clientDetail = typeof translated.details.clientDetail === 'string' ? translated.details.clientDetail : undefined;
+      const detail = status === 503 ? (clientDetail ?? 'the service is temporarily unavailable; try again') : undefined;
+      return send(reply, problem(status, translated.code, traceId, detail));
     }
     // A database refusal (a constraint hit in a race): the client gets the domain's words, the log
     // gets PostgreSQL's (the error's cause: code, constraint, detail) under the trace id.

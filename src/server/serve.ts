@@ -5,6 +5,7 @@ import { buildServer } from './server.js';
 import { trackConnections } from './drain.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DomainError } from '../domain/shared/errors.js';
+import { loadTls } from './tls.js';
 
 // Routes whose writes emit events (their URL as registered, versioned).
 const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
@@ -20,7 +21,7 @@ export interface Alongside {
 export interface RunningServer {
   app: App;
   server: FastifyInstance;
-  /** http://host:port as bound (port 0 resolved). */
+  /** http://host:port (https:// with TLS_CERT_FILE) as bound (port 0 resolved). */
   url: string;
   /** http://host:port/metrics of the Prometheus endpoint; undefined with METRICS_PORT=off (or its default port taken). */
   metricsUrl?: string;
@@ -44,13 +45,15 @@ export async function startServer(
   config: Config,
   options: { migrate?: boolean; overrides?: Omit<AppOverrides, 'role'>; alongside?: (app: App) => Promise<Alongside | undefined> } = {},
 ): Promise<RunningServer> {
+  // Checked before anything starts: a bad certificate or key is a configuration error naming its key.
+  const https = loadTls(config);
   const app = await createApp(config, { ...options.overrides, role: 'serve' });
   let share: Awaited<ReturnType<App['shareDatabase']>>;
   let alongside: Alongside | undefined;
   let metrics: MetricsServer | undefined;
   try {
     const migrated = await app.migrations.prepareSchema({ apply: options.migrate, orElse: 'start with --migrate' });
-    const server = await buildServer(app);
+    const server = await buildServer(app, { https });
     // A write to the resources whose changes are announced (orders: placed, cancelled), answered
     // successfully, has committed its events to the outbox: the pipeline beside the API relays them
     // now instead of at its next poll. (Not on every write: a login would cost a relay pass.)
@@ -65,11 +68,11 @@ export async function startServer(
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
-    const url = `http://${host}:${port}`;
+    const url = `${https ? 'https' : 'http'}://${host}:${port}`;
     // The links svc hands out (receipt downloads, the receipt link in emails) need an address a
     // client can reach, which a wildcard is not: this machine's loopback, unless PUBLIC_URL says.
     const wildcard = config.HOST === '0.0.0.0' || config.HOST === '::';
-    app.listening(wildcard ? `http://${config.HOST === '::' ? '[::1]' : '127.0.0.1'}:${port}` : url);
+    app.listening(wildcard ? `${https ? 'https' : 'http'}://${config.HOST === '::' ? '[::1]' : '127.0.0.1'}:${port}` : url);
     if (wildcard && !config.PUBLIC_URL) {
       app.logger.warn(
         `PUBLIC_URL is not set and HOST=${config.HOST} listens on every interface: links in emails and receipt links point at ${app.publicUrl()}; set PUBLIC_URL`,

@@ -15,6 +15,9 @@ import { registerRateLimits } from './rate-limits.js';
 
 /** The route label of a request no route matched (a 404), in the request log line and the metrics. */
 const UNMATCHED_ROUTE = 'unmatched';
+import { registerSecurity } from './security.js';
+import { registerReadYourWrites } from './replicas.js';
+import type { TlsOptions } from './tls.js';
 
 /** What routes reach through `request.server.svc` (the App's, named here for the routes' convenience). */
 export interface ServerServices {
@@ -41,6 +44,8 @@ declare module 'fastify' {
 export interface ServerOptions {
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
+  /** Terminate TLS (TLS_CERT_FILE, TLS_KEY_FILE): the certificate, its key, TLS 1.3 only. */
+  https?: TlsOptions;
 }
 
 // W3C traceparent: version-traceid-parentid-flags. A valid incoming trace id is kept, so one id
@@ -68,7 +73,9 @@ function randomHexSource(poolBytes = 4096): (bytes: number) => string {
 /** Builds the HTTP API on an App: plugins, schemas, error handling, routes v1 and v2, health, OpenAPI. */
 export async function buildServer(app: App, options: ServerOptions = {}): Promise<FastifyInstance> {
   const randomHex = randomHexSource();
+  // With https fastify runs an https.Server; every route and hook is the same, so the instance is typed as one.
   const server = Fastify({
+    ...(options.https ? { https: options.https } : {}),
     // Not redundant: it makes fastify's logger type parameter FastifyBaseLogger rather than pino's Logger.
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: app.logger as FastifyBaseLogger,
@@ -86,7 +93,7 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     genReqId: () => randomHex(8),
     // Rate limits count the client behind the load balancers named in TRUSTED_PROXIES (X-Forwarded-For); else the socket's address.
     trustProxy: app.config.TRUSTED_PROXIES ? app.config.TRUSTED_PROXIES.split(',') : false,
-  });
+  }) as unknown as FastifyInstance;
 
   // Bodies are validated strictly (no type coercion: "5" is not a quantity); query strings and
   // path parameters arrive as text, so they are coerced. Unknown properties are rejected, never
@@ -137,6 +144,10 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     }
     done();
   });
+
+  // ---- Security plugins (helmet, CORS_ORIGINS) and read replicas' read-your-writes. Other plugins register below. ----
+  await registerSecurity(server, app.config, { tls: options.https !== undefined });
+  registerReadYourWrites(server, app);
 
   // --- Rate limits (issue 10): per client address, tighter on the credential routes, per API key;
   // shared through Redis with REDIS_URL. Health, metrics and the Stripe webhook are exempt. ---

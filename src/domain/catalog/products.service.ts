@@ -121,7 +121,9 @@ export class ProductsService {
     // One raw statement instead of a query builder and 21 hydrated entities: the list is the
     // catalog's hot read, and a page is only shown, never changed.
     const active = admin ? input.active : true;
-    // Any change to any product (its stock included) makes every cached page stale.
+    // Any change to any product (its stock included) makes every cached page stale. A page is loaded
+    // from the primary: cached under the current version, a replica's lagging copy would outlive the
+    // write that made it stale (replicas serve the lists that are not cached: orders).
     const entry = `products:list:${String(active)}:${limit}:${input.cursor ?? ''}`;
     return this.cache.get('products', versions.products, entry, () => {
       const where: string[] = [];
@@ -136,6 +138,7 @@ export class ProductsService {
           params,
           limit,
           cursor: input.cursor,
+          primary: true,
         },
         toProductView,
       );
@@ -146,6 +149,7 @@ export class ProductsService {
   async get(ctx: Ctx, input: { viewer: Viewer; id: string }): Promise<ProductView> {
     const key = versions.product(input.id);
     // Cached as it is (inactive ones too, and "none" as null); who may see it is decided per request.
+    // Read from the primary, as the cached list pages are.
     const product = await this.cache.get('products', key, key, async () => {
       const found = await ctx.em.findOne(Product, { id: input.id });
       return found ? toProductView(found) : null;

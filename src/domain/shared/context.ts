@@ -25,6 +25,14 @@ export interface Ctx {
    * transaction, in the transaction inside `transaction`.
    */
   sql: Sql;
+  /**
+   * Runs a read that tolerates replication lag (a list, the catalog): on a read replica when
+   * DATABASE_REPLICA_URLS is set and this context's actor has not written recently (read your own
+   * writes), otherwise exactly as `sql`. Inside a transaction it is the transaction's `sql`.
+   */
+  laggingSql: Sql;
+  /** Where `laggingSql` reads now: 'read' (a replica) or 'write' (the primary), for the ORM's `connectionType`. */
+  readonly readConnection: 'read' | 'write';
   /** Whether this context is bound to a transaction (the `tx` that `transaction` passes). */
   readonly inTransaction: boolean;
   /**
@@ -57,6 +65,10 @@ export interface ContextInput {
 export interface ContextDeps {
   fork: () => SqlEntityManager;
   sql: Sql;
+  /** The runner on a read replica, when there are replicas. */
+  replicaSql?: Sql;
+  /** Whether `actor` may read from a replica now (it has not written within the read-your-writes window). */
+  mayReadReplica?: (actor: string) => boolean;
   cursors: () => Promise<CursorCodec>;
   /** Invalidates cached reads (never throws). */
   invalidate: (versions: readonly string[]) => Promise<void>;
@@ -78,6 +90,10 @@ export function createContext(deps: ContextDeps, input: ContextInput): Ctx {
       return (em ??= deps.fork());
     },
     sql: deps.sql,
+    get readConnection() {
+      return deps.replicaSql && deps.mayReadReplica?.(ctx.actor) ? 'read' : 'write';
+    },
+    laggingSql: (text, values) => (ctx.readConnection === 'read' ? deps.replicaSql! : deps.sql)(text, values),
     inTransaction: false,
     cursors: deps.cursors,
     transaction: async (fn) => {
@@ -99,6 +115,8 @@ function transactionContext(outer: Ctx, em: SqlEntityManager, changed: string[])
     traceparent: outer.traceparent,
     em,
     sql: sqlOn(em),
+    laggingSql: sqlOn(em),
+    readConnection: 'write',
     inTransaction: true,
     cursors: () => outer.cursors(),
     transaction: (fn) => fn(tx),

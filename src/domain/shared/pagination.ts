@@ -94,7 +94,7 @@ export function toPage<R, T>(rows: R[], limit: number, map: (row: R) => T, curso
  */
 export async function keysetPage<R extends { id: string; created_at: Date }, T>(
   ctx: Ctx,
-  statement: { from: string; alias: string; where: string[]; params: Params; limit: number; cursor?: string },
+  statement: { from: string; alias: string; where: string[]; params: Params; limit: number; cursor?: string; primary?: boolean },
   map: (row: R) => T,
 ): Promise<Page<T>> {
   const { from, alias, where, params, limit } = statement;
@@ -102,7 +102,9 @@ export async function keysetPage<R extends { id: string; created_at: Date }, T>(
   if (statement.cursor !== undefined) where.push(afterCursorSql(alias, cursors.decode(statement.cursor), params));
   // The limit stays in the text: a prepared statement with a parameter for it would be planned
   // for an unknown page size.
-  const rows = await ctx.sql<R>(
+  // A page of a list tolerates replication lag: a replica reads it, unless the caller wrote just now,
+  // or the page is loaded into a shared cache (`primary`), which must never hold what a replica lags behind.
+  const rows = await (statement.primary ? ctx.sql : ctx.laggingSql)<R>(
     `${from} ${where.length ? `where ${where.join(' and ')}` : ''} order by ${alias}.created_at desc, ${alias}.id desc limit ${limit + 1}`,
     params.values,
   );

@@ -29,7 +29,12 @@ export const UserSchema = defineEntity({
       .onUpdate(() => new Date()),
   },
   uniques: [{ name: 'users_email_lower_unique', expression: 'create unique index "users_email_lower_unique" on "users" (lower("email"))' }],
-  indexes: [{ name: 'users_created_at_id_index', properties: ['createdAt', 'id'] }],
+  // The users list's order (newest first), alone and under its role and status filters (svc users list, GET /users).
+  indexes: [
+    { name: 'users_created_at_id_index', properties: ['createdAt', 'id'] },
+    { name: 'users_role_created_at_id_index', properties: ['role', 'createdAt', 'id'] },
+    { name: 'users_status_created_at_id_index', properties: ['status', 'createdAt', 'id'] },
+  ],
 });
 
 export class User extends UserSchema.class {}

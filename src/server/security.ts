@@ -1,0 +1,29 @@
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+
+/**
+ * Security headers (@fastify/helmet) and CORS (@fastify/cors, only with CORS_ORIGINS). HSTS is sent
+ * only where the API is reached over HTTPS (svc serve terminates TLS, or PUBLIC_URL is https): over
+ * plain HTTP it would be ignored at best. helmet's default Content-Security-Policy suits the JSON API
+ * and the signed file links; /docs sets its own (swagger-ui's).
+ */
+export async function registerSecurity(server: FastifyInstance, config: Config, options: { tls: boolean }): Promise<void> {
+  const https = options.tls || config.PUBLIC_URL?.startsWith('https://') === true;
+  const { default: helmet } = await import('@fastify/helmet');
+  await server.register(helmet, {
+    hsts: https ? { maxAge: 31_536_000, includeSubDomains: false } : false,
+  });
+  if (config.CORS_ORIGINS) {
+    const origins = config.CORS_ORIGINS.split(',');
+    const { default: cors } = await import('@fastify/cors');
+    await server.register(cors, {
+      // Exact origins only (no patterns); '*' only when configured as such.
+      origin: origins.length === 1 && origins[0] === '*' ? '*' : origins,
+      // Bearer tokens, never cookies: a browser need not send credentials, and '*' must not allow them.
+      credentials: false,
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      exposedHeaders: ['x-trace-id', 'retry-after', 'location'],
+      maxAge: 600,
+    });
+  }
+}

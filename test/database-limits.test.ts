@@ -1,0 +1,135 @@
+// Database limits: the statement timeout (a slow query answers 503 with Retry-After, never hangs or
+// 500s) and its exemptions (migrations and housekeeping may run longer).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+import { testServer } from './helpers/server.js';
+import { migratedDatabase, query } from './helpers/db.js';
+import { assertProblem } from './helpers/http.js';
+import { loadConfig } from '../src/config.js';
+import { createApp } from '../src/app.js';
+import { createLogger, createLoggerTo } from '../src/logger.js';
+
+/** A second session on the test's database, to hold locks; closed at the end. */
+async function connect(t: { after(fn: () => Promise<unknown>): void }, url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  client.on('error', () => {});
+  t.after(() => client.end());
+  return client;
+}
+
+/**
+ * Resolves once another session has waited for a lock `holder` holds for longer than `ms`: past the
+ * statement timeout under test. PostgreSQL has no notification for that, so ask it.
+ */
+async function untilSomeoneWaitedFor(url: string, holder: pg.Client, ms: number): Promise<void> {
+  const { rows } = await holder.query<{ pid: number }>('select pg_backend_pid() as pid');
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const [row] = await query<{ n: number }>(
+      url,
+      `select count(*)::int as n from pg_stat_activity where $1 = any(pg_blocking_pids(pid)) and now() - query_start > make_interval(secs => $2)`,
+      [rows[0]!.pid, ms / 1000],
+    );
+    if (row!.n > 0) return;
+    if (Date.now() > deadline) throw new Error('no session came to wait for the lock');
+    await delay(20);
+  }
+}
+
+test('a query slower than DATABASE_STATEMENT_TIMEOUT_MS answers 503 with Retry-After and says why; the next one works', async (t) => {
+  const ts = await testServer(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '300' } });
+  const alice = await ts.user({ email: 'alice@example.com' });
+  const headers = await ts.auth(alice);
+  const ok = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  assert.equal(ok.statusCode, 200, ok.body);
+
+  // Another session holds the products table (a long migration elsewhere, a stuck admin session).
+  const holder = await connect(t, ts.databaseUrl!);
+  await holder.query('begin');
+  await holder.query('lock table products in access exclusive mode');
+  const slow = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  await holder.query('rollback');
+
+  assertProblem({ status: slow.statusCode, type: slow.headers['content-type'], body: slow.json() }, 503, 'unavailable', /statement timeout.*try again/);
+  assert.equal(slow.headers['retry-after'], '1');
+  assert.doesNotMatch(slow.body, /57014|canceling statement|products/);
+
+  const again = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  assert.equal(again.statusCode, 200, again.body);
+});
+
+test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cannot get one in time answers 503 with Retry-After', async (t) => {
+  const ts = await testServer(t, { env: { DATABASE_POOL_MAX: '1', DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
+  const alice = await ts.user({ email: 'alice@example.com' });
+  const headers = await ts.auth(alice);
+  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
+
+  // The one connection waits for the table another session holds; the next request waits for the connection.
+  const holder = await connect(t, ts.databaseUrl!);
+  await holder.query('begin');
+  await holder.query('lock table products in access exclusive mode');
+  const first = ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  await untilSomeoneWaitedFor(ts.databaseUrl!, holder, 0);
+  const second = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  await holder.query('rollback');
+
+  assertProblem({ status: second.statusCode, type: second.headers['content-type'], body: second.json() }, 503, 'unavailable', /busy; try again/);
+  assert.equal(second.headers['retry-after'], '1');
+  assert.equal((await first).statusCode, 200);
+});
+
+test('migrations run without the statement timeout: one that waits longer than it still applies', async (t) => {
+  const url = await migratedDatabase(t);
+  const config = loadConfig({ DATABASE_URL: url, DATABASE_STATEMENT_TIMEOUT_MS: '200', LOG_LEVEL: 'silent' });
+  const app = await createApp(config, { logger: createLogger('silent') });
+  t.after(() => app.close());
+  const [last] = (await app.migrations.down()).migrations;
+  assert.ok(last);
+
+  // Recording a migration writes to mikro_orm_migrations: held here, the run waits well past 200 ms.
+  const holder = await connect(t, url);
+  await holder.query('begin');
+  await holder.query('lock table mikro_orm_migrations in access exclusive mode');
+  const run = app.migrations.up();
+  await untilSomeoneWaitedFor(url, holder, 600);
+  await holder.query('rollback');
+
+  assert.deepEqual((await run).migrations, [last]);
+  assert.deepEqual((await app.migrations.status()).pending, []);
+});
+
+test('housekeeping runs without the statement timeout: a pass that waits longer than it still purges', async (t) => {
+  const url = await migratedDatabase(t);
+  const lines: string[] = [];
+  const logger = createLoggerTo(
+    'info',
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    }),
+  );
+  const config = loadConfig({ DATABASE_URL: url, DATABASE_STATEMENT_TIMEOUT_MS: '200', LOG_LEVEL: 'info' });
+  const app = await createApp(config, { logger });
+  t.after(() => app.close());
+  await query(url, `insert into login_throttles (key, drained_at) values ('ip:203.0.113.9', now() - interval '1 day')`);
+
+  const holder = await connect(t, url);
+  await holder.query('begin');
+  await holder.query('lock table login_throttles in access exclusive mode');
+  const housekeeping = app.scheduleHousekeeping(3_600_000);
+  await untilSomeoneWaitedFor(url, holder, 600);
+  await holder.query('rollback');
+  await housekeeping.stop();
+
+  assert.deepEqual(await query(url, 'select key from login_throttles'), []);
+  assert.deepEqual(
+    lines.filter((l) => /housekeeping failed/.test(l)),
+    [],
+  );
+});

@@ -1,0 +1,91 @@
+// Read replicas (DATABASE_REPLICA_URLS): lists and catalog reads come from a replica, except for a
+// caller who has just written, who reads the primary. The "replica" here is a second database with
+// the same schema that the test makes diverge (a marker row only it has), so where a read came from
+// shows in what it answers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { testServer } from './helpers/server.js';
+import { migratedDatabase, query } from './helpers/db.js';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { ReadYourWrites } from '../src/domain/shared/read-your-writes.js';
+
+test('order lists come from the replica; a list right after the caller’s own write, and the (cached) catalog, from the primary', async (t) => {
+  const replicaUrl = await migratedDatabase(t);
+  const ts = await testServer(t, { env: { DATABASE_REPLICA_URLS: replicaUrl } });
+  const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
+  const bob = await ts.user({ email: 'bob@example.com' });
+  // The replica has a product the primary does not, and (below) lacks what the primary gets.
+  await query(
+    replicaUrl,
+    `insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at)
+     values ('prd_01RE9CA0000000000000000000', 'ONLY-ON-REPLICA', 'Replica marker', 100, 'USD', 1, true, now(), now())`,
+  );
+  const call = async (who: { id: string; role: 'admin' | 'user' | 'guest' }, method: 'GET' | 'POST', url: string, payload?: object) => {
+    const res = await ts.server.inject({ method, url: `/api/v2${url}`, headers: await ts.auth(who), ...(payload ? { payload } : {}) });
+    return { status: res.statusCode, body: res.json<Record<string, any>>() };
+  };
+  const skus = (page: { body: Record<string, any> }) => (page.body.data as { sku: string }[]).map((p) => p.sku);
+  const orderIds = (page: { body: Record<string, any> }) => (page.body.data as { id: string }[]).map((o) => o.id);
+
+  await t.test('the catalog is read from the primary: a cache is filled from it only, so it never holds what a replica lags behind', async () => {
+    const created = await call(admin, 'POST', '/products', { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 5 });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.deepEqual(skus(await call(bob, 'GET', '/products')), ['TEA-1']);
+    assert.equal((await call(bob, 'GET', '/products/prd_01RE9CA0000000000000000000')).status, 404);
+  });
+
+  let placed: string;
+  await t.test("a user's order is in that user's next order list (the primary)", async () => {
+    const res = await call(bob, 'POST', '/orders', { paymentMethod: 'pm_card_visa', items: [{ sku: 'TEA-1', quantity: 1 }] });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    placed = res.body.id as string;
+    assert.deepEqual(orderIds(await call(bob, 'GET', '/orders')), [placed]);
+  });
+
+  await t.test('an admin who has not written lately reads the order list from the replica (which has no orders); after a write, from the primary', async () => {
+    const admin2 = await ts.user({ email: 'admin2@example.com', role: 'admin' });
+    assert.deepEqual(orderIds(await call(admin2, 'GET', '/orders')), [], 'the replica lags: no orders there');
+    const created = await call(admin2, 'POST', '/products', { sku: 'MUG-1', name: 'Mug', price: { amount: 900, currency: 'USD' }, stock: 1 });
+    assert.equal(created.status, 201);
+    assert.deepEqual(orderIds(await call(admin2, 'GET', '/orders')), [placed], 'its own write: the primary for a while');
+  });
+});
+
+test('DATABASE_REPLICA_URLS needs DATABASE_URL: the embedded database has no replicas', () => {
+  assert.throws(
+    () => loadConfig({ DATABASE_REPLICA_URLS: 'postgres://replica.example:5432/svc' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.key, 'DATABASE_REPLICA_URLS');
+      assert.match(err.message, /DATABASE_REPLICA_URLS is set but DATABASE_URL is not: the embedded database \(PGlite\) has no read replicas/);
+      return true;
+    },
+  );
+  assert.throws(
+    () => loadConfig({ DATABASE_URL: 'postgres://primary.example/svc', DATABASE_REPLICA_URLS: 'postgres://r1.example/svc,mysql://r2.example/svc' }),
+    /DATABASE_REPLICA_URLS=.* is invalid: expected PostgreSQL URLs separated by commas/,
+  );
+  const config = loadConfig({
+    DATABASE_URL: 'postgres://primary.example/svc',
+    DATABASE_REPLICA_URLS: 'postgres://u:secret@r1.example/svc, postgres://r2.example/svc',
+  });
+  assert.equal(config.DATABASE_REPLICA_URLS, 'postgres://u:secret@r1.example/svc,postgres://r2.example/svc');
+});
+
+test("a caller's read-your-writes window ends DATABASE_REPLICA_READ_YOUR_WRITES_MS after its last write; other callers are unaffected", () => {
+  let now = 1_000_000;
+  const window = new ReadYourWrites(10_000, () => now);
+  assert.equal(window.mayReadReplica('usr_a'), true);
+  window.wrote('usr_a');
+  assert.equal(window.mayReadReplica('usr_a'), false);
+  assert.equal(window.mayReadReplica('usr_b'), true);
+  now += 9_999;
+  window.wrote('usr_b');
+  assert.equal(window.mayReadReplica('usr_a'), false);
+  now += 1;
+  assert.equal(window.mayReadReplica('usr_a'), true);
+  assert.equal(window.mayReadReplica('usr_b'), false);
+  now += 20_000;
+  window.wrote('usr_c');
+  assert.equal(window.mayReadReplica('usr_b'), true);
+});
