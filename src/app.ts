@@ -24,6 +24,7 @@ import type { EventPublisher } from './domain/events/publisher.js';
 import type { ConsumerTransport } from './domain/events/transport.js';
 import { RabbitMq } from './adapters/rabbitmq.js';
 import { DatabaseQueue } from './adapters/database-queue.js';
+import { OutboxSignal } from './adapters/outbox-signal.js';
 import { AccessTokens, loadSigningKeys } from './adapters/jwt.js';
 import { createProviders } from './adapters/providers.js';
 import type { LocalFileStore } from './adapters/local-file-store.js';
@@ -107,6 +108,11 @@ export interface App {
    * (RabbitMQ's connection, or the in-process transport), closed by close().
    */
   transport?: ConsumerTransport;
+  /**
+   * On PostgreSQL, for svc serve and svc worker: the wake-up hint between processes that new outbox
+   * rows committed (NOTIFY after an API write, LISTEN in the relay); polling stays the guarantee.
+   */
+  outboxSignal?: OutboxSignal;
   /**
    * Starts the periodic purge of expired rows, of published outbox rows past OUTBOX_RETENTION_HOURS
    * of inbox rows past PROCESSED_MESSAGES_RETENTION_HOURS and of Stripe webhook inbox rows past
@@ -229,6 +235,10 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       if (queues) watchQueues(metrics, () => queues.queueDepths());
       watchCache(metrics, cache);
     }
+    const outboxSignal =
+      role !== 'command' && db.kind === 'postgresql' && config.DATABASE_URL
+        ? new OutboxSignal({ url: config.DATABASE_URL, run: (text, params) => sql(text, params), logger })
+        : undefined;
     return {
       config,
       logger,
@@ -250,6 +260,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       stripeWebhooks: providers.stripeWebhooks,
       publisher: overrides.publisher ?? rabbit ?? inProcess,
       transport: overrides.transport ?? rabbit ?? inProcess,
+      outboxSignal,
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
         scheduleHousekeeping(() => db.orm.em.fork() as Ctx['em'], logger, intervalMs, {
           outboxRetentionHours: config.OUTBOX_RETENTION_HOURS,
@@ -290,6 +301,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         closed = true;
         providers.close();
         cache.close();
+        outboxSignal?.close();
         try {
           await inProcess?.close();
           await rabbit?.close();

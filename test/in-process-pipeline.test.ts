@@ -366,6 +366,8 @@ test('two svc worker without AMQP_URL on one PostgreSQL database share the order
   }
   const undecided = async () => (await query<{ n: number }>(db, `select count(*)::int as n from orders where status in ('pending', 'processing')`))[0]!.n;
   await waitFor(async () => (await undecided()) === 0, 60_000, 'every order decided');
+  // A worker logs a message processed after its commit decided the order and it was acknowledged.
+  await waitFor(() => workers.flatMap((w) => w.processed()).length >= orders.length, 30_000, 'every payment logged as processed');
   const processed = workers.flatMap((w) => w.processed());
   assert.equal(processed.length, orders.length, 'each order.created processed once, by one of the workers');
   assert.equal(new Set(processed).size, orders.length);

@@ -24,6 +24,19 @@ test('rendering one order twice gives the same bytes (a retried upload overwrite
   assert.ok(a.equals(b));
 });
 
+test('the standard fonts shared between receipts give the bytes pdfkit makes when it opens them for each document', async () => {
+  const shared = new ReceiptRenderer();
+  const own = new ReceiptRenderer({ shareStandardFonts: false });
+  for (const [name, product] of [
+    ['Ada Lovelace', 'Green tea'],
+    ['Zoë Müller', 'Café “crème” – 9,00 €'],
+  ] as const) {
+    const expected = await own.render(receipt(name, product));
+    assert.ok((await shared.render(receipt(name, product))).equals(expected), name);
+    assert.ok((await shared.render(receipt(name, product))).equals(expected), `${name}, again`);
+  }
+});
+
 test('Western European text uses the standard Helvetica; any other script an embedded DejaVu Sans, never garbled bytes', async () => {
   assert.ok(isWinAnsi('Zoë Müller “Z” – 9,00 €'));
   assert.ok(!isWinAnsi('Łukasz'));

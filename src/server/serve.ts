@@ -58,7 +58,11 @@ export async function startServer(
     // successfully, has committed its events to the outbox: the pipeline beside the API relays them
     // now instead of at its next poll. (Not on every write: a login would cost a relay pass.)
     server.addHook('onResponse', (request, reply, done) => {
-      if (alongside && request.method !== 'GET' && reply.statusCode < 400 && EVENTFUL_ROUTE.test(request.routeOptions.url ?? '')) alongside.changed();
+      if (request.method !== 'GET' && reply.statusCode < 400 && EVENTFUL_ROUTE.test(request.routeOptions.url ?? '')) {
+        alongside?.changed();
+        // And the relays of svc worker processes, on PostgreSQL.
+        app.outboxSignal?.notify();
+      }
       done();
     });
     // Before the API: a metrics port that cannot be bound stops the start before any request is taken.

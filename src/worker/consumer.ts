@@ -16,6 +16,8 @@ export interface ConsumerDefinition {
    * throw a PermanentFailure (or a DomainError `invalid`/`unprocessable`) when retrying cannot help.
    */
   handle(ctx: Ctx, message: EventMessage): Promise<void>;
+  /** Events the handler may emit (in its transaction): after such a message commits, the runner calls `emitted`. */
+  emits?: readonly EventType[];
 }
 
 /** Checks a consumer definition once, where it is written. */
@@ -68,6 +70,8 @@ export interface ConsumerRunnerOptions {
   retryDelaysMs?: readonly number[];
   /** How long a message may be deferred (its provider unavailable) before it is dead-lettered (default 24 h). */
   maxDeferralMs?: number;
+  /** A message of a consumer that `emits` events has committed: the outbox may have new rows (wakes the relay). */
+  emitted?: () => void;
 }
 
 /** What happened to one delivery (for logs and tests). */
@@ -168,6 +172,7 @@ export class ConsumerRunner {
     } catch (err) {
       return this.failed(delivery, err, log);
     }
+    if (outcome === 'processed' && this.consumer.emits?.length) this.options.emitted?.();
     await delivery.ack();
     if (outcome === 'duplicate') log.info('already processed; acknowledged without effect');
     else log.debug('processed');

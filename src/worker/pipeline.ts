@@ -52,6 +52,7 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
     );
   }
   const context = (input: { actor: string; traceId?: string }) => app.context(input);
+  const relay = options.relay ? new OutboxRelay({ publisher, context, logger: app.logger, onPass: (pass) => app.metrics.relayPassed(pass) }) : undefined;
   // When each delivery arrived, for the handle-duration metric its settlement reports.
   const received = new WeakMap<Delivery, number>();
   const subscribe: ConsumerTransport['subscribe'] = (spec, subscribeOptions, onDelivery) =>
@@ -74,6 +75,8 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
       context,
       logger: app.logger,
       prefetch: options.concurrency,
+      // A payment that committed order.completed: relayed now, not at the relay's next poll.
+      emitted: () => relay?.notify(),
       ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
     });
     runner.onSettled = (outcome, delivery) => {
@@ -96,8 +99,9 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
     await Promise.allSettled(started.map((r) => r.stop()));
     throw err;
   }
-  const relay = options.relay ? new OutboxRelay({ publisher, context, logger: app.logger, onPass: (pass) => app.metrics.relayPassed(pass) }) : undefined;
   relay?.start();
+  // On PostgreSQL, rows other processes commit (svc serve's orders) wake the relay at once.
+  const listener = relay && app.outboxSignal?.listen(() => relay?.notify());
   if (transport.kind === 'in-process') {
     app.logger.info(
       { events: 'in-process', consumers: selected.map((r) => r.consumer.name) },
@@ -117,6 +121,7 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
         );
         if (!drained) app.logger.warn({ timeoutMs }, 'messages in flight did not finish in time; they will be delivered again');
         // The relay stops before the App closes: a relay that outlives its App hangs.
+        await listener?.close();
         await relay?.stop();
         return { drained };
       })()),

@@ -73,12 +73,14 @@ export async function startAttempt(
 ): Promise<PaymentAttempt> {
   const now = new Date();
   const key = paymentKey(input.orderId, input.attempt);
-  await tx.sql(
+  // One statement when the row is new (the usual case); the existing row read only when there is one.
+  const [inserted] = await tx.sql<PaymentRow>(
     `insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
-     values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $8) on conflict do nothing`,
+     values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $8) on conflict do nothing returning ${COLUMNS}`,
     [newId('pay'), input.orderId, input.attempt, key, input.amount, input.currency, input.provider, now],
   );
   await tx.changed(versions.order(input.orderId));
+  if (inserted) return view(inserted);
   const [row] = await tx.sql<PaymentRow>(`select ${COLUMNS} from payments where idempotency_key = $1`, [key]);
   return view(row!);
 }

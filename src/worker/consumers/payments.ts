@@ -76,6 +76,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
   return defineConsumer({
     name: 'payments',
     events: ['order.created'],
+    emits: ['order.completed', 'order.failed'],
     async handle(tx: Ctx, message: EventMessage): Promise<void> {
       try {
         await pay(tx, message);
