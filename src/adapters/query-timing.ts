@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 
@@ -20,7 +21,9 @@ export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typ
         typeof config === 'string' ? config : typeof (config as { text?: unknown } | null)?.text === 'string' ? (config as { text: string }).text : undefined;
       if (text === undefined || typeof (config as { submit?: unknown }).submit === 'function') return call(config, values, callback);
       const started = performance.now();
-      const done = () => observe(text, (performance.now() - started) / 1000);
+      // Bound to the caller's async context: a callback comes back in the socket's, and the observer
+      // (tracing) reads the caller's active span.
+      const done = AsyncResource.bind(() => observe(text, (performance.now() - started) / 1000));
       // The callback may come second (query(config, callback)).
       const cb = typeof callback === 'function' ? callback : typeof values === 'function' ? values : undefined;
       if (cb) {

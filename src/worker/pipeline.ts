@@ -73,6 +73,7 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
       transport: timed,
       context,
       logger: app.logger,
+      tracing: app.tracing,
       prefetch: options.concurrency,
       ...(options.retryDelaysMs ? { retryDelaysMs: options.retryDelaysMs } : {}),
     });
