@@ -176,7 +176,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   try {
     // Redis is a cache and a counter store, never a source of truth: unreachable at start-up, svc
     // starts anyway with a warning naming REDIS_URL, and uses it once it answers.
-    if (role !== 'command' && config.REDIS_URL) redis = await RedisConnection.connect(config.REDIS_URL, { logger, prefix: config.REDIS_PREFIX });
+    if (role !== 'command' && config.REDIS_URL) redis = await RedisConnection.connect(config.REDIS_URL, { logger, prefix: config.REDIS_PREFIX, tracing });
     if (role === 'worker' && config.AMQP_URL && !(overrides.publisher && overrides.transport)) {
       rabbit = await RabbitMq.connect(config.AMQP_URL, { logger, prefix: config.AMQP_PREFIX });
     }

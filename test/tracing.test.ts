@@ -4,6 +4,7 @@ import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trac
 import { testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
 import { waitFor } from './helpers/rabbit.js';
+import { REDIS_URL, redisPrefix } from './helpers/redis.js';
 import { Writable } from 'node:stream';
 import { startPipeline } from '../src/worker/pipeline.js';
 import { createLoggerTo } from '../src/logger.js';
@@ -27,6 +28,7 @@ async function shop(t: TestContext, ts: TestServer) {
   });
   assert.equal(created.status, 201, await created.text());
   return {
+    alice,
     /** Places one order with this traceparent (or none); returns the response's id and x-trace-id. */
     async order(traceparent?: string): Promise<{ id: string; traceId: string }> {
       const res = await fetch(`${ts.url}/api/v1/orders`, {
@@ -141,4 +143,20 @@ test('with no OTEL_* variables no span is made and traceparent flows as before',
     [order.id],
   );
   assert.match(rows[0]!.traceparent, new RegExp(`^00-${INCOMING_TRACE}-[\\da-f]{16}-01$`));
+});
+
+test("with REDIS_URL, a cached read's Redis commands are children of its request span", async (t) => {
+  const exporter = new InMemorySpanExporter();
+  const ts = await testServer(t, { env: { REDIS_URL, REDIS_PREFIX: redisPrefix(t) }, overrides: { tracing: { exporter } } });
+  const s = await shop(t, ts);
+  const order = await s.order();
+  exporter.reset();
+  const read = await fetch(`${ts.url}/api/v1/orders/${order.id}`, { headers: { ...(await ts.auth(s.alice)), traceparent: INCOMING } });
+  assert.equal(read.status, 200, await read.text());
+  await waitFor(() => byName(exporter.getFinishedSpans(), 'GET /api/v1/orders/:id').length > 0, 10_000, 'the read span');
+  const spans = exporter.getFinishedSpans().filter((span) => span.spanContext().traceId === INCOMING_TRACE);
+  const request = one(spans, 'GET /api/v1/orders/:id');
+  const commands = spans.filter((span) => span.attributes['db.system.name'] === 'redis');
+  assert.ok(commands.length > 0, `Redis spans, got: ${spans.map((span) => span.name).join(', ')}`);
+  for (const command of commands) assert.equal(parentOf(command), request.spanContext().spanId);
 });
