@@ -5,6 +5,7 @@ import { testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
 import { waitFor } from './helpers/rabbit.js';
 import { REDIS_URL, redisPrefix } from './helpers/redis.js';
+import { shop as workerShop } from './helpers/worker.js';
 import { Writable } from 'node:stream';
 import { startPipeline } from '../src/worker/pipeline.js';
 import { createLoggerTo } from '../src/logger.js';
@@ -88,7 +89,7 @@ test("one order's request, outbox publish, payment and email are one trace", asy
   assert.equal(parentOf(payment), published.spanContext().spanId);
   const charge = one(spans, 'payments.charge');
   assert.equal(parentOf(charge), payment.spanContext().spanId);
-  assert.equal(charge.attributes['svc.provider'], 'SimulatedPayments');
+  assert.equal(charge.attributes['svc.provider'], 'simulated');
 
   // The payment's event goes on the same way to the email.
   const completed = one(spans, 'publish order.completed');
@@ -159,4 +160,39 @@ test("with REDIS_URL, a cached read's Redis commands are children of its request
   const commands = spans.filter((span) => span.attributes['db.system.name'] === 'redis');
   assert.ok(commands.length > 0, `Redis spans, got: ${spans.map((span) => span.name).join(', ')}`);
   for (const command of commands) assert.equal(parentOf(command), request.spanContext().spanId);
+});
+
+test('through RabbitMQ, svc worker continues the trace an order was placed in: payment by Stripe, email by SendGrid', async (t) => {
+  const exporter = new InMemorySpanExporter();
+  const s = await workerShop(t);
+  const ada = await s.app.users.create(s.app.context({ actor: 'cli:test' }), { email: 'ada.trace@example.com', name: 'Ada' });
+  // Placed in a caller's trace (as a request would be), by an App that does not trace itself.
+  const placed = await s.app.orders.create(s.app.context({ actor: ada.id, traceparent: INCOMING }), {
+    userId: ada.id,
+    items: [{ sku: 'TEA-1', quantity: 1 }],
+    paymentMethod: 'pm_card_visa',
+  });
+  await s.worker({ overrides: { tracing: { exporter } } });
+  await waitFor(() => byName(exporter.getFinishedSpans(), 'mail process order.completed').length > 0, 30_000, 'the order confirmation email');
+  const spans = exporter.getFinishedSpans().filter((span) => span.spanContext().traceId === INCOMING_TRACE);
+
+  const published = one(spans, 'publish order.created');
+  assert.equal(parentOf(published), '00f067aa0ba902b7');
+  assert.equal(published.attributes['messaging.system'], 'rabbitmq');
+  assert.equal(
+    published.attributes['messaging.message.id'],
+    (await query<{ id: string }>(s.db, "select id from outbox_events where aggregate_id = $1 and type = 'order.created'", [placed.order.id]))[0]!.id,
+  );
+  const payment = one(spans, 'payments process order.created');
+  assert.equal(parentOf(payment), published.spanContext().spanId);
+  const charge = one(spans, 'payments.charge');
+  assert.equal(parentOf(charge), payment.spanContext().spanId);
+  assert.equal(charge.attributes['svc.provider'], 'stripe');
+  const completed = one(spans, 'publish order.completed');
+  assert.equal(parentOf(completed), payment.spanContext().spanId);
+  const mail = one(spans, 'mail process order.completed');
+  assert.equal(parentOf(mail), completed.spanContext().spanId);
+  const sent = one(spans, 'mailer.send');
+  assert.equal(parentOf(sent), mail.spanContext().spanId);
+  assert.equal(sent.attributes['svc.provider'], 'sendgrid');
 });

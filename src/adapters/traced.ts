@@ -6,9 +6,10 @@ import type { Tracing } from '../domain/shared/tracing.js';
  * (`payments.charge`, `mailer.send`…) when tracing is on; the adapter itself when it is off. The span
  * is the active one while the call runs, so the SDK's HTTP calls and retries happen inside it.
  */
-export function traced<T extends object>(tracing: Tracing, port: string, adapter: T): T {
+export function traced<T extends { readonly name: string }>(tracing: Tracing, port: string, adapter: T): T {
   if (!tracing.enabled) return adapter;
-  const provider = adapter.constructor.name;
+  // The port's own name for it ('stripe', 'sendgrid', 's3', 'simulated', 'local'…).
+  const provider = adapter.name;
   return new Proxy(adapter, {
     get(target, property) {
       const value: unknown = Reflect.get(target, property, target);
