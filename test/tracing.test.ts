@@ -6,6 +6,9 @@ import { query } from './helpers/db.js';
 import { waitFor } from './helpers/rabbit.js';
 import { REDIS_URL, redisPrefix } from './helpers/redis.js';
 import { shop as workerShop } from './helpers/worker.js';
+import { svcServe, tempDir } from './helpers/cli.js';
+import { listenOnLoopback, readBody } from './fakes/http-server.js';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { startPipeline } from '../src/worker/pipeline.js';
 import { createLoggerTo } from '../src/logger.js';
@@ -195,4 +198,31 @@ test('through RabbitMQ, svc worker continues the trace an order was placed in: p
   const sent = one(spans, 'mailer.send');
   assert.equal(parentOf(sent), mail.spanContext().spanId);
   assert.equal(sent.attributes['svc.provider'], 'sendgrid');
+});
+
+test('svc serve with OTEL_EXPORTER_OTLP_ENDPOINT sends its spans to the collector (OTLP over HTTP), the last ones on SIGTERM', async (t) => {
+  const received: { path: string; type: string; body: Buffer }[] = [];
+  const collector = await listenOnLoopback((req, res) => {
+    void readBody(req).then((body) => {
+      received.push({ path: req.url ?? '', type: req.headers['content-type'] ?? '', body });
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  t.after(() => collector.close());
+  const serve = await svcServe(t, ['--port', '0'], {
+    env: { SVC_DATA_DIR: join(tempDir(t), 'data'), OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_SERVICE_NAME: 'svc-under-test' },
+  });
+  const res = await fetch(`${serve.url}/health/live`, { headers: { traceparent: INCOMING } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-trace-id'), INCOMING_TRACE);
+  serve.child.kill('SIGTERM');
+  assert.equal((await serve.exited).code, 0, serve.stderr());
+  const exported = received.filter((r) => r.path === '/v1/traces');
+  assert.ok(exported.length > 0, `the collector got: ${JSON.stringify(received.map((r) => r.path))}`);
+  assert.ok(exported.every((r) => r.type === 'application/x-protobuf'));
+  const all = Buffer.concat(exported.map((r) => r.body));
+  // The request's span in the protobuf: its trace id's bytes, its name, the service's name.
+  assert.ok(all.includes(Buffer.from(INCOMING_TRACE, 'hex')), 'the trace id was exported');
+  assert.ok(all.includes(Buffer.from('GET /health/live')), 'the span name was exported');
+  assert.ok(all.includes(Buffer.from('svc-under-test')), 'the service name was exported');
 });
