@@ -4,7 +4,7 @@ import { parseTraceParent } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import type { Config } from '../config.js';
+import { maskUrl, type Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { NoTracing, type OpenSpan, type SpanAttributes, type SpanKind, type SpanOptions, type Tracing } from '../domain/shared/tracing.js';
 
@@ -39,7 +39,11 @@ export function createTracing(config: Config, logger: Logger, override?: Tracing
         new OTLPTraceExporter(config.OTEL_EXPORTER_OTLP_ENDPOINT ? { url: `${config.OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces` } : {});
   const serviceName = config.OTEL_SERVICE_NAME ?? 'svc';
   logger.info(
-    { exporter, serviceName, endpoint: exporter === 'otlp' ? (config.OTEL_EXPORTER_OTLP_ENDPOINT ?? '(the exporter default)') : undefined },
+    {
+      exporter,
+      serviceName,
+      endpoint: exporter === 'otlp' ? (config.OTEL_EXPORTER_OTLP_ENDPOINT ? maskUrl(config.OTEL_EXPORTER_OTLP_ENDPOINT) : '(the exporter default)') : undefined,
+    },
     'tracing on',
   );
   return new OpenTelemetryTracing(new BatchSpanProcessor({ exporter: spanExporter }), serviceName);

@@ -21,16 +21,16 @@ export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typ
         typeof config === 'string' ? config : typeof (config as { text?: unknown } | null)?.text === 'string' ? (config as { text: string }).text : undefined;
       if (text === undefined || typeof (config as { submit?: unknown }).submit === 'function') return call(config, values, callback);
       const started = performance.now();
-      // Bound to the caller's async context: a callback comes back in the socket's, and the observer
-      // (tracing) reads the caller's active span.
-      const done = AsyncResource.bind(() => observe(text, (performance.now() - started) / 1000));
+      const done = () => observe(text, (performance.now() - started) / 1000);
       // The callback may come second (query(config, callback)).
       const cb = typeof callback === 'function' ? callback : typeof values === 'function' ? values : undefined;
       if (cb) {
-        const timed = (err: unknown, result: unknown) => {
+        // Bound to the caller's async context: a callback comes back in the socket's, and the observer
+        // (tracing) reads the caller's active span. (A promise's handlers keep the caller's already.)
+        const timed = AsyncResource.bind((err: unknown, result: unknown) => {
           done();
           (cb as (err: unknown, result: unknown) => void)(err, result);
-        };
+        });
         return cb === callback ? call(config, values, timed) : call(config, timed);
       }
       return (call(config, values) as Promise<unknown>).then(
