@@ -29,7 +29,11 @@ export interface TracingOverride {
  */
 export function createTracing(config: Config, logger: Logger, override?: TracingOverride): Tracing {
   if (override)
-    return new OpenTelemetryTracing(new SimpleSpanProcessor({ exporter: override.exporter }), override.serviceName ?? config.OTEL_SERVICE_NAME ?? 'svc');
+    return new OpenTelemetryTracing(
+      new SimpleSpanProcessor({ exporter: override.exporter }),
+      override.serviceName ?? config.OTEL_SERVICE_NAME ?? 'svc',
+      logger,
+    );
   const exporter = config.OTEL_TRACES_EXPORTER ?? (config.OTEL_EXPORTER_OTLP_ENDPOINT ? 'otlp' : 'none');
   if (exporter === 'none') return new NoTracing();
   const spanExporter =
@@ -46,8 +50,11 @@ export function createTracing(config: Config, logger: Logger, override?: Tracing
     },
     'tracing on',
   );
-  return new OpenTelemetryTracing(new BatchSpanProcessor({ exporter: spanExporter }), serviceName);
+  return new OpenTelemetryTracing(new BatchSpanProcessor({ exporter: spanExporter }), serviceName, logger);
 }
+
+/** How long closing waits for the last spans to be exported. */
+const CLOSE_TIMEOUT_MS = 2_000;
 
 let contextManagerSet = false;
 
@@ -57,7 +64,11 @@ class OpenTelemetryTracing implements Tracing {
   private readonly provider: TracerProvider;
   private readonly tracer: Tracer;
 
-  constructor(processor: SpanProcessor, serviceName: string) {
+  constructor(
+    processor: SpanProcessor,
+    serviceName: string,
+    private readonly logger: Logger,
+  ) {
     // The context manager is the process's (OpenTelemetry's API has one): set once, by the first App that traces.
     if (!contextManagerSet) {
       context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
@@ -104,8 +115,24 @@ class OpenTelemetryTracing implements Tracing {
     this.tracer.startSpan(operation, { kind: OtelSpanKind.CLIENT, startTime: end - seconds * 1000, attributes }, parent).end(end);
   };
 
+  /**
+   * Exports the spans still buffered, waiting at most CLOSE_TIMEOUT_MS: an unreachable collector
+   * costs a warning, never a failed or slow shutdown.
+   */
   async close(): Promise<void> {
-    await this.provider.shutdown();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), CLOSE_TIMEOUT_MS);
+      timer.unref();
+    });
+    try {
+      const outcome = await Promise.race([this.provider.shutdown(), timeout]);
+      if (outcome === 'timeout') this.logger.warn(`tracing: the last spans were not exported within ${CLOSE_TIMEOUT_MS} ms (is the collector reachable?)`);
+    } catch (err) {
+      this.logger.warn({ err }, 'tracing: the last spans could not be exported (is the collector reachable?)');
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
