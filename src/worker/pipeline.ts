@@ -74,7 +74,6 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
       transport: timed,
       context,
       logger: app.logger,
-      tracing: app.tracing,
       prefetch: options.concurrency,
       // A payment that committed order.completed: relayed now, not at the relay's next poll.
       emitted: () => relay?.notify(),
