@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
+import { listenSmall } from '../listen.js';
 
 export interface MetricsServer {
   /** http://host:port/metrics as bound (port 0 resolved). */
@@ -40,22 +41,6 @@ export async function startMetricsServer(options: {
   });
   // Prometheus keeps its connection alive between scrapes: do not let it hold close() up.
   server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
-  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
-  return {
-    url: `http://${host}:${port}/metrics`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  const listening = await listenSmall(server, options.port, options.host);
+  return { url: `${listening.baseUrl}/metrics`, close: listening.close };
 }

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
+import { listenSmall } from '../listen.js';
 
 export interface HealthServer {
   /** http://host:port as bound (port 0 resolved). */
@@ -60,22 +61,6 @@ export async function startHealthServer(options: {
   });
   // Orchestrators' probes keep connections alive: do not let them hold close() up.
   server.keepAliveTimeout = 1_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
-  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
-  return {
-    url: `http://${host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  const listening = await listenSmall(server, options.port, options.host);
+  return { url: `${listening.baseUrl}`, close: listening.close };
 }
