@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { openDatabase, type Database } from './adapters/database.js';
+import type { QueryObserver } from './adapters/query-timing.js';
 import { Migrations } from './adapters/migrations.js';
 import { UsersService } from './domain/users/users.service.js';
 import { PasswordHasher } from './domain/users/password.js';
@@ -36,6 +37,9 @@ import { NoCache, type Cache } from './domain/shared/cache.js';
 import { TwoLevelCache } from './adapters/two-level-cache.js';
 import { PrometheusMetrics } from './adapters/prometheus-metrics.js';
 import { watchCache, watchDatabasePool, watchOutbox, watchQueues } from './adapters/metric-sources.js';
+import { createTracing, type TracingOverride } from './adapters/opentelemetry.js';
+import { traced, tracedPublisher } from './adapters/traced.js';
+import { NoTracing, type Tracing } from './domain/shared/tracing.js';
 import { HOUSEKEEPING_INTERVAL_MS, scheduleHousekeeping, type Housekeeping } from './housekeeping.js';
 
 /** Which process an App is for: what it loads at start-up rather than on first use. */
@@ -62,6 +66,8 @@ export interface AppOverrides {
   transport?: ConsumerTransport;
   /** The clock of sessions, login throttling and rate limits. */
   now?: () => Date;
+  /** Tracing into this exporter (a test's in-memory one) whatever the OTEL_* configuration says. */
+  tracing?: TracingOverride;
 }
 
 /** Everything svc runs on, built once from validated config. */
@@ -75,6 +81,8 @@ export interface App {
    * their own instruments through `metrics.counter(...)`, `histogram(...)` and `gauge(...)`.
    */
   metrics: PrometheusMetrics;
+  /** Spans of requests, statements, events and provider calls (OpenTelemetry), or NoTracing when OTEL_* leave it off. */
+  tracing: Tracing;
   migrations: Migrations;
   users: UsersService;
   /** The process's password hashing, bounded (PASSWORD_HASH_CONCURRENCY, PASSWORD_HASH_QUEUE). */
@@ -164,9 +172,15 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const logger = overrides.logger ?? createLogger(config.LOG_LEVEL);
   // Commands count nothing: nobody scrapes them.
   const metrics = new PrometheusMetrics({ logger, enabled: config.METRICS_PORT !== 'off' && role !== 'command' });
+  // Commands trace nothing either: their statements belong to no request.
+  const tracing = role === 'command' && !overrides.tracing ? new NoTracing() : createTracing(config, logger, overrides.tracing);
+  const observeQuery = observer(
+    metrics.enabled ? metrics.queryAnswered : undefined,
+    tracing.enabled ? (text: string, seconds: number) => tracing.queryAnswered(text, seconds) : undefined,
+  );
   const db = await openDatabase(config, logger, {
     exclusive: overrides.exclusiveDatabase ?? role === 'serve',
-    ...(metrics.enabled ? { observeQuery: metrics.queryAnswered } : {}),
+    ...(observeQuery ? { observeQuery } : {}),
   });
   // The worker's event transport: RabbitMQ with AMQP_URL (unreachable: exit 6 naming AMQP_URL).
   let rabbit: RabbitMq | undefined;
@@ -174,7 +188,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   try {
     // Redis is a cache and a counter store, never a source of truth: unreachable at start-up, svc
     // starts anyway with a warning naming REDIS_URL, and uses it once it answers.
-    if (role !== 'command' && config.REDIS_URL) redis = await RedisConnection.connect(config.REDIS_URL, { logger, prefix: config.REDIS_PREFIX });
+    if (role !== 'command' && config.REDIS_URL) redis = await RedisConnection.connect(config.REDIS_URL, { logger, prefix: config.REDIS_PREFIX, tracing });
     if (role === 'worker' && config.AMQP_URL && !(overrides.publisher && overrides.transport)) {
       rabbit = await RabbitMq.connect(config.AMQP_URL, { logger, prefix: config.AMQP_PREFIX });
     }
@@ -193,10 +207,11 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     const auth = new AuthService(users, passwords, tokens, { refreshTtlSeconds: config.REFRESH_TOKEN_TTL_SECONDS, now: overrides.now });
     let serverUrl: string | undefined;
     const providers = createProviders(config, logger, () => config.PUBLIC_URL ?? serverUrl);
-    const files = overrides.files ?? providers.files;
+    // Each provider call a client span when tracing is on.
+    const files = traced(tracing, 'files', overrides.files ?? providers.files);
     const localFiles = overrides.files ? undefined : providers.localFiles;
-    const payments = overrides.payments ?? providers.payments;
-    const mailer = overrides.mailer ?? providers.mailer;
+    const payments = traced(tracing, 'payments', overrides.payments ?? providers.payments);
+    const mailer = traced(tracing, 'mailer', overrides.mailer ?? providers.mailer);
     if (role !== 'command') {
       if (role === 'serve') await tokens.load();
       // Only the ports in use: an override replaces the configured adapter, which is then never loaded.
@@ -221,6 +236,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       ...(replicas ? { replicaSql: sqlOn(db.orm.em as Ctx['em'], 'read'), mayReadReplica: (actor: string) => replicas.mayReadReplica(actor) } : {}),
       cursors,
       invalidate: (keys: readonly string[]) => cache.invalidate(keys),
+      ...(tracing.enabled ? { activeTraceparent: () => tracing.activeTraceparent() } : {}),
     };
     const context = (input: ContextInput) => createContext(contextDeps, input);
     // Without AMQP_URL, svc serve and svc worker dispatch events through the database itself.
@@ -244,6 +260,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       logger,
       db,
       metrics,
+      tracing,
       migrations,
       users,
       passwords,
@@ -258,7 +275,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       files,
       localFiles,
       stripeWebhooks: providers.stripeWebhooks,
-      publisher: overrides.publisher ?? rabbit ?? inProcess,
+      publisher: tracedPublisher(tracing, overrides.publisher ?? rabbit ?? inProcess),
       transport: overrides.transport ?? rabbit ?? inProcess,
       outboxSignal,
       scheduleHousekeeping: (intervalMs = HOUSEKEEPING_INTERVAL_MS) =>
@@ -308,10 +325,12 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
           await redis?.close();
         } finally {
           await db.close();
+          await tracing.close();
         }
       },
     };
   } catch (err) {
+    await tracing.close();
     await rabbit?.close();
     await redis?.close();
     await db.close();
@@ -344,4 +363,13 @@ async function loadCursorCodec(db: Database): Promise<CursorCodec> {
   const secret = await db.orm.em.fork().findOne(AppSecret, { name: 'cursor' }, { fields: ['value'] });
   if (!secret) throw new DomainError('unavailable', 'the database has no cursor key: run `svc migrate`');
   return new CursorCodec(Buffer.from(secret.value, 'utf8'));
+}
+
+/** Both observers of a statement, or the one that is set, or none (statements then go untimed). */
+function observer(...observers: (QueryObserver | undefined)[]): QueryObserver | undefined {
+  const set = observers.filter((o): o is QueryObserver => o !== undefined);
+  if (set.length <= 1) return set[0];
+  return (text, seconds) => {
+    for (const o of set) o(text, seconds);
+  };
 }

@@ -449,6 +449,18 @@ export const configSchema = {
     parser: int(30, 604_800),
     default: () => 300,
   } satisfies KeySpec<number>,
+  OTEL_TRACES_EXPORTER: {
+    doc: 'Where spans go (OpenTelemetry): otlp (OTLP over HTTP to OTEL_EXPORTER_OTLP_ENDPOINT), console (stdout), or none; unset means otlp when OTEL_EXPORTER_OTLP_ENDPOINT is set, else tracing is off (no span is made)',
+    parser: oneOf('otlp', 'console', 'none'),
+  } satisfies KeySpec<'otlp' | 'console' | 'none'>,
+  OTEL_EXPORTER_OTLP_ENDPOINT: {
+    doc: 'Base URL of the OpenTelemetry collector (http://collector:4318): spans are sent to <url>/v1/traces; setting it turns tracing on',
+    parser: httpUrl('the collector base URL'),
+  } satisfies KeySpec<string>,
+  OTEL_SERVICE_NAME: {
+    doc: 'The service name spans carry (service.name); default svc',
+    parser: text('letters, digits, _, - or . (at most 64)', /^[A-Za-z0-9_.-]{1,64}$/),
+  } satisfies KeySpec<string>,
   LOG_LEVEL: {
     doc: 'Level of the JSON logs written to stderr',
     parser: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),

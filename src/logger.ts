@@ -1,3 +1,4 @@
+import { context, trace } from '@opentelemetry/api';
 import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger };
@@ -97,6 +98,12 @@ export function createLoggerTo(level: LevelWithSilent, stream: DestinationStream
       level,
       base: maskDeep({ service: 'svc', pid: process.pid, ...bindings }) as Record<string, unknown>,
       timestamp: pino.stdTimeFunctions.isoTime,
+      // The active span's trace id on every line written inside one (tracing on): the worker's, the
+      // provider calls', not only the request line. Without tracing no span is ever active: nothing added.
+      mixin: () => {
+        const span = trace.getSpan(context.active());
+        return span ? { traceId: span.spanContext().traceId } : {};
+      },
       // maskDeep has already turned errors into masked plain objects; re-serialising one would lose its type.
       serializers: { err: (err: unknown) => (err instanceof Error ? maskDeep(err) : err) },
       formatters: {

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 
@@ -24,10 +25,12 @@ export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typ
       // The callback may come second (query(config, callback)).
       const cb = typeof callback === 'function' ? callback : typeof values === 'function' ? values : undefined;
       if (cb) {
-        const timed = (err: unknown, result: unknown) => {
+        // Bound to the caller's async context: a callback comes back in the socket's, and the observer
+        // (tracing) reads the caller's active span. (A promise's handlers keep the caller's already.)
+        const timed = AsyncResource.bind((err: unknown, result: unknown) => {
           done();
           (cb as (err: unknown, result: unknown) => void)(err, result);
-        };
+        });
         return cb === callback ? call(config, values, timed) : call(config, timed);
       }
       return (call(config, values) as Promise<unknown>).then(

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
+import type { Tracing } from '../domain/shared/tracing.js';
 import { maskUrl } from '../config.js';
 
 /** How long one Redis command may take before it fails (the caller then degrades): a request never waits on Redis longer. */
@@ -11,6 +12,8 @@ export interface RedisConnectionOptions {
   prefix: string;
   /** Per-command timeout (default REDIS_COMMAND_TIMEOUT_MS). */
   commandTimeoutMs?: number;
+  /** A client span per command sent inside a span (a request's, a delivery's), when tracing is on. */
+  tracing?: Tracing;
 }
 
 /**
@@ -54,6 +57,7 @@ export class RedisConnection {
       this.up = true;
       this.recovered();
     });
+    if (options.tracing?.enabled) traceCommands(this.client, options.tracing);
     this.client.on('error', (err: Error) => this.down(err));
     this.client.on('close', () => this.down());
   }
@@ -130,4 +134,22 @@ export class RedisConnection {
       this.client.disconnect();
     }
   }
+}
+
+/**
+ * Every command ioredis sends (plain, or a script by its sha) becomes a client span `redis <command>`
+ * when a span is active; none outside one. Its arguments (keys, cached values) are not recorded.
+ */
+function traceCommands(client: Redis, tracing: Tracing): void {
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = (command, stream) => {
+    if (tracing.activeTraceparent() === undefined) return send(command, stream);
+    const name = command.name.toUpperCase();
+    const span = tracing.start(`redis ${name}`, { kind: 'client', attributes: { 'db.system.name': 'redis', 'db.operation.name': name } });
+    command.promise.then(
+      () => span.end(),
+      (err: unknown) => span.end(err),
+    );
+    return send(command, stream);
+  };
 }

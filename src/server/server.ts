@@ -4,6 +4,7 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import type { App } from '../app.js';
 import type { Ctx } from '../domain/shared/context.js';
+import type { OpenSpan } from '../domain/shared/tracing.js';
 import type { Authenticator } from '../domain/auth/authenticator.js';
 import type { AuthService } from '../domain/auth/auth.service.js';
 import type { AccessTokens } from '../adapters/jwt.js';
@@ -38,6 +39,8 @@ declare module 'fastify' {
     traceId: string;
     /** This request's unit of work: its own EntityManager, its trace id, and (once authenticated) its actor. */
     ctx: Ctx;
+    /** This request's server span, when tracing is on. */
+    span: OpenSpan | null;
   }
 }
 
@@ -113,21 +116,41 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
   } satisfies ServerServices);
   server.decorateRequest('traceId', '');
   server.decorateRequest('ctx', null as unknown as Ctx);
+  server.decorateRequest('span', null);
 
   // The per-request hooks take a callback rather than returning a promise: they run on every request.
+  const { tracing } = app;
   server.addHook('onRequest', (request, reply, done) => {
     const incoming = request.headers.traceparent;
     const match = typeof incoming === 'string' ? TRACEPARENT.exec(incoming) : null;
-    request.traceId = match?.[1] ?? randomHex(16);
+    // With tracing on, a server span continues the incoming trace (or starts one): its trace id is the request's.
+    if (tracing.enabled) {
+      const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
+      request.span = tracing.start(`${request.method} ${route}`, {
+        kind: 'server',
+        parent: match ? (incoming as string) : undefined,
+        attributes: { 'http.request.method': request.method, 'http.route': route },
+      });
+    }
+    request.traceId = request.span?.traceId ?? match?.[1] ?? randomHex(16);
     request.ctx = app.context({ actor: 'anonymous', traceId: request.traceId });
     reply.header('x-trace-id', request.traceId);
-    done();
+    if (request.span) request.span.run(done);
+    else done();
   });
+  if (tracing.enabled) {
+    // Again before the handler: a body is read in the socket's async context, not the one onRequest set.
+    server.addHook('preHandler', (request, _reply, done) => (request.span ? request.span.run(done) : done()));
+  }
   // Per request: its metrics (route template, never the URL), and one log line with method, route,
   // status, duration, trace id (and the actor when known).
   const metrics = app.metrics.enabled ? app.metrics : undefined;
   server.addHook('onResponse', (request, reply, done) => {
     metrics?.requestAnswered(request.method, request.routeOptions.url ?? UNMATCHED_ROUTE, reply.statusCode, reply.elapsedTime / 1000);
+    if (request.span) {
+      request.span.setAttributes({ 'http.response.status_code': reply.statusCode });
+      request.span.end(reply.statusCode >= 500 ? new Error(`status ${reply.statusCode}`) : undefined);
+    }
     // Skipped before the line is built when info is off (LOG_LEVEL=warn and above).
     if (app.logger.isLevelEnabled('info')) {
       request.log.info(

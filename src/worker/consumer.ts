@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Tracing } from '../domain/shared/tracing.js';
 import { EVENT_TYPES, type EventMessage, type EventType } from '../domain/events/events.js';
 import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '../domain/events/transport.js';
 import type { Ctx } from '../domain/shared/context.js';
@@ -72,6 +73,8 @@ export interface ConsumerRunnerOptions {
   maxDeferralMs?: number;
   /** A message of a consumer that `emits` events has committed: the outbox may have new rows (wakes the relay). */
   emitted?: () => void;
+  /** A consumer span per message, continuing its traceparent (when tracing is on). */
+  tracing?: Tracing;
 }
 
 /** What happened to one delivery (for logs and tests). */
@@ -154,6 +157,28 @@ export class ConsumerRunner {
       await delivery.deadLetter(reason);
       return 'dead-letter';
     }
+    // With tracing on, a consumer span continues the message's trace; its statements and provider calls are its children.
+    const tracing = this.options.tracing;
+    if (tracing?.enabled) {
+      const span = tracing.start(`${this.consumer.name} process ${message.type}`, {
+        kind: 'consumer',
+        parent: message.traceparent,
+        attributes: { 'messaging.operation.type': 'process', 'messaging.message.id': message.id, 'messaging.consumer.group.name': this.consumer.name },
+      });
+      try {
+        const outcome = await span.run(() => this.handle(delivery, message));
+        span.setAttributes({ 'svc.outcome': outcome });
+        span.end(outcome === 'dead-letter' ? new Error('dead-lettered') : undefined);
+        return outcome;
+      } catch (err) {
+        span.end(err);
+        throw err;
+      }
+    }
+    return this.handle(delivery, message);
+  }
+
+  private async handle(delivery: Delivery, message: EventMessage): Promise<Outcome> {
     const log = this.logger.child({ messageId: message.id, type: message.type, attempt: delivery.attempts + 1 });
     const ctx = this.options.context({ actor: `worker:${this.consumer.name}`, traceId: traceIdOf(message.traceparent) });
     let outcome: 'processed' | 'duplicate';

@@ -74,6 +74,7 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
       transport: timed,
       context,
       logger: app.logger,
+      tracing: app.tracing,
       prefetch: options.concurrency,
       // A payment that committed order.completed: relayed now, not at the relay's next poll.
       emitted: () => relay?.notify(),

@@ -72,6 +72,8 @@ export interface ContextDeps {
   cursors: () => Promise<CursorCodec>;
   /** Invalidates cached reads (never throws). */
   invalidate: (versions: readonly string[]) => Promise<void>;
+  /** The active span's traceparent when tracing is on: what events carry then (see Tracing). */
+  activeTraceparent?: () => string | undefined;
 }
 
 /** A context for one unit of work (a request, a command, a message), outside any transaction until `transaction`. */
@@ -82,9 +84,10 @@ export function createContext(deps: ContextDeps, input: ContextInput): Ctx {
   const ctx: Ctx = {
     actor: input.actor,
     traceId,
-    // Made when first needed (an event is emitted): most requests never need one.
+    // With tracing on, the span active now (the request's, the delivery's), so the trace continues
+    // through what it causes. Otherwise made when first needed (an event is emitted): most requests never need one.
     get traceparent() {
-      return (traceparent ??= `00-${traceId}-${randomBytes(8).toString('hex')}-01`);
+      return deps.activeTraceparent?.() ?? (traceparent ??= `00-${traceId}-${randomBytes(8).toString('hex')}-01`);
     },
     get em() {
       return (em ??= deps.fork());
@@ -112,7 +115,10 @@ function transactionContext(outer: Ctx, em: SqlEntityManager, changed: string[])
   const tx: Ctx = {
     actor: outer.actor,
     traceId: outer.traceId,
-    traceparent: outer.traceparent,
+    // Read when an event is written (the span active then), not when the transaction began.
+    get traceparent() {
+      return outer.traceparent;
+    },
     em,
     sql: sqlOn(em),
     laggingSql: sqlOn(em),
