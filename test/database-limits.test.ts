@@ -82,6 +82,39 @@ test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cann
   assert.equal((await first).statusCode, 200);
 });
 
+test('connections PostgreSQL drops in the middle of transactions (a restart, a failover) are given back: the pool is not used up', async (t) => {
+  const ts = await testServer(t, { env: { DATABASE_POOL_MAX: '2', DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
+  const alice = await ts.user({ email: 'alice@example.com' });
+  const headers = await ts.auth(alice);
+  // More lost connections than the pool holds: each one kept would leave one fewer for requests.
+  for (let i = 0; i < 3; i++) {
+    const marker = `lost_${i}`;
+    const work = ts.app
+      .context({ actor: 'cli:test' })
+      .transaction((tx) => tx.sql(`select pg_sleep(60) as ${marker}`, []))
+      .then(
+        () => assert.fail('the transaction outlived its connection'),
+        (err: unknown) => err,
+      );
+    const pids = await untilRunning(ts.databaseUrl!, marker);
+    await query(ts.databaseUrl!, 'select pg_terminate_backend(pid) from unnest($1::int[]) as pid', [pids]);
+    assert.match(String(await work), /terminating connection|Connection terminated/);
+  }
+  const res = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  assert.equal(res.statusCode, 200, res.body);
+});
+
+/** The backends running a statement that contains `marker`, once there is one. */
+async function untilRunning(url: string, marker: string): Promise<number[]> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const rows = await query<{ pid: number }>(url, `select pid from pg_stat_activity where query like '%' || $1 || '%' and pid <> pg_backend_pid()`, [marker]);
+    if (rows.length > 0) return rows.map((r) => r.pid);
+    if (Date.now() > deadline) throw new Error(`no statement with ${marker} ran`);
+    await delay(20);
+  }
+}
+
 test('migrations run without the statement timeout: one that waits longer than it still applies', async (t) => {
   const url = await migratedDatabase(t);
   const config = loadConfig({ DATABASE_URL: url, DATABASE_STATEMENT_TIMEOUT_MS: '200', LOG_LEVEL: 'silent' });

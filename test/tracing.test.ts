@@ -1,4 +1,4 @@
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { testServer, type TestServer } from './helpers/server.js';
@@ -10,7 +10,6 @@ import { svcServe, tempDir } from './helpers/cli.js';
 import { listenOnLoopback, readBody } from './fakes/http-server.js';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { startPipeline } from '../src/worker/pipeline.js';
 import { createLoggerTo } from '../src/logger.js';
 
 // svc serve on PostgreSQL without AMQP_URL: the outbox relay and the consumers run beside the API
@@ -19,10 +18,7 @@ import { createLoggerTo } from '../src/logger.js';
 const INCOMING_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const INCOMING = `00-${INCOMING_TRACE}-00f067aa0ba902b7-01`;
 
-async function shop(t: TestContext, ts: TestServer) {
-  // The relay and every consumer beside the API, as svc serve runs them without AMQP_URL.
-  const pipeline = await startPipeline(ts.app, { concurrency: 1, relay: true });
-  t.after(() => pipeline.stop(10_000));
+async function shop(ts: TestServer) {
   const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
   const alice = await ts.user({ email: 'alice@example.com', name: 'Alice' });
   const created = await fetch(`${ts.url}/api/v2/products`, {
@@ -66,8 +62,8 @@ test("one order's request, outbox publish, payment and email are one trace", asy
       done();
     },
   });
-  const ts = await testServer(t, { overrides: { tracing: { exporter }, logger: createLoggerTo('debug', stream) } });
-  const s = await shop(t, ts);
+  const ts = await testServer(t, { pipeline: true, overrides: { tracing: { exporter }, logger: createLoggerTo('debug', stream) } });
+  const s = await shop(ts);
   exporter.reset();
   const order = await s.order(INCOMING);
   // The request joined the caller's trace: the id it answers with is the caller's.
@@ -119,8 +115,8 @@ test("one order's request, outbox publish, payment and email are one trace", asy
 
 test('a request without traceparent starts a trace of its own, answered in x-trace-id', async (t) => {
   const exporter = new InMemorySpanExporter();
-  const ts = await testServer(t, { overrides: { tracing: { exporter } } });
-  const s = await shop(t, ts);
+  const ts = await testServer(t, { pipeline: true, overrides: { tracing: { exporter } } });
+  const s = await shop(ts);
   const order = await s.order();
   assert.match(order.traceId, /^[\da-f]{32}$/);
   await waitFor(
@@ -136,9 +132,9 @@ test('a request without traceparent starts a trace of its own, answered in x-tra
 });
 
 test('with no OTEL_* variables no span is made and traceparent flows as before', async (t) => {
-  const ts = await testServer(t);
+  const ts = await testServer(t, { pipeline: true });
   assert.equal(ts.app.tracing.enabled, false);
-  const s = await shop(t, ts);
+  const s = await shop(ts);
   const order = await s.order(INCOMING);
   assert.equal(order.traceId, INCOMING_TRACE);
   const rows = await query<{ traceparent: string }>(
@@ -151,8 +147,8 @@ test('with no OTEL_* variables no span is made and traceparent flows as before',
 
 test("with REDIS_URL, a cached read's Redis commands are children of its request span", async (t) => {
   const exporter = new InMemorySpanExporter();
-  const ts = await testServer(t, { env: { REDIS_URL, REDIS_PREFIX: redisPrefix(t) }, overrides: { tracing: { exporter } } });
-  const s = await shop(t, ts);
+  const ts = await testServer(t, { pipeline: true, env: { REDIS_URL, REDIS_PREFIX: redisPrefix(t) }, overrides: { tracing: { exporter } } });
+  const s = await shop(ts);
   const order = await s.order();
   exporter.reset();
   const read = await fetch(`${ts.url}/api/v1/orders/${order.id}`, { headers: { ...(await ts.auth(s.alice)), traceparent: INCOMING } });

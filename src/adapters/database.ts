@@ -12,6 +12,7 @@ import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
 import { PreparingClient } from './prepared-statements.js';
 import { timedClient, type QueryObserver } from './query-timing.js';
+import { returnedWhenLost } from './lost-connections.js';
 import { readShare, shareEmbeddedDatabase, type EmbeddedShare, type ShareInfo } from './embedded-share.js';
 import { MIGRATIONS_DIR } from '../paths.js';
 import { migrations } from '../../migrations/index.js';
@@ -247,10 +248,10 @@ async function openThroughServe(config: Config, logger: Logger, share: ShareInfo
   };
 }
 
-/** The pool's `Client` option: pg's own unless statements are prepared or timed. */
-function clientClass(preparing: typeof pg.Client | undefined, observe: QueryObserver | undefined): { Client?: typeof pg.Client } {
-  if (!observe) return preparing ? { Client: preparing } : {};
-  return { Client: timedClient(preparing ?? pg.Client, observe) };
+/** The pool's `Client` option: pg's own, or the preparing one, maybe timed; given back to the pool when its connection is lost. */
+function clientClass(preparing: typeof pg.Client | undefined, observe: QueryObserver | undefined): { Client: typeof pg.Client } {
+  const base = preparing ?? pg.Client;
+  return { Client: returnedWhenLost(observe ? timedClient(base, observe) : base) };
 }
 
 function maskedDatabaseUrl(url: string): string {

@@ -2,10 +2,6 @@ import { Flags } from '@oclif/core';
 import { SvcCommand } from '../cli/base-command.js';
 import type { RunningServer } from '../server/serve.js';
 
-// Deliveries each consumer handles at once in svc serve. On the embedded database its transactions
-// take turns on one connection anyway; a few in flight keep a slow provider call from idling the rest.
-const IN_PROCESS_CONCURRENCY = 4;
-
 export default class Serve extends SvcCommand {
   static override summary = 'Run the HTTP API.';
   static override description =
@@ -36,16 +32,12 @@ export default class Serve extends SvcCommand {
     // Listening from before start-up (see stopSignal); the started server logs a second signal.
     const started: { server?: RunningServer } = {};
     const signal = this.stopSignal(() => started.server?.app.logger);
-    const [{ startServer }, { startPipeline }] = await Promise.all([import('../server/serve.js'), import('../worker/pipeline.js')]);
+    const [{ startServer }, { besideApi }] = await Promise.all([import('../server/serve.js'), import('../worker/pipeline.js')]);
     const running = (started.server = await startServer(config, {
       migrate: flags.migrate,
       // Without AMQP_URL the App has the in-process transport: the outbox relay and every consumer
       // run here (with AMQP_URL, svc worker does that on RabbitMQ).
-      alongside: async (app) => {
-        if (!app.publisher || !app.transport) return undefined;
-        const pipeline = await startPipeline(app, { concurrency: IN_PROCESS_CONCURRENCY, relay: true });
-        return { changed: () => pipeline.notify(), stop: (timeoutMs) => pipeline.stop(timeoutMs) };
-      },
+      alongside: besideApi,
     }));
     this.print(`svc serve: listening on ${running.url} (${running.app.db.kind} database: ${running.app.db.location})`);
     const received = await signal;

@@ -129,6 +129,21 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
   };
 }
 
+// Deliveries each consumer handles at once beside the API. On the embedded database its transactions
+// take turns on one connection anyway; a few in flight keep a slow provider call from idling the rest.
+const BESIDE_API_CONCURRENCY = 4;
+
+/**
+ * The pipeline as svc serve runs it beside the API when the App has the in-process transport (no
+ * AMQP_URL): the relay and every consumer, woken by each answered write. Undefined with AMQP_URL,
+ * where svc worker does that work on RabbitMQ.
+ */
+export async function besideApi(app: App): Promise<{ changed(): void; stop(timeoutMs: number): Promise<unknown> } | undefined> {
+  if (!app.publisher || !app.transport) return undefined;
+  const pipeline = await startPipeline(app, { concurrency: BESIDE_API_CONCURRENCY, relay: true });
+  return { changed: () => pipeline.notify(), stop: (timeoutMs) => pipeline.stop(timeoutMs) };
+}
+
 function withinTimeout(work: Promise<boolean>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([

@@ -77,11 +77,17 @@ export async function emptyDatabase(t: TestContext, prefix = 'svc_t'): Promise<s
 
 /** A database of this test's own, cloned from the migrated template; dropped when the test ends. */
 export async function migratedDatabase(t: TestContext): Promise<string> {
+  const { url, drop } = await newMigratedDatabase();
+  t.after(drop);
+  return url;
+}
+
+/** A database cloned from the migrated template, and how to drop it: for a caller that must drop it after its own teardown. */
+export async function newMigratedDatabase(): Promise<{ url: string; drop: () => Promise<unknown> }> {
   const tpl = await templateDatabase();
   const name = `svc_t_${randomBytes(6).toString('hex')}`;
   await admin((c) => c.query(`create database "${name}" template "${tpl}"`));
-  t.after(() => dropDatabase(name));
-  return urlFor(name);
+  return { url: urlFor(name), drop: () => dropDatabase(name) };
 }
 
 export function dropDatabase(name: string): Promise<unknown> {

@@ -5,10 +5,11 @@ import type { FastifyInstance } from 'fastify';
 import { loadConfig, type Config } from '../../src/config.js';
 import { generateSigningJwk } from '../../src/adapters/jwt.js';
 import { startServer } from '../../src/server/serve.js';
+import { besideApi } from '../../src/worker/pipeline.js';
 import type { App, AppOverrides } from '../../src/app.js';
 import type { UserRole } from '../../src/domain/users/user.entity.js';
 import type { UserView } from '../../src/domain/users/users.service.js';
-import { migratedDatabase } from './db.js';
+import { newMigratedDatabase } from './db.js';
 import { NO_RATE_LIMITS, tempDir } from './cli.js';
 
 export interface TestServer {
@@ -36,7 +37,13 @@ export interface TestServer {
  */
 export async function testServer(
   t: TestContext,
-  options: { embedded?: boolean; env?: Record<string, string>; overrides?: Omit<AppOverrides, 'role'> } = {},
+  options: {
+    embedded?: boolean;
+    env?: Record<string, string>;
+    overrides?: Omit<AppOverrides, 'role'>;
+    /** Runs the event pipeline beside the API as svc serve does without AMQP_URL (stopped before the App closes). */
+    pipeline?: boolean;
+  } = {},
 ): Promise<TestServer> {
   const dir = tempDir(t);
   const env: Record<string, string> = {
@@ -49,8 +56,9 @@ export async function testServer(
     ...NO_RATE_LIMITS,
   };
   let databaseUrl: string | undefined;
+  let dropDatabase: (() => Promise<unknown>) | undefined;
   if (!options.embedded) {
-    databaseUrl = await migratedDatabase(t);
+    ({ url: databaseUrl, drop: dropDatabase } = await newMigratedDatabase());
     const keys = join(dir, 'jwks.json');
     writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
     Object.assign(env, { DATABASE_URL: databaseUrl, JWT_KEYS_FILE: keys });
@@ -58,9 +66,24 @@ export async function testServer(
   // A run of the tests can turn prepared statements off for every API test, as behind PgBouncer
   // (`DATABASE_PREPARED_STATEMENTS=false npm test`; test/api-orders-unprepared.test.ts does it for one file).
   if (process.env.DATABASE_PREPARED_STATEMENTS) env.DATABASE_PREPARED_STATEMENTS = process.env.DATABASE_PREPARED_STATEMENTS;
-  const config = loadConfig({ ...env, ...options.env });
-  const running = await startServer(config, { overrides: options.overrides });
-  t.after(() => running.stop());
+  let config: Config;
+  let running: Awaited<ReturnType<typeof startServer>>;
+  try {
+    config = loadConfig({ ...env, ...options.env });
+    running = await startServer(config, { overrides: options.overrides, alongside: options.pipeline ? besideApi : undefined });
+  } catch (err) {
+    await dropDatabase?.();
+    throw err;
+  }
+  // The database goes after the server has stopped: dropped first, it would end the connections of
+  // work still running (the pipeline's) from under it.
+  t.after(async () => {
+    try {
+      await running.stop();
+    } finally {
+      await dropDatabase?.();
+    }
+  });
   const ts: TestServer = {
     server: running.server,
     app: running.app,
