@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { testServer } from './helpers/server.js';
@@ -16,6 +17,8 @@ import { createApp } from '../src/app.js';
 import { createLogger } from '../src/logger.js';
 import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { ReadYourWrites } from '../src/domain/shared/read-your-writes.js';
+import { RedisConnection } from '../src/adapters/redis.js';
+import { RedisReadYourWrites } from '../src/adapters/redis-read-your-writes.js';
 
 test('order lists come from the replica; a list right after the caller’s own write, and the (cached) catalog, from the primary', async (t) => {
   const replicaUrl = await migratedDatabase(t);
@@ -184,4 +187,61 @@ test("two svc serve on one PostgreSQL and Redis: after a caller's write through 
   const left = await republished();
   assert.ok(left > 0 && left <= 60_000, `the write made while Redis was down is in Redis again (${left} ms left)`);
   for (const s of [a, b]) assert.equal(s.stderr().match(/"level":50/g)?.length ?? 0, 0, s.stderr());
+});
+
+test('through Redis: a write sets a key per caller that expires with the window; another instance learns it; cut from Redis, the primary, and the windows recorded meanwhile are written back, never shortening one', async (t) => {
+  const prefix = redisPrefix(t);
+  const connect = async () => {
+    const connection = await RedisConnection.connect(REDIS_URL, { logger: createLogger('silent'), prefix });
+    t.after(() => connection.close());
+    return connection;
+  };
+  const [one, two] = [await connect(), await connect()];
+  const a = new RedisReadYourWrites(one, 30_000);
+  const b = new RedisReadYourWrites(two, 30_000);
+  const redis = new Redis(REDIS_URL);
+  t.after(() => redis.disconnect());
+
+  assert.equal(await b.mayReadReplica('usr_a'), true);
+  await a.wrote('usr_a');
+  const left = await redis.pttl(`${prefix}:ryw:usr_a`);
+  assert.ok(left > 29_000 && left <= 30_000, `${left} ms left of the window`);
+  assert.equal(await b.mayReadReplica('usr_a'), false, 'written through the other instance');
+  assert.equal(await b.mayReadReplica('usr_b'), true, 'another caller is unaffected');
+  // b remembers what Redis told it: with the key gone (as if expired early), b still knows for the rest of the window.
+  await redis.del(`${prefix}:ryw:usr_a`);
+  assert.equal(await b.mayReadReplica('usr_a'), false);
+
+  // The key expires with the window.
+  const short = new RedisReadYourWrites(one, 200);
+  await short.wrote('usr_c');
+  assert.ok((await redis.pttl(`${prefix}:ryw:usr_c`)) <= 200);
+  while ((await redis.exists(`${prefix}:ryw:usr_c`)) === 1) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(await new RedisReadYourWrites(two, 200).mayReadReplica('usr_c'), true);
+
+  // Cut from Redis: writes are recorded here alone and reads go to the primary; back, the windows
+  // recorded meanwhile are written to Redis, none shortening a longer one another instance set.
+  const proxy = await redisProxy(t);
+  const viaProxy = await RedisConnection.connect(proxy.url, { logger: createLogger('silent'), prefix });
+  t.after(() => viaProxy.close());
+  const c = new RedisReadYourWrites(viaProxy, 30_000);
+  assert.equal(await c.mayReadReplica('usr_d'), true);
+  const closed = once(viaProxy.client, 'close');
+  await proxy.down();
+  await closed;
+  assert.equal(await c.mayReadReplica('usr_d'), false, 'Redis unreachable: the primary');
+  await c.wrote('usr_d');
+  await c.wrote('usr_e');
+  await redis.set(`${prefix}:ryw:usr_e`, '1', 'PX', 50_000);
+  const ready = once(viaProxy.client, 'ready');
+  await proxy.up();
+  await ready;
+  assert.equal(await c.mayReadReplica('usr_f'), false, 'one window after Redis is back: the primary');
+  let republished = -2;
+  for (let i = 0; i < 50 && republished < 0; i++) {
+    republished = await redis.pttl(`${prefix}:ryw:usr_d`);
+    if (republished < 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.ok(republished > 0 && republished <= 30_000, `usr_d's window is in Redis again (${republished} ms left)`);
+  assert.ok((await redis.pttl(`${prefix}:ryw:usr_e`)) > 40_000, "usr_e's longer window is kept");
 });
