@@ -46,7 +46,7 @@ COPY templates ./templates
 # The image's `node` user, by number so that Kubernetes can check runAsNonRoot. It owns only the data
 # folder (the embedded database, generated keys and the local stand-ins write there).
 USER 1000:1000
-EXPOSE 3000 9091
+EXPOSE 3000 9091 9464
 # /health/live of svc serve on PORT; svc worker's is on its --health-port (compose and Kubernetes set
 # their own checks). node, not curl: the slim image has no curl.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

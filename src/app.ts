@@ -11,7 +11,7 @@ import { OrdersService } from './domain/orders/orders.service.js';
 import { lazy } from './domain/shared/lazy.js';
 import { createContext, type ContextInput, type Ctx } from './domain/shared/context.js';
 import { sqlOn } from './domain/shared/sql.js';
-import { ReadYourWrites } from './domain/shared/read-your-writes.js';
+import { ReadYourWrites, type WriteWindows } from './domain/shared/read-your-writes.js';
 import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
 import { DomainError } from './domain/shared/errors.js';
@@ -32,6 +32,7 @@ import type { LocalFileStore } from './adapters/local-file-store.js';
 import type { EmbeddedShare } from './adapters/embedded-share.js';
 import { RedisConnection } from './adapters/redis.js';
 import { RedisRateLimiter } from './adapters/redis-rate-limiter.js';
+import { RedisReadYourWrites } from './adapters/redis-read-your-writes.js';
 import { InProcessRateLimiter, type RateLimiter } from './domain/shared/rate-limit.js';
 import { NoCache, type Cache } from './domain/shared/cache.js';
 import { TwoLevelCache } from './adapters/two-level-cache.js';
@@ -160,9 +161,10 @@ export interface App {
   rateLimiter: RateLimiter;
   /**
    * Records a write by `actor` (svc serve, for each API request but GET, HEAD and OPTIONS): its
-   * lag-tolerant reads go to the primary for DATABASE_REPLICA_READ_YOUR_WRITES_MS. Nothing without replicas.
+   * lag-tolerant reads go to the primary for DATABASE_REPLICA_READ_YOUR_WRITES_MS, on every instance
+   * with REDIS_URL (resolved once recorded there). Nothing without replicas. Never rejects.
    */
-  wrote(actor: string): void;
+  wrote(actor: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -228,8 +230,10 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     const sql = sqlOn(db.orm.em as Ctx['em']);
     const cache = createCache(config, db, role, redis);
     // Read replicas serve svc serve's lag-tolerant reads (lists, the catalog); commands and the worker
-    // read the primary.
-    const replicas = role === 'serve' && config.DATABASE_REPLICA_URLS ? new ReadYourWrites(config.DATABASE_REPLICA_READ_YOUR_WRITES_MS) : undefined;
+    // read the primary. A caller's read-your-writes window is shared by every instance through Redis.
+    const rywWindowMs = config.DATABASE_REPLICA_READ_YOUR_WRITES_MS;
+    const replicas: WriteWindows | undefined =
+      role === 'serve' && config.DATABASE_REPLICA_URLS ? (redis ? new RedisReadYourWrites(redis, rywWindowMs) : new ReadYourWrites(rywWindowMs)) : undefined;
     const contextDeps = {
       fork: () => db.orm.em.fork({ clear: true }) as Ctx['em'],
       sql,
@@ -312,7 +316,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       redis,
       cache,
       rateLimiter: redis ? new RedisRateLimiter(redis) : new InProcessRateLimiter(),
-      wrote: (actor) => replicas?.wrote(actor),
+      wrote: async (actor) => replicas?.wrote(actor),
       async close() {
         if (closed) return;
         closed = true;

@@ -232,7 +232,7 @@ export const configSchema = {
     mask: (value: string) => value.split(',').map(maskUrl).join(','),
   } satisfies KeySpec<string>,
   DATABASE_REPLICA_READ_YOUR_WRITES_MS: {
-    doc: "After a caller's write (any API request but GET, HEAD and OPTIONS), how long that caller (its user or API key) reads from the primary rather than a replica, so that it sees its own writes; above the replicas' worst lag. Kept per svc serve instance",
+    doc: "After a caller's write (any API request but GET, HEAD and OPTIONS), how long that caller (its user or API key) reads from the primary rather than a replica, so that it sees its own writes; above the replicas' worst lag. Shared by every svc serve instance through Redis with REDIS_URL (while Redis is unreachable, and for one window after, every such read goes to the primary); per instance without it",
     parser: int(100, 3_600_000),
     default: () => 10_000,
   } satisfies KeySpec<number>,

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import type { FastifyInstance } from 'fastify';
+import { Ajv } from 'ajv';
 import { testServer } from './helpers/server.js';
 
 interface Operation {
@@ -10,7 +11,12 @@ interface Operation {
   security?: Record<string, string[]>[];
   parameters?: { in: string; name: string; required?: boolean }[];
   requestBody?: unknown;
-  responses: Record<string, { description?: string; content?: Record<string, { schema?: { $ref?: string } }> }>;
+  responses: Record<string, Response>;
+}
+interface Response {
+  description?: string;
+  headers?: Record<string, { description?: string; schema: Record<string, unknown> }>;
+  content?: Record<string, { schema?: { $ref?: string } }>;
 }
 type Document = {
   openapi: string;
@@ -124,6 +130,32 @@ test('the OpenAPI document is valid OpenAPI 3.1 and lists every route with its p
     }
   });
 
+  await t.test(
+    '429 with Retry-After and the RateLimit headers on every rate-limited route, none on health and the Stripe webhook; 503 with Retry-After on every API route',
+    () => {
+      // Exempt from the rate limits: the load balancer's probes and Stripe's signed deliveries (and /metrics, on its own port).
+      const exempt = (path: string) => path.startsWith('/health/') || /^\/api\/v\d+\/webhooks\/stripe$/.test(path);
+      assert.ok(documented.some(([, path]) => exempt(path)) && documented.some(([, path]) => !exempt(path)));
+      for (const [method, path] of documented) {
+        const op = doc.paths[openapiPath(path)]![method.toLowerCase()]!;
+        const name = `${method} ${path}`;
+        if (exempt(path)) {
+          assert.equal(op.responses['429'], undefined, `${name} is not rate-limited`);
+        } else {
+          assert.deepEqual(
+            Object.keys(op.responses['429']?.headers ?? {}).sort(),
+            ['RateLimit', 'RateLimit-Policy', 'Retry-After'],
+            `${name} documents 429 and its headers`,
+          );
+          assert.equal(op.responses['429']!.headers!['Retry-After']!.schema.type, 'integer');
+        }
+        if (path.startsWith('/api/')) {
+          assert.deepEqual(Object.keys(op.responses['503']?.headers ?? {}), ['Retry-After'], `${name} documents 503 with Retry-After`);
+        }
+      }
+    },
+  );
+
   await t.test('a route that answers 401 without a credential declares the bearer scheme, and one that declares it answers 401', async () => {
     assert.deepEqual(doc.components.securitySchemes.bearerAuth && { ...doc.components.securitySchemes.bearerAuth, description: undefined }, {
       type: 'http',
@@ -152,4 +184,65 @@ test('GET /docs answers the API documentation page as HTML', async (t) => {
   assert.match(html, /swagger/i);
   const init = await fetch(`${ts.url}/docs/static/swagger-initializer.js`);
   assert.equal(init.status, 200);
+});
+
+/** Checks a real answer against what the document says of its status: problem+json, the Problem schema, the documented headers. */
+function assertDocumented(doc: Document, response: Response, res: { statusCode: number; headers: Record<string, unknown>; body: string }, name: string) {
+  assert.equal(res.headers['content-type'], 'application/problem+json; charset=utf-8', name);
+  const ajv = new Ajv({ strict: false });
+  const validate = ajv.compile(doc.components.schemas.Problem as object);
+  const body: unknown = JSON.parse(res.body);
+  assert.ok(validate(body), `${name}: ${JSON.stringify(validate.errors)}`);
+  assert.equal((body as { status: number }).status, res.statusCode, name);
+  for (const [header, { schema }] of Object.entries(response.headers ?? {})) {
+    const value = res.headers[header.toLowerCase()];
+    assert.equal(typeof value, 'string', `${name} carries ${header}`);
+    const parsed = schema.type === 'integer' ? Number(value) : value;
+    assert.ok(ajv.validate(schema, parsed), `${name}: ${header}: ${String(value)} is a ${JSON.stringify(schema)}`);
+  }
+}
+
+test('with a limit of one request a minute, exactly the routes documenting 429 refuse the second request, as documented', async (t) => {
+  const ts = await testServer(t, { env: { RATE_LIMIT_IP_PER_MINUTE: '1', RATE_LIMIT_AUTH_IP_PER_MINUTE: '1' } });
+  const doc = (await (await fetch(`${ts.url}/api/openapi.json`)).json()) as Document;
+  const routes = registeredRoutes(ts.server).filter(([method, path]) => doc.paths[openapiPath(path)]?.[method.toLowerCase()]);
+  assert.ok(routes.length >= 20, JSON.stringify(routes));
+  let client = 0;
+  for (const [method, path] of routes) {
+    const op = doc.paths[openapiPath(path)]![method.toLowerCase()]!;
+    // Each route from an address of its own: its second request is the one over the limit.
+    const remoteAddress = `10.1.${Math.floor(++client / 250)}.${client % 250}`;
+    const send = () =>
+      ts.server.inject({
+        method: method as 'GET',
+        url: path.replace(/:(\w+)/g, 'x'),
+        remoteAddress,
+        ...(['POST', 'PATCH', 'PUT'].includes(method) ? { payload: {} } : {}),
+      });
+    const first = await send();
+    assert.notEqual(first.statusCode, 429, `${method} ${path}: the first request is within the limit`);
+    const second = await send();
+    const name = `${method} ${path}`;
+    if (op.responses['429']) {
+      assert.equal(second.statusCode, 429, `${name} documents 429: the second request is refused`);
+      assertDocumented(doc, op.responses['429'], second, name);
+      // The credential routes count against their own (tighter) limit.
+      assert.equal(second.headers['ratelimit-policy'], /\/auth\/(login|register|refresh)$/.test(path) ? '"auth";q=1;w=60' : '"ip";q=1;w=60', name);
+    } else {
+      assert.notEqual(second.statusCode, 429, `${name} documents no 429 and is not limited`);
+    }
+  }
+});
+
+test('a real 503 (the Stripe webhook without STRIPE_WEBHOOK_SECRET) is the documented problem document with Retry-After', async (t) => {
+  const ts = await testServer(t);
+  const doc = (await (await fetch(`${ts.url}/api/openapi.json`)).json()) as Document;
+  const res = await ts.server.inject({
+    method: 'POST',
+    url: '/api/v2/webhooks/stripe',
+    headers: { 'stripe-signature': 't=1,v1=00' },
+    payload: { id: 'evt_1' },
+  });
+  assert.equal(res.statusCode, 503);
+  assertDocumented(doc, doc.paths['/api/v2/webhooks/stripe']!.post!.responses['503']!, res, 'POST /api/v2/webhooks/stripe');
 });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
 import pino from 'pino';
@@ -260,6 +261,8 @@ test(
     const tmp = join(tempDir(t), 'tmp');
     mkdirSync(home);
     mkdirSync(tmp);
+    const serveContainer = readManifests().find((d) => d.kind === 'Deployment' && d.metadata.name === 'svc-serve')!.spec.template.spec.containers[0];
+    const metricsHost = (serveContainer.env as { name: string; value?: string }[]).find((v) => v.name === 'METRICS_HOST')!.value!;
     const env = {
       ...image,
       PATH: process.env.PATH!,
@@ -267,6 +270,9 @@ test(
       TMPDIR: tmp,
       // The image's PORT taken by another process here: 0 picks a free one (the health check is told it).
       PORT: '0',
+      // The Deployment's metrics address; its port, like PORT, a free one here.
+      METRICS_HOST: metricsHost,
+      METRICS_PORT: '0',
       DATABASE_URL_FILE: join(secrets, 'database_url'),
       JWT_KEYS_FILE: join(secrets, 'jwks.json'),
     };
@@ -330,6 +336,17 @@ test(
       const res = await fetch(`${url}${path}`);
       assert.equal(res.status, 200, `${probe} ${path}`);
     }
+
+    // Prometheus, on another host, scrapes /metrics at the pod's address (this machine's own, not loopback).
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i && i.family === 'IPv4' && !i.internal);
+    assert.ok(external, 'this machine has a non-loopback IPv4 address to scrape from');
+    while (!/metrics on http:\/\/[^:]+:\d+\/metrics/.test(stderr)) await new Promise((resolve) => serve.stderr.once('data', resolve));
+    const metricsPort = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(stderr)![1]!;
+    const scrape = await fetch(`http://${external.address}:${metricsPort}/metrics`);
+    assert.equal(scrape.status, 200);
+    assert.match(await scrape.text(), /^# HELP /m);
 
     // The image's HEALTHCHECK, run in the container's environment.
     const [, healthJson] = /\bCMD\s+(\[.*\])$/.exec(one(runtime, 'HEALTHCHECK'))!;
@@ -661,4 +678,71 @@ test("deploy/k8s: svc worker's probes are on its --health-port and answer on svc
   }
   assert.equal(container.readinessProbe.httpGet.path, '/health/ready');
   assert.equal(container.livenessProbe.httpGet.path, '/health/live');
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Prometheus: every svc serve and svc worker can be scraped from outside its container.
+
+const LOOPBACK = /^(127\.|localhost$|::1$|\[::1\]$)/;
+
+/**
+ * Where Prometheus scrapes one svc serve or svc worker, from the configuration its container runs with
+ * (the image's ENV, then the deployment's): svc serve's /metrics listener (METRICS_HOST:METRICS_PORT),
+ * svc worker's health port (HOST:--health-port), which serves /metrics too.
+ */
+function scrapeTarget(args: string[], env: Record<string, string>, where: string): { host: string; port: number } {
+  const config = loadConfig(env);
+  assert.notEqual(config.METRICS_PORT, 'off', `${where}: metrics are on`);
+  if (args[0] === 'serve') return { host: config.METRICS_HOST, port: config.METRICS_PORT as number };
+  assert.equal(args[0], 'worker', where);
+  return { host: config.HOST, port: Number(args[args.indexOf('--health-port') + 1]) };
+}
+
+test('deploy/k8s: svc serve and svc worker pods are scraped by Prometheus on a named port bound beyond loopback, as their annotations say', () => {
+  const manifests = readManifests();
+  const imageEnv = stageEnv(readDockerfile().at(-1)!);
+  const configMap = manifests.find((m) => m.kind === 'ConfigMap' && m.metadata.name === 'svc-config')!;
+  const deployments = manifests.filter((m) => m.kind === 'Deployment');
+  assert.deepEqual(deployments.map((d) => d.metadata.name).sort(), ['svc-serve', 'svc-worker']);
+  for (const deployment of deployments) {
+    const where = deployment.metadata.name;
+    const container = deployment.spec.template.spec.containers[0];
+    const plain = Object.fromEntries(
+      (container.env as { name: string; value?: string }[]).filter((v) => v.value !== undefined && !v.name.endsWith('_FILE')).map((v) => [v.name, v.value!]),
+    );
+    if (container.args[0] === 'serve') assert.equal(plain.METRICS_HOST, '0.0.0.0', `${where} sets METRICS_HOST`);
+    const target = scrapeTarget(container.args, { ...imageEnv, ...configMap.data, ...plain }, where);
+    assert.doesNotMatch(target.host, LOOPBACK, `${where}: metrics bound to ${target.host}, reachable from Prometheus`);
+    const port = (container.ports as { name: string; containerPort: number }[]).find((p) => p.containerPort === target.port);
+    assert.ok(port?.name, `${where}: the metrics port ${target.port} is a named container port`);
+    assert.deepEqual(
+      deployment.spec.template.metadata.annotations,
+      { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(target.port), 'prometheus.io/path': '/metrics' },
+      where,
+    );
+  }
+  // svc serve's metrics are scraped per pod, never through the load-balanced Service.
+  const service = manifests.find((m) => m.kind === 'Service' && m.metadata.name === 'svc')!;
+  assert.deepEqual(
+    service.spec.ports.map((p: { targetPort: string }) => p.targetPort),
+    ['http'],
+  );
+});
+
+test('compose.yaml: every svc serve and svc worker serves /metrics bound beyond loopback, on a port that matches its configuration', async () => {
+  const { stdout } = await run('docker-compose', ['-f', join(ROOT, 'compose.yaml'), '--project-directory', ROOT, 'config'], { cwd: ROOT });
+  const services = (parse(stdout) as { services: Record<string, ComposeService> }).services;
+  const imageEnv = stageEnv(readDockerfile().at(-1)!);
+  const svcs = Object.entries(services).filter(([, s]) => s.image === 'svc:local' && ['serve', 'worker'].includes(s.command![0]!));
+  assert.deepEqual(svcs.map(([name]) => name).sort(), ['serve-1', 'serve-2', 'worker-1', 'worker-2']);
+  for (const [name, service] of svcs) {
+    const env = Object.fromEntries(Object.entries(service.environment ?? {}).filter(([k]) => !k.endsWith('_FILE')));
+    if (service.command![0] === 'serve') {
+      assert.equal(env.METRICS_HOST, '0.0.0.0', `${name} sets METRICS_HOST`);
+      assert.equal(env.METRICS_PORT, '9464', `${name}: the port the Kubernetes annotation names too`);
+    }
+    const target = scrapeTarget(service.command!, { ...imageEnv, ...env }, name);
+    assert.doesNotMatch(target.host, LOOPBACK, `${name}: metrics bound to ${target.host}, reachable from another container`);
+    assert.ok(one(readDockerfile().at(-1)!, 'EXPOSE').split(/\s+/).includes(String(target.port)), `${name}: the image EXPOSEs ${target.port}`);
+  }
 });

@@ -17,6 +17,21 @@ declare module 'fastify' {
   }
 }
 
+/** Whether the rate limits count requests to this route (its template: /api/v2/orders/:id). */
+export function isRateLimited(route: string): boolean {
+  return !EXEMPT.test(route);
+}
+
+/** The headers of a 429 as OpenAPI documents them (RateLimit fields are present when a limit counted the request). */
+export const RATE_LIMIT_HEADERS = {
+  'Retry-After': { type: 'integer', minimum: 0, description: 'Seconds until the request may be sent again' },
+  'RateLimit-Policy': {
+    type: 'string',
+    description: 'The limits this request was counted against (draft-ietf-httpapi-ratelimit-headers): `"ip";q=100;w=60`, `"api-key";q=1000;w=3600`',
+  },
+  RateLimit: { type: 'string', description: 'What is left of each of those limits and in how many seconds it resets: `"ip";r=0;t=37`' },
+} as const;
+
 /** The limits of a configuration (a limit of 0 is off). */
 export function rateLimitRules(config: Config): { ip?: RateLimitRule; auth?: RateLimitRule; apiKey?: RateLimitRule } {
   return {

@@ -13,6 +13,7 @@ import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
 import { registerRateLimits } from './rate-limits.js';
+import { withRefusals } from './versions.js';
 
 /** The route label of a request no route matched (a 404), in the request log line and the metrics. */
 const UNMATCHED_ROUTE = 'unmatched';
@@ -176,6 +177,12 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
   // shared through Redis with REDIS_URL. Health, metrics and the Stripe webhook are exempt. ---
   registerRateLimits(server, { config: app.config, limiter: app.rateLimiter, now: () => app.clock().getTime(), metrics: app.metrics });
   // --- end of rate limits ---
+  // Every documented route lists the refusals that can answer it whatever its handler does: 429 (the
+  // rate limits) and 503 (a statement timeout, a full pool), with their headers. Before the routes.
+  server.addHook('onRoute', (route) => {
+    const response = route.schema?.response as Record<string, unknown> | undefined;
+    if (response && !route.schema!.hide) route.schema = { ...route.schema, response: withRefusals(route.url, response) };
+  });
 
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);

@@ -1,3 +1,4 @@
+import { isRateLimited, RATE_LIMIT_HEADERS } from './rate-limits.js';
 import { toMajor } from '../domain/shared/money.js';
 
 /**
@@ -38,6 +39,28 @@ export function errorResponses(...statuses: number[]) {
   );
 }
 
+/** A 503's header: svc says when to try again (a busy pool or bulkhead says when it expects room; otherwise 1 s). */
+const RETRY_AFTER_HEADER = { 'Retry-After': { type: 'integer', minimum: 0, description: 'Seconds to wait before trying again' } } as const;
+
+/**
+ * The refusals that can answer any route, whatever its handler does, added to its documented
+ * responses: 429 on every route the rate limits count (with Retry-After and the RateLimit fields),
+ * and 503 with Retry-After on every API route (a statement over DATABASE_STATEMENT_TIMEOUT_MS, no
+ * free database connection in time, a busy part of svc). Health routes, /metrics and the Stripe
+ * webhook are not rate-limited; /health/ready's 503 (a dependency down) is its own, without Retry-After.
+ */
+export function withRefusals(url: string, response: Record<string, unknown>): Record<string, unknown> {
+  const problem = (status: number, headers: Record<string, unknown>) => {
+    const own = response[status] as { description?: string } | undefined;
+    return { ...errorResponses(status)[status], ...(own?.description ? { description: own.description } : {}), headers };
+  };
+  return {
+    ...response,
+    ...(isRateLimited(url) ? { 429: problem(429, RATE_LIMIT_HEADERS) } : {}),
+    ...(/^\/api\/v\d+\//.test(url) ? { 503: problem(503, RETRY_AFTER_HEADER) } : {}),
+  };
+}
+
 const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   400: 'Invalid input: the problem names the field',
   401: 'No valid credential',
@@ -47,8 +70,8 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   413: 'Body too large',
   415: 'Unsupported content type',
   422: 'Understood but cannot be processed',
-  429: 'Too many attempts: wait for the Retry-After seconds',
-  503: 'A dependency is unavailable; try again',
+  429: 'Too many requests: a rate limit (named in RateLimit-Policy) is used up; retry after Retry-After seconds',
+  503: 'Busy or a dependency is unavailable (a statement timeout, no free database connection): retry after Retry-After seconds',
 };
 
 /** The brief's page envelope around an item schema. */

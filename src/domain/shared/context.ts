@@ -31,8 +31,11 @@ export interface Ctx {
    * writes), otherwise exactly as `sql`. Inside a transaction it is the transaction's `sql`.
    */
   laggingSql: Sql;
-  /** Where `laggingSql` reads now: 'read' (a replica) or 'write' (the primary), for the ORM's `connectionType`. */
-  readonly readConnection: 'read' | 'write';
+  /**
+   * Where `laggingSql` reads now: 'read' (a replica) or 'write' (the primary), for the ORM's
+   * `connectionType`. Asynchronous: with REDIS_URL, a write through another instance is looked up there.
+   */
+  readConnection(): Promise<'read' | 'write'>;
   /** Whether this context is bound to a transaction (the `tx` that `transaction` passes). */
   readonly inTransaction: boolean;
   /**
@@ -67,8 +70,8 @@ export interface ContextDeps {
   sql: Sql;
   /** The runner on a read replica, when there are replicas. */
   replicaSql?: Sql;
-  /** Whether `actor` may read from a replica now (it has not written within the read-your-writes window). */
-  mayReadReplica?: (actor: string) => boolean;
+  /** Whether `actor` may read from a replica now (it has not written within the read-your-writes window). Never throws. */
+  mayReadReplica?: (actor: string) => boolean | Promise<boolean>;
   cursors: () => Promise<CursorCodec>;
   /** Invalidates cached reads (never throws). */
   invalidate: (versions: readonly string[]) => Promise<void>;
@@ -93,10 +96,8 @@ export function createContext(deps: ContextDeps, input: ContextInput): Ctx {
       return (em ??= deps.fork());
     },
     sql: deps.sql,
-    get readConnection() {
-      return deps.replicaSql && deps.mayReadReplica?.(ctx.actor) ? 'read' : 'write';
-    },
-    laggingSql: (text, values) => (ctx.readConnection === 'read' ? deps.replicaSql! : deps.sql)(text, values),
+    readConnection: async () => (deps.replicaSql && (await deps.mayReadReplica?.(ctx.actor)) ? 'read' : 'write'),
+    laggingSql: async (text, values) => ((await ctx.readConnection()) === 'read' ? deps.replicaSql! : deps.sql)(text, values),
     inTransaction: false,
     cursors: deps.cursors,
     transaction: async (fn) => {
@@ -122,7 +123,7 @@ function transactionContext(outer: Ctx, em: SqlEntityManager, changed: string[])
     em,
     sql: sqlOn(em),
     laggingSql: sqlOn(em),
-    readConnection: 'write',
+    readConnection: () => Promise.resolve('write'),
     inTransaction: true,
     cursors: () => outer.cursors(),
     transaction: (fn) => fn(tx),

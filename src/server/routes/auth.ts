@@ -59,7 +59,11 @@ export const authRoutes =
           // Any password length is accepted here: a wrong one is 401, like every other wrong password.
           properties: { email, password: { type: 'string', minLength: 1, maxLength: 256 } },
         },
-        response: { 200: { ...tokenPair, description: 'An access token and a refresh token' }, ...errorResponses(400, 401, 403, 429, 503) },
+        response: {
+          200: { ...tokenPair, description: 'An access token and a refresh token' },
+          ...errorResponses(400, 401, 403, 503),
+          429: { ...errorResponses(429)[429], description: 'Too many failed logins for this email, or a rate limit used up: retry after Retry-After seconds' },
+        },
       },
       handler: async (request) => server.svc.auth.login(request.ctx, request.body),
     });

@@ -22,7 +22,7 @@ export const healthRoutes: FastifyPluginAsync = async (server) => {
           type: 'object',
           properties: { status: { type: 'string', enum: ['ok'] }, checks: { type: 'object', additionalProperties: { type: 'string' } } },
         },
-        ...errorResponses(503),
+        503: { ...errorResponses(503)[503], description: 'Not ready: the problem names the dependencies that do not answer' },
       },
     },
     handler: async (request, reply) => {
