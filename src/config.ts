@@ -66,6 +66,16 @@ const bool: Parser<boolean> = {
   },
 };
 
+/** A number from 0 to 1 (a share). */
+const ratio: Parser<number> = {
+  expected: 'a number from 0 to 1, such as 0.25',
+  parse(raw) {
+    const v = raw.trim();
+    if (!/^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(v)) throw new ConfigValueError();
+    return Number(v);
+  },
+};
+
 const text = (expected: string, pattern?: RegExp): Parser<string> => ({
   expected,
   parse(raw) {
@@ -457,6 +467,21 @@ export const configSchema = {
     doc: 'Base URL of the OpenTelemetry collector (http://collector:4318): spans are sent to <url>/v1/traces; setting it turns tracing on',
     parser: httpUrl('the collector base URL'),
   } satisfies KeySpec<string>,
+  OTEL_SDK_DISABLED: {
+    doc: "true turns tracing off whatever the other OTEL_* variables say (OpenTelemetry's standard switch)",
+    parser: bool,
+    default: () => false,
+  } satisfies KeySpec<boolean>,
+  OTEL_TRACES_SAMPLER: {
+    doc: "Which traces are recorded: parentbased_always_on (all, unless the caller's traceparent says not sampled), parentbased_traceidratio (a share, OTEL_TRACES_SAMPLER_ARG, of the traces that start here; the caller decides for the rest), parentbased_always_off, always_on, always_off or traceidratio (ignoring the caller's decision)",
+    parser: oneOf('parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio', 'always_on', 'always_off', 'traceidratio'),
+    default: () => 'parentbased_always_on' as const,
+  } satisfies KeySpec<'parentbased_always_on' | 'parentbased_always_off' | 'parentbased_traceidratio' | 'always_on' | 'always_off' | 'traceidratio'>,
+  OTEL_TRACES_SAMPLER_ARG: {
+    doc: 'The share of traces the traceidratio samplers record, from 0 to 1 (0.1 = one in ten); only read with those samplers',
+    parser: ratio,
+    default: () => 1,
+  } satisfies KeySpec<number>,
   OTEL_SERVICE_NAME: {
     doc: 'The service name spans carry (service.name); default svc',
     parser: text('letters, digits, _, - or . (at most 64)', /^[A-Za-z0-9_.-]{1,64}$/),

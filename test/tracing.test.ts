@@ -222,3 +222,42 @@ test('svc serve with OTEL_EXPORTER_OTLP_ENDPOINT sends its spans to the collecto
   assert.ok(all.includes(Buffer.from('GET /health/live')), 'the span name was exported');
   assert.ok(all.includes(Buffer.from('svc-under-test')), 'the service name was exported');
 });
+
+test('OTEL_TRACES_SAMPLER=parentbased_traceidratio records the share of new traces it is told (0: none) and follows a caller that sampled', async (t) => {
+  const exporter = new InMemorySpanExporter();
+  const ts = await testServer(t, {
+    env: { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' },
+    overrides: { tracing: { exporter } },
+  });
+  const live = (traceparent?: string) => fetch(`${ts.url}/health/live`, traceparent ? { headers: { traceparent } } : {});
+  const own = await live();
+  assert.equal(own.status, 200);
+  // Not recorded, but still a trace id to quote.
+  assert.match(own.headers.get('x-trace-id') ?? '', /^[\da-f]{32}$/);
+  const notSampled = await live(`00-${'1'.repeat(32)}-${'2'.repeat(16)}-00`);
+  assert.equal(notSampled.headers.get('x-trace-id'), '1'.repeat(32));
+  const sampled = await live(INCOMING);
+  assert.equal(sampled.headers.get('x-trace-id'), INCOMING_TRACE);
+  await waitFor(() => exporter.getFinishedSpans().length > 0, 10_000, 'the sampled request span');
+  const traces = new Set(exporter.getFinishedSpans().map((span) => span.spanContext().traceId));
+  assert.deepEqual([...traces], [INCOMING_TRACE]);
+});
+
+test('OTEL_SDK_DISABLED=true turns tracing off even with a collector configured; a sampler ratio outside 0..1 is refused naming its key', async () => {
+  const { loadConfig, ConfigError } = await import('../src/config.js');
+  const { createTracing } = await import('../src/adapters/opentelemetry.js');
+  const { createLogger } = await import('../src/logger.js');
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' };
+  const on = createTracing(loadConfig(env), createLogger('silent'));
+  assert.equal(on.enabled, true);
+  await on.close();
+  assert.equal(createTracing(loadConfig({ ...env, OTEL_SDK_DISABLED: 'true' }), createLogger('silent')).enabled, false);
+  assert.throws(
+    () => loadConfig({ OTEL_TRACES_SAMPLER_ARG: '1.5' }),
+    (err: unknown) => err instanceof ConfigError && /OTEL_TRACES_SAMPLER_ARG/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfig({ OTEL_TRACES_SAMPLER: 'sometimes' }),
+    (err: unknown) => err instanceof ConfigError && /OTEL_TRACES_SAMPLER/.test(err.message),
+  );
+});

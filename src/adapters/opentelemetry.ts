@@ -2,7 +2,19 @@ import { context, trace, SpanKind as OtelSpanKind, SpanStatusCode, type Context,
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { parseTraceParent } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+  type Sampler,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { maskUrl, type Config } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -24,8 +36,9 @@ export interface TracingOverride {
 
 /**
  * svc's tracing from its configuration: the OpenTelemetry SDK when OTEL_TRACES_EXPORTER is otlp or
- * console, or OTEL_EXPORTER_OTLP_ENDPOINT is set (OTLP over HTTP, protobuf); NoTracing otherwise
- * (and with OTEL_TRACES_EXPORTER=none), which starts nothing.
+ * console, or OTEL_EXPORTER_OTLP_ENDPOINT is set (OTLP over HTTP, protobuf), sampling as
+ * OTEL_TRACES_SAMPLER says; NoTracing otherwise (and with OTEL_TRACES_EXPORTER=none or
+ * OTEL_SDK_DISABLED=true), which starts nothing.
  */
 export function createTracing(config: Config, logger: Logger, override?: TracingOverride): Tracing {
   if (override)
@@ -33,8 +46,9 @@ export function createTracing(config: Config, logger: Logger, override?: Tracing
       new SimpleSpanProcessor({ exporter: override.exporter }),
       override.serviceName ?? config.OTEL_SERVICE_NAME ?? 'svc',
       logger,
+      sampler(config),
     );
-  const exporter = config.OTEL_TRACES_EXPORTER ?? (config.OTEL_EXPORTER_OTLP_ENDPOINT ? 'otlp' : 'none');
+  const exporter = config.OTEL_SDK_DISABLED ? 'none' : (config.OTEL_TRACES_EXPORTER ?? (config.OTEL_EXPORTER_OTLP_ENDPOINT ? 'otlp' : 'none'));
   if (exporter === 'none') return new NoTracing();
   const spanExporter =
     exporter === 'console'
@@ -46,11 +60,33 @@ export function createTracing(config: Config, logger: Logger, override?: Tracing
     {
       exporter,
       serviceName,
+      sampler: config.OTEL_TRACES_SAMPLER.endsWith('traceidratio')
+        ? `${config.OTEL_TRACES_SAMPLER} ${config.OTEL_TRACES_SAMPLER_ARG}`
+        : config.OTEL_TRACES_SAMPLER,
       endpoint: exporter === 'otlp' ? (config.OTEL_EXPORTER_OTLP_ENDPOINT ? maskUrl(config.OTEL_EXPORTER_OTLP_ENDPOINT) : '(the exporter default)') : undefined,
     },
     'tracing on',
   );
-  return new OpenTelemetryTracing(new BatchSpanProcessor({ exporter: spanExporter }), serviceName, logger);
+  return new OpenTelemetryTracing(new BatchSpanProcessor({ exporter: spanExporter }), serviceName, logger, sampler(config));
+}
+
+/** OTEL_TRACES_SAMPLER's sampler, as the OpenTelemetry specification names them. */
+function sampler(config: Config): Sampler {
+  const ratio = () => new TraceIdRatioBasedSampler(config.OTEL_TRACES_SAMPLER_ARG);
+  switch (config.OTEL_TRACES_SAMPLER) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return ratio();
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: ratio() });
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+  }
 }
 
 /** How long closing waits for the last spans to be exported. */
@@ -68,13 +104,14 @@ class OpenTelemetryTracing implements Tracing {
     processor: SpanProcessor,
     serviceName: string,
     private readonly logger: Logger,
+    sampler: Sampler,
   ) {
     // The context manager is the process's (OpenTelemetry's API has one): set once, by the first App that traces.
     if (!contextManagerSet) {
       context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
       contextManagerSet = true;
     }
-    this.provider = new TracerProvider({ resource: resourceFromAttributes({ 'service.name': serviceName }), spanProcessors: [processor] });
+    this.provider = new TracerProvider({ resource: resourceFromAttributes({ 'service.name': serviceName }), spanProcessors: [processor], sampler });
     this.tracer = this.provider.getTracer('svc');
   }
 
