@@ -246,7 +246,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     // Without AMQP_URL, svc serve and svc worker dispatch events through the database itself.
     const inProcess =
       role !== 'command' && !config.AMQP_URL && !(overrides.publisher && overrides.transport)
-        ? new DatabaseQueue({ sql, context, logger, soleUser: db.kind === 'embedded' && !db.via })
+        ? new DatabaseQueue({ sql, context, logger, leaseMs: config.EVENT_DELIVERY_LEASE_MS, soleUser: db.kind === 'embedded' && !db.via })
         : undefined;
     if (metrics.enabled) {
       watchDatabasePool(metrics, db, config.DATABASE_POOL_MAX);

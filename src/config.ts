@@ -390,6 +390,11 @@ export const configSchema = {
     parser: text('letters, digits, _, - or . (at most 64)', /^[A-Za-z0-9_.-]{1,64}$/),
     default: () => 'svc',
   } satisfies KeySpec<string>,
+  EVENT_DELIVERY_LEASE_MS: {
+    doc: "Without AMQP_URL: how long a consumer's lease on a delivery in the event_deliveries table lasts, in milliseconds, renewed every third of it while the work runs; a process that dies (SIGKILL, a lost host) holding deliveries gives them up to the other svc worker or svc serve processes that long after its last renewal. Shorter: faster failover, more renewals",
+    parser: int(1_000, 600_000),
+    default: () => 30_000,
+  } satisfies KeySpec<number>,
   OUTBOX_RETENTION_HOURS: {
     doc: 'How long published outbox rows are kept (for replay) before housekeeping deletes them',
     parser: int(1, 8_760),

@@ -24,6 +24,7 @@ test('an invalid value fails naming the key, the value and the expected form', (
     [{ DATABASE_URL: 'localhost:5432' }, /DATABASE_URL=localhost:5432 .*expected a PostgreSQL URL/],
     [{ DATABASE_URL: 'svc:hunter2@db:5432/svc' }, /DATABASE_URL=svc:\*\*\*\*@db:5432\/svc .*expected a PostgreSQL URL/],
     [{ SVC_ACTOR: 'two words' }, /SVC_ACTOR="two words" .*without spaces/],
+    [{ EVENT_DELIVERY_LEASE_MS: '500' }, /EVENT_DELIVERY_LEASE_MS="500" .*from 1000 to 600000/],
   ];
   for (const [env, message] of cases) {
     assert.throws(

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { testServer } from './helpers/server.js';
+import { testServer, type TestServer } from './helpers/server.js';
 import { rejection } from './helpers/assertions.js';
 import { shop, statusCounts } from './helpers/worker.js';
 import { insertOutbox, waitFor } from './helpers/rabbit.js';
@@ -45,13 +45,8 @@ async function scrape(url: string): Promise<{ text: string; series: Series[] }> 
   return { text, series: parse(text) };
 }
 
-// svc's ids (usr_, prd_, ord_, evt_ … and a ULID), emails and query strings: none may be a label value.
-const RAW_VALUES = /[a-z]+_[0-9A-Z]{26}|@|\?/;
-
-test('svc serve counts requests by route template and status on its own metrics port, with no id in any label', async (t) => {
-  const ts = await testServer(t, { env: { METRICS_PORT: '0' } });
-  assert.ok(ts.metricsUrl, 'the metrics listener is up');
-  assert.notEqual(new URL(ts.metricsUrl).port, new URL(ts.url).port, 'a port apart from the API');
+/** An admin creates a product through the API, then reads it three times (200 each): its id and the admin's headers. */
+async function productReadThrice(ts: TestServer): Promise<{ productId: string; headers: Record<string, string> }> {
   const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
   const headers = { ...(await ts.auth(admin)), 'content-type': 'application/json' };
   const created = await fetch(`${ts.url}/api/v2/products`, {
@@ -62,6 +57,17 @@ test('svc serve counts requests by route template and status on its own metrics 
   assert.equal(created.status, 201);
   const productId = ((await created.json()) as { id: string }).id;
   for (let i = 0; i < 3; i++) assert.equal((await fetch(`${ts.url}/api/v2/products/${productId}`, { headers })).status, 200);
+  return { productId, headers };
+}
+
+// svc's ids (usr_, prd_, ord_, evt_ … and a ULID), emails and query strings: none may be a label value.
+const RAW_VALUES = /[a-z]+_[0-9A-Z]{26}|@|\?/;
+
+test('svc serve counts requests by route template and status on its own metrics port, with no id in any label', async (t) => {
+  const ts = await testServer(t, { env: { METRICS_PORT: '0' } });
+  assert.ok(ts.metricsUrl, 'the metrics listener is up');
+  assert.notEqual(new URL(ts.metricsUrl).port, new URL(ts.url).port, 'a port apart from the API');
+  const { productId, headers } = await productReadThrice(ts);
   assert.equal((await fetch(`${ts.url}/api/v2/products/prd_00000000000000000000000000`, { headers })).status, 404);
   assert.equal((await fetch(`${ts.url}/no/such/${productId}?email=ada@example.com`)).status, 404);
 
@@ -199,17 +205,8 @@ test("on RabbitMQ the worker's scrape counts each consumer's waiting messages fr
 test('the cache counts its lookups by cache, level and result (the hit ratio per level)', async (t) => {
   const ts = await testServer(t, { env: { METRICS_PORT: '0', REDIS_URL, REDIS_PREFIX: redisPrefix(t), RATE_LIMIT_API_KEY_PER_HOUR: '0' } });
   assert.ok(ts.metricsUrl);
-  const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
-  const headers = { ...(await ts.auth(admin)), 'content-type': 'application/json' };
-  const created = await fetch(`${ts.url}/api/v2/products`, {
-    method: 'POST',
-    headers,
-    body: JSON.stringify({ sku: 'MUG-1', name: 'Mug', price: { amount: 1250, currency: 'USD' }, stock: 5 }),
-  });
-  assert.equal(created.status, 201);
-  const productId = ((await created.json()) as { id: string }).id;
   // First read: missed in L1 and L2, loaded; the next two: L1 hits (the version still current in Redis).
-  for (let i = 0; i < 3; i++) assert.equal((await fetch(`${ts.url}/api/v2/products/${productId}`, { headers })).status, 200);
+  await productReadThrice(ts);
   const { series } = await scrape(ts.metricsUrl);
   const lookups = (level: string, result: string) => sample(series, 'svc_cache_requests_total', { cache: 'products', level, result }) ?? 0;
   assert.equal(lookups('l1', 'miss'), 1);

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SimulatedPayments } from '../src/adapters/simulated-payments.js';
-import { StripePayments } from '../src/adapters/stripe-payments.js';
+import { StripePayments, type StripePaymentsOptions } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
 import type { EventMessage } from '../src/domain/events/events.js';
 import { transition } from '../src/domain/orders/order-state.js';
@@ -47,10 +47,17 @@ async function world(t: TestContext): Promise<World> {
   return { app, db, userId, productId, sku };
 }
 
-async function stripe(t: TestContext): Promise<{ fake: FakeStripe; payments: StripePayments }> {
+/**
+ * The Stripe adapter on a Stripe fake of the test's own, both closed when it ends. A short SDK timeout
+ * (a "timeout after Stripe charged" is quick to make); search answers at once unless `options` say
+ * otherwise, and the default breaker unless they replace it.
+ */
+async function stripe(
+  t: TestContext,
+  options: Pick<StripePaymentsOptions, 'searchLagMs' | 'breaker'> = {},
+): Promise<{ fake: FakeStripe; payments: StripePayments }> {
   const fake = await startFakeStripe();
-  // A short SDK timeout (a "timeout after Stripe charged" is quick to make); search answers at once.
-  const payments = new StripePayments({ secretKey: FAKE_STRIPE_SECRET_KEY, apiUrl: fake.url, logger: silent, timeoutMs: 300, searchLagMs: 0 });
+  const payments = new StripePayments({ secretKey: FAKE_STRIPE_SECRET_KEY, apiUrl: fake.url, logger: silent, timeoutMs: 300, searchLagMs: 0, ...options });
   t.after(async () => {
     payments.close();
     await fake.close();
@@ -240,20 +247,8 @@ test('a stored 500 that charged nothing: the attempt is unknown and the next key
 
 test('five stored 500s in a row: the run gives up and rolls back; once Stripe recovers, the retry walks past the stored failures and charges once', async (t) => {
   const w = await world(t);
-  const fake = await startFakeStripe();
-  const payments = new StripePayments({
-    secretKey: FAKE_STRIPE_SECRET_KEY,
-    apiUrl: fake.url,
-    logger: silent,
-    timeoutMs: 300,
-    searchLagMs: 0,
-    // Three 500s in five calls would open the default breaker: not the subject here.
-    breaker: { volumeThreshold: 1_000 },
-  });
-  t.after(async () => {
-    payments.close();
-    await fake.close();
-  });
+  // Three 500s in five calls would open the default breaker: not the subject here.
+  const { fake, payments } = await stripe(t, { breaker: { volumeThreshold: 1_000 } });
   const message = await order(w, 'pm_card_visa');
   fake.failNext({ route: PI_ROUTE, times: MAX_PAYMENT_ATTEMPTS });
   await assert.rejects(handle(w, payments, message), /5 payment attempts in a row ended in a stored provider failure/);
@@ -322,20 +317,8 @@ test('the state machine: a late failure never un-completes a paid order; repeats
 
 test('after a stored 500 that charged nothing, a lagging search is waited for (retries) before the next key charges once', async (t) => {
   const w = await world(t);
-  const fake = await startFakeStripe();
-  const payments = new StripePayments({
-    secretKey: FAKE_STRIPE_SECRET_KEY,
-    apiUrl: fake.url,
-    logger: silent,
-    timeoutMs: 300,
-    searchLagMs: 150,
-    // The replayed 500s must not open the circuit in this test.
-    breaker: { volumeThreshold: 1_000 },
-  });
-  t.after(async () => {
-    payments.close();
-    await fake.close();
-  });
+  // The replayed 500s must not open the circuit in this test.
+  const { fake, payments } = await stripe(t, { searchLagMs: 150, breaker: { volumeThreshold: 1_000 } });
   const r = await runner(t, w, payments);
   const message = await order(w, 'pm_card_visa');
   fake.failNext({ route: PI_ROUTE });

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { query } from './helpers/db.js';
 import { rabbitProxy, waitFor } from './helpers/rabbit.js';
@@ -6,62 +6,96 @@ import { testServer } from './helpers/server.js';
 import { assertDoneOnce, shop, statusCounts, svcWorker } from './helpers/worker.js';
 
 // svc worker as a separate process (the built binary: npm run build first) failing the way processes
-// fail: killed with SIGKILL in the middle of its work, cut off from RabbitMQ, signalled twice while
-// it drains. The Stripe and SendGrid fakes run in this process; the worker reaches them through
+// fail: killed with SIGKILL in the middle of its work (on RabbitMQ, and on the in-process queue of
+// PostgreSQL without AMQP_URL), cut off from RabbitMQ, signalled twice while it drains. The Stripe and SendGrid fakes run in this process; the worker reaches them through
 // STRIPE_API_URL and SENDGRID_API_URL and the real SDKs.
 
 const PI_ROUTE = 'POST /v1/payment_intents' as const;
 
+/**
+ * A worker killed (SIGKILL) with payments in flight (unsettled, held at Stripe) on the transport given,
+ * a second one started: every order is paid exactly once, with one receipt and one email.
+ */
+async function killedUnderLoad(t: TestContext, transport: 'rabbitmq' | 'database'): Promise<void> {
+  const s = await shop(t, { transport });
+  // Without AMQP_URL the killed worker's deliveries wait out its leases in event_deliveries: 3 s here
+  // rather than the default 30 s.
+  const env = transport === 'database' ? { ...s.env, EVENT_DELIVERY_LEASE_MS: '3000' } : s.env;
+  const first = await svcWorker(t, ['--health-port', '0', '--concurrency', '10'], env);
+  const early = await s.place(40);
+  await waitFor(async () => ((await statusCounts(s.db)).completed ?? 0) >= 20, 30_000, 'the first orders to be paid');
+
+  // Stripe slows down: the next ten charges are held (their keys in flight at Stripe), then answers come late.
+  const held = Array.from({ length: 10 }, () => s.fake.holdNext({ route: PI_ROUTE }));
+  s.fake.delayNext({ route: PI_ROUTE, ms: 200, times: 40 });
+  const late = await s.place(110);
+  // The worker's ten message slots (--concurrency 10) are all waiting for Stripe.
+  await Promise.all(held.map((h) => h.arrived));
+  // The receipts and emails of the orders paid so far are done: the kill lands on payments. (An
+  // email that SendGrid accepted in the instant before its commit would be sent again: the mail
+  // consumer's documented at-least-once.)
+  const paid = (await statusCounts(s.db)).completed;
+  await waitFor(
+    async () => (await query(s.db, 'select 1 from files')).length === paid && s.mail.messages.length === paid,
+    30_000,
+    'the receipts and emails of the orders paid so far',
+  );
+  first.kill('SIGKILL');
+  assert.deepEqual(await first.exited, { code: null, signal: 'SIGKILL' });
+  const orders = [...early, ...late];
+  const before = await statusCounts(s.db);
+  assert.ok((before.pending ?? 0) >= 10, `the held orders are still pending: ${JSON.stringify(before)}`);
+  assert.equal(before.failed, undefined);
+  if (transport === 'database') {
+    // The dead worker's leases (lease_owner is <pid>:<random>) are still on its ten payment deliveries.
+    const leased = await query<{ n: number }>(
+      s.db,
+      `select count(*)::int as n from event_deliveries where consumer = 'payments' and status = 'pending' and lease_owner like $1`,
+      [`${first.pid}:%`],
+    );
+    assert.equal(leased[0]!.n, 10, 'the killed worker still holds the leases of its ten payments');
+  }
+
+  const second = await svcWorker(t, ['--health-port', '0', '--concurrency', '10'], env);
+  // The second worker sends the held orders' keys again (at once with RabbitMQ, which requeues the
+  // unacknowledged messages of the closed connection; once their leases expire in the table): Stripe
+  // answers 409 while the killed worker's requests are in flight (the message waits for its retry).
+  // Those requests then finish at Stripe (their answers go nowhere), and the retries replay the
+  // stored charges.
+  await waitFor(() => s.fake.requests.some((r) => r.status === 409), 30_000, 'a 409 for a key still in flight');
+  for (const h of held) h.release();
+  await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 60_000, `all ${orders.length} orders to be completed`);
+  await assertDoneOnce(s, orders);
+  for (const id of orders) assert.equal(s.fake.executions(`pay:${id}:1`), 1, `the first key of ${id} charged once`);
+  // Every outbox row was published (the killed worker's relay batch, if any, was published again).
+  await waitFor(
+    async () => (await query<{ n: number }>(s.db, `select count(*)::int as n from outbox_events where status <> 'published'`))[0]!.n === 0,
+    15_000,
+    'every outbox row published',
+  );
+  if (transport === 'database') {
+    // Every delivery was settled and deleted: none left leased, none parked as dead.
+    await waitFor(
+      async () => (await query<{ n: number }>(s.db, 'select count(*)::int as n from event_deliveries'))[0]!.n === 0,
+      15_000,
+      'every event delivery settled',
+    );
+  }
+
+  second.kill('SIGTERM');
+  assert.deepEqual(await second.exited, { code: 0, signal: null });
+}
+
 test(
   'SIGKILL under load: a worker killed with payments in flight (unacknowledged, held at Stripe) is replaced, and every order is paid exactly once, with one receipt and one email',
   { timeout: 120_000 },
-  async (t) => {
-    const s = await shop(t);
-    const first = await svcWorker(t, ['--health-port', '0', '--concurrency', '10'], s.env);
-    const early = await s.place(40);
-    await waitFor(async () => ((await statusCounts(s.db)).completed ?? 0) >= 20, 30_000, 'the first orders to be paid');
+  (t) => killedUnderLoad(t, 'rabbitmq'),
+);
 
-    // Stripe slows down: the next ten charges are held (their keys in flight at Stripe), then answers come late.
-    const held = Array.from({ length: 10 }, () => s.fake.holdNext({ route: PI_ROUTE }));
-    s.fake.delayNext({ route: PI_ROUTE, ms: 200, times: 40 });
-    const late = await s.place(110);
-    // The worker's ten message slots (--concurrency 10) are all waiting for Stripe.
-    await Promise.all(held.map((h) => h.arrived));
-    // The receipts and emails of the orders paid so far are done: the kill lands on payments. (An
-    // email that SendGrid accepted in the instant before its commit would be sent again: the mail
-    // consumer's documented at-least-once.)
-    const paid = (await statusCounts(s.db)).completed;
-    await waitFor(
-      async () => (await query(s.db, 'select 1 from files')).length === paid && s.mail.messages.length === paid,
-      30_000,
-      'the receipts and emails of the orders paid so far',
-    );
-    first.kill('SIGKILL');
-    assert.deepEqual(await first.exited, { code: null, signal: 'SIGKILL' });
-    const orders = [...early, ...late];
-    const before = await statusCounts(s.db);
-    assert.ok((before.pending ?? 0) >= 10, `the held orders are still pending: ${JSON.stringify(before)}`);
-    assert.equal(before.failed, undefined);
-
-    const second = await svcWorker(t, ['--health-port', '0', '--concurrency', '10'], s.env);
-    // The second worker sends the held orders' keys again: Stripe answers 409 while the killed
-    // worker's requests are in flight (the message waits for its retry). Those requests then finish
-    // at Stripe (their answers go nowhere), and the retries replay the stored charges.
-    await waitFor(() => s.fake.requests.some((r) => r.status === 409), 30_000, 'a 409 for a key still in flight');
-    for (const h of held) h.release();
-    await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 60_000, `all ${orders.length} orders to be completed`);
-    await assertDoneOnce(s, orders);
-    for (const id of orders) assert.equal(s.fake.executions(`pay:${id}:1`), 1, `the first key of ${id} charged once`);
-    // Every outbox row reached RabbitMQ (the killed worker's relay batch, if any, was published again).
-    await waitFor(
-      async () => (await query<{ n: number }>(s.db, `select count(*)::int as n from outbox_events where status <> 'published'`))[0]!.n === 0,
-      15_000,
-      'every outbox row published',
-    );
-
-    second.kill('SIGTERM');
-    assert.deepEqual(await second.exited, { code: 0, signal: null });
-  },
+test(
+  "SIGKILL under load without AMQP_URL (the event_deliveries table as the queue on PostgreSQL): the killed worker's leases expire, a second worker takes them over, and every order is paid exactly once, with one receipt and one email",
+  { timeout: 120_000 },
+  (t) => killedUnderLoad(t, 'database'),
 );
 
 test(

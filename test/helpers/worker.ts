@@ -29,9 +29,9 @@ export interface WorkerProcess {
 /**
  * Starts `svc worker ARGS` (the built binary, LOG_LEVEL info) and resolves once it logs "worker
  * started"; rejects with its output when it exits first. Killed (SIGKILL) when the test ends if it
- * still runs.
+ * still runs. A key of `env` set to undefined is left out (not inherited from this process).
  */
-export function svcWorker(t: TestContext, args: string[], env: Record<string, string>): Promise<WorkerProcess> {
+export function svcWorker(t: TestContext, args: string[], env: Record<string, string | undefined>): Promise<WorkerProcess> {
   const childEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, SVC_DATA_DIR: join(tempDir(t), 'data'), ...env, LOG_LEVEL: 'info' }))
     if (v !== undefined) childEnv[k] = v;
@@ -104,8 +104,11 @@ export interface Shop {
   app: App;
   fake: FakeStripe;
   mail: FakeSendGrid;
-  /** The environment of a worker on this shop's database, broker prefix, Stripe and SendGrid fakes and data folder (receipts). */
-  env: Record<string, string>;
+  /**
+   * The environment of a worker on this shop's database, broker prefix (AMQP_URL undefined with the
+   * database transport), Stripe and SendGrid fakes and data folder (receipts).
+   */
+  env: Record<string, string | undefined>;
   /** Places `count` orders of one tea each (paid with pm_card_visa), `parallel` at a time; their ids. */
   place(count: number, parallel?: number): Promise<string[]>;
   /**
@@ -119,14 +122,16 @@ export interface Shop {
  * A database with a customer and a product, a RabbitMQ prefix, Stripe and SendGrid fakes and a data
  * folder (receipts on local disk) of the test's own:
  * for svc worker processes (`env`) or workers in this process (`worker()`). Short `retryDelaysMs`
- * are for the workers in this process (a process uses the default ones).
+ * are for the workers in this process (a process uses the default ones). `transport: 'database'`
+ * leaves AMQP_URL out of the environment: the workers use the in-process queue (event_deliveries).
  */
-export async function shop(t: TestContext, options: { retryDelaysMs?: readonly number[] } = {}): Promise<Shop> {
+export async function shop(t: TestContext, options: { retryDelaysMs?: readonly number[]; transport?: 'rabbitmq' | 'database' } = {}): Promise<Shop> {
   const workers: RunningWorker[] = [];
   t.after(() => Promise.all(workers.map((w) => w.stop())));
   const db = await migratedDatabase(t);
   const prefix = testPrefix();
-  removeExchangeAfter(t, prefix, options.retryDelaysMs);
+  const rabbitmq = options.transport !== 'database';
+  if (rabbitmq) removeExchangeAfter(t, prefix, options.retryDelaysMs);
   const fake = await startFakeStripe();
   t.after(() => fake.close());
   const mail = await startFakeSendGrid();
@@ -141,8 +146,7 @@ export async function shop(t: TestContext, options: { retryDelaysMs?: readonly n
       .id;
   const shopEnv = {
     DATABASE_URL: db,
-    AMQP_URL,
-    AMQP_PREFIX: prefix,
+    ...(rabbitmq ? { AMQP_URL, AMQP_PREFIX: prefix } : { AMQP_URL: undefined }),
     STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY,
     STRIPE_API_URL: fake.url,
     SENDGRID_API_KEY: FAKE_SENDGRID_API_KEY,
