@@ -144,6 +144,7 @@ class SessionQueue {
     if (this.running) return;
     this.running = true;
     clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     try {
       for (let item = this.next(); item; item = this.next()) {
         if (this.owner === null) {
@@ -185,8 +186,18 @@ class SessionQueue {
     }
     if (this.owner !== null) {
       const owner = this.owner;
-      this.idleTimer = setTimeout(() => this.onIdleOwner(owner), this.idleMs);
-      this.idleTimer.unref();
+      const timer = setTimeout(
+        // Decided after the event loop's poll phase: after a stall longer than idleMs (a busy
+        // process), timers run before the sockets are read, and the owner's next message may be
+        // waiting unread. A message read meanwhile has run pump(), which cleared or replaced this timer.
+        () =>
+          setImmediate(() => {
+            if (this.idleTimer === timer && this.owner === owner && !this.running) this.onIdleOwner(owner);
+          }),
+        this.idleMs,
+      );
+      timer.unref();
+      this.idleTimer = timer;
     }
   }
 
