@@ -1,12 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { svcServe, tempDir } from './helpers/cli.js';
 import { migratedDatabase } from './helpers/db.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { jwksFile } from './helpers/server.js';
 import { createLoggerTo } from '../src/logger.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 
@@ -28,8 +27,7 @@ const traceparent = (traceId: string) => `00-${traceId}-${randomBytes(8).toStrin
 
 test('svc serve writes one JSON line per request on stderr, with the incoming trace id and no email in clear', { timeout: 60_000 }, async (t) => {
   const dir = tempDir(t);
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const keys = await jwksFile(t);
   const serve = await svcServe(t, ['--port', '0'], {
     env: { DATABASE_URL: await migratedDatabase(t), JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'info' },
   });

@@ -3,19 +3,17 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
 import { createApp } from '../src/app.js';
 import { loadConfig, ConfigError } from '../src/config.js';
 import { createLoggerTo } from '../src/logger.js';
 import { startServer } from '../src/server/serve.js';
 import { LocalFileStore } from '../src/adapters/local-file-store.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
 import type { PaymentProvider } from '../src/domain/payments/payment-provider.js';
 import type { Mailer } from '../src/domain/notifications/mailer.js';
 import type { FileStore } from '../src/domain/files/file-store.js';
 import { migratedDatabase } from './helpers/db.js';
 import { svc, tempDir } from './helpers/cli.js';
-import { testServer } from './helpers/server.js';
+import { testServer, jwksFile } from './helpers/server.js';
 import { AMQP_URL, testPrefix } from './helpers/rabbit.js';
 import amqp from 'amqplib';
 
@@ -99,8 +97,7 @@ test('a configured service is never replaced by its embedded stand-in', async (t
 test('svc serve announces each embedded stand-in once, with the variable that switches it; a command announces none', async (t) => {
   const dir = tempDir(t);
   const { logger, lines } = capturingLogger();
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const keys = await jwksFile(t);
   const env = {
     DATABASE_URL: await migratedDatabase(t),
     JWT_KEYS_FILE: keys,

@@ -1,14 +1,13 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants } from 'node:os';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
-import { migratedDatabase } from './helpers/db.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { postgresServeEnv } from './helpers/server.js';
 
 // The machine's own node: 20 on this image, so it exercises the Node 24 guard in bin/run.js.
 const SYSTEM_NODE = '/usr/bin/node';
@@ -61,9 +60,7 @@ test('started by an older node with no pinned node installed, svc refuses with a
 
 /** Environment for `svc serve` on a migrated PostgreSQL database of this test's own (it starts faster than the embedded one). */
 async function serveEnv(t: TestContext): Promise<Record<string, string>> {
-  const keys = join(tempDir(t), 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
-  return { DATABASE_URL: await migratedDatabase(t), JWT_KEYS_FILE: keys, LOG_LEVEL: 'info' };
+  return { ...(await postgresServeEnv(t)), LOG_LEVEL: 'info' };
 }
 
 /**

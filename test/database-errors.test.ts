@@ -1,15 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
-import { testServer } from './helpers/server.js';
+import { testServer, jwksFile } from './helpers/server.js';
 import { migratedDatabase, query } from './helpers/db.js';
 import { svc, svcServe, tempDir } from './helpers/cli.js';
 import { assertProblem, type Json } from './helpers/http.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { translateDatabaseError } from '../src/adapters/database.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { newId } from '../src/domain/shared/ids.js';
@@ -90,8 +88,7 @@ test(
   async (t) => {
     const dir = tempDir(t);
     const url = await migratedDatabase(t);
-    const keys = join(dir, 'jwks.json');
-    writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+    const keys = await jwksFile(t);
     const env = { DATABASE_URL: url, JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data') };
     const password = 'correct horse battery staple';
     const created = await svc(['users', 'create', '--email', 'admin@example.com', '--name', 'Admin', '--role', 'admin', '--password-stdin'], {

@@ -1,8 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { jwksFile } from './helpers/server.js';
 import { DatabaseQueue, type DatabaseQueueOptions } from '../src/adapters/database-queue.js';
 import { createApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
@@ -338,8 +337,7 @@ test('on the embedded database (PGlite): the relay publishes in its transaction,
 test('createApp: svc serve and svc worker without AMQP_URL get the in-process transport; with it svc serve gets none; overrides win', async (t) => {
   const db = await migratedDatabase(t);
   const dir = tempDir(t);
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const keys = await jwksFile(t);
   const config = loadConfig({ DATABASE_URL: db, JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent' });
   for (const role of ['serve', 'worker'] as const) {
     const app = await createApp(config, { role, logger: silent });

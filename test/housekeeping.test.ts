@@ -2,13 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
 import { migratedDatabase, query, urlFor } from './helpers/db.js';
 import { tempDir } from './helpers/cli.js';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
 import { createLogger, createLoggerTo } from '../src/logger.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { jwksFile } from './helpers/server.js';
 import { startServer } from '../src/server/serve.js';
 import { purgeExpired } from '../src/domain/housekeeping.js';
 import { scheduleHousekeeping } from '../src/housekeeping.js';
@@ -74,8 +73,7 @@ test('svc serve purges expired rows when it starts (then every 15 minutes); a fa
   const dir = tempDir(t);
   const db = await migratedDatabase(t);
   await seed(db);
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const keys = await jwksFile(t);
   const running = await startServer(
     loadConfig({ DATABASE_URL: db, JWT_KEYS_FILE: keys, SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent', PORT: '0', HOST: '127.0.0.1' }),
   );

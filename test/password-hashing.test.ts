@@ -4,14 +4,11 @@ import { readFileSync } from 'node:fs';
 import { setImmediate as settled } from 'node:timers/promises';
 import { Bulkhead } from '../src/domain/shared/bulkhead.js';
 import { DomainError } from '../src/domain/shared/errors.js';
-import { testServer } from './helpers/server.js';
+import { testServer, jwksFile } from './helpers/server.js';
 import { migratedDatabase, query } from './helpers/db.js';
-import { svcServe, tempDir } from './helpers/cli.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { svcServe } from './helpers/cli.js';
 import { hashPassword } from '../src/domain/users/password.js';
 import { newId } from '../src/domain/shared/ids.js';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -112,8 +109,7 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const db = await migratedDatabase(t);
-    const keys = join(tempDir(t), 'jwks.json');
-    writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+    const keys = await jwksFile(t);
     // 200 accounts with one password (hashed once here: the burst is about the server's hashing).
     const hash = await hashPassword(PASSWORD);
     const emails = Array.from({ length: 200 }, (_, i) => `crowd-${i}@example.com`);

@@ -4,18 +4,16 @@
 // shows in what it answers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { testServer } from './helpers/server.js';
+import { testServer, jwksFile } from './helpers/server.js';
 import { migratedDatabase, query } from './helpers/db.js';
 import { svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
 import { REDIS_URL, redisPrefix, redisProxy } from './helpers/redis.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
 import { createLogger } from '../src/logger.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
 import { ReadYourWrites } from '../src/domain/shared/read-your-writes.js';
 import { RedisConnection } from '../src/adapters/redis.js';
 import { RedisReadYourWrites } from '../src/adapters/redis-read-your-writes.js';
@@ -103,8 +101,7 @@ test("a caller's read-your-writes window ends DATABASE_REPLICA_READ_YOUR_WRITES_
 
 test("two svc serve on one PostgreSQL and Redis: after a caller's write through one, its next read through the other comes from the primary; with Redis down, every read does", async (t) => {
   const dir = tempDir(t);
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const keys = await jwksFile(t);
   const proxy = await redisProxy(t);
   const prefix = redisPrefix(t);
   // The "replica" is a database of its own that never receives the primary's orders: an order list

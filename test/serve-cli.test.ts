@@ -1,27 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
 import { emptyDatabase, migratedDatabase } from './helpers/db.js';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
-import type { TestContext } from 'node:test';
+import { jwksFile, postgresServeEnv } from './helpers/server.js';
 
 const PASSWORD = 'correct horse battery staple';
-
-async function jwksFile(t: TestContext): Promise<string> {
-  const file = join(tempDir(t), 'jwks.json');
-  writeFileSync(file, JSON.stringify({ keys: [await generateSigningJwk()] }));
-  return file;
-}
-
-/** Environment for `svc serve` on a migrated PostgreSQL database of this test's own. */
-async function postgresEnv(t: TestContext): Promise<Record<string, string>> {
-  return { DATABASE_URL: await migratedDatabase(t), JWT_KEYS_FILE: await jwksFile(t) };
-}
 
 function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
@@ -195,7 +183,7 @@ for (const embedded of [true, false]) {
     { timeout: 120_000 },
     async (t) => {
       const dataDir = join(tempDir(t), 'data');
-      const env = embedded ? { SVC_DATA_DIR: dataDir } : { SVC_DATA_DIR: dataDir, ...(await postgresEnv(t)) };
+      const env = embedded ? { SVC_DATA_DIR: dataDir } : { SVC_DATA_DIR: dataDir, ...(await postgresServeEnv(t)) };
       // Room for all 50 logins below in the password-hash queue (16 by default): they must pile up, not
       // get 503. Two hashes at a time take 50 of them a few seconds, many more on a busy machine: the
       // shutdown may wait for them all (its bound is another test's subject).

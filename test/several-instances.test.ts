@@ -3,9 +3,8 @@
 // one leaves the other serving, and Redis going away and coming back in the middle of it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateSigningJwk } from '../src/adapters/jwt.js';
+import { jwksFile } from './helpers/server.js';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { migratedDatabase } from './helpers/db.js';
@@ -16,8 +15,7 @@ const LIMIT = 20;
 
 test('two svc serve on one database and Redis: writes never read stale across them, one rate limit, SIGTERM on one leaves the other serving', async (t) => {
   const dir = tempDir(t);
-  const keys = join(dir, 'jwks.json');
-  writeFileSync(keys, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  const keys = await jwksFile(t);
   const proxy = await redisProxy(t);
   const env = {
     DATABASE_URL: await migratedDatabase(t),

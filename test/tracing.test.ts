@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
-import { testServer, type TestServer } from './helpers/server.js';
+import { postgresServeEnv, testServer, type TestServer } from './helpers/server.js';
 import { query } from './helpers/db.js';
 import { waitFor } from './helpers/rabbit.js';
 import { REDIS_URL, redisPrefix } from './helpers/redis.js';
@@ -206,7 +206,7 @@ test('svc serve with OTEL_EXPORTER_OTLP_ENDPOINT sends its spans to the collecto
   });
   t.after(() => collector.close());
   const serve = await svcServe(t, ['--port', '0'], {
-    env: { SVC_DATA_DIR: join(tempDir(t), 'data'), OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_SERVICE_NAME: 'svc-under-test' },
+    env: { ...(await postgresServeEnv(t)), SVC_DATA_DIR: join(tempDir(t), 'data'), OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_SERVICE_NAME: 'svc-under-test' },
   });
   const res = await fetch(`${serve.url}/health/live`, { headers: { traceparent: INCOMING } });
   assert.equal(res.status, 200);

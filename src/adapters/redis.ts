@@ -90,7 +90,7 @@ export class RedisConnection {
     this.warned = true;
     this.options.logger.warn(
       { redis: this.shown, err: err ? { message: err.message, code: (err as NodeJS.ErrnoException).code } : undefined },
-      'Redis (REDIS_URL) is unreachable: rate limits are per process and the cache is bypassed (reads go to the database) until it is back',
+      'Redis (REDIS_URL) is unreachable: rate limits are per process, the cache is bypassed (reads go to the database) and lists read the primary rather than a replica until it is back',
     );
   }
 

@@ -9,7 +9,7 @@ import { besideApi } from '../../src/worker/pipeline.js';
 import type { App, AppOverrides } from '../../src/app.js';
 import type { UserRole } from '../../src/domain/users/user.entity.js';
 import type { UserView } from '../../src/domain/users/users.service.js';
-import { newMigratedDatabase } from './db.js';
+import { migratedDatabase, newMigratedDatabase } from './db.js';
 import { NO_RATE_LIMITS, tempDir } from './cli.js';
 
 export interface TestServer {
@@ -97,4 +97,16 @@ export async function testServer(
     auth: async (user) => ({ authorization: `Bearer ${await ts.token(user)}` }),
   };
   return ts;
+}
+
+/** A JWKS file with one new signing key, in a folder of this test's own (JWT_KEYS_FILE). */
+export async function jwksFile(t: TestContext): Promise<string> {
+  const file = join(tempDir(t), 'jwks.json');
+  writeFileSync(file, JSON.stringify({ keys: [await generateSigningJwk()] }));
+  return file;
+}
+
+/** Environment for `svc serve` on a migrated PostgreSQL database of this test's own (it starts faster than the embedded one). */
+export async function postgresServeEnv(t: TestContext): Promise<{ DATABASE_URL: string; JWT_KEYS_FILE: string }> {
+  return { DATABASE_URL: await migratedDatabase(t), JWT_KEYS_FILE: await jwksFile(t) };
 }
