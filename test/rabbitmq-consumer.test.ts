@@ -214,6 +214,33 @@ test('the same message delivered twice has one effect: the second is acknowledge
   assert.equal((await r.ch.checkQueue(r.rabbit.queues(r.runner.spec).work)).messageCount, 0);
 });
 
+test("a consumer's first statement goes with the inbox insert: the handler gets its rows; a duplicate runs neither the handler nor the statement's write", async (t) => {
+  const seen: unknown[] = [];
+  const r = await run(
+    t,
+    defineConsumer({
+      name: 'first',
+      events: ['order.created'],
+      // A write, so it must check the inbox: the statement runs for a duplicate too.
+      first: (message) => ({
+        text: `insert into test_effects (consumer, message_id) select 'first', $1 where exists (select 1 from inbox) returning consumer, message_id`,
+        values: [message.id],
+      }),
+      handle(_ctx, _message, first) {
+        seen.push(first);
+        return Promise.resolve();
+      },
+    }),
+  );
+  const message = event();
+  // Both deliveries in flight at once (prefetch 4): the second waits on the first one's inbox row.
+  await r.rabbit.publish([message, message]);
+  assert.deepEqual((await r.settled(2)).toSorted(), ['duplicate', 'processed']);
+  assert.deepEqual(seen, [[{ consumer: 'first', message_id: message.id }]]);
+  assert.deepEqual(await effects(r.db), [{ consumer: 'first', message_id: message.id }]);
+  assert.deepEqual(await inbox(r.db), [{ consumer: 'first', message_id: message.id }]);
+});
+
 test('the inbox row and the effect commit together: a handler that throws after writing leaves neither', async (t) => {
   let calls = 0;
   const r = await run(

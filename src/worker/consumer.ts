@@ -16,9 +16,37 @@ export interface ConsumerDefinition {
    * processed (ctx.em is that transaction's): both commit or neither does. Throw to retry later;
    * throw a PermanentFailure (or a DomainError `invalid`/`unprocessable`) when retrying cannot help.
    */
-  handle(ctx: Ctx, message: EventMessage): Promise<void>;
+  handle(ctx: Ctx, message: EventMessage, first?: FirstRows): Promise<void>;
   /** Events the handler may emit (in its transaction): after such a message commits, the runner calls `emitted`. */
   emits?: readonly EventType[];
+  /**
+   * The handler's first statement, which the runner sends with the inbox insert in one round trip
+   * (a consumer transaction is mostly round trips) and whose rows it hands to `handle` as `first`.
+   * Its text uses `$1`… for its values and may refer to `inbox`, a row set with one row when the
+   * message is new and none for a duplicate. It runs for a duplicate too (one statement, one
+   * snapshot): a statement that writes must do so only `where exists (select 1 from inbox)`.
+   */
+  first?(message: EventMessage): FirstStatement;
+}
+
+/** A consumer's first statement (see ConsumerDefinition.first). */
+export interface FirstStatement {
+  text: string;
+  values: unknown[];
+}
+
+/** The rows of a consumer's first statement. */
+export type FirstRows = Record<string, unknown>[];
+
+/**
+ * The rows of the consumer's first statement: those the runner handed over, or (the handler called
+ * without the runner, by a test or a replay tool) the statement run now, as for a new message.
+ */
+export async function firstRows(tx: Ctx, consumer: ConsumerDefinition, message: EventMessage, first: FirstRows | undefined): Promise<FirstRows> {
+  if (first) return first;
+  const statement = consumer.first?.(message);
+  if (!statement) return [];
+  return tx.sql(`with inbox as (select true as new) ${statement.text}`, statement.values);
 }
 
 /** Checks a consumer definition once, where it is written. */
@@ -54,6 +82,8 @@ export class ProviderUnavailable extends Error {
     this.retryAfterMs = options?.retryAfterMs;
   }
 }
+
+const INBOX_INSERT = 'insert into processed_messages (consumer, message_id, processed_at)';
 
 /** 24 h: how long a message may keep waiting for an unavailable provider before it is dead-lettered. */
 export const DEFAULT_MAX_DEFERRAL_MS = 24 * 3_600_000;
@@ -184,14 +214,31 @@ export class ConsumerRunner {
     let outcome: 'processed' | 'duplicate';
     try {
       outcome = await inTransaction(ctx, async (tx) => {
-        // First, so that a second delivery of the same message running at the same time (another
-        // worker) waits on this row and then finds it, or takes over if this transaction rolls back.
-        const recorded = await tx.sql<{ message_id: string }>(
-          'insert into processed_messages (consumer, message_id, processed_at) values ($1, $2, now()) on conflict do nothing returning message_id',
-          [this.consumer.name, message.id],
+        // The inbox row first (alone, or with the handler's first statement), so that a second
+        // delivery of the same message running at the same time (another worker) waits on this row
+        // and then finds it, or takes over if this transaction rolls back.
+        const first = this.consumer.first?.(message);
+        if (!first) {
+          const recorded = await tx.sql<{ message_id: string }>(`${INBOX_INSERT} values ($1, $2, now()) on conflict do nothing returning message_id`, [
+            this.consumer.name,
+            message.id,
+          ]);
+          if (recorded.length === 0) return 'duplicate';
+          await this.consumer.handle(tx, message);
+          return 'processed';
+        }
+        // The inbox insert and the handler's first statement in one round trip: no row at all is a
+        // duplicate; otherwise one row per row of the first statement (svc_first set), or one without.
+        const n = first.values.length;
+        const rows = await tx.sql<Record<string, unknown>>(
+          `with inbox as (${INBOX_INSERT} values ($${n + 1}, $${n + 2}, now()) on conflict do nothing returning message_id),
+           first as (${first.text})
+           select inbox.message_id as svc_inbox, f.* from inbox left join (select true as svc_first, first.* from first) f on true`,
+          [...first.values, this.consumer.name, message.id],
         );
-        if (recorded.length === 0) return 'duplicate';
-        await this.consumer.handle(tx, message);
+        if (rows.length === 0) return 'duplicate';
+        const found = rows.filter((r) => r.svc_first === true).map(({ svc_inbox: _inbox, svc_first: _first, ...row }) => row);
+        await this.consumer.handle(tx, message, found);
         return 'processed';
       });
     } catch (err) {

@@ -28,7 +28,8 @@ export interface ReceiptData {
   paymentReference: string | null;
 }
 
-interface ReceiptRow {
+/** A row of RECEIPT_SELECT. */
+export interface ReceiptRow {
   id: string;
   status: string;
   created_at: Date;
@@ -38,21 +39,23 @@ interface ReceiptRow {
   user_email: string;
   payment_reference: string | null;
   lines: { name: string; sku: string; quantity: number; unitPrice: number }[] | null;
+  /** Whether the order's receipt is recorded already. */
+  has_receipt: boolean;
 }
 
-/**
- * The data of an order's receipt, in the caller's transaction: undefined when the order is not
- * there or not paid (only a completed order, or one refunded since, has a receipt).
- */
-export async function receiptData(tx: Ctx, orderId: string, paidAt: Date): Promise<ReceiptData | undefined> {
-  const [row] = await tx.sql<ReceiptRow>(
-    `select o.id, o.status, o.created_at, o.total, o.currency, u.name as user_name, u.email as user_email,
+/** The statement that reads what an order's receipt shows (`$1`: the order id): one row, or none when the order is not there. */
+export const RECEIPT_SELECT = `select o.id, o.status, o.created_at, o.total, o.currency, u.name as user_name, u.email as user_email,
        (select p.provider_reference from payments p where p.order_id = o.id and p.status = 'succeeded' order by p.attempt limit 1) as payment_reference,
        (select json_agg(json_build_object('name', i.name, 'sku', i.sku, 'quantity', i.quantity, 'unitPrice', i.unit_price) order by i.id)
-          from order_items i where i.order_id = o.id) as lines
-     from orders o join users u on u.id = o.user_id where o.id = $1`,
-    [orderId],
-  );
+          from order_items i where i.order_id = o.id) as lines,
+       exists (select 1 from files f where f.order_id = o.id and f.kind = 'receipt') as has_receipt
+     from orders o join users u on u.id = o.user_id where o.id = $1`;
+
+/**
+ * The data of an order's receipt from a row of RECEIPT_SELECT: undefined when the order is not
+ * there or not paid (only a completed order, or one refunded since, has a receipt).
+ */
+export function receiptFromRow(row: ReceiptRow | undefined, paidAt: Date): ReceiptData | undefined {
   if (!row || (row.status !== 'completed' && row.status !== 'refunded')) return undefined;
   return {
     orderId: row.id,
@@ -66,10 +69,13 @@ export async function receiptData(tx: Ctx, orderId: string, paidAt: Date): Promi
   };
 }
 
-/** Whether the order's receipt is recorded already. */
-export async function hasReceipt(tx: Ctx, orderId: string): Promise<boolean> {
-  const rows = await tx.sql<{ id: string }>(`select id from files where order_id = $1 and kind = 'receipt'`, [orderId]);
-  return rows.length > 0;
+/**
+ * The data of an order's receipt, in the caller's transaction: undefined when the order is not
+ * there or not paid (only a completed order, or one refunded since, has a receipt).
+ */
+export async function receiptData(tx: Ctx, orderId: string, paidAt: Date): Promise<ReceiptData | undefined> {
+  const [row] = await tx.sql<ReceiptRow>(RECEIPT_SELECT, [orderId]);
+  return receiptFromRow(row, paidAt);
 }
 
 /**

@@ -10,7 +10,8 @@ export interface OrderMailData {
   currency: string;
 }
 
-interface Row {
+/** A row of ORDER_MAIL_SELECT. */
+export interface OrderMailRow {
   id: string;
   status: string;
   total: number;
@@ -20,16 +21,14 @@ interface Row {
   lines: OrderMailData['lines'] | null;
 }
 
-/** The order and its customer's address, in the caller's transaction; undefined when the order is gone. */
-export async function orderMailData(tx: Ctx, orderId: string): Promise<OrderMailData | undefined> {
-  const [row] = await tx.sql<Row>(
-    `select o.id, o.status, o.total, o.currency, u.name as user_name, u.email as user_email,
+/** The statement that reads an order's mail data (`$1`: the order id): one row, or none when the order is gone. */
+export const ORDER_MAIL_SELECT = `select o.id, o.status, o.total, o.currency, u.name as user_name, u.email as user_email,
        (select json_agg(json_build_object('name', i.name, 'sku', i.sku, 'quantity', i.quantity, 'unitPrice', i.unit_price) order by i.id)
           from order_items i where i.order_id = o.id) as lines
-     from orders o join users u on u.id = o.user_id where o.id = $1`,
-    [orderId],
-  );
-  if (!row) return undefined;
+     from orders o join users u on u.id = o.user_id where o.id = $1`;
+
+/** The mail data of a row of ORDER_MAIL_SELECT. */
+export function orderMailFromRow(row: OrderMailRow): OrderMailData {
   return {
     orderId: row.id,
     status: row.status,
@@ -38,6 +37,12 @@ export async function orderMailData(tx: Ctx, orderId: string): Promise<OrderMail
     total: row.total,
     currency: row.currency,
   };
+}
+
+/** The order and its customer's address, in the caller's transaction; undefined when the order is gone. */
+export async function orderMailData(tx: Ctx, orderId: string): Promise<OrderMailData | undefined> {
+  const [row] = await tx.sql<OrderMailRow>(ORDER_MAIL_SELECT, [orderId]);
+  return row && orderMailFromRow(row);
 }
 
 // The payment provider's decline codes (Stripe's, which the simulated provider shares) in the words

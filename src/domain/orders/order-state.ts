@@ -1,6 +1,7 @@
-import type { Ctx } from '../shared/context.js';
-import type { Sql } from '../shared/sql.js';
-import { emit } from '../events/emit.js';
+import { requireTransaction, type Ctx } from '../shared/context.js';
+import { newId } from '../shared/ids.js';
+import { Params, type Sql } from '../shared/sql.js';
+import { OUTBOX_INSERT } from '../events/emit.js';
 import type { OrderStatus } from './order.entity.js';
 import { versions } from '../shared/cache.js';
 
@@ -63,29 +64,43 @@ export const stockVersions = (productIds: string[]): string[] => [...productIds.
  * caller's transaction, and says whether it moved. A completed order is announced by
  * `order.completed`, a failed one by `order.failed` (with `reason`) and gets its stock back, all in
  * the same transaction. Repeated and out-of-order calls are harmless: they do not move.
+ *
+ * `alongside` is a write that goes in the same statement as the update (a round trip less), run
+ * whether or not the order moves: it adds its values to the statement's parameters and returns its
+ * text (a fixed text: it is prepared once per connection).
  */
-export async function transition(tx: Ctx, orderId: string, to: OrderStatus, options: { reason?: string; message?: string } = {}): Promise<TransitionResult> {
-  const from = sourcesOf(to);
+export async function transition(
+  tx: Ctx,
+  orderId: string,
+  to: OrderStatus,
+  options: { reason?: string; message?: string; alongside?: (params: Params) => string } = {},
+): Promise<TransitionResult> {
   const now = new Date();
-  const [moved] = await tx.sql<MovedRow>(
-    'update orders set status = $2, updated_at = $3 where id = $1 and status = any($4::text[]) returning id, user_id, total, currency, status',
-    [orderId, to, now, from],
-  );
+  const announced = to === 'completed' || to === 'failed';
+  if (announced) requireTransaction(tx, `the order.${to} event`);
+  const p = new Params();
+  const ctes = [
+    `moved as (update orders set status = ${p.add(to)}, updated_at = ${p.add(now)} where id = ${p.add(orderId)} and status = any(${p.add(sourcesOf(to))}::text[])
+      returning id, user_id, total, currency, status)`,
+  ];
+  // An announced transition writes its outbox row in the same statement as the update; the row is
+  // there only if the order moved (the payload's keys as emit would write them).
+  if (announced) {
+    const extra = {
+      ...(options.reason !== undefined ? { reason: options.reason } : {}),
+      ...(options.message !== undefined ? { message: options.message } : {}),
+    };
+    ctes.push(`announced as (${OUTBOX_INSERT} select ${p.add(newId('evt'))}, ${p.add(`order.${to}`)}, id,
+      jsonb_build_object('orderId', id, 'userId', user_id, 'total', total, 'currency', currency) || ${p.add(JSON.stringify(extra))}::jsonb,
+      ${p.add(tx.traceparent ?? null)}, 'pending', 0, ${p.add(now)}, ${p.add(now)} from moved)`);
+  }
+  if (options.alongside) ctes.push(`alongside as (${options.alongside(p)})`);
+  const [moved] = await tx.sql<MovedRow>(`with ${ctes.join(',\n')} select id, user_id, total, currency, status from moved`, p.values);
   if (!moved) {
     const [row] = await tx.sql<{ status: OrderStatus }>('select status from orders where id = $1', [orderId]);
     return { moved: false, status: row?.status };
   }
   await tx.changed(versions.order(orderId));
   if (to === 'failed') await tx.changed(...stockVersions(await restock(tx.sql, orderId, now)));
-  if (to === 'completed' || to === 'failed') {
-    await emit(tx, `order.${to}`, orderId, {
-      orderId,
-      userId: moved.user_id,
-      total: moved.total,
-      currency: moved.currency,
-      ...(options.reason !== undefined ? { reason: options.reason } : {}),
-      ...(options.message !== undefined ? { message: options.message } : {}),
-    });
-  }
   return { moved: true, status: to };
 }

@@ -1,6 +1,7 @@
 import type { Ctx } from '../shared/context.js';
 import { newId } from '../shared/ids.js';
 import { versions } from '../shared/cache.js';
+import { Params } from '../shared/sql.js';
 import type { ChargeOutcome } from './payment-provider.js';
 import type { PaymentStatus } from './payment.entity.js';
 
@@ -64,6 +65,28 @@ export async function paymentsOf(ctx: Ctx, orderId: string): Promise<PaymentAtte
 }
 
 /**
+ * An order's payment attempts, oldest first, and when it has none, attempt 1 written `pending`
+ * with its key first (`started`, also in `attempts`): one statement either way, where reading the
+ * attempts and then starting the first took two. Call with the order row locked.
+ */
+export async function attemptsOrFirst(
+  tx: Ctx,
+  input: { orderId: string; amount: number; currency: string; provider: string },
+): Promise<{ attempts: PaymentAttempt[]; started: PaymentAttempt | undefined }> {
+  const now = new Date();
+  const rows = await tx.sql<PaymentRow & { started: boolean }>(
+    `with existing as (select ${COLUMNS} from payments where order_id = $2),
+     inserted as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
+       select $1, $2, 1, $3, 'pending', $4, $5, $6, $7, $7 where not exists (select 1 from existing) on conflict do nothing returning ${COLUMNS})
+     select true as started, inserted.* from inserted union all select false as started, existing.* from existing order by attempt`,
+    [newId('pay'), input.orderId, paymentKey(input.orderId, 1), input.amount, input.currency, input.provider, now],
+  );
+  const started = rows.find((r) => r.started);
+  if (started) await tx.changed(versions.order(input.orderId));
+  return { attempts: rows.map(view), started: started && view(started) };
+}
+
+/**
  * The row of attempt `attempt`, written `pending` with its key if it is not there yet (the key is
  * stored before the provider is called); an existing row is returned as it is.
  */
@@ -85,23 +108,18 @@ export async function startAttempt(
   return view(row!);
 }
 
-/** Records the provider's decision on an attempt. */
-export async function recordOutcome(tx: Ctx, paymentId: string, outcome: ChargeOutcome): Promise<void> {
-  let rows: { order_id: string }[];
+/**
+ * The update that records the provider's decision on an attempt, its values added to `p`: for a
+ * statement of the caller's (the payments consumer records it in the statement of the order's transition). The
+ * caller says that the order changed (`tx.changed`).
+ */
+export function outcomeUpdate(p: Params, paymentId: string, outcome: ChargeOutcome): string {
   if (outcome.status === 'succeeded') {
-    rows = await tx.sql(`update payments set status = 'succeeded', provider_reference = $2, amount = $3, updated_at = $4 where id = $1 returning order_id`, [
-      paymentId,
-      outcome.reference,
-      outcome.amount,
-      new Date(),
-    ]);
-  } else {
-    rows = await tx.sql(
-      `update payments set status = 'declined', provider_reference = $2, failure_code = $3, failure_reason = $4, updated_at = $5 where id = $1 returning order_id`,
-      [paymentId, outcome.reference ?? null, outcome.code, outcome.reason.slice(0, 1000), new Date()],
-    );
+    return `update payments set status = 'succeeded', provider_reference = ${p.add(outcome.reference)}, amount = ${p.add(outcome.amount)}, updated_at = ${p.add(new Date())}
+      where id = ${p.add(paymentId)}`;
   }
-  await tx.changed(...rows.map((r) => versions.order(r.order_id)));
+  return `update payments set status = 'declined', provider_reference = ${p.add(outcome.reference ?? null)}, failure_code = ${p.add(outcome.code)},
+      failure_reason = ${p.add(outcome.reason.slice(0, 1000))}, updated_at = ${p.add(new Date())} where id = ${p.add(paymentId)}`;
 }
 
 /** Marks an attempt whose key holds a stored failure and that made no payment: the next attempt takes a new key. */

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { EventMessage } from '../../domain/events/events.js';
 import { MailUnavailable, type Mailer } from '../../domain/notifications/mailer.js';
-import { orderMailData, paymentFailureWords } from '../../domain/notifications/order-mail.js';
+import { ORDER_MAIL_SELECT, orderMailFromRow, paymentFailureWords, type OrderMailRow } from '../../domain/notifications/order-mail.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import { formatMoney } from '../../domain/shared/money.js';
-import { defineConsumer, ProviderUnavailable, type ConsumerDefinition } from '../consumer.js';
+import { defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
 import { MailTemplates, type MailTemplateName } from '../mail-templates.js';
 
 /** The link in an order confirmation: the API's receipt route, which hands a signed-in owner a fresh download link. */
@@ -35,12 +35,15 @@ export const receiptApiUrl = (baseUrl: string, orderId: string): string => `${ba
  */
 export function mailConsumer(deps: { mailer: Mailer; logger: Logger; publicUrl: () => string; templates?: MailTemplates }): ConsumerDefinition {
   const templates = deps.templates ?? new MailTemplates();
-  return defineConsumer({
+  const consumer: ConsumerDefinition = defineConsumer({
     name: 'mail',
     events: ['order.completed', 'order.failed'],
-    async handle(tx: Ctx, message: EventMessage): Promise<void> {
+    // The order's mail data, read in the inbox insert's round trip.
+    first: (message) => ({ text: ORDER_MAIL_SELECT, values: [message.aggregateId] }),
+    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void> {
       const orderId = message.aggregateId;
-      const order = await orderMailData(tx, orderId);
+      const [row] = (await firstRows(tx, consumer, message, first)) as unknown as OrderMailRow[];
+      const order = row && orderMailFromRow(row);
       if (!order) {
         deps.logger.warn({ orderId, messageId: message.id }, `${message.type} for an order that is not there: no email sent`);
         return;
@@ -86,4 +89,5 @@ export function mailConsumer(deps: { mailer: Mailer; logger: Logger; publicUrl: 
       deps.logger.info({ orderId, to: order.customer.email, template, reference, messageId, mailer: deps.mailer.name }, 'email sent');
     },
   });
+  return consumer;
 }

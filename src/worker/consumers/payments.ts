@@ -2,9 +2,11 @@ import type { EventMessage } from '../../domain/events/events.js';
 import { transition } from '../../domain/orders/order-state.js';
 import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
-import { markUnknown, paymentsOf, recordOutcome, startAttempt, type PaymentAttempt } from '../../domain/payments/payments.js';
+import { attemptsOrFirst, markUnknown, outcomeUpdate, paymentsOf, startAttempt, type PaymentAttempt } from '../../domain/payments/payments.js';
+import { versions } from '../../domain/shared/cache.js';
 import type { Ctx } from '../../domain/shared/context.js';
-import { defineConsumer, ProviderUnavailable, type ConsumerDefinition } from '../consumer.js';
+import type { Params } from '../../domain/shared/sql.js';
+import { defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
 
 /** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
 export const MAX_PAYMENT_ATTEMPTS = 5;
@@ -15,9 +17,11 @@ const MAX_KEYS_PER_RUN = 10 * MAX_PAYMENT_ATTEMPTS;
 // Keys remembered by one process (their first send time); the oldest forgotten first.
 const FIRST_SENT_LIMIT = 10_000;
 
+// The statuses the payments consumer takes an order from (to processing, then to its outcome).
+const PAYABLE: OrderStatus[] = ['pending', 'processing'];
+
 interface OrderToPay {
   id: string;
-  status: OrderStatus;
   total: number;
   currency: string;
   payment_method: string | null;
@@ -73,26 +77,35 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     if (firstSent.size >= FIRST_SENT_LIMIT) firstSent.delete(firstSent.keys().next().value!);
     firstSent.set(key, new Date());
   };
-  return defineConsumer({
+  const consumer: ConsumerDefinition = defineConsumer({
     name: 'payments',
     events: ['order.created'],
     emits: ['order.completed', 'order.failed'],
-    async handle(tx: Ctx, message: EventMessage): Promise<void> {
+    // The order locked and moved to processing (from pending, or still processing after a rolled-back
+    // run), in the inbox insert's round trip; no row when it is gone, cancelled or already decided
+    // (nothing to do), or when the message is a duplicate.
+    first: (message) => ({
+      text: `update orders set status = 'processing', updated_at = $2 where id = $1 and status = any($3::text[]) and exists (select 1 from inbox)
+        returning id, total, currency, payment_method`,
+      values: [message.aggregateId, new Date(), PAYABLE],
+    }),
+    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void> {
       try {
-        await pay(tx, message);
+        await pay(tx, message, first);
       } catch (err) {
         throw waitingForProvider(err);
       }
     },
   });
+  return consumer;
 
-  async function pay(tx: Ctx, message: EventMessage): Promise<void> {
+  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void> {
     const orderId = message.aggregateId;
-    const [order] = await tx.sql<OrderToPay>('select id, status, total, currency, payment_method from orders where id = $1 for update', [orderId]);
+    const [order] = (await firstRows(tx, consumer, message, first)) as unknown as OrderToPay[];
     if (!order) return;
-    if (order.status === 'pending') await transition(tx, orderId, 'processing');
-    else if (order.status !== 'processing') return; // cancelled, or already decided: nothing to do
-    const attempts = await paymentsOf(tx, orderId);
+    await tx.changed(versions.order(orderId));
+    const input = { orderId, amount: order.total, currency: order.currency, provider: payments.name };
+    const { attempts, started } = order.payment_method ? await attemptsOrFirst(tx, input) : { attempts: await paymentsOf(tx, orderId), started: undefined };
     const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
     if (decided) return settle(tx, orderId, fromAttempt(decided));
     if (!order.payment_method) {
@@ -105,7 +118,8 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // until the provider forgets the keys (Stripe: 24 h).
     let fresh = 0;
     for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
-      const attempt = await startAttempt(tx, { orderId, attempt: n, amount: order.total, currency: order.currency, provider: payments.name });
+      // Attempt 1 of an order without attempts was written by attemptsOrFirst already.
+      const attempt = started?.attempt === n ? started : await startAttempt(tx, { ...input, attempt: n });
       let outcome: ChargeOutcome | undefined;
       sending(attempt.idempotencyKey);
       try {
@@ -127,8 +141,8 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         }
       }
       firstSent.delete(attempt.idempotencyKey);
-      await recordOutcome(tx, attempt.id, outcome);
-      return settle(tx, orderId, outcome);
+      // The attempt's outcome recorded in the statement that moves the order (one round trip).
+      return settle(tx, orderId, outcome, attempt.id);
     }
     throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
   }
@@ -149,9 +163,12 @@ function waitingForProvider(err: unknown): unknown {
   });
 }
 
-async function settle(tx: Ctx, orderId: string, outcome: ChargeOutcome): Promise<void> {
-  if (outcome.status === 'succeeded') await transition(tx, orderId, 'completed');
-  else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason });
+/** Completes or fails the order by the outcome; with `paymentId`, records the outcome on that attempt in the same statement. */
+async function settle(tx: Ctx, orderId: string, outcome: ChargeOutcome, paymentId?: string): Promise<void> {
+  const alongside = paymentId === undefined ? {} : { alongside: (p: Params) => outcomeUpdate(p, paymentId, outcome) };
+  if (paymentId !== undefined) await tx.changed(versions.order(orderId));
+  if (outcome.status === 'succeeded') await transition(tx, orderId, 'completed', alongside);
+  else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason, ...alongside });
 }
 
 function fromAttempt(a: PaymentAttempt): ChargeOutcome {

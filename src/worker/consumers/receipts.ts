@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { EventMessage } from '../../domain/events/events.js';
 import type { FileStore } from '../../domain/files/file-store.js';
-import { hasReceipt, receiptData, receiptKey, recordReceipt, RECEIPT_CONTENT_TYPE } from '../../domain/files/receipts.js';
+import { RECEIPT_SELECT, receiptFromRow, receiptKey, recordReceipt, RECEIPT_CONTENT_TYPE, type ReceiptRow } from '../../domain/files/receipts.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import { DomainError } from '../../domain/shared/errors.js';
-import { defineConsumer, ProviderUnavailable, type ConsumerDefinition } from '../consumer.js';
+import { defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
 import { ReceiptRenderer } from '../receipt-pdf.js';
 
 /**
@@ -19,13 +19,16 @@ import { ReceiptRenderer } from '../receipt-pdf.js';
  */
 export function receiptsConsumer(deps: { files: FileStore; logger: Logger; renderer?: ReceiptRenderer }): ConsumerDefinition {
   const renderer = deps.renderer ?? new ReceiptRenderer();
-  return defineConsumer({
+  const consumer: ConsumerDefinition = defineConsumer({
     name: 'receipts',
     events: ['order.completed'],
-    async handle(tx: Ctx, message: EventMessage): Promise<void> {
+    // The receipt's data, and whether it is recorded already, read in the inbox insert's round trip.
+    first: (message) => ({ text: RECEIPT_SELECT, values: [message.aggregateId] }),
+    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void> {
       const orderId = message.aggregateId;
-      if (await hasReceipt(tx, orderId)) return;
-      const data = await receiptData(tx, orderId, new Date(message.occurredAt));
+      const [row] = (await firstRows(tx, consumer, message, first)) as unknown as ReceiptRow[];
+      if (row?.has_receipt) return;
+      const data = receiptFromRow(row, new Date(message.occurredAt));
       if (!data) {
         deps.logger.warn({ orderId, messageId: message.id }, 'order.completed for an order that is not there or not paid: no receipt made');
         return;
@@ -46,4 +49,5 @@ export function receiptsConsumer(deps: { files: FileStore; logger: Logger; rende
       deps.logger.info({ orderId, key: stored.key, size: stored.size, store: deps.files.name }, 'receipt stored');
     },
   });
+  return consumer;
 }
