@@ -206,7 +206,12 @@ test('svc serve with OTEL_EXPORTER_OTLP_ENDPOINT sends its spans to the collecto
   });
   t.after(() => collector.close());
   const serve = await svcServe(t, ['--port', '0'], {
-    env: { ...(await postgresServeEnv(t)), SVC_DATA_DIR: join(tempDir(t), 'data'), OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_SERVICE_NAME: 'svc-under-test' },
+    env: {
+      ...(await postgresServeEnv(t)),
+      SVC_DATA_DIR: join(tempDir(t), 'data'),
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+      OTEL_SERVICE_NAME: 'svc-under-test',
+    },
   });
   const res = await fetch(`${serve.url}/health/live`, { headers: { traceparent: INCOMING } });
   assert.equal(res.status, 200);
