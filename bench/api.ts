@@ -264,8 +264,8 @@ interface Measured {
   cached: { read: CachedFigures; product: CachedFigures; list: CachedFigures };
   /**
    * How often the cache's epoch moved while the cached server ran (each move makes every cached
-   * entry stale): svc serve moves it when Redis answers again after an outage or a command that
-   * timed out.
+   * entry stale): svc serve moves it when its connection to Redis comes back, or when an
+   * invalidation of its own could not reach Redis.
    */
   epochMoves: number;
 }
