@@ -25,6 +25,8 @@ export interface Figures {
   /** 2xx answers, warm-up included (for the stock accounting). */
   ok: number;
   rssBytes?: number;
+  /** CPU time (user and system) the server spent per answered request of the measured run, in µs (Linux /proc). */
+  cpuUsPerRequest?: number;
 }
 
 export interface Child {
@@ -114,19 +116,42 @@ export function sampleRss(pid: number): { stop(): number | undefined } {
   };
 }
 
-/** Drives url with autocannon: a warm-up, then the measured run. */
+// /proc/<pid>/stat counts CPU time in clock ticks: 100 a second on Linux (USER_HZ).
+const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU time (user and system) a process has used so far, in µs, from Linux /proc; undefined elsewhere
+ * or once it is gone. Unlike a rate, it barely moves when other work shares the machine.
+ */
+export function cpuMicros(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces, in parentheses): state is the 3rd, utime the 14th, stime the 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND) * 1e6;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Drives url with autocannon: a warm-up, then the measured run (`afterWarmup` runs in between). */
 export async function drive(
   name: string,
   url: string,
   run: { connections: number; warmupS: number; durationS: number },
   options: Partial<autocannon.Options>,
   pid?: number,
+  afterWarmup?: () => Promise<void>,
 ): Promise<Figures> {
   process.stderr.write(`measuring ${name} (${run.warmupS} s warm-up, ${run.durationS} s)…\n`);
   const warm = await autocannon({ url, connections: run.connections, duration: run.warmupS, ...options });
+  await afterWarmup?.();
   const rss = pid === undefined ? undefined : sampleRss(pid);
+  const cpuBefore = pid === undefined ? undefined : cpuMicros(pid);
   const r = await autocannon({ url, connections: run.connections, duration: run.durationS, ...options });
+  const cpuAfter = pid === undefined ? undefined : cpuMicros(pid);
   return {
+    cpuUsPerRequest: cpuBefore === undefined || cpuAfter === undefined || r.requests.total === 0 ? undefined : (cpuAfter - cpuBefore) / r.requests.total,
     name,
     reqPerSec: r.requests.average,
     p50: r.latency.p50,

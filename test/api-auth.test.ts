@@ -514,3 +514,20 @@ test('register, login, refresh and logout on the embedded default', async (t) =>
   for (let i = 0; i < 4; i++) assertUnauthorized(await login(ts, 'emb@example.com', 'wrong password!!'));
   assert.equal((await login(ts, 'emb@example.com')).status, 429, 'the login throttle works on the embedded database too');
 });
+
+test("an API key on the embedded default authenticates as its user with the user's current role; a disabled user's key is 401", async (t) => {
+  const ts = await testServer(t, { embedded: true });
+  const ctx = ts.app.context({ actor: 'cli:test' });
+  const kim = await ts.user({ email: 'kim@example.com', role: 'admin' });
+  const key = await ts.app.apiKeys.create(ctx, { user: kim.id, name: 'ops' });
+  const me = await call(ts, 'GET', '/api/v2/users/me', { headers: bearer(key.secret) });
+  assert.deepEqual({ status: me.status, id: me.body.id, role: me.body.role }, { status: 200, id: kim.id, role: 'admin' });
+  // Admin-only: the key acts with its user's role.
+  assert.equal((await call(ts, 'GET', '/api/v1/users', { headers: bearer(key.secret) })).status, 200);
+  const [listed] = (await ts.app.apiKeys.list(ctx, { user: kim.id })).filter((k) => k.id === key.id);
+  assert.ok(listed?.lastUsedAt, 'last_used_at is recorded');
+  await ts.app.users.update(ctx, kim.id, { role: 'user' });
+  assertProblem(await call(ts, 'GET', '/api/v1/users', { headers: bearer(key.secret) }), 403, 'forbidden');
+  await ts.app.users.setStatus(ctx, kim.id, 'disabled');
+  assertUnauthorized(await call(ts, 'GET', '/api/v1/users/me', { headers: bearer(key.secret) }), /the API key's user is disabled/);
+});

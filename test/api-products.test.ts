@@ -20,7 +20,7 @@ interface Setup {
   call: (user: UserView | null, method: 'GET' | 'POST' | 'PATCH', path: string, options?: { body?: unknown; version?: 'v1' | 'v2' }) => Promise<Reply>;
 }
 
-async function setup(t: TestContext, options: { embedded?: boolean } = {}): Promise<Setup> {
+async function setup(t: TestContext, options: { embedded?: boolean; env?: Record<string, string> } = {}): Promise<Setup> {
   const ts = await testServer(t, options);
   const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
   const user = await ts.user({ email: 'user@example.com' });
@@ -218,4 +218,22 @@ test('products on PostgreSQL: audit, validation, access rules, visibility and pa
       assertProblem(await call(user, 'GET', `/products?cursor=${encodeURIComponent(bad)}`), 400, 'invalid', /cursor/, 'cursor');
     }
   });
+});
+
+test('a product read by id is one prepared statement on the pool, as the list is, and answers as the list shows it', async (t) => {
+  // One connection: the statements prepared while serving are those of this session.
+  const { ts, admin, user, call } = await setup(t, { env: { DATABASE_POOL_MAX: '1' } });
+  const created = (
+    await call(admin, 'POST', '/products', { version: 'v2', body: { sku: 'BIG-1', name: 'Big', price: { amount: 9_999_999_999, currency: 'JPY' }, stock: 3 } })
+  ).body;
+  const got = await call(user, 'GET', `/products/${created.id}`, { version: 'v2' });
+  assert.equal(got.status, 200);
+  assert.deepEqual(got.body, created);
+  assert.deepEqual(got.body, (await call(user, 'GET', '/products', { version: 'v2' })).body.data[0]);
+  assertProblem(await call(user, 'GET', '/products/prd_01ARZ3NDEKTSV4RRFFQ69G5FAV'), 404, 'not_found');
+  const prepared = (await ts.app.db.orm.em.getConnection().execute('select statement from pg_prepared_statements', [], 'all')) as { statement: string }[];
+  assert.ok(
+    prepared.some((p) => /from products p where p\.id = \$1$/.test(p.statement)),
+    `a prepared product read among ${JSON.stringify(prepared.map((p) => p.statement))}`,
+  );
 });

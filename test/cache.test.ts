@@ -9,7 +9,8 @@ import { TwoLevelCache } from '../src/adapters/two-level-cache.js';
 import { RedisConnection } from '../src/adapters/redis.js';
 import { createLogger } from '../src/logger.js';
 import { testServer, type TestServer } from './helpers/server.js';
-import { redisPrefix, redisProxy } from './helpers/redis.js';
+import { Redis } from 'ioredis';
+import { redisPrefix, redisProxy, REDIS_URL } from './helpers/redis.js';
 
 interface Instance {
   inject: RunningServer['server']['inject'];
@@ -140,6 +141,44 @@ test('with Redis gone reads come from the database without errors; when it is ba
   assert.equal(b.app.cache.stats().products.l1.hits, hits + 1, 'caching again');
 });
 
+test('Redis answering late on a connection that stays up: reads bypass meanwhile and the caches are kept after; a writer whose invalidation timed out moves the epoch by itself', async (t) => {
+  const proxy = await redisProxy(t);
+  const { a, b, adminAuth, buyerAuth } = await twoInstances(t, proxy.url);
+  const epochOf = async () => {
+    const redis = new Redis(REDIS_URL);
+    try {
+      return Number((await redis.get(`${a.config.REDIS_PREFIX}:c:epoch`)) ?? 0);
+    } finally {
+      redis.disconnect();
+    }
+  };
+  const id = await newProduct(a, adminAuth);
+  const other = await newProduct(a, adminAuth, 'CUP-1');
+  const url = `/api/v2/products/${id}`;
+  await read(b, url, buyerAuth);
+  await read(b, `/api/v2/products/${other}`, buyerAuth);
+
+  proxy.stall();
+  const bypassed = b.app.cache.stats().products.bypassed;
+  // The cache's command times out (250 ms): the read comes from the database.
+  assert.equal((await read(b, url, buyerAuth)).name, 'Mug');
+  assert.equal(b.app.cache.stats().products.bypassed, bypassed + 1);
+  proxy.resume();
+  // Redis kept every version: b's copies are still current and served from L1.
+  const hits = b.app.cache.stats().products.l1.hits;
+  await read(b, url, buyerAuth);
+  await read(b, `/api/v2/products/${other}`, buyerAuth);
+  assert.equal(b.app.cache.stats().products.l1.hits, hits + 2, 'served from L1 after the late answers');
+  assert.equal(await epochOf(), 0);
+
+  // A write whose invalidation times out: the writer moves the epoch once Redis answers, with no read of its own.
+  proxy.stall();
+  assert.equal((await a.server.inject({ method: 'PATCH', url, headers: adminAuth, payload: { name: 'Renamed late' } })).statusCode, 200);
+  proxy.resume();
+  await waitForAsync(async () => (await epochOf()) > 0);
+  assert.equal((await read(b, url, buyerAuth)).name, 'Renamed late');
+});
+
 test('without REDIS_URL: no cache on PostgreSQL (instances could not tell each other), L1 alone on the embedded database', async (t) => {
   const pg = await testServer(t);
   const admin = await pg.user({ email: 'admin@example.com', role: 'admin' });
@@ -193,6 +232,14 @@ test('a read that loaded before a write committed is not served after it; L1 is 
 async function waitFor(condition: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the condition');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function waitForAsync(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error('timed out waiting for the condition');
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -31,7 +31,9 @@ export class RedisConnection {
   private warned = false;
   private readonly shown: string;
   private closing = false;
-  private readonly reconnected = new Set<() => void>();
+  /** Whether the connection itself was lost in the current outage (not only commands timing out on it). */
+  private dropped = false;
+  private readonly reconnected = new Set<(dropped: boolean) => void>();
 
   private constructor(
     url: string,
@@ -78,6 +80,7 @@ export class RedisConnection {
 
   private down(err?: Error): void {
     this.up = false;
+    this.dropped = true;
     this.failed(err);
   }
 
@@ -102,8 +105,10 @@ export class RedisConnection {
   private recovered(): void {
     if (!this.warned) return;
     this.warned = false;
+    const dropped = this.dropped;
+    this.dropped = false;
     this.options.logger.info({ redis: this.shown }, 'Redis (REDIS_URL) is reachable again: rate limits are shared and the cache is used again');
-    for (const fn of this.reconnected) fn();
+    for (const fn of this.reconnected) fn(dropped);
   }
 
   /** Whether commands can be sent now (connected and ready). */
@@ -116,8 +121,12 @@ export class RedisConnection {
     return this.available() ? 'ok' : 'unreachable';
   }
 
-  /** Calls `fn` each time the connection comes back after an outage. */
-  onReconnect(fn: () => void): void {
+  /**
+   * Calls `fn` each time Redis answers again after an outage: `dropped` when the connection was lost
+   * (Redis may have restarted), not when only commands timed out on a connection that stayed up (a
+   * busy Redis, or this process too busy to read the answers in time).
+   */
+  onReconnect(fn: (dropped: boolean) => void): void {
     this.reconnected.add(fn);
   }
 

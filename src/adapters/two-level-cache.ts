@@ -59,6 +59,9 @@ export class TwoLevelCache implements Cache {
   private tokenCounter = 0;
   /** An invalidation that could not reach Redis: the epoch moves once it answers again. */
   private owesEpoch = false;
+  /** While the epoch is owed: the next try to move it. */
+  private epochRetry: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(private readonly options: TwoLevelCacheOptions) {
     this.l1 = new LRUCache<string, L1Entry>({
@@ -71,10 +74,16 @@ export class TwoLevelCache implements Cache {
     const redis = options.redis;
     if (redis) {
       redis.client.defineCommand('svcCacheRead', { numberOfKeys: 3, lua: READ });
-      // After an outage, writes may have committed whose invalidation never reached Redis (this
-      // instance's or another's), and a restarted Redis may hold older versions: every instance that
-      // sees Redis come back moves the epoch, which makes every L1 and L2 entry of before stale.
-      redis.onReconnect(() => void this.moveEpoch());
+      // After the connection was lost, writes may have committed whose invalidation never reached
+      // Redis (this instance's or another's), and a restarted Redis may hold older versions: every
+      // instance that sees Redis come back moves the epoch, which makes every L1 and L2 entry of
+      // before stale. After commands only timed out on a connection that stayed up (a busy machine:
+      // the answer was read past the 250 ms timeout), Redis kept its versions: only an instance
+      // whose own invalidation failed moves it. Moving it there too emptied every instance's cache
+      // dozens of times a minute under load (npm run bench -- api), just when it was needed most.
+      redis.onReconnect((dropped) => {
+        if (dropped || this.owesEpoch) void this.moveEpoch();
+      });
     }
   }
 
@@ -163,10 +172,23 @@ export class TwoLevelCache implements Cache {
       if (!results || failed) throw failed ?? new Error('the invalidation was not applied');
       redis.succeeded();
     } catch (err) {
-      // The write has committed: it is not undone, its invalidation is owed (see moveEpoch).
+      // The write has committed: it is not undone, its invalidation is owed (see moveEpoch), and
+      // paid as soon as Redis answers, not at this instance's next cached read (svc worker has none).
       this.owesEpoch = true;
       redis.failed(err as Error);
+      this.retryEpoch();
     }
+  }
+
+  /** Tries to move the owed epoch every 200 ms until it has moved (or the cache is closed). */
+  private retryEpoch(): void {
+    if (this.epochRetry || !this.owesEpoch || this.closed) return;
+    this.epochRetry = setTimeout(() => {
+      this.epochRetry = undefined;
+      if (!this.owesEpoch) return;
+      void this.moveEpoch().then(() => this.retryEpoch());
+    }, 200);
+    this.epochRetry.unref();
   }
 
   /** Makes every cached entry of every instance stale (after an outage; see the constructor). */
@@ -176,6 +198,7 @@ export class TwoLevelCache implements Cache {
       this.owesEpoch = true;
       await redis.client.incr(redis.key('c', 'epoch'));
       this.owesEpoch = false;
+      redis.succeeded();
     } catch (err) {
       redis.failed(err as Error);
     }
@@ -201,6 +224,8 @@ export class TwoLevelCache implements Cache {
   }
 
   close(): void {
+    this.closed = true;
+    clearTimeout(this.epochRetry);
     this.l1.clear();
   }
 }

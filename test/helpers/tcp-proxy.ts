@@ -8,6 +8,10 @@ export interface TcpProxy {
   down: () => Promise<void>;
   /** Listens again on the same port: the service is back. */
   up: () => Promise<void>;
+  /** Holds the service's answers back on every connection, which stays open: a service too slow to answer. */
+  stall: () => void;
+  /** Delivers the answers held back, and those that follow. */
+  resume: () => void;
 }
 
 /**
@@ -17,6 +21,9 @@ export interface TcpProxy {
  */
 export async function tcpProxy(t: TestContext, host: string, targetPort: number): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
+  /** Each open connection's service side and client side, for stall and resume. */
+  const pairs = new Map<Socket, Socket>();
+  let stalled = false;
   let server: Server | undefined;
   let port = 0;
   const up = () =>
@@ -28,7 +35,10 @@ export async function tcpProxy(t: TestContext, host: string, targetPort: number)
           sock.on('close', () => sockets.delete(sock));
           sock.on('error', () => {});
         }
-        client.pipe(upstream).pipe(client);
+        client.pipe(upstream);
+        if (!stalled) upstream.pipe(client);
+        pairs.set(upstream, client);
+        upstream.on('close', () => pairs.delete(upstream));
         client.on('close', () => upstream.destroy());
         upstream.on('close', () => client.destroy());
       });
@@ -46,7 +56,15 @@ export async function tcpProxy(t: TestContext, host: string, targetPort: number)
     for (const sock of sockets) sock.destroy();
     if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
   };
-  const proxy: TcpProxy = { port, down, up };
+  const stall = () => {
+    stalled = true;
+    for (const upstream of pairs.keys()) upstream.unpipe();
+  };
+  const resume = () => {
+    stalled = false;
+    for (const [upstream, client] of pairs) upstream.pipe(client);
+  };
+  const proxy: TcpProxy = { port, down, up, stall, resume };
   await up();
   t.after(down);
   return proxy;
