@@ -53,6 +53,24 @@ function one(spans: readonly ReadableSpan[], name: string | RegExp): ReadableSpa
 
 const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId;
 
+/**
+ * The spans an order's created event leads to, each the child of the one before: its payment (and
+ * the provider's charge), the order.completed it publishes, the email that one leads to (and the send).
+ */
+function assertOrderChain(spans: readonly ReadableSpan[], published: ReadableSpan) {
+  const payment = one(spans, 'payments process order.created');
+  assert.equal(parentOf(payment), published.spanContext().spanId);
+  const charge = one(spans, 'payments.charge');
+  assert.equal(parentOf(charge), payment.spanContext().spanId);
+  const completed = one(spans, 'publish order.completed');
+  assert.equal(parentOf(completed), payment.spanContext().spanId);
+  const mail = one(spans, 'mail process order.completed');
+  assert.equal(parentOf(mail), completed.spanContext().spanId);
+  const sent = one(spans, 'mailer.send');
+  assert.equal(parentOf(sent), mail.spanContext().spanId);
+  return { payment, charge, completed, mail, sent };
+}
+
 test("one order's request, outbox publish, payment and email are one trace", async (t) => {
   const exporter = new InMemorySpanExporter();
   const lines: Record<string, unknown>[] = [];
@@ -84,19 +102,9 @@ test("one order's request, outbox publish, payment and email are one trace", asy
   // The outbox row carried the request span on: the relay's publish is its child, the payment its grandchild.
   const published = one(spans, 'publish order.created');
   assert.equal(parentOf(published), request.spanContext().spanId);
-  const payment = one(spans, 'payments process order.created');
-  assert.equal(parentOf(payment), published.spanContext().spanId);
-  const charge = one(spans, 'payments.charge');
-  assert.equal(parentOf(charge), payment.spanContext().spanId);
+  // And on from the payment's event to the email.
+  const { charge, completed } = assertOrderChain(spans, published);
   assert.equal(charge.attributes['svc.provider'], 'simulated');
-
-  // The payment's event goes on the same way to the email.
-  const completed = one(spans, 'publish order.completed');
-  assert.equal(parentOf(completed), payment.spanContext().spanId);
-  const mail = one(spans, 'mail process order.completed');
-  assert.equal(parentOf(mail), completed.spanContext().spanId);
-  const sent = one(spans, 'mailer.send');
-  assert.equal(parentOf(sent), mail.spanContext().spanId);
 
   // The worker's log lines carry the trace id: the consumers' as well as the request's.
   const messageIds = new Set([published, completed].map((span) => span.attributes['messaging.message.id']));
@@ -182,17 +190,8 @@ test('through RabbitMQ, svc worker continues the trace an order was placed in: p
     published.attributes['messaging.message.id'],
     (await query<{ id: string }>(s.db, "select id from outbox_events where aggregate_id = $1 and type = 'order.created'", [placed.order.id]))[0]!.id,
   );
-  const payment = one(spans, 'payments process order.created');
-  assert.equal(parentOf(payment), published.spanContext().spanId);
-  const charge = one(spans, 'payments.charge');
-  assert.equal(parentOf(charge), payment.spanContext().spanId);
+  const { charge, sent } = assertOrderChain(spans, published);
   assert.equal(charge.attributes['svc.provider'], 'stripe');
-  const completed = one(spans, 'publish order.completed');
-  assert.equal(parentOf(completed), payment.spanContext().spanId);
-  const mail = one(spans, 'mail process order.completed');
-  assert.equal(parentOf(mail), completed.spanContext().spanId);
-  const sent = one(spans, 'mailer.send');
-  assert.equal(parentOf(sent), mail.spanContext().spanId);
   assert.equal(sent.attributes['svc.provider'], 'sendgrid');
 });
 
