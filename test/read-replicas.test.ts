@@ -186,6 +186,33 @@ test("two svc serve on one PostgreSQL and Redis: after a caller's write through 
   for (const s of [a, b]) assert.equal(s.stderr().match(/"level":50/g)?.length ?? 0, 0, s.stderr());
 });
 
+test('Redis commands that time out on a connection that stays up send those reads to the primary, and only those: no window of primary reads follows', async (t) => {
+  const prefix = redisPrefix(t);
+  const proxy = await redisProxy(t);
+  const connection = await RedisConnection.connect(proxy.url, { logger: createLogger('silent'), prefix });
+  t.after(() => connection.close());
+  const ryw = new RedisReadYourWrites(connection, 60_000);
+  assert.equal(await ryw.mayReadReplica('usr_a'), true);
+  proxy.stall();
+  // The command times out (250 ms): this read cannot be known safe, so it goes to the primary.
+  assert.equal(await ryw.mayReadReplica('usr_a'), false);
+  await ryw.wrote('usr_b');
+  proxy.resume();
+  // Redis answers again on the same connection: the next command that succeeds ends the outage, and
+  // the write whose command timed out is written again, for the other instances.
+  await ryw.mayReadReplica('usr_x');
+  const redis = new Redis(REDIS_URL);
+  t.after(() => redis.disconnect());
+  let left = -2;
+  for (let i = 0; i < 50 && left < 0; i++) {
+    left = await redis.pttl(`${prefix}:ryw:usr_b`);
+    if (left < 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  // After it, a caller who has not written reads the replica at once: no window of primary reads.
+  assert.equal(await ryw.mayReadReplica('usr_c'), true, 'a caller who has not written reads the replica again');
+  assert.ok(left > 0, 'the write whose command timed out was written again');
+});
+
 test('through Redis: a write sets a key per caller that expires with the window; another instance learns it; cut from Redis, the primary, and the windows recorded meanwhile are written back, never shortening one', async (t) => {
   const prefix = redisPrefix(t);
   const connect = async () => {

@@ -6,8 +6,9 @@ import type { RedisConnection } from './redis.js';
  * expires with the window, so a read through any instance sees it. A read asks this process first
  * (its own writes, and what Redis told it), then Redis. Redis failing never fails a request and
  * never risks a stale read: while it is unreachable every read goes to the primary, and for one
- * window after it is back too (a write made meanwhile may not be in Redis, or Redis may have lost
- * its keys); the writes this process recorded meanwhile are written to Redis again when it is back.
+ * window after its connection is back too (a write made meanwhile may not be in Redis, or Redis may
+ * have lost its keys); the writes this process recorded meanwhile are written to Redis again when it
+ * answers again.
  */
 export class RedisReadYourWrites implements WriteWindows {
   private readonly local: ReadYourWrites;
@@ -20,8 +21,11 @@ export class RedisReadYourWrites implements WriteWindows {
     private readonly now: () => number = Date.now,
   ) {
     this.local = new ReadYourWrites(windowMs, now);
-    redis.onReconnect(() => {
-      this.primaryUntil = this.now() + windowMs;
+    redis.onReconnect((dropped) => {
+      // A lost connection may mean a Redis that restarted without its keys: nothing it says is sure
+      // for a window. Commands that only timed out on a connection that stayed up (a busy machine)
+      // lost nothing but what this process failed to write, which goes back now.
+      if (dropped) this.primaryUntil = this.now() + windowMs;
       void this.republish();
     });
   }
