@@ -148,9 +148,12 @@ test('the OpenAPI document is valid OpenAPI 3.1 and lists every route with its p
             `${name} documents 429 and its headers`,
           );
           assert.equal(op.responses['429']!.headers!['Retry-After']!.schema.type, 'integer');
+          for (const [status, response] of Object.entries(op.responses).filter(([status]) => status !== '429')) {
+            for (const header of ['RateLimit', 'RateLimit-Policy']) assert.ok(response.headers?.[header], `${name} documents ${header} on ${status}`);
+          }
         }
         if (path.startsWith('/api/')) {
-          assert.deepEqual(Object.keys(op.responses['503']?.headers ?? {}), ['Retry-After'], `${name} documents 503 with Retry-After`);
+          assert.ok(op.responses['503']?.headers?.['Retry-After'], `${name} documents 503 with Retry-After`);
         }
       }
     },
@@ -221,6 +224,20 @@ test('with a limit of one request a minute, exactly the routes documenting 429 r
       });
     const first = await send();
     assert.notEqual(first.statusCode, 429, `${method} ${path}: the first request is within the limit`);
+    if (op.responses['429']) {
+      // Counted, whatever it answered: the RateLimit fields are on it, and documented for its status.
+      const policy = /\/auth\/(login|register|refresh)$/.test(path) ? '"auth";q=1;w=60' : '"ip";q=1;w=60';
+      assert.equal(first.headers['ratelimit-policy'], policy, `${method} ${path}: ${first.statusCode}`);
+      assert.match(String(first.headers['ratelimit']), /^"(ip|auth)";r=0;t=\d+$/, `${method} ${path}: ${first.statusCode}`);
+      const documentedAs = op.responses[String(first.statusCode)];
+      if (documentedAs) {
+        assert.deepEqual(
+          Object.keys(documentedAs.headers ?? {}).sort(),
+          ['RateLimit', 'RateLimit-Policy'],
+          `${method} ${path} documents the fields on ${first.statusCode}`,
+        );
+      }
+    }
     const second = await send();
     const name = `${method} ${path}`;
     if (op.responses['429']) {

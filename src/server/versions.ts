@@ -42,6 +42,15 @@ export function errorResponses(...statuses: number[]) {
 /** A 503's header: svc says when to try again (a busy pool or bulkhead says when it expects room; otherwise 1 s). */
 const RETRY_AFTER_HEADER = { 'Retry-After': { type: 'integer', minimum: 0, description: 'Seconds to wait before trying again' } } as const;
 
+const { 'Retry-After': _retryAfter, ...COUNTED_HEADERS } = RATE_LIMIT_HEADERS;
+
+/** A documented response with the RateLimit-Policy and RateLimit fields (a JSON schema or a response object, both take `headers`). */
+function withCountedHeaders(response: unknown): unknown {
+  if (typeof response !== 'object' || response === null) return response;
+  const own = (response as { headers?: Record<string, unknown> }).headers;
+  return { ...response, headers: { ...own, ...COUNTED_HEADERS } };
+}
+
 /**
  * The refusals that can answer any route, whatever its handler does, added to its documented
  * responses: 429 on every route the rate limits count (with Retry-After and the RateLimit fields),
@@ -54,10 +63,13 @@ export function withRefusals(url: string, response: Record<string, unknown>): Re
     const own = response[status] as { description?: string } | undefined;
     return { ...errorResponses(status)[status], ...(own?.description ? { description: own.description } : {}), headers };
   };
+  const limited = isRateLimited(url);
+  // A counted request carries the RateLimit fields whatever it answers (with the limits on).
+  const counted = limited ? Object.fromEntries(Object.entries(response).map(([status, r]) => [status, withCountedHeaders(r)])) : response;
   return {
-    ...response,
-    ...(isRateLimited(url) ? { 429: problem(429, RATE_LIMIT_HEADERS) } : {}),
-    ...(/^\/api\/v\d+\//.test(url) ? { 503: problem(503, RETRY_AFTER_HEADER) } : {}),
+    ...counted,
+    ...(limited ? { 429: problem(429, RATE_LIMIT_HEADERS) } : {}),
+    ...(/^\/api\/v\d+\//.test(url) ? { 503: problem(503, limited ? { ...RETRY_AFTER_HEADER, ...COUNTED_HEADERS } : RETRY_AFTER_HEADER) } : {}),
   };
 }
 
