@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { testServer, jwksFile } from './helpers/server.js';
-import { migratedDatabase, query } from './helpers/db.js';
+import { migratedDatabase, query, sessionOn } from './helpers/db.js';
 import { svc, svcServe, tempDir } from './helpers/cli.js';
 import { assertProblem, type Json } from './helpers/http.js';
 import { translateDatabaseError } from '../src/adapters/database.js';
@@ -14,16 +14,6 @@ import { newId } from '../src/domain/shared/ids.js';
 
 // PostgreSQL's own words: the constraint, the index expression, the detail. None may reach a client.
 const DATABASE_WORDS = /Key \(|lower\(|_unique|_foreign|_check|constraint|duplicate key|not present in table|violates|refers to something/;
-
-/** A second connection to the test's database, to hold locks and order a race; closed at the end. */
-async function connect(t: { after(fn: () => Promise<unknown>): void }, url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  // The test's database is dropped (with force) when the test ends, perhaps before this closes.
-  client.on('error', () => {});
-  t.after(() => client.end());
-  return client;
-}
 
 /**
  * Resolves once another session waits for a lock `holder` holds: the racing statement has reached
@@ -56,7 +46,7 @@ test('a user deleted while their order is placed gets 404 naming the user in the
   assert.equal(product.statusCode, 201, product.body);
 
   // Hold the product's row: the order statement passes authentication, then waits for it ...
-  const locker = await connect(t, ts.databaseUrl!);
+  const locker = await sessionOn(t, ts.databaseUrl!);
   await locker.query('begin');
   await locker.query("select id from products where sku = 'TEA-1' for update");
   const ordering = fetch(`${ts.url}/api/v1/orders`, {
@@ -106,7 +96,7 @@ test(
 
     // Another writer has inserted TEA-1 and not committed: the service's own check cannot see it,
     // and its insert waits on the unique index until that writer commits.
-    const other = await connect(t, url);
+    const other = await sessionOn(t, url);
     await other.query('begin');
     await other.query(
       "insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values ($1, 'TEA-1', 'Tea', 450, 'USD', 1, true, $2, $2)",
@@ -151,7 +141,7 @@ test(
 
 test('svc users create racing another writer for the same email (another letter case) says the email is taken, as it does without a race (an operator may see the account)', async (t) => {
   const url = await migratedDatabase(t);
-  const other = await connect(t, url);
+  const other = await sessionOn(t, url);
   await other.query('begin');
   const winner = newId('usr');
   await other.query(
@@ -182,7 +172,7 @@ test('svc users api-keys create for a user deleted meanwhile says the user no lo
   const bob = created.json<{ id: string }>();
 
   // Hold Bob's row: the key's insert finds him, then waits to check its reference to him ...
-  const other = await connect(t, url);
+  const other = await sessionOn(t, url);
   await other.query('begin');
   await other.query('select id from users where id = $1 for update', [bob.id]);
   const creating = svc(['users', 'api-keys', 'create', 'bob@example.com', '--name', 'ci'], { env });

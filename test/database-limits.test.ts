@@ -6,20 +6,11 @@ import { Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { testServer } from './helpers/server.js';
-import { migratedDatabase, query } from './helpers/db.js';
+import { migratedDatabase, query, sessionOn } from './helpers/db.js';
 import { assertProblem } from './helpers/http.js';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
 import { createLogger, createLoggerTo } from '../src/logger.js';
-
-/** A second session on the test's database, to hold locks; closed at the end. */
-async function connect(t: { after(fn: () => Promise<unknown>): void }, url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  client.on('error', () => {});
-  t.after(() => client.end());
-  return client;
-}
 
 /**
  * Resolves once another session has waited for a lock `holder` holds for longer than `ms`: past the
@@ -48,7 +39,7 @@ test('a query slower than DATABASE_STATEMENT_TIMEOUT_MS answers 503 with Retry-A
   assert.equal(ok.statusCode, 200, ok.body);
 
   // Another session holds the products table (a long migration elsewhere, a stuck admin session).
-  const holder = await connect(t, ts.databaseUrl!);
+  const holder = await sessionOn(t, ts.databaseUrl!);
   await holder.query('begin');
   await holder.query('lock table products in access exclusive mode');
   const slow = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
@@ -69,7 +60,7 @@ test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cann
   assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
 
   // The one connection waits for the table another session holds; the next request waits for the connection.
-  const holder = await connect(t, ts.databaseUrl!);
+  const holder = await sessionOn(t, ts.databaseUrl!);
   await holder.query('begin');
   await holder.query('lock table products in access exclusive mode');
   const first = ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
@@ -124,7 +115,7 @@ test('migrations run without the statement timeout: one that waits longer than i
   assert.ok(last);
 
   // Recording a migration writes to mikro_orm_migrations: held here, the run waits well past 200 ms.
-  const holder = await connect(t, url);
+  const holder = await sessionOn(t, url);
   await holder.query('begin');
   await holder.query('lock table mikro_orm_migrations in access exclusive mode');
   const run = app.migrations.up();
@@ -152,7 +143,7 @@ test('housekeeping runs without the statement timeout: a pass that waits longer 
   t.after(() => app.close());
   await query(url, `insert into login_throttles (key, drained_at) values ('ip:203.0.113.9', now() - interval '1 day')`);
 
-  const holder = await connect(t, url);
+  const holder = await sessionOn(t, url);
   await holder.query('begin');
   await holder.query('lock table login_throttles in access exclusive mode');
   const housekeeping = app.scheduleHousekeeping(3_600_000);

@@ -104,3 +104,13 @@ export async function query<R extends pg.QueryResultRow = Record<string, unknown
     await client.end();
   }
 }
+
+/** A second session on a test database (to hold locks, order a race); closed when the test ends. */
+export async function sessionOn(t: { after(fn: () => Promise<unknown>): void }, url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  // The test's database is dropped (with force) when the test ends, perhaps before this closes.
+  client.on('error', () => {});
+  t.after(() => client.end());
+  return client;
+}
