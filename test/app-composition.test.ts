@@ -1,11 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { createApp } from '../src/app.js';
 import { loadConfig, ConfigError } from '../src/config.js';
-import { createLoggerTo } from '../src/logger.js';
+import { capturedLogs } from './helpers/logs.js';
 import { startServer } from '../src/server/serve.js';
 import { LocalFileStore } from '../src/adapters/local-file-store.js';
 import type { PaymentProvider } from '../src/domain/payments/payment-provider.js';
@@ -16,21 +15,6 @@ import { svc, tempDir } from './helpers/cli.js';
 import { testServer, jwksFile } from './helpers/server.js';
 import { AMQP_URL, testPrefix } from './helpers/rabbit.js';
 import amqp from 'amqplib';
-
-/** A logger whose JSON lines are kept in memory. */
-function capturingLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLoggerTo(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
-  return { logger, lines };
-}
 
 const fakePayments: PaymentProvider = {
   name: 'fake-payments',
@@ -55,7 +39,7 @@ test('with nothing configured createApp chooses the embedded stand-ins; override
   assert.equal(app.localFiles, app.files);
   assert.equal(app.publisher, undefined);
 
-  const { logger } = capturingLogger();
+  const { logger } = capturedLogs('info');
   const replaced = await createApp(config, { logger, payments: fakePayments, mailer: fakeMailer, files: fakeFiles });
   t.after(() => replaced.close());
   assert.equal(replaced.logger, logger);
@@ -96,7 +80,7 @@ test('a configured service is never replaced by its embedded stand-in', async (t
 
 test('svc serve announces each embedded stand-in once, with the variable that switches it; a command announces none', async (t) => {
   const dir = tempDir(t);
-  const { logger, lines } = capturingLogger();
+  const { logger, lines } = capturedLogs('info');
   const keys = await jwksFile(t);
   const env = {
     DATABASE_URL: await migratedDatabase(t),
@@ -185,7 +169,7 @@ test("role 'worker' with AMQP_URL gets RabbitMQ as its publisher and transport (
   const db = await migratedDatabase(t);
   const prefix = testPrefix();
   const config = loadConfig({ DATABASE_URL: db, AMQP_URL, AMQP_PREFIX: prefix, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'silent' });
-  const worker = await createApp(config, { role: 'worker', logger: capturingLogger().logger });
+  const worker = await createApp(config, { role: 'worker', logger: capturedLogs('info').logger });
   t.after(async () => {
     const conn = await amqp.connect(AMQP_URL);
     await (await conn.createChannel()).deleteExchange(`${prefix}.events`);
@@ -197,13 +181,13 @@ test("role 'worker' with AMQP_URL gets RabbitMQ as its publisher and transport (
   await worker.close();
   assert.match(await worker.publisher.check(), /not connected/);
 
-  const command = await createApp(config, { logger: capturingLogger().logger });
+  const command = await createApp(config, { logger: capturedLogs('info').logger });
   t.after(() => command.close());
   assert.equal(command.publisher, undefined);
   assert.equal(command.transport, undefined);
 
   await assert.rejects(
-    createApp({ ...config, AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, { role: 'worker', logger: capturingLogger().logger }),
+    createApp({ ...config, AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, { role: 'worker', logger: capturedLogs('info').logger }),
     (err: Error & { code?: string }) => err.code === 'unavailable' && /RabbitMQ is unreachable .*AMQP_URL/.test(err.message),
   );
 });
@@ -211,12 +195,12 @@ test("role 'worker' with AMQP_URL gets RabbitMQ as its publisher and transport (
 test('publicUrl: PUBLIC_URL, else the address svc serve listens on, else http://HOST:PORT with a warning once', async (t) => {
   const db = await migratedDatabase(t);
   const base = { DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data'), LOG_LEVEL: 'info' };
-  const configured = await createApp(loadConfig({ ...base, PUBLIC_URL: 'https://shop.example.com' }), { logger: capturingLogger().logger });
+  const configured = await createApp(loadConfig({ ...base, PUBLIC_URL: 'https://shop.example.com' }), { logger: capturedLogs('info').logger });
   t.after(() => configured.close());
   configured.listening('http://127.0.0.1:4321');
   assert.equal(configured.publicUrl(), 'https://shop.example.com');
 
-  const { logger, lines } = capturingLogger();
+  const { logger, lines } = capturedLogs('info');
   const guessed = await createApp(loadConfig({ ...base, HOST: '0.0.0.0', PORT: '8080' }), { logger });
   t.after(() => guessed.close());
   assert.equal(guessed.publicUrl(), 'http://127.0.0.1:8080');

@@ -2,7 +2,6 @@
 // 500s) and its exemptions (migrations and housekeeping may run longer).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { testServer } from './helpers/server.js';
@@ -10,7 +9,8 @@ import { migratedDatabase, query, sessionOn } from './helpers/db.js';
 import { assertProblem } from './helpers/http.js';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
-import { createLogger, createLoggerTo } from '../src/logger.js';
+import { createLogger } from '../src/logger.js';
+import { capturedLogs } from './helpers/logs.js';
 
 /**
  * Resolves once another session has waited for a lock `holder` holds for longer than `ms`: past the
@@ -128,16 +128,7 @@ test('migrations run without the statement timeout: one that waits longer than i
 
 test('housekeeping runs without the statement timeout: a pass that waits longer than it still purges', async (t) => {
   const url = await migratedDatabase(t);
-  const lines: string[] = [];
-  const logger = createLoggerTo(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(chunk.toString());
-        done();
-      },
-    }),
-  );
+  const { logger, lines } = capturedLogs('info');
   const config = loadConfig({ DATABASE_URL: url, DATABASE_STATEMENT_TIMEOUT_MS: '200', LOG_LEVEL: 'info' });
   const app = await createApp(config, { logger });
   t.after(() => app.close());
@@ -153,7 +144,7 @@ test('housekeeping runs without the statement timeout: a pass that waits longer 
 
   assert.deepEqual(await query(url, 'select key from login_throttles'), []);
   assert.deepEqual(
-    lines.filter((l) => /housekeeping failed/.test(l)),
+    lines.filter((l) => /housekeeping failed/.test(String(l.msg))),
     [],
   );
 });

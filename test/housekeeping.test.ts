@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { migratedDatabase, query, urlFor } from './helpers/db.js';
 import { tempDir } from './helpers/cli.js';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
-import { createLogger, createLoggerTo } from '../src/logger.js';
+import { createLogger } from '../src/logger.js';
+import { capturedLogs } from './helpers/logs.js';
 import { jwksFile } from './helpers/server.js';
 import { startServer } from '../src/server/serve.js';
 import { purgeExpired } from '../src/domain/housekeeping.js';
@@ -81,16 +81,7 @@ test('svc serve purges expired rows when it starts (then every 15 minutes); a fa
   await running.stop();
   assert.deepEqual(await remaining(db), KEPT);
 
-  let out = '';
-  const logger = createLoggerTo(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        out += chunk.toString();
-        done();
-      },
-    }),
-  );
+  const { logger, lines } = capturedLogs('info');
   // A database that is not there: the pass fails, is logged as a warning, and the schedule goes on.
   const app = await createApp(loadConfig({ DATABASE_URL: urlFor('svc_no_such_database'), SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent' }), {
     logger: createLogger('silent'),
@@ -98,7 +89,7 @@ test('svc serve purges expired rows when it starts (then every 15 minutes); a fa
   t.after(() => app.close());
   const failing = scheduleHousekeeping(() => app.db.orm.em.fork() as SqlEntityManager, logger, 60_000);
   await failing.stop();
-  const line = JSON.parse(out.trim().split('\n').at(-1)!) as { level: string; msg: string };
+  const line = lines.at(-1)!;
   assert.deepEqual([line.level, line.msg], ['warn', 'housekeeping failed; trying again at the next pass']);
 });
 

@@ -1,15 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import { createLoggerTo } from '../src/logger.js';
+import type { Logger } from 'pino';
+import { capturedLogs } from './helpers/logs.js';
 
 type Json = Record<string, any>;
 
-/** The real logger writing into an array of parsed lines. */
-function capture(): { logger: ReturnType<typeof createLoggerTo>; raw: () => string; lines: () => Json[] } {
-  const chunks: string[] = [];
-  const sink = new Writable({ write: (chunk, _enc, done) => (chunks.push(chunk.toString()), done()) });
-  return { logger: createLoggerTo('info', sink), raw: () => chunks.join(''), lines: () => chunks.map((c) => JSON.parse(c) as Json) };
+/** The real logger writing into memory: everything written, and the lines parsed. */
+function capture(): { logger: Logger; raw: () => string; lines: () => Json[] } {
+  const { logger, lines, text } = capturedLogs('info');
+  return { logger, raw: text, lines: () => lines };
 }
 
 /** `leaf` inside `levels` nested objects: { l1: { l2: … { l<levels>: leaf } } }. */

@@ -1,6 +1,5 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { DatabaseQueue } from '../src/adapters/database-queue.js';
 import { StripePayments } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
@@ -10,7 +9,8 @@ import type { FileStore } from '../src/domain/files/file-store.js';
 import { MailUnavailable, type Mailer } from '../src/domain/notifications/mailer.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { newId } from '../src/domain/shared/ids.js';
-import { createLoggerTo } from '../src/logger.js';
+import type { Logger } from 'pino';
+import { capturedLogs } from './helpers/logs.js';
 import { ConsumerRunner, defineConsumer, ProviderUnavailable, type ConsumerDefinition, type Outcome } from '../src/worker/consumer.js';
 import { mailConsumer } from '../src/worker/consumers/mail.js';
 import { paymentsConsumer } from '../src/worker/consumers/payments.js';
@@ -80,12 +80,7 @@ interface Running {
   until(pred: (outcomes: Outcome[]) => boolean): Promise<void>;
 }
 
-async function run(
-  t: TestContext,
-  b: Bench,
-  consumer: ConsumerDefinition,
-  options: { maxDeferralMs?: number; logger?: ReturnType<typeof createLoggerTo> } = {},
-) {
+async function run(t: TestContext, b: Bench, consumer: ConsumerDefinition, options: { maxDeferralMs?: number; logger?: Logger } = {}) {
   const runner = new ConsumerRunner(consumer, {
     transport: b.transport,
     context: (input) => b.app.context(input),
@@ -211,16 +206,7 @@ for (const kind of KINDS) {
 
   test(`${kind}: a message deferred longer than maxDeferralMs is dead-lettered, and every deferral is logged with how long it has waited`, async (t) => {
     const b = await bench(t, kind);
-    let out = '';
-    const logger = createLoggerTo(
-      'warn',
-      new Writable({
-        write(chunk: Buffer, _enc, done) {
-          out += chunk.toString();
-          done();
-        },
-      }),
-    );
+    const { logger, lines } = capturedLogs('warn');
     const consumer = defineConsumer({
       name: 'receipts-down',
       events: ['order.created'],
@@ -237,11 +223,7 @@ for (const kind of KINDS) {
     assert.match(dead[0]!.error, /^ProviderUnavailable: cannot store receipts\/x\.pdf: .* \(still unavailable after waiting \d+ ms since .*, \d+ deferrals\)$/);
     assert.equal(dead[0]!.attempts, 1);
 
-    const lines = out
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { level: string; msg: string; service: string; deferrals: number; waitedMs: number });
-    const waits = lines.filter((l) => l.msg.startsWith('s3 unavailable; the message waits'));
+    const waits = lines.filter((l) => String(l.msg).startsWith('s3 unavailable; the message waits'));
     assert.equal(waits.length, count(r.outcomes, 'deferred'));
     assert.deepEqual(
       waits.map((l) => [l.level, l.service, l.deferrals]),
