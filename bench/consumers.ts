@@ -26,7 +26,7 @@ import { FAKE_SENDGRID_API_KEY } from '../test/fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY } from '../test/fakes/stripe.js';
 import { S3RVER_CREDENTIALS } from '../test/fakes/s3.js';
 import type { FakesReady, FakesRequest } from './fakes-host.js';
-import { admin, fmt, idOf, ROOT, withDatabase } from './harness.js';
+import { admin, cpuMicros, fmt, idOf, ROOT, withDatabase } from './harness.js';
 import type { BenchOptions, Report } from './report.js';
 
 const USERS = 100;
@@ -49,15 +49,29 @@ interface Cost {
   cpuMs: number;
   statements: number;
   wallMs: number;
+  /** CPU of the PostgreSQL server processes serving the bench database (Linux /proc); undefined elsewhere. */
+  serverCpuMs: number | undefined;
 }
 
-async function measured(fn: () => Promise<void>): Promise<Cost> {
+/**
+ * The PostgreSQL backends of the bench database but the bench's own, and the CPU each has used so
+ * far, from /proc (PostgreSQL on this machine); read outside the measured statements.
+ */
+type Backends = (() => Promise<Map<number, number | undefined>>) | undefined;
+
+async function measured(fn: () => Promise<void>, backends: Backends): Promise<Cost> {
+  const server = await backends?.();
   const cpu = process.cpuUsage();
   const before = statements;
   const start = performance.now();
   await fn();
   const used = process.cpuUsage(cpu);
-  return { cpuMs: (used.user + used.system) / 1000, statements: statements - before, wallMs: performance.now() - start };
+  const cost = { cpuMs: (used.user + used.system) / 1000, statements: statements - before, wallMs: performance.now() - start };
+  const after = await backends?.();
+  let serverUs: number | undefined = server && after ? 0 : undefined;
+  // A backend that started during the step counts from zero; one that ended during it is lost (the pool keeps them for 10 s idle).
+  for (const [pid, us] of after ?? []) if (serverUs !== undefined && us !== undefined) serverUs += us - (server?.get(pid) ?? 0);
+  return { ...cost, serverCpuMs: serverUs === undefined ? undefined : serverUs / 1000 };
 }
 
 /**
@@ -189,32 +203,33 @@ async function placeOrders(app: App, userIds: string[], n: number, k: number): P
 }
 
 /** One round: `n` orders placed, then relayed, paid, relayed, given a receipt and an email, each step measured on its own. */
-async function round(setup: Setup, userIds: string[], n: number, k: number): Promise<Record<Step, Cost>> {
+async function round(setup: Setup, userIds: string[], n: number, k: number, backends: Backends): Promise<Record<Step, Cost>> {
   await placeOrders(setup.app, userIds, n, k);
   const relayAll = async () => {
     while ((await setup.relay.relayOnce()).published > 0);
   };
   const deliver = (consumer: string, messages: EventMessage[]) => setup.transport.deliver(consumer, messages);
   setup.outcomes.clear();
-  const relayCreated = await measured(relayAll);
+  const relayCreated = await measured(relayAll, backends);
   const created = setup.collector.take('order.created');
-  const payments = await measured(() => deliver('payments', created));
-  const relayCompleted = await measured(relayAll);
+  const payments = await measured(() => deliver('payments', created), backends);
+  const relayCompleted = await measured(relayAll, backends);
   const completed = setup.collector.take('order.completed');
-  const receipts = await measured(() => deliver('receipts', completed));
-  const mail = await measured(() => deliver('mail', completed));
+  const receipts = await measured(() => deliver('receipts', completed), backends);
+  const mail = await measured(() => deliver('mail', completed), backends);
   const processed = setup.outcomes.get('processed') ?? 0;
   if (setup.transport.failures.length > 0 || created.length !== n || completed.length !== n || processed !== 3 * n) {
     throw new Error(
       `${setup.name}: of ${n} orders, ${created.length} created and ${completed.length} completed events, ${processed} messages processed; ${setup.transport.failures.slice(0, 3).join('; ')}`,
     );
   }
-  const relay = {
-    cpuMs: relayCreated.cpuMs + relayCompleted.cpuMs,
-    statements: relayCreated.statements + relayCompleted.statements,
-    wallMs: relayCreated.wallMs + relayCompleted.wallMs,
-  };
-  return { relay, payments, receipts, mail };
+  return { relay: sum([relayCreated, relayCompleted]), payments, receipts, mail };
+}
+
+function sum(costs: Cost[]): Cost {
+  const total = (f: (c: Cost) => number) => costs.reduce((t, c) => t + f(c), 0);
+  const server = costs.every((c) => c.serverCpuMs !== undefined) ? total((c) => c.serverCpuMs!) : undefined;
+  return { cpuMs: total((c) => c.cpuMs), statements: total((c) => c.statements), wallMs: total((c) => c.wallMs), serverCpuMs: server };
 }
 
 interface Fakes {
@@ -297,21 +312,31 @@ export async function run(options: BenchOptions): Promise<Report> {
         return (await client.query<{ id: string }>('select id from users order by id')).rows.map((r) => r.id);
       }, url);
 
+      // PostgreSQL's CPU, when it runs on this machine and /proc shows its processes.
+      const watcher = new pg.Client({ connectionString: url });
+      await watcher.connect();
+      const backends: Backends = async () => {
+        const { rows } = await watcher.query<{ pid: number }>(
+          'select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
+        );
+        return new Map(rows.map((r) => [r.pid, cpuMicros(r.pid)]));
+      };
       const setups: Setup[] = [];
       try {
         for (const [name, env] of Object.entries(envs)) setups.push(await setUp(name, env, k));
         // A warm-up round each (connections opened, statements prepared, code compiled), not counted.
-        for (const setup of setups) await round(setup, userIds, 2 * k, k);
+        for (const setup of setups) await round(setup, userIds, 2 * k, k, backends);
         const costs = new Map<string, Record<Step, Cost>[]>(setups.map((s) => [s.name, []]));
         for (let r = 1; r <= rounds; r++) {
           for (const setup of setups) {
             process.stderr.write(`round ${r} of ${rounds}, ${setup.name}: ${n} orders, ${k} at a time…\n`);
-            costs.get(setup.name)!.push(await round(setup, userIds, n, k));
+            costs.get(setup.name)!.push(await round(setup, userIds, n, k, backends));
           }
         }
         return report(costs, { n, k, rounds });
       } finally {
         for (const setup of setups) await tearDown(setup);
+        await watcher.end();
       }
     });
   } finally {
@@ -322,12 +347,14 @@ export async function run(options: BenchOptions): Promise<Report> {
 
 function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n: number; k: number; rounds: number }): Report {
   const rows: string[][] = [];
-  const perOrder = (cost: Cost) => ({ cpu: cost.cpuMs / n, statements: cost.statements / n, wall: cost.wallMs / n });
+  const perOrder = (cost: Cost) => ({
+    cpu: cost.cpuMs / n,
+    statements: cost.statements / n,
+    wall: cost.wallMs / n,
+    server: cost.serverCpuMs === undefined ? undefined : cost.serverCpuMs / n,
+  });
   for (const [setup, byRound] of costs) {
-    const all = byRound.map((r) => {
-      const sum = (f: (c: Cost) => number) => CONSUMERS.reduce((total, c) => total + f(r[c]), 0);
-      return { cpuMs: sum((c) => c.cpuMs), statements: sum((c) => c.statements), wallMs: sum((c) => c.wallMs) };
-    });
+    const all = byRound.map((r) => sum(CONSUMERS.map((c) => r[c])));
     const lines: [string, Cost[]][] = [
       ...CONSUMERS.map((c): [string, Cost[]] => [c, byRound.map((r) => r[c])]),
       ['all three', all],
@@ -341,6 +368,7 @@ function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n:
         fmt(median(each.map((e) => e.cpu)), 2),
         each.map((e) => fmt(e.cpu, 2)).join(', '),
         fmt(median(each.map((e) => e.statements)), 2),
+        each.every((e) => e.server !== undefined) ? fmt(median(each.map((e) => e.server!)), 2) : 'n/a',
         fmt(median(each.map((e) => e.wall)), 2),
       ]);
     }
@@ -348,10 +376,11 @@ function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n:
   return {
     title: `consumers: ${n} orders per round through the real consumers and runner, ${k} at a time, on PostgreSQL, ${rounds} interleaved rounds`,
     measurements: [],
-    table: { header: ['adapters', 'step', 'CPU ms/order', 'by round', 'statements/order', 'wall ms/order'], rows },
+    table: { header: ['adapters', 'step', 'CPU ms/order', 'by round', 'statements/order', 'PostgreSQL CPU ms/order', 'wall ms/order'], rows },
     goals: [],
     notes: [
       'CPU: process.cpuUsage() of this process (every thread) around each step; the fakes run in a process of their own, PostgreSQL in its server.',
+      'PostgreSQL CPU: the server processes of the bench database (its connections), from /proc; n/a when the server runs elsewhere.',
       'statements: every query that reached a pg.Client (begin and commit included), per order; the figures are medians over the rounds.',
       'relay: the real OutboxRelay\'s passes (batches of up to 100) for the order.created and order.completed rows, on a publisher that hands the messages over: not in "all three".',
       'wall: the step’s elapsed time per order with k in flight (the consumers wait on PostgreSQL and the providers meanwhile).',
