@@ -6,6 +6,10 @@ export interface BenchOptions {
   durationS?: number;
   /** Orders per second of a paced load (the pipeline target). */
   rate?: number;
+  /** Orders per round, orders in flight and rounds per adapter set (the consumers target). */
+  orders?: number;
+  concurrency?: number;
+  rounds?: number;
 }
 
 /** The timing figures of one measured command, in milliseconds. */

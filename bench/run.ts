@@ -6,14 +6,19 @@ const targets: Record<string, () => Promise<{ run: Target }>> = {
   cli: () => import('./cli.js'),
   api: () => import('./api.js'),
   pipeline: () => import('./pipeline.js'),
+  consumers: () => import('./consumers.js'),
 };
 
-const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--rate R] [--json]
+const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--rate R] [--orders N] [--concurrency K] [--rounds R] [--json]
   target      one of: ${Object.keys(targets).join(', ')} (default: all)
   --runs      timed runs per measurement of the cli target (default 15)
   --duration  seconds of load per measurement of the api and pipeline targets (default 10; the
               pipeline's paced phase 30)
   --rate      orders per second of the pipeline's paced phase (default 100)
+  --orders    orders per round of the consumers target (default 200)
+  --concurrency
+              messages in flight per consumer of the consumers target (default 10)
+  --rounds    rounds per set of adapters of the consumers target, interleaved (default 3)
   --json      print the figures as one JSON document`;
 
 const positive = (raw: string | undefined) => (raw === undefined ? undefined : Number.isInteger(Number(raw)) && Number(raw) >= 1 ? Number(raw) : NaN);
@@ -23,7 +28,15 @@ async function main(): Promise<number> {
   try {
     parsed = parseArgs({
       allowPositionals: true,
-      options: { runs: { type: 'string', default: '15' }, duration: { type: 'string' }, rate: { type: 'string' }, json: { type: 'boolean', default: false } },
+      options: {
+        runs: { type: 'string', default: '15' },
+        duration: { type: 'string' },
+        rate: { type: 'string' },
+        orders: { type: 'string' },
+        concurrency: { type: 'string' },
+        rounds: { type: 'string' },
+        json: { type: 'boolean', default: false },
+      },
     });
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${usage}\n`);
@@ -33,6 +46,8 @@ async function main(): Promise<number> {
   const runs = positive(values.runs)!;
   const durationS = positive(values.duration);
   const rate = positive(values.rate);
+  const counts = { orders: positive(values.orders), concurrency: positive(values.concurrency), rounds: positive(values.rounds) };
+  const badCount = (Object.keys(counts) as (keyof typeof counts)[]).find((key) => Number.isNaN(counts[key]));
   const names = positionals.length ? positionals : Object.keys(targets);
   const unknown = names.filter((n) => !(n in targets));
   const problem = unknown.length
@@ -43,7 +58,9 @@ async function main(): Promise<number> {
         ? `--duration must be a positive integer, got ${values.duration}`
         : Number.isNaN(rate)
           ? `--rate must be a positive integer, got ${values.rate}`
-          : undefined;
+          : badCount
+            ? `--${badCount} must be a positive integer, got ${values[badCount]}`
+            : undefined;
   if (problem) {
     process.stderr.write(`${problem}\n${usage}\n`);
     return 2;
@@ -52,7 +69,7 @@ async function main(): Promise<number> {
   const reports: Record<string, Report> = {};
   for (const name of names) {
     const { run } = await targets[name]!();
-    reports[name] = await run({ runs, durationS, rate });
+    reports[name] = await run({ runs, durationS, rate, ...counts });
     if (!values.json) process.stdout.write(`${formatReport(reports[name])}\n\n`);
   }
   if (values.json) process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { SimulatedPayments } from '../src/adapters/simulated-payments.js';
 import { StripePayments, type StripePaymentsOptions } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
@@ -184,6 +185,44 @@ test('the same message delivered twice charges once and announces once', async (
   assert.deepEqual(
     s.events.map((e) => e.type),
     ['order.completed'],
+  );
+});
+
+test('a payment is four statements: begin, the order taken with attempt 1 and its key written, the outcome with the order completed, commit', async (t) => {
+  const w = await world(t);
+  const simulatedPayments = await simulated(t);
+  // Every statement that reaches a pg.Client from here on (the test runs none while the message is handled).
+  let statements = 0;
+  const query: unknown = Reflect.get(pg.Client.prototype, 'query');
+  Reflect.set(pg.Client.prototype, 'query', function counted(this: pg.Client, ...args: unknown[]): unknown {
+    statements++;
+    return (query as (...args: unknown[]) => unknown).apply(this, args);
+  });
+  t.after(() => Reflect.set(pg.Client.prototype, 'query', query));
+  const sent: { key: string; statementsBefore: number }[] = [];
+  const payments: PaymentProvider = {
+    name: simulatedPayments.name,
+    charge: (input) => {
+      sent.push({ key: input.idempotencyKey, statementsBefore: statements });
+      return simulatedPayments.charge(input);
+    },
+    findCharge: (orderId) => simulatedPayments.findCharge(orderId),
+    refund: (input) => simulatedPayments.refund(input),
+  };
+  const r = await runner(t, w, payments);
+  const message = await order(w, 'pm_card_visa');
+  const before = statements;
+  await r.rabbit.publish([message]);
+  await r.done(1);
+  assert.deepEqual(r.outcomes, ['processed']);
+  assert.equal(statements - before, 4);
+  // The key went out after begin and the statement that wrote it, and is the one recorded.
+  assert.deepEqual(sent, [{ key: `pay:${message.aggregateId}:1`, statementsBefore: before + 2 }]);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.idempotency_key, p.status]),
+    [[1, `pay:${message.aggregateId}:1`, 'succeeded']],
   );
 });
 

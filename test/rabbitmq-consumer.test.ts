@@ -243,6 +243,10 @@ test("a consumer's first statement goes with the inbox insert: the handler gets 
 
 test('the inbox row and the effect commit together: a handler that throws after writing leaves neither', async (t) => {
   let calls = 0;
+  // The retry (50 ms later) waits until the failed attempt's traces are looked for: on a busy
+  // machine it could otherwise commit between the two reads.
+  let lookedAt!: () => void;
+  const looked = new Promise<void>((resolve) => (lookedAt = resolve));
   const r = await run(
     t,
     defineConsumer({
@@ -250,6 +254,7 @@ test('the inbox row and the effect commit together: a handler that throws after 
       events: ['order.created'],
       async handle(ctx, message) {
         calls++;
+        if (calls > 1) await looked;
         await recordEffect(ctx, 'atomic', message);
         if (calls === 1) throw new Error('crash after the write');
       },
@@ -260,6 +265,7 @@ test('the inbox row and the effect commit together: a handler that throws after 
   assert.deepEqual(await r.settled(1), ['retry']);
   assert.deepEqual(await effects(r.db), [], 'the effect of the failed attempt was rolled back');
   assert.deepEqual(await inbox(r.db), [], 'and so was its inbox row, so the retry runs the handler');
+  lookedAt();
   assert.deepEqual(await r.settled(2), ['retry', 'processed']);
   assert.deepEqual(await effects(r.db), [{ consumer: 'atomic', message_id: message.id }]);
   assert.deepEqual(await inbox(r.db), [{ consumer: 'atomic', message_id: message.id }]);

@@ -31,6 +31,12 @@ export interface ConsumerDefinition {
 
 /** A consumer's first statement (see ConsumerDefinition.first). */
 export interface FirstStatement {
+  /**
+   * Common table expressions (`name as (…), …`) that `text` reads, placed beside `inbox` at the
+   * statement's top level, where PostgreSQL wants a data-modifying one (an update, an insert with
+   * `returning`); they may refer to `inbox`, and the same rule about writing applies to them.
+   */
+  with?: string;
   text: string;
   values: unknown[];
 }
@@ -46,7 +52,7 @@ export async function firstRows(tx: Ctx, consumer: ConsumerDefinition, message: 
   if (first) return first;
   const statement = consumer.first?.(message);
   if (!statement) return [];
-  return tx.sql(`with inbox as (select true as new) ${statement.text}`, statement.values);
+  return tx.sql(`with inbox as (select true as new)${statement.with ? `, ${statement.with}` : ''} ${statement.text}`, statement.values);
 }
 
 /** Checks a consumer definition once, where it is written. */
@@ -231,7 +237,7 @@ export class ConsumerRunner {
         // duplicate; otherwise one row per row of the first statement (svc_first set), or one without.
         const n = first.values.length;
         const rows = await tx.sql<Record<string, unknown>>(
-          `with inbox as (${INBOX_INSERT} values ($${n + 1}, $${n + 2}, now()) on conflict do nothing returning message_id),
+          `with inbox as (${INBOX_INSERT} values ($${n + 1}, $${n + 2}, now()) on conflict do nothing returning message_id),${first.with ? ` ${first.with},` : ''}
            first as (${first.text})
            select inbox.message_id as svc_inbox, f.* from inbox left join (select true as svc_first, first.* from first) f on true`,
           [...first.values, this.consumer.name, message.id],

@@ -59,31 +59,63 @@ const view = (r: PaymentRow): PaymentAttempt => ({
  */
 export const paymentKey = (orderId: string, attempt: number) => `pay:${orderId}:${attempt}`;
 
-/** An order's payment attempts, oldest first. */
-export async function paymentsOf(ctx: Ctx, orderId: string): Promise<PaymentAttempt[]> {
-  return (await ctx.sql<PaymentRow>(`select ${COLUMNS} from payments where order_id = $1 order by attempt`, [orderId])).map(view);
+/** An order taken for payment: what to charge, its payment attempts (oldest first), and attempt 1 when it was just written. */
+export interface OrderToPay {
+  total: number;
+  currency: string;
+  paymentMethod: string | null;
+  attempts: PaymentAttempt[];
+  /** Attempt 1, written `pending` with its key by the statement (also in `attempts`); undefined when the order had attempts or no payment method. */
+  started: PaymentAttempt | undefined;
 }
 
 /**
- * An order's payment attempts, oldest first, and when it has none, attempt 1 written `pending`
- * with its key first (`started`, also in `attempts`): one statement either way, where reading the
- * attempts and then starting the first took two. Call with the order row locked.
+ * The statement that takes an order for payment, as common table expressions and the select that
+ * reads them (the payments consumer's first statement, sent with its inbox insert, which `inbox`
+ * names): the order locked and moved to `processing` when its status is one of `statuses` and the
+ * message is new; its payment attempts read; and when it has none and has a payment method, attempt
+ * 1 written `pending` with its key, so the key is stored before the provider is called without a
+ * round trip of its own. Rows for takenForPayment: none when the order is not there, not payable
+ * or the message a duplicate.
+ *
+ * The attempts are read in the statement's snapshot, taken before the order's lock was granted: a
+ * transaction that committed meanwhile and left the order payable wrote no attempt (the consumer
+ * and the webhooks write attempts only with the order locked, and decide it in the same commit),
+ * and attempt 1's insert skips a row that is there all the same (`on conflict do nothing`).
  */
-export async function attemptsOrFirst(
-  tx: Ctx,
-  input: { orderId: string; amount: number; currency: string; provider: string },
-): Promise<{ attempts: PaymentAttempt[]; started: PaymentAttempt | undefined }> {
-  const now = new Date();
-  const rows = await tx.sql<PaymentRow & { started: boolean }>(
-    `with existing as (select ${COLUMNS} from payments where order_id = $2),
-     inserted as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
-       select $1, $2, 1, $3, 'pending', $4, $5, $6, $7, $7 where not exists (select 1 from existing) on conflict do nothing returning ${COLUMNS})
-     select true as started, inserted.* from inserted union all select false as started, existing.* from existing order by attempt`,
-    [newId('pay'), input.orderId, paymentKey(input.orderId, 1), input.amount, input.currency, input.provider, now],
-  );
-  const started = rows.find((r) => r.started);
-  if (started) await tx.changed(versions.order(input.orderId));
-  return { attempts: rows.map(view), started: started && view(started) };
+export function takeForPayment(input: { orderId: string; statuses: readonly string[]; provider: string }): { with: string; text: string; values: unknown[] } {
+  return {
+    with: `pay_order as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = any($3::text[]) and exists (select 1 from inbox)
+        returning total, currency, payment_method),
+      pay_existing as (select ${COLUMNS} from payments where order_id = $1),
+      pay_started as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
+        select $4::text, $1, 1, $5::text, 'pending', o.total, o.currency, $6::text, $2::timestamptz, $2::timestamptz from pay_order o
+        where coalesce(o.payment_method, '') <> '' and not exists (select 1 from pay_existing) on conflict do nothing returning ${COLUMNS})`,
+    text: `select o.total as order_total, o.currency as order_currency, o.payment_method, a.* from pay_order o
+      left join (select true as started, pay_started.* from pay_started union all select false as started, pay_existing.* from pay_existing) a on true`,
+    values: [input.orderId, new Date(), input.statuses, newId('pay'), paymentKey(input.orderId, 1), input.provider],
+  };
+}
+
+type TakenRow = { order_total: number; order_currency: string; payment_method: string | null; started: boolean | null } & (
+  PaymentRow | { [K in keyof PaymentRow]: null }
+);
+
+/** The order takeForPayment took, from its rows; undefined for none (nothing to do). Call tx.changed for the order. */
+export function takenForPayment(rows: readonly Record<string, unknown>[]): OrderToPay | undefined {
+  const taken = rows as unknown as TakenRow[];
+  const [order] = taken;
+  if (!order) return undefined;
+  const attempts: PaymentAttempt[] = [];
+  let started: PaymentAttempt | undefined;
+  for (const row of taken) {
+    if (row.id === null) continue;
+    const attempt = view(row);
+    attempts.push(attempt);
+    if (row.started) started = attempt;
+  }
+  attempts.sort((a, b) => a.attempt - b.attempt);
+  return { total: order.order_total, currency: order.order_currency, paymentMethod: order.payment_method, attempts, started };
 }
 
 /**

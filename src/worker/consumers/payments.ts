@@ -2,7 +2,7 @@ import type { EventMessage } from '../../domain/events/events.js';
 import { transition } from '../../domain/orders/order-state.js';
 import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
-import { attemptsOrFirst, markUnknown, outcomeUpdate, paymentsOf, startAttempt, type PaymentAttempt } from '../../domain/payments/payments.js';
+import { markUnknown, outcomeUpdate, startAttempt, takeForPayment, takenForPayment, type PaymentAttempt } from '../../domain/payments/payments.js';
 import { versions } from '../../domain/shared/cache.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import type { Params } from '../../domain/shared/sql.js';
@@ -19,13 +19,6 @@ const FIRST_SENT_LIMIT = 10_000;
 
 // The statuses the payments consumer takes an order from (to processing, then to its outcome).
 const PAYABLE: OrderStatus[] = ['pending', 'processing'];
-
-interface OrderToPay {
-  id: string;
-  total: number;
-  currency: string;
-  payment_method: string | null;
-}
 
 /**
  * The payments consumer: on `order.created`, charges the order's payment method for its total and
@@ -81,14 +74,11 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     name: 'payments',
     events: ['order.created'],
     emits: ['order.completed', 'order.failed'],
-    // The order locked and moved to processing (from pending, or still processing after a rolled-back
-    // run), in the inbox insert's round trip; no row when it is gone, cancelled or already decided
-    // (nothing to do), or when the message is a duplicate.
-    first: (message) => ({
-      text: `update orders set status = 'processing', updated_at = $2 where id = $1 and status = any($3::text[]) and exists (select 1 from inbox)
-        returning id, total, currency, payment_method`,
-      values: [message.aggregateId, new Date(), PAYABLE],
-    }),
+    // In the inbox insert's round trip: the order locked and moved to processing (from pending, or
+    // still processing after a rolled-back run), its attempts read, and attempt 1 written with its key
+    // when it has none; no row when it is gone, cancelled or already decided (nothing to do), or
+    // when the message is a duplicate.
+    first: (message) => takeForPayment({ orderId: message.aggregateId, statuses: PAYABLE, provider: payments.name }),
     async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void> {
       try {
         await pay(tx, message, first);
@@ -101,16 +91,16 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
 
   async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void> {
     const orderId = message.aggregateId;
-    const [order] = (await firstRows(tx, consumer, message, first)) as unknown as OrderToPay[];
+    const order = takenForPayment(await firstRows(tx, consumer, message, first));
     if (!order) return;
     await tx.changed(versions.order(orderId));
-    const input = { orderId, amount: order.total, currency: order.currency, provider: payments.name };
-    const { attempts, started } = order.payment_method ? await attemptsOrFirst(tx, input) : { attempts: await paymentsOf(tx, orderId), started: undefined };
+    const { attempts, started, paymentMethod } = order;
     const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
     if (decided) return settle(tx, orderId, fromAttempt(decided));
-    if (!order.payment_method) {
+    if (!paymentMethod) {
       return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
     }
+    const input = { orderId, amount: order.total, currency: order.currency, provider: payments.name };
     let n = attempts.filter((a) => a.status === 'unknown').length + 1;
     // Only new stored failures count towards giving up. A run that gave up rolled its `unknown`
     // marks back, so the next run meets those keys again, each replaying its stored failure: they
@@ -118,7 +108,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // until the provider forgets the keys (Stripe: 24 h).
     let fresh = 0;
     for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
-      // Attempt 1 of an order without attempts was written by attemptsOrFirst already.
+      // Attempt 1 of an order without attempts was written by the first statement already.
       const attempt = started?.attempt === n ? started : await startAttempt(tx, { ...input, attempt: n });
       let outcome: ChargeOutcome | undefined;
       sending(attempt.idempotencyKey);
@@ -127,7 +117,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           orderId,
           amount: order.total,
           currency: order.currency,
-          paymentMethod: order.payment_method,
+          paymentMethod,
           idempotencyKey: attempt.idempotencyKey,
         });
       } catch (err) {

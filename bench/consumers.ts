@@ -1,0 +1,389 @@
+// `npm run bench -- consumers`: the CPU and the statements one order costs the payments, receipts
+// and mail consumers, in this process, without a broker. The consumers are the real ones
+// (src/worker/consumers) run by the real ConsumerRunner, which svc worker runs on RabbitMQ: parse,
+// the inbox insert with the handler's first statement, the handler, the commit, the ack. Only the
+// transport is a direct one (below): RabbitMQ's costs the consumer process an AMQP frame per
+// message and no statement, and the in-process transport's claims, lease renewals and acks (its
+// own statements, polling) would be counted as the consumers' and vary with timing; so the figures
+// are what a consumer costs whichever transport carries it. The relay that turns outbox rows into
+// messages is the real one too, on a publisher that hands them to the bench.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import pino from 'pino';
+import { createApp, type App } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { createLoggerTo } from '../src/logger.js';
+import type { EventMessage } from '../src/domain/events/events.js';
+import type { EventPublisher } from '../src/domain/events/publisher.js';
+import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '../src/domain/events/transport.js';
+import { ConsumerRunner, type Outcome } from '../src/worker/consumer.js';
+import { consumers } from '../src/worker/consumers/index.js';
+import { OutboxRelay } from '../src/worker/relay.js';
+import { FAKE_SENDGRID_API_KEY } from '../test/fakes/sendgrid.js';
+import { FAKE_STRIPE_SECRET_KEY } from '../test/fakes/stripe.js';
+import { S3RVER_CREDENTIALS } from '../test/fakes/s3.js';
+import type { FakesReady, FakesRequest } from './fakes-host.js';
+import { admin, cpuMicros, fmt, idOf, ROOT, withDatabase } from './harness.js';
+import type { BenchOptions, Report } from './report.js';
+
+const USERS = 100;
+const PRODUCTS = 100;
+const ITEMS_PER_ORDER = 3;
+const CONSUMERS = ['payments', 'receipts', 'mail'] as const;
+type Step = 'relay' | (typeof CONSUMERS)[number];
+
+// Every statement that reaches a pg.Client: the App's pool uses subclasses of it, whose query ends
+// in this one. Only the App runs statements while a step is measured.
+let statements = 0;
+const query: unknown = Reflect.get(pg.Client.prototype, 'query');
+Reflect.set(pg.Client.prototype, 'query', function counted(this: pg.Client, ...args: unknown[]): unknown {
+  statements++;
+  return (query as (...args: unknown[]) => unknown).apply(this, args);
+});
+
+/** What one step cost for one round's orders. */
+interface Cost {
+  cpuMs: number;
+  statements: number;
+  wallMs: number;
+  /** CPU of the PostgreSQL server processes serving the bench database (Linux /proc); undefined elsewhere. */
+  serverCpuMs: number | undefined;
+}
+
+/**
+ * The PostgreSQL backends of the bench database but the bench's own, and the CPU each has used so
+ * far, from /proc (PostgreSQL on this machine); read outside the measured statements.
+ */
+type Backends = (() => Promise<Map<number, number | undefined>>) | undefined;
+
+async function measured(fn: () => Promise<void>, backends: Backends): Promise<Cost> {
+  const server = await backends?.();
+  const cpu = process.cpuUsage();
+  const before = statements;
+  const start = performance.now();
+  await fn();
+  const used = process.cpuUsage(cpu);
+  const cost = { cpuMs: (used.user + used.system) / 1000, statements: statements - before, wallMs: performance.now() - start };
+  const after = await backends?.();
+  let serverUs: number | undefined = server && after ? 0 : undefined;
+  // A backend that started during the step counts from zero; one that ended during it is lost (the pool keeps them for 10 s idle).
+  for (const [pid, us] of after ?? []) if (serverUs !== undefined && us !== undefined) serverUs += us - (server?.get(pid) ?? 0);
+  return { ...cost, serverCpuMs: serverUs === undefined ? undefined : serverUs / 1000 };
+}
+
+/**
+ * The transport of this bench: each consumer's messages handed straight to its runner, `prefetch`
+ * at a time, and settled in memory. Anything but an ack (a retry, a deferral, a dead letter) is a
+ * failure of the run: every order is expected to go through.
+ */
+class DirectTransport implements ConsumerTransport {
+  readonly kind = 'direct';
+  private readonly subscribers = new Map<string, { prefetch: number; onDelivery: (delivery: Delivery) => Promise<void> }>();
+  readonly failures: string[] = [];
+
+  declare(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  subscribe(spec: ConsumerSpec, options: { prefetch: number }, onDelivery: (delivery: Delivery) => Promise<void>): Promise<Subscription> {
+    this.subscribers.set(spec.name, { prefetch: options.prefetch, onDelivery });
+    const gone = () => {
+      this.subscribers.delete(spec.name);
+      return Promise.resolve();
+    };
+    return Promise.resolve({ cancel: gone, close: gone });
+  }
+
+  /** Hands the messages to the consumer, at most its prefetch in flight; resolves once each is settled. */
+  async deliver(consumer: string, messages: readonly EventMessage[]): Promise<void> {
+    const subscriber = this.subscribers.get(consumer);
+    if (!subscriber) throw new Error(`${consumer} is not subscribed`);
+    let next = 0;
+    const lane = async () => {
+      while (next < messages.length) {
+        const message = messages[next++]!;
+        await subscriber.onDelivery(this.delivery(consumer, message));
+      }
+    };
+    await Promise.all(Array.from({ length: subscriber.prefetch }, lane));
+  }
+
+  private delivery(consumer: string, message: EventMessage): Delivery {
+    const failed = (what: string) => (_delay: unknown, error?: unknown) => {
+      this.failures.push(`${consumer} ${message.id}: ${what}: ${String(error ?? _delay)}`);
+      return Promise.resolve();
+    };
+    return {
+      body: Buffer.from(JSON.stringify(message)),
+      messageId: message.id,
+      attempts: 0,
+      deferrals: 0,
+      firstDeferredAt: undefined,
+      ack: () => Promise.resolve(),
+      retry: failed('retry'),
+      defer: failed('deferred'),
+      deadLetter: (reason) => failed('dead-letter')(reason),
+    };
+  }
+}
+
+/** The relay's publisher here: the messages kept for the bench to deliver. */
+class Collector implements EventPublisher {
+  readonly kind = 'direct';
+  messages: EventMessage[] = [];
+  publish(messages: readonly EventMessage[]): Promise<void> {
+    this.messages.push(...messages);
+    return Promise.resolve();
+  }
+  take(type: EventMessage['type']): EventMessage[] {
+    const taken = this.messages.filter((m) => m.type === type);
+    this.messages = this.messages.filter((m) => m.type !== type);
+    return taken;
+  }
+  check(): Promise<string> {
+    return Promise.resolve('ok');
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** One way of running the consumers: an App with its adapters (the stand-ins, or the SDKs against the fakes). */
+interface Setup {
+  name: string;
+  app: App;
+  transport: DirectTransport;
+  runners: ConsumerRunner[];
+  relay: OutboxRelay;
+  collector: Collector;
+  outcomes: Map<Outcome, number>;
+}
+
+async function setUp(name: string, env: Record<string, string>, concurrency: number): Promise<Setup> {
+  // Logged as svc worker logs (info: a line per receipt stored and per email sent), into /dev/null.
+  const logger = createLoggerTo('info', pino.destination({ dest: '/dev/null', sync: true }));
+  const transport = new DirectTransport();
+  const collector = new Collector();
+  const app = await createApp(loadConfig(env), { role: 'worker', logger, publisher: collector, transport });
+  const context = (input: { actor: string; traceId?: string }) => app.context(input);
+  const outcomes = new Map<Outcome, number>();
+  const runners = consumers(app).map((consumer) => {
+    const runner = new ConsumerRunner(consumer, { transport, context, logger: app.logger, tracing: app.tracing, prefetch: concurrency });
+    runner.onSettled = (outcome) => outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    return runner;
+  });
+  for (const runner of runners) await runner.start();
+  const relay = new OutboxRelay({ publisher: collector, context, logger: app.logger });
+  return { name, app, transport, runners, relay, collector, outcomes };
+}
+
+async function tearDown(setup: Setup): Promise<void> {
+  for (const runner of setup.runners) await runner.stop();
+  await setup.app.close();
+}
+
+/** Places `n` orders of ITEMS_PER_ORDER lines, `k` at a time, through the orders service (not measured). */
+async function placeOrders(app: App, userIds: string[], n: number, k: number): Promise<void> {
+  let placed = 0;
+  const lane = async () => {
+    while (placed < n) {
+      const i = placed++;
+      const first = (i * 7) % PRODUCTS;
+      const items = Array.from({ length: ITEMS_PER_ORDER }, (_, j) => ({
+        sku: `SKU-${String(((first + j * 13) % PRODUCTS) + 1).padStart(5, '0')}`,
+        quantity: 1 + (j % 2),
+      }));
+      await app.orders.create(app.context({ actor: 'bench' }), { userId: userIds[i % userIds.length]!, paymentMethod: 'pm_card_visa', items });
+    }
+  };
+  await Promise.all(Array.from({ length: k }, lane));
+}
+
+/** One round: `n` orders placed, then relayed, paid, relayed, given a receipt and an email, each step measured on its own. */
+async function round(setup: Setup, userIds: string[], n: number, k: number, backends: Backends): Promise<Record<Step, Cost>> {
+  await placeOrders(setup.app, userIds, n, k);
+  const relayAll = async () => {
+    while ((await setup.relay.relayOnce()).published > 0);
+  };
+  const deliver = (consumer: string, messages: EventMessage[]) => setup.transport.deliver(consumer, messages);
+  setup.outcomes.clear();
+  const relayCreated = await measured(relayAll, backends);
+  const created = setup.collector.take('order.created');
+  const payments = await measured(() => deliver('payments', created), backends);
+  const relayCompleted = await measured(relayAll, backends);
+  const completed = setup.collector.take('order.completed');
+  const receipts = await measured(() => deliver('receipts', completed), backends);
+  const mail = await measured(() => deliver('mail', completed), backends);
+  const processed = setup.outcomes.get('processed') ?? 0;
+  if (setup.transport.failures.length > 0 || created.length !== n || completed.length !== n || processed !== 3 * n) {
+    throw new Error(
+      `${setup.name}: of ${n} orders, ${created.length} created and ${completed.length} completed events, ${processed} messages processed; ${setup.transport.failures.slice(0, 3).join('; ')}`,
+    );
+  }
+  return { relay: sum([relayCreated, relayCompleted]), payments, receipts, mail };
+}
+
+function sum(costs: Cost[]): Cost {
+  const total = (f: (c: Cost) => number) => costs.reduce((t, c) => t + f(c), 0);
+  const server = costs.every((c) => c.serverCpuMs !== undefined) ? total((c) => c.serverCpuMs!) : undefined;
+  return { cpuMs: total((c) => c.cpuMs), statements: total((c) => c.statements), wallMs: total((c) => c.wallMs), serverCpuMs: server };
+}
+
+interface Fakes {
+  ready: FakesReady;
+  stop(): Promise<void>;
+}
+
+/** The Stripe and SendGrid fakes and s3rver in a process of their own (bench/fakes-host.ts), so their CPU is not this process's. */
+function startFakes(): Promise<Fakes> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = fork(join(ROOT, 'bench', 'fakes-host.ts'), [], {
+      cwd: ROOT,
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const exited = new Promise<void>((done) => child.once('exit', () => done()));
+    child.once('exit', (code, signal) => reject(new Error(`the fakes (bench/fakes-host.ts) exited with ${code ?? signal} before they were ready`)));
+    child.once('message', (ready: FakesReady) =>
+      resolve({
+        ready,
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.send({ type: 'close' } satisfies FakesRequest);
+          const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
+          await exited;
+          clearTimeout(kill);
+        },
+      }),
+    );
+  });
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+export async function run(options: BenchOptions): Promise<Report> {
+  const n = options.orders ?? 200;
+  const k = options.concurrency ?? 10;
+  const rounds = options.rounds ?? 3;
+  const scratch = mkdtempSync(join(tmpdir(), 'svc-bench-consumers-'));
+  const fakes = await startFakes();
+  try {
+    return await withDatabase('svc_bench_consumers', async (url) => {
+      const base = { DATABASE_URL: url, LOG_LEVEL: 'info', PUBLIC_URL: 'http://127.0.0.1:8080', MAIL_FROM: 'svc bench <orders@bench.example.com>' };
+      const envs: Record<string, Record<string, string>> = {
+        'stand-ins': { ...base, SVC_DATA_DIR: join(scratch, 'stand-ins') },
+        'SDKs + fakes': {
+          ...base,
+          SVC_DATA_DIR: join(scratch, 'sdks'),
+          STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY,
+          STRIPE_API_URL: fakes.ready.stripe,
+          SENDGRID_API_KEY: FAKE_SENDGRID_API_KEY,
+          SENDGRID_API_URL: fakes.ready.sendgrid,
+          S3_BUCKET: fakes.ready.s3.bucket,
+          S3_ENDPOINT: fakes.ready.s3.url,
+          S3_REGION: 'us-east-1',
+          S3_FORCE_PATH_STYLE: 'true',
+        },
+      };
+      // The AWS SDK reads its credentials from the environment itself.
+      process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
+      process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
+
+      process.stderr.write('migrating a fresh database…\n');
+      const migrator = await createApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent' }), { logger: createLoggerTo('silent', process.stderr) });
+      try {
+        await migrator.migrations.up();
+      } finally {
+        await migrator.close();
+      }
+      const userIds = await admin(async (client) => {
+        await client.query(`insert into users (id, email, name, role, status, created_at, updated_at)
+          select ${idOf('usr', 'n')}, 'user' || n || '@bench.example.com', 'User ' || n, 'user', 'active', now(), now() from generate_series(1, ${USERS}) n`);
+        await client.query(`insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at)
+          select ${idOf('prd', 'n')}, 'SKU-' || lpad(n::text, 5, '0'), 'Product ' || n, 100 + (n * 7919) % 99900, 'USD', 1000000000, true, now(), now()
+          from generate_series(1, ${PRODUCTS}) n`);
+        return (await client.query<{ id: string }>('select id from users order by id')).rows.map((r) => r.id);
+      }, url);
+
+      // PostgreSQL's CPU, when it runs on this machine and /proc shows its processes.
+      const watcher = new pg.Client({ connectionString: url });
+      await watcher.connect();
+      const backends: Backends = async () => {
+        const { rows } = await watcher.query<{ pid: number }>(
+          'select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
+        );
+        return new Map(rows.map((r) => [r.pid, cpuMicros(r.pid)]));
+      };
+      const setups: Setup[] = [];
+      try {
+        for (const [name, env] of Object.entries(envs)) setups.push(await setUp(name, env, k));
+        // A warm-up round each (connections opened, statements prepared, code compiled), not counted.
+        for (const setup of setups) await round(setup, userIds, 2 * k, k, backends);
+        const costs = new Map<string, Record<Step, Cost>[]>(setups.map((s) => [s.name, []]));
+        for (let r = 1; r <= rounds; r++) {
+          for (const setup of setups) {
+            process.stderr.write(`round ${r} of ${rounds}, ${setup.name}: ${n} orders, ${k} at a time…\n`);
+            costs.get(setup.name)!.push(await round(setup, userIds, n, k, backends));
+          }
+        }
+        return report(costs, { n, k, rounds });
+      } finally {
+        for (const setup of setups) await tearDown(setup);
+        await watcher.end();
+      }
+    });
+  } finally {
+    await fakes.stop();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n: number; k: number; rounds: number }): Report {
+  const rows: string[][] = [];
+  const perOrder = (cost: Cost) => ({
+    cpu: cost.cpuMs / n,
+    statements: cost.statements / n,
+    wall: cost.wallMs / n,
+    server: cost.serverCpuMs === undefined ? undefined : cost.serverCpuMs / n,
+  });
+  for (const [setup, byRound] of costs) {
+    const all = byRound.map((r) => sum(CONSUMERS.map((c) => r[c])));
+    const lines: [string, Cost[]][] = [
+      ...CONSUMERS.map((c): [string, Cost[]] => [c, byRound.map((r) => r[c])]),
+      ['all three', all],
+      ['relay', byRound.map((r) => r.relay)],
+    ];
+    for (const [step, series] of lines) {
+      const each = series.map(perOrder);
+      rows.push([
+        setup,
+        step,
+        fmt(median(each.map((e) => e.cpu)), 2),
+        each.map((e) => fmt(e.cpu, 2)).join(', '),
+        fmt(median(each.map((e) => e.statements)), 2),
+        each.every((e) => e.server !== undefined) ? fmt(median(each.map((e) => e.server!)), 2) : 'n/a',
+        fmt(median(each.map((e) => e.wall)), 2),
+      ]);
+    }
+  }
+  return {
+    title: `consumers: ${n} orders per round through the real consumers and runner, ${k} at a time, on PostgreSQL, ${rounds} interleaved rounds`,
+    measurements: [],
+    table: { header: ['adapters', 'step', 'CPU ms/order', 'by round', 'statements/order', 'PostgreSQL CPU ms/order', 'wall ms/order'], rows },
+    goals: [],
+    notes: [
+      'CPU: process.cpuUsage() of this process (every thread) around each step; the fakes run in a process of their own, PostgreSQL in its server.',
+      'PostgreSQL CPU: the server processes of the bench database (its connections), from /proc; n/a when the server runs elsewhere.',
+      'statements: every query that reached a pg.Client (begin and commit included), per order; the figures are medians over the rounds.',
+      'relay: the real OutboxRelay\'s passes (batches of up to 100) for the order.created and order.completed rows, on a publisher that hands the messages over: not in "all three".',
+      'wall: the step’s elapsed time per order with k in flight (the consumers wait on PostgreSQL and the providers meanwhile).',
+    ],
+  };
+}
