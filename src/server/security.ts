@@ -7,7 +7,7 @@ import type { Config } from '../config.js';
  * HTTP it would be ignored at best. helmet's default Content-Security-Policy suits the JSON API and
  * the signed file links; /docs sets its own (swagger-ui's). helmet's middleware is built once here
  * and applied to every response: the @fastify/helmet plugin built it again on every request (every
- * option parsed and the policy validated anew), about 6 % of a cached read's CPU time.
+ * option parsed and the policy validated anew), 18 µs a request against 3.4 µs for the built one.
  */
 export async function registerSecurity(server: FastifyInstance, config: Config, options: { tls: boolean }): Promise<void> {
   const https = options.tls || config.PUBLIC_URL?.startsWith('https://') === true;
