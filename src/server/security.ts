@@ -15,7 +15,8 @@ export async function registerSecurity(server: FastifyInstance, config: Config, 
   const securityHeaders = helmet({
     hsts: https ? { maxAge: 31_536_000, includeSubDomains: false } : false,
   });
-  server.addHook('onRequest', (request, reply, done) => securityHeaders(request.raw, reply.raw, done));
+  // helmet's next() takes an unknown error; it passes none (since 8.1 it throws instead).
+  server.addHook('onRequest', (request, reply, done) => securityHeaders(request.raw, reply.raw, done as (err?: unknown) => void));
   if (config.CORS_ORIGINS) {
     const origins = config.CORS_ORIGINS.split(',');
     const { default: cors } = await import('@fastify/cors');
