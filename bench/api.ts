@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -165,6 +166,34 @@ function freePort(): Promise<number> {
   });
 }
 
+/** What the OTLP sink received: export requests and their bytes (protobuf, not decoded). */
+interface Exported {
+  requests: number;
+  bytes: number;
+}
+
+/**
+ * A local OpenTelemetry collector that accepts every OTLP/HTTP export and keeps nothing: tracing's
+ * cost on svc serve's side (spans made, batched, encoded and sent), not a real collector's.
+ */
+async function otlpSink(): Promise<{ url: string; exported: Exported; close(): Promise<void> }> {
+  const exported: Exported = { requests: 0, bytes: 0 };
+  const server = createHttpServer((req, res) => {
+    req.on('data', (chunk: Buffer) => (exported.bytes += chunk.length));
+    req.on('end', () => {
+      if (req.url === '/v1/traces') exported.requests++;
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    exported,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 interface CacheCounts {
   hits: number;
   misses: number;
@@ -260,8 +289,15 @@ interface Measured {
   limited: Figures[];
   create: Figures;
   stock: { negative: number; mismatched: number; created: number };
-  /** With the two-level cache on (Redis), rate limits off, metrics on. */
-  cached: { read: CachedFigures; product: CachedFigures; list: CachedFigures };
+  /**
+   * With the two-level cache on (Redis), rate limits off, metrics on; the order read in two rounds,
+   * interleaved with `traced`.
+   */
+  cached: { read: CachedFigures[]; product: CachedFigures; list: CachedFigures };
+  /** The cached order read on a second cached server with tracing on (every request sampled, exported to a local sink). */
+  traced: CachedFigures[];
+  /** What that server exported while it ran. */
+  exported: Exported;
   /**
    * How often the cache's epoch moved while the cached server ran (each move makes every cached
    * entry stale): svc serve moves it when its connection to Redis comes back, or when an
@@ -275,7 +311,8 @@ interface Measured {
  * run with the same load generator: a bare fastify handler (HTTP ceiling), bare fastify + pg reading
  * one order by id (database read), and pgbench TPC-B (database write). Three `svc serve`, each
  * configured through its environment only: uncached with rate limits and metrics off, uncached with
- * both on (limits too high to refuse anything), and with the cache on.
+ * both on (limits too high to refuse anything), and with the cache on; and a fourth, cached with
+ * tracing on, for what tracing costs.
  */
 export async function run(options: BenchOptions): Promise<Report> {
   if (process.versions.node.split('.')[0] !== '24')
@@ -437,43 +474,75 @@ export async function run(options: BenchOptions): Promise<Report> {
       }
 
       // Cached: the two-level cache as configured by default (L1 in the process, L2 and the versions
-      // in Redis), metrics on to read its hit counts, rate limits off.
-      const metricsPort = await freePort();
-      const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+      // in Redis), metrics on to read its hit counts, rate limits off. Beside it, the same with
+      // tracing on: every request sampled (always_on), its spans exported over OTLP to a sink in this
+      // process. Both share the Redis prefix, as two instances do. The traced one starts first, so
+      // that with SVC_BENCH_CPU_PROF the last profile written is still the untraced cached server's.
+      const sink = await otlpSink();
       const epochBefore = await redisEpoch(REDIS_URL, redisPrefix);
-      const warm = await startServe('svc serve (cached)', { METRICS_PORT: String(metricsPort) });
+      const startCached = async (name: string, extra: Env) => {
+        const port = await freePort();
+        const server = await startServe(name, { METRICS_PORT: String(port), ...extra });
+        return { server, metricsUrl: `http://127.0.0.1:${port}/metrics` };
+      };
+      const traced = await startCached('svc serve (cached, tracing on)', { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: 'always_on' });
       try {
-        const withHitRatio = async (
-          cache: 'orders' | 'products',
-          measure: (server: Child, name: string, afterWarmup: () => Promise<void>) => Promise<Figures>,
-          name: string,
-        ): Promise<CachedFigures> => {
-          let before: CacheCounts = { hits: 0, misses: 0, bypassed: 0 };
-          const figures = await measure(warm, name, async () => {
-            before = await cacheCounts(metricsUrl, cache);
-          });
-          const after = await cacheCounts(metricsUrl, cache);
-          const hits = after.hits - before.hits;
-          const bypassed = after.bypassed - before.bypassed;
-          const reads = hits + after.misses - before.misses + bypassed;
-          return { ...figures, l1HitRatio: reads > 0 ? hits / reads : 0, bypassed };
-        };
-        // Every order of the load users and every product read once: the measured runs read a warm
-        // cache (each holds 10,000 entries by default; the load reads 10,000 orders and 1,000 products).
-        const token = users[0]!.token;
-        await prime(warm.url, [
-          ...users.flatMap((u) => u.orders.map((id) => ({ path: `/api/v1/orders/${id}`, token: u.token }))),
-          { path: '/api/v1/products?limit=20', token },
-          ...productIds.map((id) => ({ path: `/api/v1/products/${id}`, token })),
-        ]);
-        const cached = {
-          read: await withHitRatio('orders', orderRead, 'cached GET /api/v1/orders/{id} (own order, with items)'),
-          product: await withHitRatio('products', productRead, 'cached GET /api/v1/products/{id}'),
-          list: await withHitRatio('products', productList, 'cached GET /api/v1/products?limit=20'),
-        };
-        return { httpFigures, dbFigures, ...uncached, cached, epochMoves: (await redisEpoch(REDIS_URL, redisPrefix)) - epochBefore };
+        const warm = await startCached('svc serve (cached)', {});
+        try {
+          const withHitRatio = async (
+            { server, metricsUrl }: { server: Child; metricsUrl: string },
+            cache: 'orders' | 'products',
+            measure: (server: Child, name: string, afterWarmup: () => Promise<void>) => Promise<Figures>,
+            name: string,
+          ): Promise<CachedFigures> => {
+            let before: CacheCounts = { hits: 0, misses: 0, bypassed: 0 };
+            const figures = await measure(server, name, async () => {
+              before = await cacheCounts(metricsUrl, cache);
+            });
+            const after = await cacheCounts(metricsUrl, cache);
+            const hits = after.hits - before.hits;
+            const bypassed = after.bypassed - before.bypassed;
+            const reads = hits + after.misses - before.misses + bypassed;
+            return { ...figures, l1HitRatio: reads > 0 ? hits / reads : 0, bypassed };
+          };
+          // Every order of the load users and every product read once: the measured runs read a warm
+          // cache (each holds 10,000 entries by default; the load reads 10,000 orders and 1,000 products).
+          // The traced server reads orders only.
+          const token = users[0]!.token;
+          const orderReads = users.flatMap((u) => u.orders.map((id) => ({ path: `/api/v1/orders/${id}`, token: u.token })));
+          await prime(warm.server.url, [
+            ...orderReads,
+            { path: '/api/v1/products?limit=20', token },
+            ...productIds.map((id) => ({ path: `/api/v1/products/${id}`, token })),
+          ]);
+          await prime(traced.server.url, orderReads);
+          const read: CachedFigures[] = [];
+          const withTracing: CachedFigures[] = [];
+          // Interleaved (off, on, off, on), as the rate limits' pair is.
+          for (const round of [1, 2]) {
+            read.push(await withHitRatio(warm, 'orders', orderRead, `cached GET /api/v1/orders/{id} (own order, with items), tracing off (C${round})`));
+            withTracing.push(await withHitRatio(traced, 'orders', orderRead, `cached GET /api/v1/orders/{id}, tracing on (T${round})`));
+          }
+          const cached = {
+            read,
+            product: await withHitRatio(warm, 'products', productRead, 'cached GET /api/v1/products/{id}'),
+            list: await withHitRatio(warm, 'products', productList, 'cached GET /api/v1/products?limit=20'),
+          };
+          return {
+            httpFigures,
+            dbFigures,
+            ...uncached,
+            cached,
+            traced: withTracing,
+            exported: sink.exported,
+            epochMoves: (await redisEpoch(REDIS_URL, redisPrefix)) - epochBefore,
+          };
+        } finally {
+          await warm.server.stop();
+        }
       } finally {
-        await warm.stop();
+        await traced.server.stop();
+        await sink.close();
       }
     });
     const pgb = await pgbench(durationS);
@@ -503,16 +572,19 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
     anchor,
     anchorRate ? pct(f.reqPerSec / anchorRate) : '',
   ];
-  const served = [m.read, ...m.list, ...m.product, ...m.limited, m.create, m.cached.read, m.cached.product, m.cached.list];
+  const served = [m.read, ...m.list, ...m.product, ...m.limited, m.create, ...m.cached.read, ...m.traced, m.cached.product, m.cached.list];
   const peak = served.reduce((top, f) => ((f.rssBytes ?? 0) > (top.rssBytes ?? 0) ? f : top));
   const rss = peak.rssBytes ?? 0;
   const readErrors = served.filter((f) => f !== m.create).reduce((sum, f) => sum + f.errors, 0);
   const readRatio = ratio(m.read.reqPerSec, m.dbFigures.reqPerSec);
   const singleVsList = ratio(mean(m.product), mean(m.list));
-  const cachedVsCeiling = ratio(m.cached.read.reqPerSec, m.httpFigures.reqPerSec);
+  const cachedVsCeiling = ratio(mean(m.cached.read), m.httpFigures.reqPerSec);
   // What the rate limits and metrics take from the uncached read: 1 - B/A over the interleaved rounds.
   const overhead = Math.round((1 - mean(m.limited) / mean(m.product)) * 1000) / 1000;
-  const cpuVsCeiling = Math.round((meanCpu([m.httpFigures]) / meanCpu([m.cached.read])) * 1000) / 1000;
+  const cpuVsCeiling = Math.round((meanCpu([m.httpFigures]) / meanCpu(m.cached.read)) * 1000) / 1000;
+  // What tracing takes from the cached order read: 1 - T/C over the interleaved rounds.
+  const tracingCost = Math.round((1 - mean(m.traced) / mean(m.cached.read)) * 1000) / 1000;
+  const tracingCpu = Math.round((meanCpu(m.traced) / meanCpu(m.cached.read) - 1) * 1000) / 1000;
   const cpuOverhead = Math.round((meanCpu(m.limited) / meanCpu(m.product) - 1) * 1000) / 1000;
   // autocannon drops the answers still in flight when a run ends (up to one per connection, warm-up
   // and measured run), so the database may hold up to that many more orders than 201s were counted.
@@ -527,7 +599,7 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
       met: singleVsList >= 1,
     },
     {
-      name: 'cached order read vs HTTP ceiling',
+      name: 'cached order read vs HTTP ceiling (mean of 2 rounds)',
       ratio: cachedVsCeiling,
       value: pct(cachedVsCeiling),
       target: '≥ 50%',
@@ -536,7 +608,7 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
     {
       name: "the same in svc serve's CPU per request (ceiling's / cached order read's)",
       ratio: cpuVsCeiling,
-      value: Number.isNaN(cpuVsCeiling) ? 'n/a' : `${pct(cpuVsCeiling)} (${fmt(meanCpu([m.httpFigures]))} vs ${fmt(meanCpu([m.cached.read]))} µs)`,
+      value: Number.isNaN(cpuVsCeiling) ? 'n/a' : `${pct(cpuVsCeiling)} (${fmt(meanCpu([m.httpFigures]))} vs ${fmt(meanCpu(m.cached.read))} µs)`,
     },
     {
       name: 'cost of rate limits + metrics on the uncached product read (1 - B/A)',
@@ -556,6 +628,16 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
       name: "the same in svc serve's CPU per request (B/A - 1; steadier on a busy machine)",
       ratio: cpuOverhead,
       value: Number.isNaN(cpuOverhead) ? 'n/a' : `${pct(cpuOverhead)} (${fmt(meanCpu(m.product))} → ${fmt(meanCpu(m.limited))} µs)`,
+    },
+    {
+      name: 'cost of tracing (always on, OTLP to a local sink) on the cached order read (1 - T/C)',
+      ratio: tracingCost,
+      value: pct(tracingCost),
+    },
+    {
+      name: "the same in svc serve's CPU per request (T/C - 1)",
+      ratio: tracingCpu,
+      value: Number.isNaN(tracingCpu) ? 'n/a' : `${pct(tracingCpu)} (${fmt(meanCpu(m.cached.read))} → ${fmt(meanCpu(m.traced))} µs)`,
     },
     { name: 'uncached order read vs database-read anchor', ratio: readRatio, value: pct(readRatio), target: '≥ 30%', met: readRatio >= 0.3 },
     { name: 'uncached order read p99', ratio: m.read.p99 / 25, value: `${fmt(m.read.p99, 1)} ms`, target: '< 25 ms', met: m.read.p99 < 25 },
@@ -583,12 +665,8 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
     },
     {
       name: 'cached vs uncached: order read, product read, product list',
-      ratio: ratio(m.cached.read.reqPerSec, m.read.reqPerSec),
-      value: [
-        ratio(m.cached.read.reqPerSec, m.read.reqPerSec),
-        ratio(m.cached.product.reqPerSec, mean(m.product)),
-        ratio(m.cached.list.reqPerSec, mean(m.list)),
-      ]
+      ratio: ratio(mean(m.cached.read), m.read.reqPerSec),
+      value: [ratio(mean(m.cached.read), m.read.reqPerSec), ratio(m.cached.product.reqPerSec, mean(m.product)), ratio(m.cached.list.reqPerSec, mean(m.list))]
         .map((r) => `${fmt(r, 2)}x`)
         .join(', '),
     },
@@ -608,7 +686,10 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
           row(m.limited[i]!, `A${i + 1}`, m.product[i]!.reqPerSec),
         ]),
         row(m.create, 'pgbench tps', pgb.tps),
-        row(m.cached.read, 'HTTP ceiling', m.httpFigures.reqPerSec, m.cached.read.l1HitRatio),
+        ...m.cached.read.flatMap((read, i) => [
+          row(read, 'HTTP ceiling', m.httpFigures.reqPerSec, read.l1HitRatio),
+          row(m.traced[i]!, `C${i + 1}`, read.reqPerSec, m.traced[i]!.l1HitRatio),
+        ]),
         row(m.cached.product, 'HTTP ceiling', m.httpFigures.reqPerSec, m.cached.product.l1HitRatio),
         row(m.cached.list, 'HTTP ceiling', m.httpFigures.reqPerSec, m.cached.list.l1HitRatio),
         [
@@ -629,7 +710,8 @@ function report(m: Measured, pgb: { tps: number; latencyMs: number }, durationS:
     notes: [
       'uncached: CACHE_L1_MAX_ENTRIES=0; A: RATE_LIMIT_*=0 and METRICS_PORT=off; B: limits of 1,000,000 a minute per address (nothing refused) and METRICS_PORT set',
       'cached: the default cache (L1 in the process, L2 and versions in Redis), primed with every order and product read once; L1 hits = svc_cache_requests_total l1 hits / (l1 hits + l1 misses + bypassed) over the measured run, from /metrics',
-      `cached reads that bypassed the cache (Redis unanswered within its 250 ms timeout): ${[m.cached.read, m.cached.product, m.cached.list].map((f) => fmt(f.bypassed)).join(', ')} (order, product, list); epoch moves while the cached server ran (each empties the cache): ${fmt(m.epochMoves)}`,
+      `cached reads that bypassed the cache (Redis unanswered within its 250 ms timeout): ${[...m.cached.read, ...m.traced, m.cached.product, m.cached.list].map((f) => fmt(f.bypassed)).join(', ')} (order C1, C2, T1, T2, product, list); epoch moves while the cached servers ran (each empties the cache): ${fmt(m.epochMoves)}`,
+      `tracing: T is a second cached server with OTEL_EXPORTER_OTLP_ENDPOINT set to a sink in the bench process and OTEL_TRACES_SAMPLER=always_on, primed with the order reads, run interleaved with C (C1, T1, C2, T2); the sink received ${fmt(m.exported.requests)} exports, ${mib(m.exported.bytes)} MiB`,
       `RSS is the peak of /proc/<pid>/status VmRSS over each measured run, bound ${mib(RSS_BOUND)} MiB (README); CPU µs/req is the server's user + system time over the measured run (/proc/<pid>/stat) per request`,
     ],
   };

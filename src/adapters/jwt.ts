@@ -119,6 +119,8 @@ export class AccessTokens {
   private keySet?: { signing: SigningKey; byKid: Map<string, SigningKey> };
   private loading?: Promise<{ signing: SigningKey; byKid: Map<string, SigningKey> }>;
   private readonly verified = new Map<string, VerifiedAccess>();
+  /** Signatures being checked now, by token: the requests a client sends at once with a new token share one check. */
+  private readonly verifying = new Map<string, Promise<VerifiedAccess>>();
   private readonly loadKeys: () => Promise<SigningKey[]>;
 
   constructor(
@@ -181,9 +183,16 @@ export class AccessTokens {
       if (known.exp > Date.now() / 1000) return { ...known };
       this.verified.delete(token);
     }
-    const claims = await this.verifySignature(token);
-    if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
-    this.verified.set(token, claims);
+    let checking = this.verifying.get(token);
+    if (!checking) {
+      checking = this.verifySignature(token).finally(() => this.verifying.delete(token));
+      this.verifying.set(token, checking);
+    }
+    const claims = await checking;
+    if (!this.verified.has(token)) {
+      if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
+      this.verified.set(token, claims);
+    }
     return { ...claims };
   }
 

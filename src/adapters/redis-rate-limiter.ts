@@ -39,7 +39,6 @@ export class RedisRateLimiter implements RateLimiter {
     const window = windowIndex(rule, nowMs);
     const key = (w: number) => this.redis.key('rl', rule.name, String(rule.windowMs), id, String(w));
     try {
-      this.redis.coalesceWrites();
       const run = (this.redis.client as unknown as { svcSlidingWindow: SlidingWindowCommand }).svcSlidingWindow;
       const [allowed, current, previous] = await run.call(
         this.redis.client,

@@ -31,7 +31,7 @@ export class RedisConnection {
   private warned = false;
   private readonly shown: string;
   private closing = false;
-  /** Whether the socket holds writes until the end of this turn of the event loop (coalesceWrites). */
+  /** Whether the socket holds this turn of the event loop's writes until its end (coalesceWrites). */
   private corked = false;
   /** Whether the connection itself was lost in the current outage (not only commands timing out on it). */
   private dropped = false;
@@ -62,6 +62,7 @@ export class RedisConnection {
       this.recovered();
     });
     if (options.tracing?.enabled) traceCommands(this.client, options.tracing);
+    this.coalesceWrites();
     this.client.on('error', (err: Error) => this.down(err));
     this.client.on('close', () => this.down());
   }
@@ -133,19 +134,32 @@ export class RedisConnection {
   }
 
   /**
-   * Holds this turn of the event loop's commands in the socket and sends them in one write once the
-   * turn's I/O callbacks have run (setImmediate): under load, the requests read in one turn each send
-   * a command, and one write (one system call, one wake-up of Redis) then carries them all. Nothing
-   * changes for the commands themselves (their replies, timeouts and errors are each their own).
+   * Every command sent in a turn of the event loop goes out in one write once the turn's I/O
+   * callbacks have run: the first command of a turn corks the socket and a setImmediate uncorks it.
+   * Under load the requests read in one turn each send a command or two (the cache's version check,
+   * read-your-writes, the rate limit), and one write (one system call, one wake-up of Redis) then
+   * carries them all; a lone command waits for the end of its turn only. Nothing changes for the
+   * commands themselves: each keeps its own reply, timeout and error, and their replies are read as
+   * they arrive. ioredis's enableAutoPipelining also batches a turn's commands, but into a pipeline
+   * whose replies are handed out only once all of them are in, and with one pipeline in flight at a
+   * time: a turn's commands would wait for the previous turn's slowest reply.
    */
-  coalesceWrites(): void {
-    const stream = this.client.stream as Redis['stream'] | undefined;
-    if (this.corked || !stream || stream.writableCorked) return;
+  private coalesceWrites(): void {
+    const send = this.client.sendCommand.bind(this.client);
+    this.client.sendCommand = (command, stream) => {
+      this.cork();
+      return send(command, stream);
+    };
+  }
+
+  private cork(): void {
+    const socket = this.client.stream as Redis['stream'] | undefined;
+    if (this.corked || !socket || socket.writableCorked) return;
     this.corked = true;
-    stream.cork();
+    socket.cork();
     setImmediate(() => {
       this.corked = false;
-      stream.uncork();
+      socket.uncork();
     });
   }
 
