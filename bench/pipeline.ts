@@ -476,7 +476,7 @@ function cpuOf(run: Saturation, pids: { serve: number; workers: number[]; fakes:
   const postgres = (p: ProcessCpu) => p.comm === 'postgres';
   const parts: CpuPart[] = [
     { name: 'svc serve', msPerOrder: perOrder(spent((_p, pid) => pid === pids.serve)) },
-    { name: `${WORKERS} svc worker`, msPerOrder: perOrder(spent((_p, pid) => pids.workers.includes(pid))) },
+    { name: `${WORKERS} svc workers`, msPerOrder: perOrder(spent((_p, pid) => pids.workers.includes(pid))) },
     {
       name: "PostgreSQL (the bench database's backends and the server's own processes)",
       // Without what the postmaster reaped: that includes the ended sessions of every database.
@@ -621,6 +621,8 @@ const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface PostgresFigures {
   alone: Figures;
+  /** Phase 1's CPU per order created. */
+  aloneCpu: CpuUse;
   setAside: number;
   definition: DoneDefinition;
   mailLinked: string;
@@ -677,7 +679,13 @@ async function onPostgres(
     running.push(serve);
 
     // 1. The API alone: no worker runs, the outbox rows wait.
-    const alone = await saturate('order creation alone (workers not started)', serve.url, tokens, options.saturationS);
+    const counters = () => dbCounters(client, database);
+    const alone = await saturate('order creation alone (workers not started)', serve.url, tokens, options.saturationS, counters);
+    const { rows: createdRows } = await client.query<{ n: string }>(`select count(*) as n from orders where created_at between $1 and $2`, [
+      new Date(alone.from),
+      new Date(alone.to),
+    ]);
+    const aloneCpu = cpuOf(alone, { serve: serve.pid, workers: [], fakes: fakes.pid }, database, Number(createdRows[0]!.n));
     let setAside = await setAsideBacklog(client);
 
     // The receipt link in the confirmation email: the API's address (svc worker warns when it has to guess it).
@@ -713,7 +721,6 @@ async function onPostgres(
       return Math.min(...counts);
     };
     const statsBefore = await fakes.stats();
-    const counters = () => dbCounters(client, database);
     const sustainedRun = await sustain(`orders through the pipeline, ${WORKERS} workers running`, serve.url, tokens, doneSoFar, options.sustainedS, counters);
     const statsAfter = await fakes.stats();
     // Work that finished inside the window commits a moment later: let it land before counting.
@@ -775,6 +782,7 @@ async function onPostgres(
     };
     return {
       alone: alone.creation,
+      aloneCpu,
       setAside,
       definition,
       mailLinked: counted.mailLinked,
@@ -947,22 +955,26 @@ function doneWords(d: DoneDefinition): string {
   return parts.join(' + ');
 }
 
-/** CPU per order done in a window, part by part, with what it bounds: the line the notes print. */
-function cpuWords(c: CpuUse, cores: number): string {
+/** The CPU of all the parts per order, ms; undefined when one is unknown. */
+function totalMs(c: CpuUse): number | undefined {
+  return c.parts.every((p) => p.msPerOrder !== undefined) ? c.parts.reduce((sum, p) => sum + p.msPerOrder!, 0) : undefined;
+}
+
+/** CPU per order (done, or created) in a window, part by part, with what it bounds: the line the notes print. */
+function cpuWords(c: CpuUse, cores: number, per = 'order done'): string {
   const ms = (v: number | undefined) => (v === undefined ? 'n/a' : `${fmt(v, 1)} ms`);
   const parts = c.parts.map((p) => `${p.name} ${ms(p.msPerOrder)}${p.machineWide ? " (machine-wide: other work's queues too)" : ''}`);
-  const known = c.parts.every((p) => p.msPerOrder !== undefined);
-  const total = c.parts.reduce((sum, p) => sum + (p.msPerOrder ?? 0), 0);
-  const bound = known
+  const total = totalMs(c);
+  const bound = total
     ? `; together ${fmt(total, 1)} ms: one order/s costs ${fmt(total / 1000, 3)} cores, so ${cores} cores carry at most ${fmt((cores * 1000) / total)} orders/s with all of this on them`
     : '';
   const m = c.machine;
   const machine = m
-    ? ` Machine-wide (/proc/stat; other work shares the machine): ${fmt(m.busyCores, 2)} of ${m.cores} cores busy, ${ms(m.msPerOrder)} per order done. ` +
+    ? ` Machine-wide (/proc/stat; other work shares the machine): ${fmt(m.busyCores, 2)} of ${m.cores} cores busy, ${ms(m.msPerOrder)} per ${per}. ` +
       `Every postgres process (machine-wide: other databases' sessions too): ${ms(c.allPostgresMsPerOrder)}.`
     : '';
   const db = c.database
-    ? ` The bench database (pg_stat_database) per order done: ${fmt(c.database.commits, 1)} transactions committed, ${fmt(c.database.rollbacks, 1)} rolled back, ${fmt(c.database.rowsWritten, 1)} rows written.`
+    ? ` The bench database (pg_stat_database) per ${per}: ${fmt(c.database.commits, 1)} transactions committed, ${fmt(c.database.rollbacks, 1)} rolled back, ${fmt(c.database.rowsWritten, 1)} rows written.`
     : '';
   return `${parts.join(', ')}${bound}.${machine}${db}`;
 }
@@ -978,7 +990,9 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; sus
   const d = m.definition;
   const extended = d.mail || d.receipts;
   const cores = m.sustainedCpu.machine?.cores ?? 2;
-  const cpuTotal = m.sustainedCpu.parts.every((p) => p.msPerOrder !== undefined) ? m.sustainedCpu.parts.reduce((sum, p) => sum + p.msPerOrder!, 0) : undefined;
+  const cpuTotal = totalMs(m.sustainedCpu);
+  const aloneTotal = totalMs(m.aloneCpu);
+  const cpuCeiling = cpuTotal && aloneTotal ? aloneTotal / cpuTotal : undefined;
   const creationRow = (name: string, f: Figures) => [name, fmt(f.reqPerSec), millis(f.p50), millis(f.p99), fmt(f.errors), ''];
   const rows: string[][] = [
     creationRow('1. order creation alone (no worker running)', m.alone),
@@ -1047,6 +1061,11 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; sus
       ratio: cpuTotal ? (cores * 1000) / cpuTotal : 0,
       value: cpuTotal ? `${fmt((cores * 1000) / cpuTotal)}/s` : 'n/a',
     },
+    {
+      name: 'ceiling of that ratio from CPU per order (creation alone ÷ end to end)',
+      ratio: cpuCeiling ?? 0,
+      value: cpuCeiling === undefined ? 'n/a' : pct(cpuCeiling),
+    },
     { name: 'order creation errors (all phases)', ratio: errors, value: fmt(errors), target: '0', met: errors === 0 },
     emb.available
       ? { name: 'embedded pipeline, orders done (sustained)', ratio: emb.throughput.donePerSec, value: `${fmt(emb.throughput.donePerSec, 1)}/s` }
@@ -1068,7 +1087,14 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; sus
       (d.receiptsMissing ? ` Receipts not counted: ${d.receiptsMissing}.` : ''),
     `Completion time: the created_at of the order's order.completed outbox row (written by the transition to completed, in its transaction); creation time: orders.created_at.`,
     `Between phases the workers were stopped and the backlog set aside (${fmt(m.setAside)} pending outbox rows marked published, queues purged), so each phase starts empty.`,
-    `CPU per order done, sustained (/proc): ${cpuWords(m.sustainedCpu, cores)}`,
+    `CPU per order created, phase 1 (/proc): ${cpuWords(m.aloneCpu, cores, 'order created')}`,
+    `CPU per order done, sustained: ${cpuWords(m.sustainedCpu, cores)}`,
+    ...(cpuCeiling === undefined
+      ? []
+      : [
+          `With both CPU-bound on the same cores, done/s can reach at most creation's CPU per order over the pipeline's: ${pct(cpuCeiling)} of creation alone ` +
+            `(${fmt(totalMs(m.aloneCpu)!, 1)} ms per order created, ${fmt(totalMs(m.sustainedCpu)!, 1)} ms per order done). The ${MIN_RATIO * 100}% target needs the pipeline's CPU per order at most ${fmt(totalMs(m.aloneCpu)! / MIN_RATIO, 1)} ms.`,
+        ]),
     `CPU per order done, flood: ${cpuWords(m.floodCpu, cores)}`,
     `Each step's rate, sustained: ${steps(m.sustained)}; Stripe requests ${Object.entries(m.stripeByRoute)
       .sort((a, b) => b[1] - a[1])
