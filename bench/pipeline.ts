@@ -465,9 +465,10 @@ const serverWide = (cmdline: string) =>
   / -D |: (checkpointer|background writer|walwriter|autovacuum launcher|logical replication launcher|archiver|stats collector)\b/.test(cmdline);
 
 /**
- * The CPU each part spent in a window, from /proc: svc's processes and the harness's by pid, PostgreSQL
- * as the backends of the bench database with the server's own processes (WAL writer, checkpointer…),
- * and machine-wide: every postgres process, RabbitMQ's beam.smp, the whole machine (/proc/stat).
+ * The CPU each part spent in a window, from /proc: svc's processes and the harness's by pid, the
+ * PostgreSQL backends of the bench database by their title; machine-wide (serving other work too):
+ * the PostgreSQL server's own processes, RabbitMQ's beam.smp, every postgres process, the whole
+ * machine (/proc/stat).
  */
 function cpuOf(run: Saturation, pids: { serve: number; workers: number[]; fakes: number }, database: string, doneInWindow: number): CpuUse {
   const { before, after } = run.cpu;
@@ -477,10 +478,12 @@ function cpuOf(run: Saturation, pids: { serve: number; workers: number[]; fakes:
   const parts: CpuPart[] = [
     { name: 'svc serve', msPerOrder: perOrder(spent((_p, pid) => pid === pids.serve)) },
     { name: `${WORKERS} svc workers`, msPerOrder: perOrder(spent((_p, pid) => pids.workers.includes(pid))) },
+    // Without what the postmaster reaped: that includes the ended sessions of every database.
+    { name: 'PostgreSQL backends of the bench database', msPerOrder: perOrder(spent((p) => postgres(p) && ` ${p.cmdline} `.includes(` ${database} `), false)) },
     {
-      name: "PostgreSQL (the bench database's backends and the server's own processes)",
-      // Without what the postmaster reaped: that includes the ended sessions of every database.
-      msPerOrder: perOrder(spent((p) => postgres(p) && (` ${p.cmdline} `.includes(` ${database} `) || serverWide(p.cmdline)), false)),
+      name: "PostgreSQL's own processes (postmaster, WAL writer, checkpointer…)",
+      msPerOrder: perOrder(spent((p) => postgres(p) && serverWide(p.cmdline), false)),
+      machineWide: true,
     },
     { name: 'RabbitMQ (beam.smp)', msPerOrder: perOrder(spent((p) => p.comm === 'beam.smp')), machineWide: true },
     { name: 'the fakes (Stripe, SendGrid, s3rver)', msPerOrder: perOrder(spent((_p, pid) => pid === pids.fakes)) },
@@ -963,7 +966,7 @@ function totalMs(c: CpuUse): number | undefined {
 /** CPU per order (done, or created) in a window, part by part, with what it bounds: the line the notes print. */
 function cpuWords(c: CpuUse, cores: number, per = 'order done'): string {
   const ms = (v: number | undefined) => (v === undefined ? 'n/a' : `${fmt(v, 1)} ms`);
-  const parts = c.parts.map((p) => `${p.name} ${ms(p.msPerOrder)}${p.machineWide ? " (machine-wide: other work's queues too)" : ''}`);
+  const parts = c.parts.map((p) => `${p.name} ${ms(p.msPerOrder)}${p.machineWide ? ' (machine-wide: for other work too)' : ''}`);
   const total = totalMs(c);
   const bound = total
     ? `; together ${fmt(total, 1)} ms: one order/s costs ${fmt(total / 1000, 3)} cores, so ${cores} cores carry at most ${fmt((cores * 1000) / total)} orders/s with all of this on them`
