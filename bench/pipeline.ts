@@ -973,7 +973,8 @@ function cpuWords(c: CpuUse, cores: number, per = 'order done'): string {
     : '';
   const m = c.machine;
   const machine = m
-    ? ` Machine-wide (/proc/stat; other work shares the machine): ${fmt(m.busyCores, 2)} of ${m.cores} cores busy, ${ms(m.msPerOrder)} per ${per}. ` +
+    ? ` Machine-wide (/proc/stat; other work shares the machine): ${fmt(m.busyCores, 2)} of ${m.cores} cores busy, ${ms(m.msPerOrder)} per ${per}` +
+      (total && m.msPerOrder ? ` (the processes above ${pct(total / m.msPerOrder)} of it). ` : '. ') +
       `Every postgres process (machine-wide: other databases' sessions too): ${ms(c.allPostgresMsPerOrder)}.`
     : '';
   const db = c.database
