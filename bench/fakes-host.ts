@@ -2,7 +2,8 @@
 // generator does not hold up their answers: the Stripe and SendGrid fakes and s3rver on 127.0.0.1
 // (test/fakes). Started with an IPC channel (child_process.fork); it sends
 // `{ type: 'ready', stripe, sendgrid, s3 }`, then answers `{ type: 'mail', from }` with the emails
-// received since index `from` (the order ids each names, its recipients, when it arrived) and
+// received since index `from` (the order ids each names, its recipients, when it arrived),
+// `{ type: 'emails' }` with how many arrived so far (cheap enough to ask several times a second) and
 // `{ type: 'stats' }` with request counts; `{ type: 'close' }` stops the fakes and exits. Importing it
 // starts them: other modules import its types only.
 import { startFakeS3 } from '../test/fakes/s3.js';
@@ -27,7 +28,12 @@ export interface FakesStats {
   s3Puts: number;
 }
 
-export type FakesRequest = { type: 'mail'; from: number } | { type: 'stats' } | { type: 'close' };
+export interface FakesEmails {
+  type: 'emails';
+  count: number;
+}
+
+export type FakesRequest = { type: 'mail'; from: number } | { type: 'emails' } | { type: 'stats' } | { type: 'close' };
 
 const send = (message: unknown) => process.send?.(message);
 
@@ -44,6 +50,9 @@ process.on('message', (message: FakesRequest) => {
       send({ type: 'mail', messages });
       break;
     }
+    case 'emails':
+      send({ type: 'emails', count: sendgrid.messages.length } satisfies FakesEmails);
+      break;
     case 'stats':
       send({
         type: 'stats',

@@ -1,8 +1,8 @@
 // What the load benchmarks (api, pipeline) share: child processes, a scratch PostgreSQL database,
-// the seeded ids and the order bodies, autocannon runs.
+// the seeded ids and the order bodies, autocannon runs, CPU time from /proc.
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -216,4 +216,84 @@ export interface MailSeen {
   orderIds: string[];
   recipients: string[];
   at: number;
+}
+
+/** One process as /proc shows it: its CPU so far (user and system) and that of its children it has reaped, in µs. */
+export interface ProcessCpu {
+  ppid: number;
+  comm: string;
+  /** The command line (a PostgreSQL backend shows its database there). */
+  cmdline: string;
+  us: number;
+  reapedUs: number;
+}
+
+/** Every process's CPU and the whole machine's at one moment (Linux /proc; empty elsewhere). */
+export interface CpuSample {
+  processes: Map<number, ProcessCpu>;
+  /** All cores together, in µs: time busy (user, nice, system, irq, softirq, steal) and in all. */
+  machine?: { busyUs: number; totalUs: number; cores: number };
+}
+
+const ticksToUs = (ticks: string | undefined) => (Number(ticks) / TICKS_PER_SECOND) * 1e6;
+
+function readProcess(pid: number): ProcessCpu | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return {
+      ppid: Number(fields[1]),
+      comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+      cmdline: readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim(),
+      us: ticksToUs(fields[11]) + ticksToUs(fields[12]),
+      reapedUs: ticksToUs(fields[13]) + ticksToUs(fields[14]),
+    };
+  } catch {
+    return undefined; // gone since the listing, or no /proc
+  }
+}
+
+export function sampleCpu(): CpuSample {
+  const processes = new Map<number, ProcessCpu>();
+  let names: string[];
+  try {
+    names = readdirSync('/proc').filter((n) => /^\d+$/.test(n));
+  } catch {
+    return { processes };
+  }
+  for (const name of names) {
+    const p = readProcess(Number(name));
+    if (p) processes.set(Number(name), p);
+  }
+  const lines = readFileSync('/proc/stat', 'utf8').split('\n');
+  // cpu  user nice system idle iowait irq softirq steal (guest time is counted in user already)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = (lines[0] ?? '')
+    .split(/\s+/)
+    .slice(1, 9)
+    .map((t) => ticksToUs(t));
+  const busyUs = user! + nice! + system! + irq! + softirq! + steal!;
+  const cores = lines.filter((l) => /^cpu\d+ /.test(l)).length;
+  return { processes, machine: Number.isFinite(busyUs) ? { busyUs, totalUs: busyUs + idle! + iowait!, cores } : undefined };
+}
+
+/**
+ * CPU (µs) the processes `which` selects spent between two samples: of those alive at both, the
+ * difference; of those started in between, all of it; of those that exited in between, what their
+ * selected parent reaped (a PostgreSQL backend's, through the postmaster) less what they had spent
+ * before (with `reaped` false, neither: exited processes are left out). Undefined without /proc.
+ */
+export function cpuBetween(before: CpuSample, after: CpuSample, which: (p: ProcessCpu, pid: number) => boolean, reaped = true): number | undefined {
+  if (!after.processes.size) return undefined;
+  let us = 0;
+  for (const [pid, p] of after.processes) {
+    if (!which(p, pid)) continue;
+    const was = before.processes.get(pid);
+    us += p.us - (was?.us ?? 0) + (reaped ? p.reapedUs - (was?.reapedUs ?? 0) : 0);
+  }
+  if (!reaped) return us;
+  for (const [pid, p] of before.processes) {
+    const parent = after.processes.get(p.ppid);
+    if (!after.processes.has(pid) && which(p, pid) && parent && which(parent, p.ppid)) us -= p.us;
+  }
+  return us;
 }

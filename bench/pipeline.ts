@@ -15,10 +15,11 @@ import { FAKE_SENDGRID_API_KEY } from '../test/fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY } from '../test/fakes/stripe.js';
 import { S3RVER_CREDENTIALS } from '../test/fakes/s3.js';
 import { ensureBuilt } from './cli.js';
-import type { FakesReady, FakesRequest, FakesStats } from './fakes-host.js';
+import type { FakesEmails, FakesReady, FakesRequest, FakesStats } from './fakes-host.js';
 import {
   admin,
   BIN,
+  cpuBetween,
   exec,
   fmt,
   idOf,
@@ -26,12 +27,15 @@ import {
   orderBody,
   pick,
   ROOT,
+  sampleCpu,
   startChild,
   withDatabase,
   type Child,
+  type CpuSample,
   type Env,
   type Figures,
   type MailSeen,
+  type ProcessCpu,
 } from './harness.js';
 import type { BenchOptions, Goal, Report } from './report.js';
 
@@ -47,6 +51,20 @@ const EMBEDDED_USERS = 200;
 const PRODUCTS = 1_000;
 const ITEMS_PER_ORDER = 5;
 const INITIAL_STOCK = 1_000_000_000;
+/**
+ * Orders the sustained phase keeps placed but not done. Well above what the consumers hold at once
+ * (two workers × three consumers × 10 messages in flight, `svc worker --concurrency`), so no
+ * consumer waits for work, and only a few seconds of work at the rates measured here, so the
+ * window does not end with a long tail.
+ */
+const BACKLOG = 200;
+/** Order requests the sustained phase has in flight at most while it tops the backlog up. */
+const SENDERS = 8;
+/** How often the sustained phase counts the orders done. */
+const POLL_MS = 250;
+/** How long the sustained phase tops the backlog up before it measures anyway (an API slower than the pipeline never fills it). */
+const FILL_TIMEOUT_MS = 30_000;
+const FIRST_DONE_TIMEOUT_MS = 60_000;
 /** How long the paced phase's last orders get to be done after the load stops. */
 const DRAIN_TIMEOUT_MS = 60_000;
 /** How long an order placed on an embedded svc serve may stay pending before the in-process pipeline counts as absent. */
@@ -88,6 +106,46 @@ interface Saturation {
   /** The measured window (after the warm-up), ms since the epoch. */
   from: number;
   to: number;
+  cpu: CpuWindow;
+  /** The bench database's counters at both ends of the window. */
+  db?: { before: DbCounters; after: DbCounters };
+}
+
+/** What PostgreSQL counted for one database so far (pg_stat_database; a backend reports within about a second). */
+interface DbCounters {
+  commits: number;
+  rollbacks: number;
+  /** Rows inserted, updated and deleted. */
+  rowsWritten: number;
+}
+
+/** CPU samples at both ends of a measured window. */
+interface CpuWindow {
+  before: CpuSample;
+  after: CpuSample;
+}
+
+interface Sustained extends Saturation {
+  /** Orders placed but not done at the polls of the window, least and mean (counted step by step, so approximate). */
+  kept: { min: number; mean: number };
+}
+
+interface CpuPart {
+  name: string;
+  /** CPU per order done in the window, ms; undefined without /proc or orders done. */
+  msPerOrder?: number;
+  /** Serves other work on the machine too. */
+  machineWide?: boolean;
+}
+
+interface CpuUse {
+  parts: CpuPart[];
+  /** The bench database's transactions and rows written per order done. */
+  database?: DbCounters;
+  /** Every postgres process, what the postmaster reaped included: machine-wide (other databases' sessions too). */
+  allPostgresMsPerOrder?: number;
+  /** The whole machine from /proc/stat: cores busy on average, busy time per order done. */
+  machine?: { cores: number; busyCores: number; msPerOrder?: number };
 }
 
 interface Throughput {
@@ -118,6 +176,8 @@ interface Fakes {
   ready: FakesReady;
   /** Every email received so far (fetched incrementally). */
   mail(): Promise<MailSeen[]>;
+  /** How many emails arrived so far. */
+  emails(): Promise<number>;
   stats(): Promise<FakesStats>;
   pid: number;
   stop(): Promise<void>;
@@ -152,6 +212,7 @@ function startFakes(): Promise<Fakes> {
           seen.push(...messages);
           return seen;
         },
+        emails: async () => (await ask<FakesEmails>({ type: 'emails' }, 'emails')).count,
         stats: () => ask<FakesStats>({ type: 'stats' }, 'stats'),
         async stop() {
           if (child.exitCode !== null || child.signalCode !== null) return;
@@ -268,24 +329,183 @@ const figuresOf = (name: string, r: autocannon.Result): Figures => ({
 });
 
 /** Orders placed as fast as svc serve takes them (50 connections): a warm-up, then the measured window. */
-async function saturate(name: string, url: string, tokens: string[], durationS: number): Promise<Saturation> {
+async function saturate(name: string, url: string, tokens: string[], durationS: number, counters?: () => Promise<DbCounters>): Promise<Saturation> {
   process.stderr.write(`measuring ${name} (${WARMUP_S} s warm-up, ${durationS} s)…\n`);
   const options = createOrders(tokens);
   await autocannon({ url, connections: CONNECTIONS, duration: WARMUP_S, ...options });
   const from = Date.now();
+  const dbBefore = await counters?.();
+  const before = sampleCpu();
   const r = await autocannon({ url, connections: CONNECTIONS, duration: durationS, ...options });
-  return { creation: figuresOf(name, r), from, to: Date.now() };
+  const after = sampleCpu();
+  const dbAfter = await counters?.();
+  return {
+    creation: figuresOf(name, r),
+    from,
+    to: Date.now(),
+    cpu: { before, after },
+    db: dbBefore && dbAfter ? { before: dbBefore, after: dbAfter } : undefined,
+  };
 }
 
-/** CPU time (user + system) of a process so far, in ms, from /proc; undefined when it cannot be read. */
-function cpuMs(pid: number, ticksPerSec: number): number | undefined {
+/**
+ * Orders placed through the API at the pace the pipeline finishes them: a closed loop keeps BACKLOG
+ * orders placed but not done, topping it up from up to SENDERS requests at once as `doneSoFar`
+ * (polled every POLL_MS) grows. The warm-up lasts until the backlog is full and an order is done
+ * (every step is flowing), and WARMUP_S more; then the measured window, CPU sampled at both ends.
+ */
+async function sustain(
+  name: string,
+  url: string,
+  tokens: string[],
+  doneSoFar: () => Promise<number>,
+  durationS: number,
+  counters?: () => Promise<DbCounters>,
+): Promise<Sustained> {
+  process.stderr.write(`measuring ${name} (${BACKLOG} orders kept placed but not done; warm-up, then ${durationS} s)…\n`);
+  let placed = 0; // answered 201, or asked and not answered yet
+  let done = 0;
+  let stopped = false;
+  // A failed count stops the loops, and the caller gets the error.
+  let failure: Error | undefined;
+  const rethrow = () => {
+    if (failure) throw failure;
+  };
+  let polled = Promise.withResolvers<void>();
+  const answers: { at: number; ms: number; ok: boolean }[] = [];
+  const backlogs: { at: number; n: number }[] = [];
+  const send = async () => {
+    while (!stopped) {
+      if (placed - done >= BACKLOG) {
+        await polled.promise;
+        continue;
+      }
+      placed++;
+      const start = performance.now();
+      const ok = await fetch(`${url}/api/v1/orders`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${pick(tokens)}`, 'content-type': 'application/json' },
+        body: orderBody(PRODUCTS, ITEMS_PER_ORDER),
+      }).then(
+        async (res) => (await res.arrayBuffer(), res.status === 201),
+        () => false,
+      );
+      answers.push({ at: Date.now(), ms: performance.now() - start, ok });
+      if (ok) continue;
+      placed--; // no order to wait for; and no hammering a failing API
+      await polled.promise;
+    }
+  };
+  const poll = async () => {
+    while (!stopped) {
+      await wait(POLL_MS);
+      try {
+        done = await doneSoFar();
+      } catch (err) {
+        failure = err instanceof Error ? err : new Error(String(err));
+        stopped = true;
+      }
+      backlogs.push({ at: Date.now(), n: placed - done });
+      const tick = polled;
+      polled = Promise.withResolvers();
+      tick.resolve();
+    }
+  };
+  const loops = [poll(), ...Array.from({ length: SENDERS }, send)];
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) / ticksPerSec) * 1000;
-  } catch {
-    return undefined;
+    // The backlog filled (unless the API cannot keep up: then the window shows it), and an order done.
+    const filled = Date.now() + FILL_TIMEOUT_MS;
+    while (placed - done < BACKLOG && Date.now() < filled && !stopped) await polled.promise;
+    const deadline = Date.now() + FIRST_DONE_TIMEOUT_MS;
+    while (done === 0 && !stopped) {
+      if (Date.now() > deadline) throw new Error(`${name}: no order was done within ${FIRST_DONE_TIMEOUT_MS / 1000} s of the backlog's filling`);
+      await polled.promise;
+    }
+    rethrow();
+    await wait(WARMUP_S * 1000);
+    const from = Date.now();
+    const dbBefore = await counters?.();
+    const cpuBefore = sampleCpu();
+    await wait(durationS * 1000);
+    const cpuAfter = sampleCpu();
+    const dbAfter = await counters?.();
+    const to = Date.now();
+    stopped = true;
+    await Promise.all(loops);
+    rethrow();
+    const inWindow = answers.filter((a) => a.at >= from && a.at <= to);
+    const ms = inWindow.filter((a) => a.ok).map((a) => a.ms);
+    const kept = backlogs.filter((b) => b.at >= from && b.at <= to).map((b) => b.n);
+    return {
+      creation: {
+        name,
+        reqPerSec: ms.length / ((to - from) / 1000),
+        p50: percentile(ms, 50) ?? NaN,
+        p99: percentile(ms, 99) ?? NaN,
+        errors: inWindow.length - ms.length,
+        ok: answers.filter((a) => a.ok).length,
+      },
+      from,
+      to,
+      cpu: { before: cpuBefore, after: cpuAfter },
+      db: dbBefore && dbAfter ? { before: dbBefore, after: dbAfter } : undefined,
+      kept: { min: Math.min(...kept), mean: kept.reduce((a, b) => a + b, 0) / (kept.length || 1) },
+    };
+  } finally {
+    stopped = true;
+    await Promise.allSettled(loops);
   }
+}
+
+async function dbCounters(client: pg.Client, database: string): Promise<DbCounters> {
+  const { rows } = await client.query<{ commits: string; rollbacks: string; written: string }>(
+    `select xact_commit as commits, xact_rollback as rollbacks, tup_inserted + tup_updated + tup_deleted as written from pg_stat_database where datname = $1`,
+    [database],
+  );
+  return { commits: Number(rows[0]?.commits), rollbacks: Number(rows[0]?.rollbacks), rowsWritten: Number(rows[0]?.written) };
+}
+
+/** The PostgreSQL server's own processes, which serve every database: the postmaster and its helpers (their titles name none). */
+const serverWide = (cmdline: string) =>
+  / -D |: (checkpointer|background writer|walwriter|autovacuum launcher|logical replication launcher|archiver|stats collector)\b/.test(cmdline);
+
+/**
+ * The CPU each part spent in a window, from /proc: svc's processes and the harness's by pid, the
+ * PostgreSQL backends of the bench database by their title; machine-wide (serving other work too):
+ * the PostgreSQL server's own processes, RabbitMQ's beam.smp, every postgres process, the whole
+ * machine (/proc/stat).
+ */
+function cpuOf(run: Saturation, pids: { serve: number; workers: number[]; fakes: number }, database: string, doneInWindow: number): CpuUse {
+  const { before, after } = run.cpu;
+  const spent = (which: (p: ProcessCpu, pid: number) => boolean, reaped = true) => cpuBetween(before, after, which, reaped);
+  const perOrder = (us: number | undefined) => (us === undefined || doneInWindow === 0 ? undefined : us / 1000 / doneInWindow);
+  const postgres = (p: ProcessCpu) => p.comm === 'postgres';
+  const parts: CpuPart[] = [
+    { name: 'svc serve', msPerOrder: perOrder(spent((_p, pid) => pid === pids.serve)) },
+    { name: `${WORKERS} svc workers`, msPerOrder: perOrder(spent((_p, pid) => pids.workers.includes(pid))) },
+    // Without what the postmaster reaped: that includes the ended sessions of every database.
+    { name: 'PostgreSQL backends of the bench database', msPerOrder: perOrder(spent((p) => postgres(p) && ` ${p.cmdline} `.includes(` ${database} `), false)) },
+    {
+      name: "PostgreSQL's own processes (postmaster, WAL writer, checkpointer…)",
+      msPerOrder: perOrder(spent((p) => postgres(p) && serverWide(p.cmdline), false)),
+      machineWide: true,
+    },
+    { name: 'RabbitMQ (beam.smp)', msPerOrder: perOrder(spent((p) => p.comm === 'beam.smp')), machineWide: true },
+    { name: 'the fakes (Stripe, SendGrid, s3rver)', msPerOrder: perOrder(spent((_p, pid) => pid === pids.fakes)) },
+    { name: 'the bench (load generator, counting)', msPerOrder: perOrder(spent((_p, pid) => pid === process.pid)) },
+  ];
+  const [a, b] = [before.machine, after.machine];
+  const { db } = run;
+  const per = (key: keyof DbCounters) => (db!.after[key] - db!.before[key]) / doneInWindow;
+  return {
+    parts,
+    database: db && doneInWindow ? { commits: per('commits'), rollbacks: per('rollbacks'), rowsWritten: per('rowsWritten') } : undefined,
+    allPostgresMsPerOrder: perOrder(spent(postgres)),
+    machine:
+      a && b
+        ? { cores: b.cores, busyCores: ((b.busyUs - a.busyUs) / (b.totalUs - a.totalUs)) * b.cores, msPerOrder: perOrder(b.busyUs - a.busyUs) }
+        : undefined,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,17 +629,30 @@ const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface PostgresFigures {
   alone: Figures;
+  /** Phase 1's CPU per order created. */
+  aloneCpu: CpuUse;
   setAside: number;
   definition: DoneDefinition;
   mailLinked: string;
-  e2e: Throughput;
-  cpu: { name: string; msPerOrder: number }[];
-  /** Stripe requests during phase 2 by route and status. */
+  /** Phase 2: the closed loop, the pipeline's own pace. */
+  sustained: Throughput & { kept: Sustained['kept'] };
+  sustainedCpu: CpuUse;
+  /** Stripe requests during phase 2's window by route and status. */
   stripeByRoute: Record<string, number>;
+  /** Phase 3: creation at full speed with the workers running. */
+  flood: Throughput;
+  floodCpu: CpuUse;
   paced: Paced;
 }
 
-async function onPostgres(url: string, scratch: string, keysFile: string, fakes: Fakes, options: { saturationS: number; pacedS: number; rate: number }) {
+async function onPostgres(
+  url: string,
+  database: string,
+  scratch: string,
+  keysFile: string,
+  fakes: Fakes,
+  options: { saturationS: number; sustainedS: number; pacedS: number; rate: number },
+) {
   const prefix = `svc_bench_${randomBytes(5).toString('hex')}`;
   const env = cleanEnv({
     SVC_DATA_DIR: join(scratch, 'data'),
@@ -449,59 +682,76 @@ async function onPostgres(url: string, scratch: string, keysFile: string, fakes:
   try {
     await seed(client, USERS);
     const tokens = await tokensFor(client, keysFile);
-    const ticks = Number((await exec('getconf', ['CLK_TCK']).catch(() => '100')).trim()) || 100;
 
     const serve = await startChild('svc serve', [...profiling, BIN, 'serve', '--port', '0'], env);
     running.push(serve);
 
     // 1. The API alone: no worker runs, the outbox rows wait.
-    const alone = await saturate('order creation alone (workers not started)', serve.url, tokens, options.saturationS);
-    const setAside = await setAsideBacklog(client);
+    const counters = () => dbCounters(client, database);
+    const alone = await saturate('order creation alone (workers not started)', serve.url, tokens, options.saturationS, counters);
+    const { rows: createdRows } = await client.query<{ n: string }>(`select count(*) as n from orders where created_at between $1 and $2`, [
+      new Date(alone.from),
+      new Date(alone.to),
+    ]);
+    const aloneCpu = cpuOf(alone, { serve: serve.pid, workers: [], fakes: fakes.pid }, database, Number(createdRows[0]!.n));
+    let setAside = await setAsideBacklog(client);
 
-    // 2. End to end at saturation: orders placed as fast as svc serve takes them, two workers running.
     // The receipt link in the confirmation email: the API's address (svc worker warns when it has to guess it).
     const workerEnv = { ...env, PUBLIC_URL: serve.url };
     let workers = await startWorkers(workerEnv);
     running.push(...workers);
     consumers = workers[0]!.consumers;
     const definition = await describeDone(client, consumers);
-    const pids = [serve.pid, ...workers.map((w) => w.pid), fakes.pid];
-    const cpuBefore = pids.map((pid) => cpuMs(pid, ticks));
-    const ownBefore = process.cpuUsage();
+    const pidsOf = () => ({ serve: serve.pid, workers: workers.map((w) => w.pid), fakes: fakes.pid });
+    /** Stops the workers and sets their backlog aside, so that the next phase starts empty with fresh workers. */
+    const restartWorkers = async () => {
+      process.stderr.write(`stopping the workers and setting the backlog aside…\n`);
+      await Promise.all(workers.map((w) => w.stop()));
+      setAside += await setAsideBacklog(client);
+      await clearBroker(prefix, consumers, false);
+      workers = await startWorkers(workerEnv);
+      running.push(...workers);
+    };
+
+    // 2. The pipeline's own pace: orders through the API as fast as they are done, a backlog kept.
+    const sinceMs = Date.now() - 1_000;
+    const emailsBefore = await fakes.emails();
+    // Orders done so far, step by step (completed, receipts, emails): cheap enough for the closed loop to poll.
+    const doneSoFar = async () => {
+      const { rows } = await client.query<{ completed: string; receipts: string | null }>(
+        `select (select count(*) from orders where created_at >= $1 and status = 'completed') as completed,
+           ${definition.receipts ? `(select count(*) from files where created_at >= $1)` : 'null'} as receipts`,
+        [new Date(sinceMs)],
+      );
+      const counts = [Number(rows[0]!.completed)];
+      if (definition.receipts) counts.push(Number(rows[0]!.receipts));
+      if (definition.mail) counts.push((await fakes.emails()) - emailsBefore);
+      return Math.min(...counts);
+    };
     const statsBefore = await fakes.stats();
-    const e2eRun = await saturate(`order creation with ${WORKERS} workers running`, serve.url, tokens, options.saturationS);
-    const cpuAfter = pids.map((pid) => cpuMs(pid, ticks));
-    const own = process.cpuUsage(ownBefore);
+    const sustainedRun = await sustain(`orders through the pipeline, ${WORKERS} workers running`, serve.url, tokens, doneSoFar, options.sustainedS, counters);
     const statsAfter = await fakes.stats();
     // Work that finished inside the window commits a moment later: let it land before counting.
     await wait(2_000);
-    const counted = await progress(client, e2eRun.from - WARMUP_S * 1000 - 1_000, definition, await fakes.mail());
-    const e2e = throughputOf(e2eRun, counted.orders);
-    const spent = (i: number) => (cpuBefore[i] === undefined || cpuAfter[i] === undefined ? undefined : cpuAfter[i] - cpuBefore[i]);
-    const perOrder = (ms: number | undefined) => (ms === undefined || e2e.doneInWindow === 0 ? NaN : ms / e2e.doneInWindow);
-    const workerCpu = workers.reduce<number | undefined>(
-      (sum, _w, i) => (sum === undefined || spent(1 + i) === undefined ? undefined : sum + spent(1 + i)!),
-      0,
-    );
-    const cpu = [
-      { name: 'svc serve', msPerOrder: perOrder(spent(0)) },
-      { name: `${WORKERS} svc workers`, msPerOrder: perOrder(workerCpu) },
-      { name: 'the fakes (Stripe, SendGrid, s3rver)', msPerOrder: perOrder(spent(pids.length - 1)) },
-      { name: 'the load generator', msPerOrder: perOrder((own.user + own.system) / 1000) },
-    ];
+    const counted = await progress(client, sinceMs, definition, await fakes.mail());
+    const sustained = { ...throughputOf(sustainedRun, counted.orders), kept: sustainedRun.kept };
+    const sustainedCpu = cpuOf(sustainedRun, pidsOf(), database, sustained.doneInWindow);
     const stripeByRoute = Object.fromEntries(
       Object.entries(statsAfter.stripeByRoute)
         .map(([route, n]) => [route, n - (statsBefore.stripeByRoute[route] ?? 0)] as const)
         .filter(([, n]) => n > 0),
     );
-    process.stderr.write(`stopping the workers and setting the backlog aside…\n`);
-    await Promise.all(workers.map((w) => w.stop()));
-    const setAside2 = await setAsideBacklog(client);
-    await clearBroker(prefix, consumers, false);
+    await restartWorkers();
 
-    // 3. A paced load: lag from creation to done.
-    workers = await startWorkers(workerEnv);
-    running.push(...workers);
+    // 3. The flood: orders placed as fast as svc serve takes them, the workers competing for the CPU.
+    const floodRun = await saturate(`order creation with ${WORKERS} workers running`, serve.url, tokens, options.saturationS, counters);
+    await wait(2_000);
+    const floodCounted = await progress(client, floodRun.from - WARMUP_S * 1000 - 1_000, definition, await fakes.mail());
+    const flood = throughputOf(floodRun, floodCounted.orders);
+    const floodCpu = cpuOf(floodRun, pidsOf(), database, flood.doneInWindow);
+    await restartWorkers();
+
+    // 4. A paced load: lag from creation to done.
     process.stderr.write(`measuring a paced load of ${options.rate} orders/s for ${options.pacedS} s…\n`);
     const pacedFrom = Date.now();
     const r = await autocannon({
@@ -540,12 +790,15 @@ async function onPostgres(url: string, scratch: string, keysFile: string, fakes:
     };
     return {
       alone: alone.creation,
-      setAside: setAside + setAside2,
+      aloneCpu,
+      setAside,
       definition,
       mailLinked: counted.mailLinked,
-      e2e,
-      cpu,
+      sustained,
+      sustainedCpu,
       stripeByRoute,
+      flood,
+      floodCpu,
       paced,
     } satisfies PostgresFigures;
   } finally {
@@ -623,14 +876,37 @@ async function embedded(scratch: string, keysFile: string, consumers: string[], 
       await client.end();
     }
     if (status === 'pending')
-      return { available: false, why: `an order placed on an embedded svc serve was still pending after ${EMBEDDED_DETECT_MS / 1000} s` };
+      return {
+        available: false,
+        why: `not available in this build: an order placed on an embedded svc serve was still pending after ${EMBEDDED_DETECT_MS / 1000} s`,
+      };
 
-    const run = await saturate('embedded pipeline: orders placed on svc serve alone', serve.url, tokens, durationS);
-    await wait(2_000);
     client = await connect();
     try {
       const definition = await describeDone(client, consumers);
-      const counted = await progress(client, run.from - WARMUP_S * 1000 - 1_000, definition, emlFiles(dataDir));
+      const sinceMs = Date.now();
+      const emlCount = () => {
+        try {
+          return readdirSync(join(dataDir, 'mail')).filter((n) => n.endsWith('.eml')).length;
+        } catch {
+          return 0; // no email written yet
+        }
+      };
+      const emailsBefore = emlCount();
+      const doneSoFar = async () => {
+        const { rows } = await client.query<{ completed: string; receipts: string | null }>(
+          `select (select count(*) from orders where created_at >= $1 and status = 'completed') as completed,
+             ${definition.receipts ? `(select count(*) from files where created_at >= $1)` : 'null'} as receipts`,
+          [new Date(sinceMs)],
+        );
+        const counts = [Number(rows[0]!.completed)];
+        if (definition.receipts) counts.push(Number(rows[0]!.receipts));
+        if (definition.mail) counts.push(emlCount() - emailsBefore);
+        return Math.min(...counts);
+      };
+      const run = await sustain('embedded pipeline: orders through svc serve alone', serve.url, tokens, doneSoFar, durationS);
+      await wait(2_000);
+      const counted = await progress(client, sinceMs, definition, emlFiles(dataDir));
       return { available: true, throughput: throughputOf(run, counted.orders), done: definition, mailLinked: counted.mailLinked };
     } finally {
       await client.end();
@@ -645,13 +921,15 @@ async function embedded(scratch: string, keysFile: string, consumers: string[], 
 /**
  * The event pipeline end to end on PostgreSQL + RabbitMQ with `svc serve`, two `svc worker` and the
  * Stripe, SendGrid and S3 stand-ins on 127.0.0.1: the API's creation rate alone, the rate of orders
- * done at saturation, the lag at a paced load, and the embedded pipeline's rate.
+ * done at saturation (at the pipeline's own pace, and while creation floods the API), the lag at a
+ * paced load, the CPU an order costs, and the embedded pipeline's rate.
  */
 export async function run(options: BenchOptions): Promise<Report> {
   if (process.versions.node.split('.')[0] !== '24')
     throw new Error(`the pipeline benchmark needs Node 24 but runs on ${process.version}; start it with npm run bench`);
   ensureBuilt();
   const saturationS = options.durationS ?? 10;
+  const sustainedS = options.durationS ?? 20;
   const pacedS = options.durationS ?? 30;
   const rate = options.rate ?? 100;
   const scratch = mkdtempSync(join(tmpdir(), 'svc-bench-pipeline-'));
@@ -660,9 +938,15 @@ export async function run(options: BenchOptions): Promise<Report> {
     const keysFile = join(scratch, 'jwks.json');
     writeFileSync(keysFile, JSON.stringify({ keys: [await generateSigningJwk()] }), { mode: 0o600 });
     await admin((c) => c.query('select 1'));
-    const pgFigures = await withDatabase('svc_bench_pipeline', (url) => onPostgres(url, scratch, keysFile, fakes, { saturationS, pacedS, rate }));
-    const emb = await embedded(scratch, keysFile, pgFigures.definition.consumers, saturationS);
-    return report(pgFigures, emb, { saturationS, pacedS, rate });
+    const pgFigures = await withDatabase('svc_bench_pipeline', (url, database) =>
+      onPostgres(url, database, scratch, keysFile, fakes, { saturationS, sustainedS, pacedS, rate }),
+    );
+    // The embedded figure is beside the others: its failure (a start slower than 60 s on a busy machine) keeps theirs.
+    const emb = await embedded(scratch, keysFile, pgFigures.definition.consumers, sustainedS).catch((err: unknown): Embedded => ({
+      available: false,
+      why: `not measured: ${(err as Error).message.split('\n')[0]}`,
+    }));
+    return report(pgFigures, emb, { saturationS, sustainedS, pacedS, rate });
   } finally {
     await fakes.stop();
     rmSync(scratch, { recursive: true, force: true });
@@ -686,27 +970,54 @@ function doneWords(d: DoneDefinition): string {
   return parts.join(' + ');
 }
 
-function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; pacedS: number; rate: number }): Report {
-  const ratio = m.e2e.donePerSec / m.alone.reqPerSec;
+/** The CPU of all the parts per order, ms; undefined when one is unknown. */
+function totalMs(c: CpuUse): number | undefined {
+  return c.parts.every((p) => p.msPerOrder !== undefined) ? c.parts.reduce((sum, p) => sum + p.msPerOrder!, 0) : undefined;
+}
+
+/** CPU per order (done, or created) in a window, part by part, with what it bounds: the line the notes print. */
+function cpuWords(c: CpuUse, cores: number, per = 'order done'): string {
+  const ms = (v: number | undefined) => (v === undefined ? 'n/a' : `${fmt(v, 1)} ms`);
+  const parts = c.parts.map((p) => `${p.name} ${ms(p.msPerOrder)}${p.machineWide ? ' (machine-wide: for other work too)' : ''}`);
+  const total = totalMs(c);
+  const bound = total
+    ? `; together ${fmt(total, 1)} ms: one order/s costs ${fmt(total / 1000, 3)} cores, so ${cores} cores carry at most ${fmt((cores * 1000) / total)} orders/s with all of this on them`
+    : '';
+  const m = c.machine;
+  const machine = m
+    ? ` Machine-wide (/proc/stat; other work shares the machine): ${fmt(m.busyCores, 2)} of ${m.cores} cores busy, ${ms(m.msPerOrder)} per ${per}` +
+      (total && m.msPerOrder ? ` (the processes above ${pct(total / m.msPerOrder)} of it). ` : '. ') +
+      `Every postgres process (machine-wide: other databases' sessions too): ${ms(c.allPostgresMsPerOrder)}.`
+    : '';
+  const db = c.database
+    ? ` The bench database (pg_stat_database) per ${per}: ${fmt(c.database.commits, 1)} transactions committed, ${fmt(c.database.rollbacks, 1)} rolled back, ${fmt(c.database.rowsWritten, 1)} rows written.`
+    : '';
+  return `${parts.join(', ')}${bound}.${machine}${db}`;
+}
+
+function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; sustainedS: number; pacedS: number; rate: number }): Report {
+  const ratio = m.sustained.donePerSec / m.alone.reqPerSec;
+  const floodRatio = m.flood.donePerSec / m.alone.reqPerSec;
   const lagP50 = percentile(m.paced.lagMs, 50);
   const lagP99 = percentile(m.paced.lagMs, 99);
   const allDone = m.paced.done === m.paced.created && m.paced.created > 0;
-  const errors = m.alone.errors + m.e2e.creation.errors + m.paced.creation.errors + (emb.available ? emb.throughput.creation.errors : 0);
+  const errors =
+    m.alone.errors + m.sustained.creation.errors + m.flood.creation.errors + m.paced.creation.errors + (emb.available ? emb.throughput.creation.errors : 0);
   const d = m.definition;
   const extended = d.mail || d.receipts;
+  const cores = m.sustainedCpu.machine?.cores ?? 2;
+  const cpuTotal = totalMs(m.sustainedCpu);
+  const aloneTotal = totalMs(m.aloneCpu);
+  const cpuCeiling = cpuTotal && aloneTotal ? aloneTotal / cpuTotal : undefined;
+  const creationRow = (name: string, f: Figures) => [name, fmt(f.reqPerSec), millis(f.p50), millis(f.p99), fmt(f.errors), ''];
   const rows: string[][] = [
-    ['1. order creation alone (no worker running)', fmt(m.alone.reqPerSec), millis(m.alone.p50), millis(m.alone.p99), fmt(m.alone.errors), ''],
+    creationRow('1. order creation alone (no worker running)', m.alone),
+    [`2. sustained: orders done end to end (${fmt(m.sustained.doneInWindow)} in ${o.sustainedS} s)`, fmt(m.sustained.donePerSec, 1), '', '', '', pct(ratio)],
+    creationRow(`2. sustained: orders placed, ${BACKLOG} kept not done`, m.sustained.creation),
+    creationRow(`3. flood: order creation, ${WORKERS} workers running`, m.flood.creation),
+    [`3. flood: orders done meanwhile (${fmt(m.flood.doneInWindow)} in ${o.saturationS} s)`, fmt(m.flood.donePerSec, 1), '', '', '', pct(floodRatio)],
     [
-      `2. order creation, ${WORKERS} workers running`,
-      fmt(m.e2e.creation.reqPerSec),
-      millis(m.e2e.creation.p50),
-      millis(m.e2e.creation.p99),
-      fmt(m.e2e.creation.errors),
-      '',
-    ],
-    [`2. orders done end to end (${fmt(m.e2e.doneInWindow)} in ${o.saturationS} s)`, fmt(m.e2e.donePerSec, 1), '', '', '', pct(ratio)],
-    [
-      `3. paced ${o.rate}/s for ${o.pacedS} s: lag creation → done`,
+      `4. paced ${o.rate}/s for ${o.pacedS} s: lag creation → done`,
       fmt(m.paced.creation.reqPerSec, 1),
       seconds(lagP50),
       seconds(lagP99),
@@ -716,7 +1027,7 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; pac
     ...(extended
       ? [
           [
-            '3. paced: lag creation → completed (payment only)',
+            '4. paced: lag creation → completed (payment only)',
             '',
             seconds(percentile(m.paced.completedLagMs, 50)),
             seconds(percentile(m.paced.completedLagMs, 99)),
@@ -727,7 +1038,7 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; pac
       : []),
     emb.available
       ? [
-          `embedded pipeline: orders done (${fmt(emb.throughput.doneInWindow)} in ${o.saturationS} s)`,
+          `embedded pipeline, sustained: orders done (${fmt(emb.throughput.doneInWindow)} in ${o.sustainedS} s)`,
           fmt(emb.throughput.donePerSec, 1),
           '',
           '',
@@ -735,22 +1046,18 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; pac
           // Another database (PGlite) and other providers: not a fraction of phase 1.
           '',
         ]
-      : ['embedded pipeline: not available in this build', '', '', '', '', ''],
-    ...(emb.available
-      ? [
-          [
-            'embedded: order creation meanwhile',
-            fmt(emb.throughput.creation.reqPerSec),
-            millis(emb.throughput.creation.p50),
-            millis(emb.throughput.creation.p99),
-            fmt(emb.throughput.creation.errors),
-            '',
-          ],
-        ]
-      : []),
+      : ['embedded pipeline: not measured (see the notes)', '', '', '', '', ''],
+    ...(emb.available ? [creationRow('embedded: orders placed meanwhile', emb.throughput.creation)] : []),
   ];
   const goals: Goal[] = [
-    { name: 'orders done end to end vs creation alone', ratio, value: pct(ratio), target: `≥ ${MIN_RATIO * 100}%`, met: ratio >= MIN_RATIO },
+    {
+      name: 'orders done end to end at saturation (sustained) vs creation alone',
+      ratio,
+      value: pct(ratio),
+      target: `≥ ${MIN_RATIO * 100}%`,
+      met: ratio >= MIN_RATIO,
+    },
+    { name: 'flood: orders done while creation floods, vs creation alone', ratio: floodRatio, value: pct(floodRatio) },
     {
       name: `p99 lag creation → done at ${o.rate}/s`,
       ratio: (lagP99 ?? Infinity) / MAX_P99_LAG_MS,
@@ -765,41 +1072,64 @@ function report(m: PostgresFigures, emb: Embedded, o: { saturationS: number; pac
       target: 'all',
       met: allDone,
     },
+    {
+      name: `most orders/s ${cores} cores carry at the CPU an order cost (sustained)`,
+      ratio: cpuTotal ? (cores * 1000) / cpuTotal : 0,
+      value: cpuTotal ? `${fmt((cores * 1000) / cpuTotal)}/s` : 'n/a',
+    },
+    {
+      name: 'ceiling of that ratio from CPU per order (creation alone ÷ end to end)',
+      ratio: cpuCeiling ?? 0,
+      value: cpuCeiling === undefined ? 'n/a' : pct(cpuCeiling),
+    },
     { name: 'order creation errors (all phases)', ratio: errors, value: fmt(errors), target: '0', met: errors === 0 },
     emb.available
-      ? { name: 'embedded pipeline, orders done', ratio: emb.throughput.donePerSec, value: `${fmt(emb.throughput.donePerSec, 1)}/s` }
-      : { name: 'embedded pipeline', ratio: 0, value: 'not available in this build' },
+      ? { name: 'embedded pipeline, orders done (sustained)', ratio: emb.throughput.donePerSec, value: `${fmt(emb.throughput.donePerSec, 1)}/s` }
+      : { name: 'embedded pipeline', ratio: 0, value: 'not measured' },
   ];
   const median = (v: number[]) => millis(percentile(v, 50));
+  const steps = (t: Throughput) =>
+    `order.created relayed ${fmt(t.steps.relayed, 1)}/s, paid (completed) ${fmt(t.steps.paid, 1)}/s` +
+    (d.receipts ? `, receipts ${fmt(t.steps.receipts, 1)}/s` : '') +
+    (d.mail ? `, emails ${fmt(t.steps.emails, 1)}/s` : '');
   const notes = [
+    `The ${MIN_RATIO * 100}% target is read against phase 2 (sustained): orders still placed through the API with both workers running, but only as fast as ` +
+      `they are done, ${BACKLOG} kept placed and not done (never fewer than ${fmt(m.sustained.kept.min)} in the window, ${fmt(m.sustained.kept.mean)} on average) ` +
+      `so no consumer waits for work: the most orders per second the whole pipeline finishes, which is what end-to-end throughput at saturation means. ` +
+      `Phase 3 (flood) places orders as fast as svc serve takes them (${CONNECTIONS} connections): the API then takes the CPU for orders the window never finishes ` +
+      `(${fmt(m.flood.backlog)} left not done), so its done rate is the workers' share of a CPU fight, shown for comparison.`,
     `"done" = ${doneWords(d)}${d.mail ? ` (emails linked ${m.mailLinked})` : ''}. Consumers in this build: ${d.consumers.join(', ') || 'none'}` +
       (extended ? '.' : '; the mail and receipt consumers are not there yet, so emails and receipts are not counted.') +
       (d.receiptsMissing ? ` Receipts not counted: ${d.receiptsMissing}.` : ''),
     `Completion time: the created_at of the order's order.completed outbox row (written by the transition to completed, in its transaction); creation time: orders.created_at.`,
-    `Between phases the workers were stopped and the backlog set aside (${fmt(m.setAside)} pending outbox rows marked published, queues purged); phase 2 left ${fmt(m.e2e.backlog)} orders not done.`,
+    `Between phases the workers were stopped and the backlog set aside (${fmt(m.setAside)} pending outbox rows marked published, queues purged), so each phase starts empty.`,
+    `CPU per order created, phase 1 (/proc): ${cpuWords(m.aloneCpu, cores, 'order created')}`,
+    `CPU per order done, sustained: ${cpuWords(m.sustainedCpu, cores)}`,
+    ...(cpuCeiling === undefined
+      ? []
+      : [
+          `With both CPU-bound on the same cores, done/s can reach at most creation's CPU per order over the pipeline's: ${pct(cpuCeiling)} of creation alone ` +
+            `(${fmt(totalMs(m.aloneCpu)!, 1)} ms per order created, ${fmt(totalMs(m.sustainedCpu)!, 1)} ms per order done). The ${MIN_RATIO * 100}% target needs the pipeline's CPU per order at most ${fmt(totalMs(m.aloneCpu)! / MIN_RATIO, 1)} ms.`,
+        ]),
+    `CPU per order done, flood: ${cpuWords(m.floodCpu, cores)}`,
+    `Each step's rate, sustained: ${steps(m.sustained)}; Stripe requests ${Object.entries(m.stripeByRoute)
+      .sort((a, b) => b[1] - a[1])
+      .map(([route, n]) => `${route}: ${fmt(n)}`)
+      .join(', ')}. Flood: ${steps(m.flood)}.`,
     `Where the lag goes at ${o.rate}/s (medians): relay (created → order.created published) ${median(m.paced.stages.relay)}, ` +
       `payment (published → completed) ${median(m.paced.stages.payment)}` +
       (d.receipts ? `, receipt after completion ${median(m.paced.stages.receipt)}` : '') +
       (d.mail ? `, email after completion ${median(m.paced.stages.mail)}` : '') +
       '.',
-    `At saturation, each step's rate in the window: order.created relayed ${fmt(m.e2e.steps.relayed, 1)}/s, paid (completed) ${fmt(m.e2e.steps.paid, 1)}/s` +
-      (d.receipts ? `, receipts ${fmt(m.e2e.steps.receipts, 1)}/s` : '') +
-      (d.mail ? `, emails ${fmt(m.e2e.steps.emails, 1)}/s` : '') +
-      `; Stripe requests ${Object.entries(m.stripeByRoute)
-        .sort((a, b) => b[1] - a[1])
-        .map(([route, n]) => `${route}: ${fmt(n)}`)
-        .join(', ')}.`,
-    `CPU per order done at saturation: ${m.cpu.map((c) => `${c.name} ${Number.isFinite(c.msPerOrder) ? `${fmt(c.msPerOrder, 1)} ms` : 'n/a'}`).join(', ')} ` +
-      `(PostgreSQL and RabbitMQ not measured: shared with other processes).`,
     emb.available
-      ? `Embedded pipeline: svc serve alone on PGlite with the stand-ins (simulated payments, .eml files, local files); "done" as above${emb.done.mail ? `, emails linked ${emb.mailLinked}` : ''}; ${fmt(emb.throughput.backlog)} orders not done when counted.`
+      ? `Embedded pipeline: svc serve alone on PGlite with the stand-ins (simulated payments, .eml files, local files), sustained as phase 2; "done" as above${emb.done.mail ? `, emails linked ${emb.mailLinked}` : ''}.`
       : `Embedded pipeline: ${emb.why}.`,
   ];
   return {
     title:
       `pipeline: PostgreSQL + RabbitMQ, svc serve and ${WORKERS} svc worker, Stripe/SendGrid fakes and s3rver on 127.0.0.1; ` +
-      `${CONNECTIONS} connections for ${o.saturationS} s after ${WARMUP_S} s warm-up at saturation, ${o.rate} orders/s for ${o.pacedS} s paced; ` +
-      `${fmt(USERS)} users, ${fmt(PRODUCTS)} products, orders of ${ITEMS_PER_ORDER} items`,
+      `creation alone and flood at ${CONNECTIONS} connections for ${o.saturationS} s after ${WARMUP_S} s warm-up, sustained ${o.sustainedS} s with ${BACKLOG} orders kept not done, ` +
+      `${o.rate} orders/s for ${o.pacedS} s paced; ${fmt(USERS)} users, ${fmt(PRODUCTS)} products, orders of ${ITEMS_PER_ORDER} items`,
     measurements: [],
     table: { header: ['measurement', 'orders/s', 'p50', 'p99', 'errors', 'of creation alone'], rows },
     goals,
