@@ -6,6 +6,7 @@ const targets: Record<string, () => Promise<{ run: Target }>> = {
   cli: () => import('./cli.js'),
   api: () => import('./api.js'),
   pipeline: () => import('./pipeline.js'),
+  render: () => import('./render.js'),
 };
 
 const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--rate R] [--json]
