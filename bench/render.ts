@@ -2,8 +2,8 @@
 // the database, per item, in this process: a receipt rendered (pdfkit), the same receipt uploaded
 // to s3rver (@aws-sdk/client-s3), an order confirmation rendered (Handlebars) and sent to the
 // SendGrid fake (@sendgrid/mail). The fakes run in a process of their own (bench/fakes-host.ts), so
-// their CPU is not counted. Each round times a batch of items with process.cpuUsage() (user +
-// system, every thread of this process); the first round warms up and is left out.
+// their CPU is not counted. Each round times a batch of one kind of item with process.cpuUsage()
+// (user + system, every thread of this process); the kinds take turns, after a warm-up round each.
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -67,6 +67,13 @@ async function batch(count: number, inFlight: number, one: (i: number) => Promis
   await Promise.all(Array.from({ length: inFlight }, lane));
 }
 
+interface Item {
+  name: string;
+  perRound: number;
+  inFlight: number;
+  one: (i: number) => Promise<unknown>;
+}
+
 interface Result {
   /** CPU µs per item, one sample per round (summarize's figures, in µs rather than ms: some items take a few µs). */
   cpu: Measurement;
@@ -74,20 +81,31 @@ interface Result {
   wallUs: number;
 }
 
-/** CPU µs per item over `rounds` timed rounds (after one warm-up round), and the wall-clock µs per item of the timed rounds. */
-async function measure(name: string, rounds: number, perRound: number, inFlight: number, one: (i: number) => Promise<unknown>): Promise<Result> {
-  process.stderr.write(`measuring ${name}…\n`);
+/**
+ * CPU µs per item over `rounds` timed rounds of each (after a warm-up round of each), and the
+ * wall-clock µs per item. The items take turns, round by round, so that a busy spell of a shared
+ * machine falls on all of them rather than on one item's whole measurement.
+ */
+async function measure(items: Item[], rounds: number): Promise<Result[]> {
   let n = 0;
-  await batch(perRound, inFlight, () => one(n++));
-  const samples: number[] = [];
-  const start = performance.now();
-  for (let r = 0; r < rounds; r++) {
+  const round = async (item: Item) => {
     const before = process.cpuUsage();
-    await batch(perRound, inFlight, () => one(n++));
+    const start = performance.now();
+    await batch(item.perRound, item.inFlight, () => item.one(n++));
     const used = process.cpuUsage(before);
-    samples.push((used.user + used.system) / perRound);
+    return { cpuUs: (used.user + used.system) / item.perRound, wallUs: ((performance.now() - start) * 1000) / item.perRound };
+  };
+  for (const item of items) await round(item);
+  const samples = items.map(() => ({ cpu: [] as number[], wall: 0 }));
+  for (let r = 0; r < rounds; r++) {
+    process.stderr.write(`round ${r + 1} of ${rounds}…\n`);
+    for (const [i, item] of items.entries()) {
+      const { cpuUs, wallUs } = await round(item);
+      samples[i]!.cpu.push(cpuUs);
+      samples[i]!.wall += wallUs / rounds;
+    }
   }
-  return { cpu: summarize(name, samples), perRound, wallUs: ((performance.now() - start) * 1000) / (rounds * perRound) };
+  return items.map((item, i) => ({ cpu: summarize(item.name, samples[i]!.cpu), perRound: item.perRound, wallUs: samples[i]!.wall }));
 }
 
 interface Fakes {
@@ -137,22 +155,37 @@ export async function run(options: BenchOptions): Promise<Report> {
   try {
     const pdf = await renderer.render(receipt(1));
     const mail = await templates.render('order-confirmation', confirmation(receipt(1)));
-    const results = [
-      await measure('receipt PDF rendered (pdfkit)', rounds, PER_ROUND.pdf, 1, (n) => renderer.render(receipt(n))),
-      // The same bytes each time: the upload's cost, not the renderer's.
-      await measure('receipt uploaded to s3rver (S3 client)', rounds, PER_ROUND.upload, IN_FLIGHT, (n) =>
-        files.put(`receipts/${receipt(n).orderId}.pdf`, pdf, { contentType: 'application/pdf' }),
-      ),
-      await measure('email rendered (Handlebars)', rounds, PER_ROUND.templates, 1, (n) => templates.render('order-confirmation', confirmation(receipt(n)))),
-      await measure('email sent to the SendGrid fake (@sendgrid/mail)', rounds, PER_ROUND.send, IN_FLIGHT, (n) =>
-        mailer.send({
-          to: { email: `user${n}@bench.example.com`, name: `User ${n}` },
-          ...mail,
-          category: 'order-confirmation',
-          reference: `order-confirmation-${receipt(n).orderId}`,
-        }),
-      ),
-    ];
+    const results = await measure(
+      [
+        { name: 'receipt PDF rendered (pdfkit)', perRound: PER_ROUND.pdf, inFlight: 1, one: (n) => renderer.render(receipt(n)) },
+        // The same bytes each time: the upload's cost, not the renderer's.
+        {
+          name: 'receipt uploaded to s3rver (S3 client)',
+          perRound: PER_ROUND.upload,
+          inFlight: IN_FLIGHT,
+          one: (n) => files.put(`receipts/${receipt(n).orderId}.pdf`, pdf, { contentType: 'application/pdf' }),
+        },
+        {
+          name: 'email rendered (Handlebars)',
+          perRound: PER_ROUND.templates,
+          inFlight: 1,
+          one: (n) => templates.render('order-confirmation', confirmation(receipt(n))),
+        },
+        {
+          name: 'email sent to the SendGrid fake (@sendgrid/mail)',
+          perRound: PER_ROUND.send,
+          inFlight: IN_FLIGHT,
+          one: (n) =>
+            mailer.send({
+              to: { email: `user${n}@bench.example.com`, name: `User ${n}` },
+              ...mail,
+              category: 'order-confirmation',
+              reference: `order-confirmation-${receipt(n).orderId}`,
+            }),
+        },
+      ],
+      rounds,
+    );
     const perOrder = results.reduce((sum, r) => sum + r.cpu.medianMs, 0);
     return {
       title: 'render: CPU per item of the receipts and mail consumers outside the database (this process only)',
