@@ -49,10 +49,10 @@ export class S3FileStore implements FileStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: { connectionTimeout: options.connectionTimeoutMs ?? 3_000, requestTimeout: options.requestTimeoutMs ?? 15_000 },
       // Resolve each command's middleware stack once rather than at every request (cloning and
-      // sorting some thirty middleware, a tenth of an upload's CPU). The SDK's own switch: right when
-      // nothing adds middleware to a command or the client after the first request, as here
-      // (getSignedUrl resolves its own stack); the requests then share one handler context, which
-      // holds what is the same for all of them (one bucket, one endpoint, one signer).
+      // sorting some thirty middleware, about 5 % of an upload's CPU in a profile). The SDK's own
+      // switch: right when nothing adds middleware to a command or the client after the first
+      // request, as here (getSignedUrl resolves its own stack); the requests then share one handler
+      // context, which holds what is the same for all of them (one bucket, one endpoint, one signer).
       cacheMiddleware: true,
     });
   }
