@@ -7,13 +7,14 @@ const targets: Record<string, () => Promise<{ run: Target }>> = {
   api: () => import('./api.js'),
   pipeline: () => import('./pipeline.js'),
   consumers: () => import('./consumers.js'),
+  render: () => import('./render.js'),
 };
 
 const usage = `usage: npm run bench -- [target] [--runs N] [--duration S] [--rate R] [--orders N] [--concurrency K] [--rounds R] [--json]
   target      one of: ${Object.keys(targets).join(', ')} (default: all)
-  --runs      timed runs per measurement of the cli target (default 15)
+  --runs      timed runs per measurement of the cli target, rounds of the render target (default 15)
   --duration  seconds of load per measurement of the api and pipeline targets (default 10; the
-              pipeline's paced phase 30)
+              pipeline's sustained phase 20, its paced phase 30)
   --rate      orders per second of the pipeline's paced phase (default 100)
   --orders    orders per round of the consumers target (default 200)
   --concurrency

@@ -152,6 +152,22 @@ test('a refused connection is not attempted', async (t) => {
   assert.deepEqual([err.details.outcome, err.details.reason], ['not_attempted', 'connection_refused']);
 });
 
+test('a redirect is not followed: the message is not sent again where it points, and the error names SENDGRID_API_URL', async (t) => {
+  const { fake } = await setup(t);
+  // A wrong SENDGRID_API_URL: a server that redirects every request, keeping the method and body (307), to the fake.
+  const redirecting = createServer((req, res) => {
+    res.writeHead(307, { location: `${fake.url}${req.url ?? '/'}` });
+    res.end();
+  });
+  redirecting.listen(0, '127.0.0.1');
+  await once(redirecting, 'listening');
+  t.after(() => new Promise((resolve) => redirecting.close(resolve)));
+  const { mailer } = await setup(t, { apiUrl: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}` });
+  const err = await invalid(mailer.send(message()));
+  assert.match(err.message, /307.*SENDGRID_API_URL/);
+  assert.equal(fake.messages.length, 0);
+});
+
 test('the breaker opens on 5xx, refuses at once without reaching SendGrid, then closes; 400s do not open it', async (t) => {
   const { fake, mailer, logs } = await setup(t, { breaker: { volumeThreshold: 2, resetTimeoutMs: 1_000 } });
   for (let i = 0; i < 3; i++) await invalid(mailer.send(message({ to: { email: 'nope' } })));

@@ -24,16 +24,25 @@ test('rendering one order twice gives the same bytes (a retried upload overwrite
   assert.ok(a.equals(b));
 });
 
-test('the standard fonts shared between receipts give the bytes pdfkit makes when it opens them for each document', async () => {
+test('the standard fonts shared between receipts, measured from tables, give the bytes pdfkit makes when it opens them for each document', async () => {
   const shared = new ReceiptRenderer();
   const own = new ReceiptRenderer({ shareStandardFonts: false });
-  for (const [name, product] of [
-    ['Ada Lovelace', 'Green tea'],
-    ['Zoë Müller', 'Café “crème” – 9,00 €'],
-  ] as const) {
-    const expected = await own.render(receipt(name, product));
-    assert.ok((await shared.render(receipt(name, product))).equals(expected), name);
-    assert.ok((await shared.render(receipt(name, product))).equals(expected), `${name}, again`);
+  // Kerned pairs (AV, To, Y., r,), WinAnsi characters beyond Latin-1 (€ “ ” –), a name that wraps in
+  // its column and enough lines for a second page: every width and position as pdfkit computes them.
+  const long: ReceiptData = {
+    ...receipt('AVERY “Tom” WAYLAND-Yates', 'Café “crème” – 9,00 €'),
+    lines: Array.from({ length: 60 }, (_, i) => ({
+      name: i % 7 ? `Tea ${i}, “Yunnan” – VAT. LTD` : 'A very long product name, To Wrap Across Several Lines Of Its Column, Yes.',
+      sku: `AV-${i}/TY.${'W'.repeat(i % 9)}`,
+      quantity: 1 + (i % 4),
+      unitPrice: 99 + i * 7_919,
+    })),
+    total: 123_456_789,
+  };
+  for (const data of [receipt('Ada Lovelace', 'Green tea'), receipt('Zoë Müller', 'Café “crème” – 9,00 €'), long]) {
+    const expected = await own.render(data);
+    assert.ok((await shared.render(data)).equals(expected), data.customer.name);
+    assert.ok((await shared.render(data)).equals(expected), `${data.customer.name}, again`);
   }
 });
 

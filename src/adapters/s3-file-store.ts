@@ -48,6 +48,12 @@ export class S3FileStore implements FileStore {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: { connectionTimeout: options.connectionTimeoutMs ?? 3_000, requestTimeout: options.requestTimeoutMs ?? 15_000 },
+      // Resolve each command's middleware stack once rather than at every request (cloning and
+      // sorting some thirty middleware, about 5 % of an upload's CPU in a profile). The SDK's own
+      // switch: right when nothing adds middleware to a command or the client after the first
+      // request, as here (getSignedUrl resolves its own stack); the requests then share one handler
+      // context, which holds what is the same for all of them (one bucket, one endpoint, one signer).
+      cacheMiddleware: true,
     });
   }
 

@@ -199,7 +199,7 @@ function shareStandardFonts(doc: PdfDocument, PDFDocument: PdfDocumentClass): vo
     if (!shared) {
       const opened = (new PDFDocument({ font: null as unknown as string }).font(name) as unknown as FontInternals)._font!;
       const { document: _document, dictionary: _dictionary, id: _id, ...fields } = opened as Record<string, unknown>;
-      shared = { proto: Object.getPrototypeOf(opened) as object, fields };
+      shared = { proto: withTableMetrics(Object.getPrototypeOf(opened) as object, fields.font as Partial<AfmMetrics> | undefined), fields };
       sharedFonts.set(name, shared);
     }
     const id = `F${++internals._fontCount}`;
@@ -207,6 +207,122 @@ function shareStandardFonts(doc: PdfDocument, PDFDocument: PdfDocumentClass): vo
   }
   // The document's default font, as pdfkit sets it.
   doc.font(STANDARD_FONTS.regular);
+}
+
+/** What withTableMetrics reads of pdfkit's AFMFont, a standard font's metrics (the `font` field of its StandardFont). */
+interface AfmMetrics {
+  /** The glyph name of a character code (`.notdef` for one the font cannot show). */
+  characterToGlyph(code: number): string;
+  widthOfGlyph(glyph: string): number;
+  getKernPair(left: string, right: string): number;
+  /** The WinAnsi codes of the text, in hex, as the content stream shows them. */
+  encodeText(text: string): string[];
+  /** `${left}\0${right}` → kerning, in thousandths of the font size. */
+  kernPairs: Record<string, number>;
+}
+
+/** A glyph as pdfkit's `encode` places it, in thousandths of the font size. */
+interface GlyphPosition {
+  xAdvance: number;
+  yAdvance: number;
+  xOffset: number;
+  yOffset: number;
+  advanceWidth: number;
+}
+
+/** What a standard font's `widthOfString` and `encode` compute for each glyph of a text: its width plus its kerning with the next one. */
+interface StandardFontMetrics {
+  widthOfString(string: string, size: number): number;
+  encode(text: string): [string[], GlyphPosition[]];
+}
+
+/** Glyphs of a standard font: the 256 WinAnsi codes' (several are `.notdef`), then `.notdef` for every other character. */
+const GLYPHS = 257;
+
+/**
+ * A prototype for the shared standard font that measures text from tables indexed by character
+ * code instead of pdfkit's per-glyph lookups. pdfkit measures each text by glyph name, and each
+ * kerning lookup builds a `left\0right` string to find it among some 2,700 pairs; a receipt measures
+ * each of its texts two or three times (line wrapping, alignment, encoding), which took about a
+ * fifth of its rendering. The tables hold the same integers (widths and kerning in thousandths of
+ * the font size), added in the same order, so every width and position is the one pdfkit computes
+ * (test/receipt-pdf.test.ts compares the bytes). Anything unexpected (a pdfkit whose internals
+ * differ, a width that is not a small integer) keeps pdfkit's own methods.
+ */
+function withTableMetrics(proto: object, afm: Partial<AfmMetrics> | undefined): object {
+  const own = proto as Partial<StandardFontMetrics>;
+  if (
+    typeof afm?.characterToGlyph !== 'function' ||
+    typeof afm.widthOfGlyph !== 'function' ||
+    typeof afm.getKernPair !== 'function' ||
+    typeof afm.encodeText !== 'function' ||
+    typeof afm.kernPairs !== 'object' ||
+    typeof own.widthOfString !== 'function' ||
+    typeof own.encode !== 'function'
+  ) {
+    return proto;
+  }
+  const metrics = afm as AfmMetrics;
+  const names = Array.from({ length: GLYPHS - 1 }, (_, code) => metrics.characterToGlyph(code));
+  names.push('.notdef');
+  const indexes = new Map<string, number[]>();
+  names.forEach((name, i) => indexes.set(name, [...(indexes.get(name) ?? []), i]));
+  const small = (n: number) => Number.isInteger(n) && Math.abs(n) < 0x8000;
+  const widths = new Int16Array(GLYPHS);
+  const kerning = new Int16Array(GLYPHS * GLYPHS);
+  for (let i = 0; i < GLYPHS; i++) {
+    const width = metrics.widthOfGlyph(names[i]!);
+    if (!small(width)) return proto;
+    widths[i] = width;
+  }
+  for (const [pair, amount] of Object.entries(metrics.kernPairs)) {
+    const [left = '', right = ''] = pair.split('\0');
+    // A pair read differently from getKernPair would kern wrongly: keep pdfkit's methods.
+    if (!small(amount) || metrics.getKernPair(left, right) !== amount) return proto;
+    for (const l of indexes.get(left) ?? []) for (const r of indexes.get(right) ?? []) kerning[l * GLYPHS + r] = amount;
+  }
+
+  // Character code → glyph index and hex code, filled in as characters are met.
+  const glyphOf = new Int16Array(0x10000).fill(-1);
+  const hexOf: string[] = [];
+  const glyph = (code: number): number => {
+    let g = glyphOf[code]!;
+    if (g < 0) {
+      g = indexes.get(metrics.characterToGlyph(code))?.[0] ?? GLYPHS - 1;
+      glyphOf[code] = g;
+      hexOf[code] = metrics.encodeText(String.fromCharCode(code))[0]!;
+    }
+    return g;
+  };
+  /** pdfkit's glyphsForString and advancesForGlyphs: each glyph's width plus its kerning with the next. */
+  const measure = (text: string): { glyphs: Int16Array; advances: number[] } => {
+    const glyphs = new Int16Array(text.length);
+    for (let i = 0; i < text.length; i++) glyphs[i] = glyph(text.charCodeAt(i));
+    const advances: number[] = [];
+    for (let i = 0; i < glyphs.length; i++) {
+      advances.push(widths[glyphs[i]!]! + (i + 1 < glyphs.length ? kerning[glyphs[i]! * GLYPHS + glyphs[i + 1]!]! : 0));
+    }
+    return { glyphs, advances };
+  };
+  const table: StandardFontMetrics = {
+    widthOfString(string, size) {
+      let width = 0;
+      for (const advance of measure(`${string}`).advances) width += advance;
+      const scale = size / 1000;
+      return width * scale;
+    },
+    encode(text) {
+      const { glyphs, advances } = measure(`${text}`);
+      const encoded: string[] = [];
+      const positions: GlyphPosition[] = [];
+      for (let i = 0; i < glyphs.length; i++) {
+        encoded.push(hexOf[text.charCodeAt(i)]!);
+        positions.push({ xAdvance: advances[i]!, yAdvance: 0, xOffset: 0, yOffset: 0, advanceWidth: widths[glyphs[i]!]! });
+      }
+      return [encoded, positions];
+    },
+  };
+  return Object.assign(Object.create(proto) as object, table);
 }
 
 const isoDate = (d: Date) => d.toISOString().slice(0, 10);
