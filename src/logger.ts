@@ -88,7 +88,43 @@ function maskError(err: Error, depth: number, parents: object[]): Record<string,
  * addresses are masked anywhere in the line, messages included.
  */
 export function createLogger(level: LevelWithSilent, bindings: Record<string, unknown> = {}): Logger {
-  return createLoggerTo(level, pino.destination({ fd: 2, sync: true }), bindings);
+  return createLoggerTo(level, stderrByTurn(), bindings);
+}
+
+let stderr: DestinationStream | undefined;
+
+/**
+ * stderr, written once per turn of the event loop: the lines logged in a turn are joined and
+ * written together when its I/O callbacks have run (setImmediate), synchronously. Under load a turn
+ * finishes many requests, each with its line, and one write (one system call) then carries them
+ * all, where a write per line was a tenth of a cached read's time. Lines are never reordered, and
+ * everything pending is written when the process exits (process.exit, an uncaught exception, the
+ * end of a command), so an exit loses nothing; only a SIGKILL can cut off the current turn's lines,
+ * as it cuts off the turn itself. One buffer for the process, whatever the number of loggers.
+ */
+function stderrByTurn(): DestinationStream {
+  if (stderr) return stderr;
+  const out = pino.destination({ fd: 2, sync: true });
+  let pending = '';
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending === '') return;
+    const text = pending;
+    pending = '';
+    out.write(text);
+  };
+  process.on('exit', flush);
+  stderr = {
+    write(line: string) {
+      pending += line;
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+  };
+  return stderr;
 }
 
 /** The same logger writing to another stream (tests). */
