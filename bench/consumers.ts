@@ -1,22 +1,26 @@
 // `npm run bench -- consumers`: the CPU and the statements one order costs the payments, receipts
-// and mail consumers, in this process, without a broker. The consumers are the real ones
-// (src/worker/consumers) run by the real ConsumerRunner, which svc worker runs on RabbitMQ: parse,
-// the inbox insert with the handler's first statement, the handler, the commit, the ack. Only the
-// transport is a direct one (below): RabbitMQ's costs the consumer process an AMQP frame per
-// message and no statement, and the in-process transport's claims, lease renewals and acks (its
-// own statements, polling) would be counted as the consumers' and vary with timing; so the figures
-// are what a consumer costs whichever transport carries it. The relay that turns outbox rows into
-// messages is the real one too, on a publisher that hands them to the bench.
+// and mail consumers, in this process. The consumers are the real ones (src/worker/consumers) run
+// by the real ConsumerRunner, which svc worker runs on RabbitMQ: parse, the inbox insert with the
+// handler's first statement, the handler, the commit, the ack. They run on two transports, in
+// interleaved rounds: a direct one (below), whose cost is nil, so its figures are what a consumer
+// costs whichever transport carries it (the in-process transport's claims, lease renewals and acks
+// would be counted as the consumers' and vary with timing); and the real RabbitMq adapter on the
+// local broker, under an AMQP prefix of its own, as svc worker runs, so the difference is what the
+// broker path itself costs the worker per order. The relay that turns outbox rows into messages is
+// the real one too, on a publisher that hands them to the bench, or on RabbitMQ with confirms.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { connect as amqpConnect } from 'amqplib';
 import pg from 'pg';
 import pino from 'pino';
+import { RabbitMq } from '../src/adapters/rabbitmq.js';
 import { createApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLoggerTo } from '../src/logger.js';
-import type { EventMessage } from '../src/domain/events/events.js';
+import type { EventMessage, EventType } from '../src/domain/events/events.js';
 import type { EventPublisher } from '../src/domain/events/publisher.js';
 import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '../src/domain/events/transport.js';
 import { ConsumerRunner, type Outcome } from '../src/worker/consumer.js';
@@ -138,11 +142,6 @@ class Collector implements EventPublisher {
     this.messages.push(...messages);
     return Promise.resolve();
   }
-  take(type: EventMessage['type']): EventMessage[] {
-    const taken = this.messages.filter((m) => m.type === type);
-    this.messages = this.messages.filter((m) => m.type !== type);
-    return taken;
-  }
   check(): Promise<string> {
     return Promise.resolve('ok');
   }
@@ -151,38 +150,136 @@ class Collector implements EventPublisher {
   }
 }
 
-/** One way of running the consumers: an App with its adapters (the stand-ins, or the SDKs against the fakes). */
+/** The local broker of the RabbitMQ rounds (README: services on 127.0.0.1). */
+const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+/** One way of running the consumers: an App with its adapters (the stand-ins, or the SDKs against the fakes) on a transport. */
 interface Setup {
   name: string;
   app: App;
-  transport: DirectTransport;
   runners: ConsumerRunner[];
   relay: OutboxRelay;
-  collector: Collector;
   outcomes: Map<Outcome, number>;
+  /** Runs one consumer until it has settled `n` messages of `type` (those the relay passes just published). */
+  consume(consumer: string, type: EventType, n: number): Promise<void>;
+  /** Forgets the round's messages (the direct transport keeps them until both order.completed consumers had them). */
+  endRound(): void;
+  /** What went wrong in the round: anything but a processed message. */
+  failures: string[];
+  /** Deletes what the setup made outside the database (the RabbitMQ prefix's queues and exchange). */
+  cleanUp(): Promise<void>;
 }
 
-async function setUp(name: string, env: Record<string, string>, concurrency: number): Promise<Setup> {
+function newApp(env: Record<string, string>, overrides: Pick<Parameters<typeof createApp>[1] & object, 'publisher' | 'transport'>) {
   // Logged as svc worker logs (info: a line per receipt stored and per email sent), into /dev/null.
   const logger = createLoggerTo('info', pino.destination({ dest: '/dev/null', sync: true }));
-  const transport = new DirectTransport();
-  const collector = new Collector();
-  const app = await createApp(loadConfig(env), { role: 'worker', logger, publisher: collector, transport });
+  return createApp(loadConfig(env), { role: 'worker', logger, ...overrides });
+}
+
+function runnersOf(app: App, transport: ConsumerTransport, concurrency: number, outcomes: Map<Outcome, number>, failures: string[]): ConsumerRunner[] {
   const context = (input: { actor: string; traceId?: string }) => app.context(input);
-  const outcomes = new Map<Outcome, number>();
-  const runners = consumers(app).map((consumer) => {
+  return consumers(app).map((consumer) => {
     const runner = new ConsumerRunner(consumer, { transport, context, logger: app.logger, tracing: app.tracing, prefetch: concurrency });
-    runner.onSettled = (outcome) => outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    runner.onSettled = (outcome, delivery) => {
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      if (outcome !== 'processed') failures.push(`${consumer.name} ${delivery.messageId}: ${outcome}`);
+    };
     return runner;
   });
+}
+
+/** The direct transport: each consumer subscribed throughout, handed the relay's messages by the bench. */
+async function directSetup(name: string, env: Record<string, string>, concurrency: number): Promise<Setup> {
+  const transport = new DirectTransport();
+  const collector = new Collector();
+  const app = await newApp(env, { publisher: collector, transport });
+  const outcomes = new Map<Outcome, number>();
+  const failures = transport.failures;
+  const runners = runnersOf(app, transport, concurrency, outcomes, failures);
   for (const runner of runners) await runner.start();
-  const relay = new OutboxRelay({ publisher: collector, context, logger: app.logger });
-  return { name, app, transport, runners, relay, collector, outcomes };
+  const relay = new OutboxRelay({ publisher: collector, context: (input) => app.context(input), logger: app.logger });
+  return {
+    name,
+    app,
+    runners,
+    relay,
+    outcomes,
+    failures,
+    async consume(consumer, type, n) {
+      const messages = collector.messages.filter((m) => m.type === type);
+      if (messages.length !== n) throw new Error(`${name}: ${messages.length} ${type} events relayed for ${n} orders`);
+      await transport.deliver(consumer, messages);
+    },
+    endRound: () => (collector.messages = []),
+    cleanUp: () => Promise.resolve(),
+  };
+}
+
+/**
+ * The RabbitMq adapter of svc worker (App built with AMQP_URL) under a prefix of its own: the relay
+ * publishes to its exchange with confirms, and each consumer subscribes for its step only (its
+ * queues declared beforehand, so the relay's messages wait in them), until it settled the step's
+ * messages; the subscription's channel opened and closed is counted in the step (a few
+ * milliseconds a round).
+ */
+async function rabbitSetup(name: string, env: Record<string, string>, concurrency: number): Promise<Setup> {
+  const prefix = `svcbench-${randomBytes(4).toString('hex')}`;
+  const app = await newApp({ ...env, AMQP_URL, AMQP_PREFIX: prefix }, {});
+  const rabbit = app.transport;
+  if (!(rabbit instanceof RabbitMq) || !app.publisher) throw new Error(`${name}: the App did not connect to RabbitMQ`);
+  const outcomes = new Map<Outcome, number>();
+  const failures: string[] = [];
+  const runners = runnersOf(app, rabbit, concurrency, outcomes, failures);
+  for (const runner of runners) await rabbit.declare(runner.spec);
+  const relay = new OutboxRelay({ publisher: app.publisher, context: (input) => app.context(input), logger: app.logger });
+  return {
+    name,
+    app,
+    runners,
+    relay,
+    outcomes,
+    failures,
+    async consume(consumer, _type, n) {
+      const runner = runners.find((r) => r.consumer.name === consumer);
+      if (!runner) throw new Error(`${name}: no consumer ${consumer}`);
+      const onSettled = runner.onSettled;
+      let count = 0;
+      const done = new Promise<void>((resolve) => {
+        runner.onSettled = (outcome, delivery) => {
+          onSettled?.(outcome, delivery);
+          // Anything but processed ends the step (a retry would only come back after its wait).
+          if (++count === n || outcome !== 'processed') resolve();
+        };
+      });
+      try {
+        await runner.start();
+        await done;
+        await runner.stop();
+      } finally {
+        runner.onSettled = onSettled;
+      }
+    },
+    endRound: () => {},
+    async cleanUp() {
+      const connection = await amqpConnect(AMQP_URL);
+      try {
+        const channel = await connection.createChannel();
+        for (const runner of runners) {
+          const q = rabbit.queues(runner.spec);
+          for (const queue of [q.work, q.dead, ...q.retries.map((r) => r.queue)]) await channel.deleteQueue(queue);
+        }
+        await channel.deleteExchange(rabbit.exchange);
+      } finally {
+        await connection.close();
+      }
+    },
+  };
 }
 
 async function tearDown(setup: Setup): Promise<void> {
   for (const runner of setup.runners) await runner.stop();
   await setup.app.close();
+  await setup.cleanUp();
 }
 
 /** Places `n` orders of ITEMS_PER_ORDER lines, `k` at a time, through the orders service (not measured). */
@@ -205,23 +302,21 @@ async function placeOrders(app: App, userIds: string[], n: number, k: number): P
 /** One round: `n` orders placed, then relayed, paid, relayed, given a receipt and an email, each step measured on its own. */
 async function round(setup: Setup, userIds: string[], n: number, k: number, backends: Backends): Promise<Record<Step, Cost>> {
   await placeOrders(setup.app, userIds, n, k);
+  let relayed = 0;
   const relayAll = async () => {
-    while ((await setup.relay.relayOnce()).published > 0);
+    let published: number;
+    while ((published = (await setup.relay.relayOnce()).published) > 0) relayed += published;
   };
-  const deliver = (consumer: string, messages: EventMessage[]) => setup.transport.deliver(consumer, messages);
   setup.outcomes.clear();
   const relayCreated = await measured(relayAll, backends);
-  const created = setup.collector.take('order.created');
-  const payments = await measured(() => deliver('payments', created), backends);
+  const payments = await measured(() => setup.consume('payments', 'order.created', n), backends);
   const relayCompleted = await measured(relayAll, backends);
-  const completed = setup.collector.take('order.completed');
-  const receipts = await measured(() => deliver('receipts', completed), backends);
-  const mail = await measured(() => deliver('mail', completed), backends);
+  const receipts = await measured(() => setup.consume('receipts', 'order.completed', n), backends);
+  const mail = await measured(() => setup.consume('mail', 'order.completed', n), backends);
+  setup.endRound();
   const processed = setup.outcomes.get('processed') ?? 0;
-  if (setup.transport.failures.length > 0 || created.length !== n || completed.length !== n || processed !== 3 * n) {
-    throw new Error(
-      `${setup.name}: of ${n} orders, ${created.length} created and ${completed.length} completed events, ${processed} messages processed; ${setup.transport.failures.slice(0, 3).join('; ')}`,
-    );
+  if (setup.failures.length > 0 || relayed !== 2 * n || processed !== 3 * n) {
+    throw new Error(`${setup.name}: of ${n} orders, ${relayed} events relayed, ${processed} messages processed; ${setup.failures.slice(0, 3).join('; ')}`);
   }
   return { relay: sum([relayCreated, relayCompleted]), payments, receipts, mail };
 }
@@ -323,7 +418,10 @@ export async function run(options: BenchOptions): Promise<Report> {
       };
       const setups: Setup[] = [];
       try {
-        for (const [name, env] of Object.entries(envs)) setups.push(await setUp(name, env, k));
+        // The SDKs against the fakes (as deployed) on both transports, the stand-ins on the direct one.
+        setups.push(await directSetup('stand-ins, direct', envs['stand-ins']!, k));
+        setups.push(await directSetup('SDKs + fakes, direct', envs['SDKs + fakes']!, k));
+        setups.push(await rabbitSetup('SDKs + fakes, RabbitMQ', { ...envs['SDKs + fakes']!, SVC_DATA_DIR: join(scratch, 'rabbitmq') }, k));
         // A warm-up round each (connections opened, statements prepared, code compiled), not counted.
         for (const setup of setups) await round(setup, userIds, 2 * k, k, backends);
         const costs = new Map<string, Record<Step, Cost>[]>(setups.map((s) => [s.name, []]));
@@ -353,15 +451,14 @@ function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n:
     wall: cost.wallMs / n,
     server: cost.serverCpuMs === undefined ? undefined : cost.serverCpuMs / n,
   });
+  const series = (byRound: Record<Step, Cost>[]): [string, Cost[]][] => [
+    ...CONSUMERS.map((c): [string, Cost[]] => [c, byRound.map((r) => r[c])]),
+    ['all three', byRound.map((r) => sum(CONSUMERS.map((c) => r[c])))],
+    ['relay', byRound.map((r) => r.relay)],
+  ];
   for (const [setup, byRound] of costs) {
-    const all = byRound.map((r) => sum(CONSUMERS.map((c) => r[c])));
-    const lines: [string, Cost[]][] = [
-      ...CONSUMERS.map((c): [string, Cost[]] => [c, byRound.map((r) => r[c])]),
-      ['all three', all],
-      ['relay', byRound.map((r) => r.relay)],
-    ];
-    for (const [step, series] of lines) {
-      const each = series.map(perOrder);
+    for (const [step, costsOf] of series(byRound)) {
+      const each = costsOf.map(perOrder);
       rows.push([
         setup,
         step,
@@ -373,6 +470,17 @@ function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n:
       ]);
     }
   }
+  // The broker path's own cost: each RabbitMQ round less the direct round of the same adapters run
+  // just before it (the machine's load drifts less within a pair than across rounds).
+  for (const [setup, byRound] of costs) {
+    const direct = costs.get(setup.replace(/RabbitMQ$/, 'direct'));
+    if (!setup.endsWith('RabbitMQ') || !direct) continue;
+    const theirs = series(direct);
+    for (const [i, [step, costsOf]] of series(byRound).entries()) {
+      const diffs = costsOf.map((c, r) => (c.cpuMs - theirs[i]![1][r]!.cpuMs) / n);
+      rows.push([`${setup} − direct`, step, fmt(median(diffs), 2), diffs.map((d) => fmt(d, 2)).join(', '), '', '', '']);
+    }
+  }
   return {
     title: `consumers: ${n} orders per round through the real consumers and runner, ${k} at a time, on PostgreSQL, ${rounds} interleaved rounds`,
     measurements: [],
@@ -382,7 +490,8 @@ function report(costs: Map<string, Record<Step, Cost>[]>, { n, k, rounds }: { n:
       'CPU: process.cpuUsage() of this process (every thread) around each step; the fakes run in a process of their own, PostgreSQL in its server.',
       'PostgreSQL CPU: the server processes of the bench database (its connections), from /proc; n/a when the server runs elsewhere.',
       'statements: every query that reached a pg.Client (begin and commit included), per order; the figures are medians over the rounds.',
-      'relay: the real OutboxRelay\'s passes (batches of up to 100) for the order.created and order.completed rows, on a publisher that hands the messages over: not in "all three".',
+      'relay: the real OutboxRelay\'s passes (batches of up to 100) for the order.created and order.completed rows, on a publisher that hands the messages over (direct) or on RabbitMQ with confirms: not in "all three".',
+      'RabbitMQ: the RabbitMq adapter of svc worker on the local broker (its prefix deleted afterwards); each consumer subscribes for its step (a channel opened and closed, counted). "− direct": the CPU per order of each RabbitMQ round less that of the direct round with the same adapters just before it, the broker path\'s own cost (the broker\'s CPU not included).',
       'wall: the step’s elapsed time per order with k in flight (the consumers wait on PostgreSQL and the providers meanwhile).',
     ],
   };

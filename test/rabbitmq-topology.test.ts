@@ -71,6 +71,34 @@ test('publish resolves once confirmed; the message is persistent with the event 
   assert.equal(await rabbit.check(), 'ok');
 });
 
+test('a batch of publishes leaves in a few socket writes, not one per message, and arrives whole and in order', async (t) => {
+  const rabbit = await rabbitFor(t);
+  const ch = await rawChannel(t);
+  await rabbit.declare(spec('relay-batch'));
+  const q = rabbit.queues(spec('relay-batch'));
+  // The adapter's socket (inside amqplib): each _write or _writev is one system call.
+  const socket = (Reflect.get(rabbit, 'model') as { connection: { stream: Record<'_write' | '_writev', (...args: unknown[]) => unknown> } }).connection.stream;
+  let writes = 0;
+  for (const method of ['_write', '_writev'] as const) {
+    const original = socket[method].bind(socket);
+    socket[method] = (...args: unknown[]) => {
+      writes++;
+      return original(...args);
+    };
+  }
+  const batch = Array.from({ length: 200 }, (_, i) => event({ aggregateId: `ord_${String(i).padStart(26, '0')}` }));
+  await rabbit.publish(batch);
+  // 200 messages of about 500 bytes: a handful of writes at the socket's 16 KiB high-water mark.
+  assert.ok(writes <= 20, `${writes} socket writes for 200 messages`);
+  await waitFor(async () => (await ch.checkQueue(q.work)).messageCount === 200, 10_000, 'the 200 messages in the work queue');
+  const got: string[] = [];
+  for (let i = 0; i < 200; i++) got.push(((await ch.get(q.work, { noAck: true })) as GetMessage).properties.messageId as string);
+  assert.deepEqual(
+    got,
+    batch.map((m) => m.id),
+  );
+});
+
 test('a message delivered too often (a consumer that dies on it every time) is dead-lettered by the broker instead of blocking its queue', async (t) => {
   const rabbit = await rabbitFor(t, { deliveryLimit: 2 });
   await rabbit.declare(spec('orders'));

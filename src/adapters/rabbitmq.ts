@@ -159,6 +159,7 @@ export class RabbitMq implements EventPublisher, ConsumerTransport {
   // and the confirm channel.
   private async setup(model: ChannelModel): Promise<void> {
     model.on('error', () => {}); // reported through the recovering connection's 'disconnect'
+    coalesceWrites(model);
     this.model = model;
     model.once('close', () => {
       if (this.model === model) this.model = null;
@@ -526,6 +527,36 @@ class RabbitSubscription {
     this.current = null;
     if (current) await current.channel.close().catch(() => {});
   }
+}
+
+/** What coalesceWrites reaches inside amqplib 2's connection (its socket and the multiplexer writing to it). */
+interface AmqplibConnection {
+  stream: { cork(): void; uncork(): void };
+  muxer: { _readIncoming(): void };
+}
+
+/**
+ * One socket write per turn of the event loop for everything the connection's channels queued in
+ * it: amqplib's multiplexer writes each frame (a publish, an ack) to the socket on its own, one
+ * system call each (a relay batch of 100 events, 100 of them); corked around the multiplexer's pass,
+ * they leave in one writev (several, past the socket's 16 KiB high-water mark, where the
+ * multiplexer waits for 'drain' as before). The frames, their order and when they leave are
+ * unchanged: the pass is synchronous and uncorks at its end. Left alone (amqplib's own behaviour)
+ * if its internals are not the expected ones.
+ */
+function coalesceWrites(model: ChannelModel): void {
+  const connection = (model as unknown as { connection?: Partial<AmqplibConnection> }).connection;
+  const { stream, muxer } = connection ?? {};
+  if (typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function' || typeof muxer?._readIncoming !== 'function') return;
+  const readIncoming = muxer._readIncoming.bind(muxer);
+  muxer._readIncoming = () => {
+    stream.cork();
+    try {
+      readIncoming();
+    } finally {
+      stream.uncork();
+    }
+  };
 }
 
 /** `1s`, `10s`, `1m`, `10m`, `50ms`: a delay as it appears in a queue name. */
