@@ -37,13 +37,13 @@ export class RedisRateLimiter implements RateLimiter {
   async consume(rule: RateLimitRule, id: string, nowMs: number): Promise<RateLimitDecision> {
     if (!this.redis.available()) return this.local.consume(rule, id, nowMs);
     const window = windowIndex(rule, nowMs);
-    const key = (w: number) => this.redis.key('rl', rule.name, String(rule.windowMs), id, String(w));
+    const key = this.redis.key('rl', rule.name, String(rule.windowMs), id);
     try {
       const run = (this.redis.client as unknown as { svcSlidingWindow: SlidingWindowCommand }).svcSlidingWindow;
       const [allowed, current, previous] = await run.call(
         this.redis.client,
-        key(window),
-        key(window - 1),
+        `${key}:${window}`,
+        `${key}:${window - 1}`,
         rule.windowMs,
         rule.limit,
         nowMs - window * rule.windowMs,

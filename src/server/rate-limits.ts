@@ -51,8 +51,24 @@ interface Limits {
   rejected: CounterMetric<'limit'>;
 }
 
+// Each rule's RateLimit-Policy item, built once: it never changes.
+const policies = new WeakMap<RateLimitRule, string>();
+
+function policy(rule: RateLimitRule): string {
+  let item = policies.get(rule);
+  if (item === undefined) policies.set(rule, (item = `"${rule.name}";q=${rule.limit};w=${rule.windowMs / 1000}`));
+  return item;
+}
+
 function setHeaders(reply: FastifyReply, decisions: RateLimitDecision[]): void {
-  reply.header('ratelimit-policy', decisions.map((d) => `"${d.rule.name}";q=${d.rule.limit};w=${d.rule.windowMs / 1000}`).join(', '));
+  // Most requests are counted against one limit: no array to map and join then.
+  if (decisions.length === 1) {
+    const d = decisions[0]!;
+    reply.header('ratelimit-policy', policy(d.rule));
+    reply.header('ratelimit', `"${d.rule.name}";r=${d.remaining};t=${d.resetSeconds}`);
+    return;
+  }
+  reply.header('ratelimit-policy', decisions.map((d) => policy(d.rule)).join(', '));
   reply.header('ratelimit', decisions.map((d) => `"${d.rule.name}";r=${d.remaining};t=${d.resetSeconds}`).join(', '));
 }
 
