@@ -8,7 +8,6 @@
 // local broker, under an AMQP prefix of its own, as svc worker runs, so the difference is what the
 // broker path itself costs the worker per order. The relay that turns outbox rows into messages is
 // the real one too, on a publisher that hands them to the bench, or on RabbitMQ with confirms.
-import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,8 +28,7 @@ import { OutboxRelay } from '../src/worker/relay.js';
 import { FAKE_SENDGRID_API_KEY } from '../test/fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY } from '../test/fakes/stripe.js';
 import { S3RVER_CREDENTIALS } from '../test/fakes/s3.js';
-import type { FakesReady, FakesRequest } from './fakes-host.js';
-import { admin, cpuMicros, fmt, idOf, ROOT, withDatabase } from './harness.js';
+import { admin, cpuMicros, fmt, idOf, startFakesProcess, withDatabase } from './harness.js';
 import type { BenchOptions, Report } from './report.js';
 
 const USERS = 100;
@@ -327,36 +325,6 @@ function sum(costs: Cost[]): Cost {
   return { cpuMs: total((c) => c.cpuMs), statements: total((c) => c.statements), wallMs: total((c) => c.wallMs), serverCpuMs: server };
 }
 
-interface Fakes {
-  ready: FakesReady;
-  stop(): Promise<void>;
-}
-
-/** The Stripe and SendGrid fakes and s3rver in a process of their own (bench/fakes-host.ts), so their CPU is not this process's. */
-function startFakes(): Promise<Fakes> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = fork(join(ROOT, 'bench', 'fakes-host.ts'), [], {
-      cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const exited = new Promise<void>((done) => child.once('exit', () => done()));
-    child.once('exit', (code, signal) => reject(new Error(`the fakes (bench/fakes-host.ts) exited with ${code ?? signal} before they were ready`)));
-    child.once('message', (ready: FakesReady) =>
-      resolve({
-        ready,
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          child.send({ type: 'close' } satisfies FakesRequest);
-          const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
-          await exited;
-          clearTimeout(kill);
-        },
-      }),
-    );
-  });
-}
-
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -368,7 +336,7 @@ export async function run(options: BenchOptions): Promise<Report> {
   const k = options.concurrency ?? 10;
   const rounds = options.rounds ?? 3;
   const scratch = mkdtempSync(join(tmpdir(), 'svc-bench-consumers-'));
-  const fakes = await startFakes();
+  const fakes = await startFakesProcess();
   try {
     return await withDatabase('svc_bench_consumers', async (url) => {
       const base = { DATABASE_URL: url, LOG_LEVEL: 'info', PUBLIC_URL: 'http://127.0.0.1:8080', MAIL_FROM: 'svc bench <orders@bench.example.com>' };

@@ -1,12 +1,13 @@
 // What the load benchmarks (api, pipeline) share: child processes, a scratch PostgreSQL database,
 // the seeded ids and the order bodies, autocannon runs, CPU time from /proc.
-import { spawn } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import type { FakesReady, FakesRequest } from './fakes-host.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BIN = join(ROOT, 'bin', 'run.js');
@@ -296,4 +297,49 @@ export function cpuBetween(before: CpuSample, after: CpuSample, which: (p: Proce
     if (!after.processes.has(pid) && which(p, pid) && parent && which(parent, p.ppid)) us -= p.us;
   }
   return us;
+}
+
+/** The Stripe and SendGrid fakes and s3rver in a process of their own (bench/fakes-host.ts), so their CPU is not the bench's. */
+export interface FakesProcess {
+  ready: FakesReady;
+  pid: number;
+  /** Sends a request and resolves with the first message of `type` that comes back. */
+  ask<T>(request: FakesRequest, type: string): Promise<T>;
+  /** Asks it to close, killing it if it has not exited after 5 s. */
+  stop(): Promise<void>;
+}
+
+export function startFakesProcess(): Promise<FakesProcess> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = fork(join(ROOT, 'bench', 'fakes-host.ts'), [], {
+      cwd: ROOT,
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const exited = new Promise<void>((done) => child.once('exit', () => done()));
+    child.once('exit', (code, signal) => reject(new Error(`the fakes (bench/fakes-host.ts) exited with ${code ?? signal} before they were ready`)));
+    child.once('message', (ready: FakesReady) =>
+      resolve({
+        ready,
+        pid: child.pid!,
+        ask: <T>(request: FakesRequest, type: string) =>
+          new Promise<T>((answer) => {
+            const on = (message: { type: string }) => {
+              if (message.type !== type) return;
+              child.off('message', on);
+              answer(message as T);
+            };
+            child.on('message', on);
+            child.send(request);
+          }),
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.send({ type: 'close' } satisfies FakesRequest);
+          const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
+          await exited;
+          clearTimeout(kill);
+        },
+      }),
+    );
+  });
 }

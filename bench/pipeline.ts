@@ -1,4 +1,3 @@
-import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +14,7 @@ import { FAKE_SENDGRID_API_KEY } from '../test/fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY } from '../test/fakes/stripe.js';
 import { S3RVER_CREDENTIALS } from '../test/fakes/s3.js';
 import { ensureBuilt } from './cli.js';
-import type { FakesEmails, FakesReady, FakesRequest, FakesStats } from './fakes-host.js';
+import type { FakesEmails, FakesReady, FakesStats } from './fakes-host.js';
 import {
   admin,
   BIN,
@@ -26,9 +25,9 @@ import {
   ORDER_ID,
   orderBody,
   pick,
-  ROOT,
   sampleCpu,
   startChild,
+  startFakesProcess,
   withDatabase,
   type Child,
   type CpuSample,
@@ -183,47 +182,21 @@ interface Fakes {
   stop(): Promise<void>;
 }
 
-function startFakes(): Promise<Fakes> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = fork(join(ROOT, 'bench', 'fakes-host.ts'), [], {
-      cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const seen: MailSeen[] = [];
-    const ask = <T>(request: FakesRequest, type: string): Promise<T> =>
-      new Promise((answer) => {
-        const on = (message: { type: string }) => {
-          if (message.type !== type) return;
-          child.off('message', on);
-          answer(message as T);
-        };
-        child.on('message', on);
-        child.send(request);
-      });
-    const exited = new Promise<void>((done) => child.once('exit', () => done()));
-    child.once('exit', (code, signal) => reject(new Error(`the fakes (bench/fakes-host.ts) exited with ${code ?? signal} before they were ready`)));
-    child.once('message', (ready: FakesReady) =>
-      resolve({
-        ready,
-        pid: child.pid!,
-        async mail() {
-          const { messages } = await ask<{ messages: MailSeen[] }>({ type: 'mail', from: seen.length }, 'mail');
-          seen.push(...messages);
-          return seen;
-        },
-        emails: async () => (await ask<FakesEmails>({ type: 'emails' }, 'emails')).count,
-        stats: () => ask<FakesStats>({ type: 'stats' }, 'stats'),
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          child.send({ type: 'close' } satisfies FakesRequest);
-          const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
-          await exited;
-          clearTimeout(kill);
-        },
-      }),
-    );
-  });
+async function startFakes(): Promise<Fakes> {
+  const fakes = await startFakesProcess();
+  const seen: MailSeen[] = [];
+  return {
+    ready: fakes.ready,
+    pid: fakes.pid,
+    async mail() {
+      const { messages } = await fakes.ask<{ messages: MailSeen[] }>({ type: 'mail', from: seen.length }, 'mail');
+      seen.push(...messages);
+      return seen;
+    },
+    emails: async () => (await fakes.ask<FakesEmails>({ type: 'emails' }, 'emails')).count,
+    stats: () => fakes.ask<FakesStats>({ type: 'stats' }, 'stats'),
+    stop: () => fakes.stop(),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

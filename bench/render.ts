@@ -4,8 +4,6 @@
 // SendGrid fake (@sendgrid/mail). The fakes run in a process of their own (bench/fakes-host.ts), so
 // their CPU is not counted. Each round times a batch of one kind of item with process.cpuUsage()
 // (user + system, every thread of this process); the kinds take turns, after a warm-up round each.
-import { fork, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { S3FileStore } from '../src/adapters/s3-file-store.js';
 import { SendGridMailer } from '../src/adapters/sendgrid-mailer.js';
@@ -16,8 +14,7 @@ import { MailTemplates } from '../src/worker/mail-templates.js';
 import { ReceiptRenderer } from '../src/worker/receipt-pdf.js';
 import { FAKE_SENDGRID_API_KEY } from '../test/fakes/sendgrid.js';
 import { S3RVER_CREDENTIALS } from '../test/fakes/s3.js';
-import type { FakesReady, FakesRequest } from './fakes-host.js';
-import { fmt, ROOT } from './harness.js';
+import { fmt, startFakesProcess } from './harness.js';
 import { summarize, type BenchOptions, type Measurement, type Report } from './report.js';
 
 /** Items per timed round, and how many network calls are in flight at once (a worker's prefetch is larger, but this is about CPU). */
@@ -108,41 +105,13 @@ async function measure(items: Item[], rounds: number): Promise<Result[]> {
   return items.map((item, i) => ({ cpu: summarize(item.name, samples[i]!.cpu), perRound: item.perRound, wallUs: samples[i]!.wall }));
 }
 
-interface Fakes {
-  ready: FakesReady;
-  stop(): Promise<void>;
-}
-
-/** The SendGrid fake and s3rver (with Stripe's, unused) in a child process: their CPU is theirs. */
-function startFakes(): Promise<Fakes> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = fork(join(ROOT, 'bench', 'fakes-host.ts'), [], {
-      cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const exited = new Promise<void>((done) => child.once('exit', () => done()));
-    child.once('exit', (code, signal) => reject(new Error(`the fakes (bench/fakes-host.ts) exited with ${code ?? signal} before they were ready`)));
-    child.once('message', (ready: FakesReady) =>
-      resolve({
-        ready,
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          child.send({ type: 'close' } satisfies FakesRequest);
-          await exited;
-        },
-      }),
-    );
-  });
-}
-
 export async function run(options: BenchOptions): Promise<Report> {
   const rounds = options.runs;
   // The consumers log at info; these adapters log at debug only.
   const logger = createLoggerTo('info', new Writable({ write: (_chunk, _enc, done) => done() }));
   const renderer = new ReceiptRenderer();
   const templates = new MailTemplates();
-  const fakes = await startFakes();
+  const fakes = await startFakesProcess();
   const mailer = new SendGridMailer({ apiKey: FAKE_SENDGRID_API_KEY, apiUrl: fakes.ready.sendgrid, from: 'svc shop <orders@svc.example>', logger });
   const files = new S3FileStore({
     bucket: fakes.ready.s3.bucket,
