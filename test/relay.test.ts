@@ -144,35 +144,6 @@ test('a publisher that fails is replaced by a working one: the pending rows are 
   assert.deepEqual(await counts(db), { published: 3 });
 });
 
-test('wake-ups that come within minWokenIntervalMs of a pass are gathered into one pass when the interval ends', async (t) => {
-  const relay = relays(t);
-  const { app, db } = await appFor(t);
-  const rabbit = await rabbitFor(t);
-  const got = await collect(t, rabbit);
-  const passes: { published: number; at: number }[] = [];
-  const r = relay(app, rabbit, { pollIntervalMs: 600_000, minWokenIntervalMs: 3_000, onPass: (p) => passes.push({ published: p.published, at: Date.now() }) });
-  await insertOutbox(db, 1);
-  r.start();
-  await waitFor(() => passes.some((p) => p.published === 1), 5_000, 'the first pass');
-  const first = passes.find((p) => p.published === 1)!;
-  // Three commits, each waking the relay, as the API and the payments consumer do under load.
-  for (let i = 0; i < 3; i++) {
-    await insertOutbox(db, 1);
-    r.notify();
-  }
-  const published = () => passes.reduce((n, p) => n + p.published, 0);
-  await waitFor(() => published() === 4, 10_000, 'the three rows published and marked');
-  assert.equal(got.length, 4);
-  const after = passes.filter((p) => p.at > first.at && p.published > 0);
-  assert.deepEqual(
-    after.map((p) => p.published),
-    [3],
-    'one pass carried the three rows',
-  );
-  assert.ok(after[0]!.at - first.at >= 2_000, `the gathered pass waited for the interval (${after[0]!.at - first.at} ms after the first)`);
-  await r.stop();
-});
-
 test('notify() wakes an idle relay at once, long before its next poll; stop() ends it', async (t) => {
   const relay = relays(t);
   const { app, db } = await appFor(t);

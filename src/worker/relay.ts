@@ -15,14 +15,6 @@ export interface RelayOptions {
   /** How often to look for rows when nobody called notify() (default 1 s). */
   pollIntervalMs?: number;
   /**
-   * The least time between the starts of a pass and of the next one run because notify() was
-   * called (default 100 ms). Wake-ups come one per commit (each order placed, each payment), so under
-   * load a pass per wake-up carried one or two rows, at several times the CPU per row of a fuller
-   * batch (`npm run bench -- consumers`: 5.8 ms of the worker's CPU per order at one row a pass, 1.0
-   * at ten, 0.26 at a hundred); this gathers them. A wake-up after a quiet spell runs at once.
-   */
-  minWokenIntervalMs?: number;
-  /**
    * After a failed publish: the rows wait `baseMs` × 2^attempts (at most `maxMs`) before a relay
    * tries them again, and this relay pauses as long before its next batch (defaults 1 s and 60 s).
    */
@@ -68,7 +60,6 @@ const MARK_FAILED = `update outbox_events set attempts = attempts + 1, last_erro
 export class OutboxRelay {
   private readonly batchSize: number;
   private readonly pollIntervalMs: number;
-  private readonly minWokenIntervalMs: number;
   private readonly backoff: { baseMs: number; maxMs: number };
   private readonly logger: Logger;
   private running: Promise<void> | undefined;
@@ -80,7 +71,6 @@ export class OutboxRelay {
   constructor(private readonly options: RelayOptions) {
     this.batchSize = options.batchSize ?? 100;
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
-    this.minWokenIntervalMs = options.minWokenIntervalMs ?? 100;
     this.backoff = options.backoff ?? { baseMs: 1_000, maxMs: 60_000 };
     this.logger = options.logger.child({ component: 'relay' });
   }
@@ -140,7 +130,6 @@ export class OutboxRelay {
   private async loop(): Promise<void> {
     while (!this.stopping) {
       this.woken = false;
-      const startedAt = Date.now();
       let pass: RelayPass;
       try {
         pass = await this.relayOnce();
@@ -155,12 +144,7 @@ export class OutboxRelay {
       } else {
         this.failures = 0;
         // A full batch: there may be more at once.
-        if (pass.published < this.batchSize) {
-          await this.sleep(this.pollIntervalMs, true);
-          // Woken rather than polling: the wake-ups of the next moments join this one's pass.
-          const early = startedAt + this.minWokenIntervalMs - Date.now();
-          if (this.woken && early > 0) await this.sleep(early, false);
-        }
+        if (pass.published < this.batchSize) await this.sleep(this.pollIntervalMs, true);
       }
     }
   }
