@@ -85,6 +85,24 @@ interface DoneDefinition {
   receiptsMissing?: string;
 }
 
+/**
+ * Orders done so far (placed since `sinceMs`), step by step: completed, receipts and emails as
+ * `definition` counts them, the least of them; cheap enough for the closed loop to poll.
+ */
+function doneCounter(client: pg.Client, definition: DoneDefinition, sinceMs: number, emails: () => number | Promise<number>): () => Promise<number> {
+  return async () => {
+    const { rows } = await client.query<{ completed: string; receipts: string | null }>(
+      `select (select count(*) from orders where created_at >= $1 and status = 'completed') as completed,
+         ${definition.receipts ? `(select count(*) from files where created_at >= $1)` : 'null'} as receipts`,
+      [new Date(sinceMs)],
+    );
+    const counts = [Number(rows[0]!.completed)];
+    if (definition.receipts) counts.push(Number(rows[0]!.receipts));
+    if (definition.mail) counts.push(await emails());
+    return Math.min(...counts);
+  };
+}
+
 /** One order's way through the pipeline, in ms since the epoch. */
 interface Progress {
   id: string;
@@ -689,18 +707,7 @@ async function onPostgres(
     // 2. The pipeline's own pace: orders through the API as fast as they are done, a backlog kept.
     const sinceMs = Date.now() - 1_000;
     const emailsBefore = await fakes.emails();
-    // Orders done so far, step by step (completed, receipts, emails): cheap enough for the closed loop to poll.
-    const doneSoFar = async () => {
-      const { rows } = await client.query<{ completed: string; receipts: string | null }>(
-        `select (select count(*) from orders where created_at >= $1 and status = 'completed') as completed,
-           ${definition.receipts ? `(select count(*) from files where created_at >= $1)` : 'null'} as receipts`,
-        [new Date(sinceMs)],
-      );
-      const counts = [Number(rows[0]!.completed)];
-      if (definition.receipts) counts.push(Number(rows[0]!.receipts));
-      if (definition.mail) counts.push((await fakes.emails()) - emailsBefore);
-      return Math.min(...counts);
-    };
+    const doneSoFar = doneCounter(client, definition, sinceMs, async () => (await fakes.emails()) - emailsBefore);
     const statsBefore = await fakes.stats();
     const sustainedRun = await sustain(`orders through the pipeline, ${WORKERS} workers running`, serve.url, tokens, doneSoFar, options.sustainedS, counters);
     const statsAfter = await fakes.stats();
@@ -866,17 +873,7 @@ async function embedded(scratch: string, keysFile: string, consumers: string[], 
         }
       };
       const emailsBefore = emlCount();
-      const doneSoFar = async () => {
-        const { rows } = await client.query<{ completed: string; receipts: string | null }>(
-          `select (select count(*) from orders where created_at >= $1 and status = 'completed') as completed,
-             ${definition.receipts ? `(select count(*) from files where created_at >= $1)` : 'null'} as receipts`,
-          [new Date(sinceMs)],
-        );
-        const counts = [Number(rows[0]!.completed)];
-        if (definition.receipts) counts.push(Number(rows[0]!.receipts));
-        if (definition.mail) counts.push(emlCount() - emailsBefore);
-        return Math.min(...counts);
-      };
+      const doneSoFar = doneCounter(client, definition, sinceMs, () => emlCount() - emailsBefore);
       const run = await sustain('embedded pipeline: orders through svc serve alone', serve.url, tokens, doneSoFar, durationS);
       await wait(2_000);
       const counted = await progress(client, sinceMs, definition, emlFiles(dataDir));
