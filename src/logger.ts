@@ -92,6 +92,21 @@ export function createLogger(level: LevelWithSilent, bindings: Record<string, un
 }
 
 let stderr: DestinationStream | undefined;
+let pending = '';
+let scheduled = false;
+let out: DestinationStream | undefined;
+
+/**
+ * Writes the log lines still held for the end of this turn (see stderrByTurn) now: call it before
+ * writing to stderr other than through a logger, so that what is written there keeps its order.
+ */
+export function flushLogs(): void {
+  scheduled = false;
+  if (pending === '' || !out) return;
+  const text = pending;
+  pending = '';
+  out.write(text);
+}
 
 /**
  * stderr, written once per turn of the event loop: the lines logged in a turn are joined and
@@ -99,28 +114,20 @@ let stderr: DestinationStream | undefined;
  * finishes many requests, each with its line, and one write (one system call) then carries them
  * all, where a write per line was a tenth of a cached read's time. Lines are never reordered, and
  * everything pending is written when the process exits (process.exit, an uncaught exception, the
- * end of a command), so an exit loses nothing; only a SIGKILL can cut off the current turn's lines,
- * as it cuts off the turn itself. One buffer for the process, whatever the number of loggers.
+ * end of a command) or before svc writes to stderr itself (flushLogs), so an exit loses nothing;
+ * only a SIGKILL can cut off the current turn's lines, as it cuts off the turn itself. One buffer
+ * for the process, whatever the number of loggers.
  */
 function stderrByTurn(): DestinationStream {
   if (stderr) return stderr;
-  const out = pino.destination({ fd: 2, sync: true });
-  let pending = '';
-  let scheduled = false;
-  const flush = () => {
-    scheduled = false;
-    if (pending === '') return;
-    const text = pending;
-    pending = '';
-    out.write(text);
-  };
-  process.on('exit', flush);
+  out = pino.destination({ fd: 2, sync: true });
+  process.on('exit', flushLogs);
   stderr = {
     write(line: string) {
       pending += line;
       if (!scheduled) {
         scheduled = true;
-        setImmediate(flush);
+        setImmediate(flushLogs);
       }
     },
   };

@@ -111,6 +111,9 @@ export abstract class SvcCommand extends Command {
       this.logJson({ error: report });
       return;
     }
+    // The log lines of this turn first (the logger writes them at its end): stderr keeps its order.
+    const { flushLogs } = await import('../logger.js');
+    flushLogs();
     process.stderr.write(`Error: ${report.message}${hint}\n`);
   }
 
