@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import pg from 'pg';
@@ -7,6 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { createApp } from '../../src/app.js';
 import { createLogger } from '../../src/logger.js';
 import { MIGRATIONS_DIR as migrationsDir } from '../../src/paths.js';
+import { ROOT } from './cli.js';
 
 /** The PostgreSQL server tests run against (CI and development machines have one on 127.0.0.1). */
 export const PG_ADMIN_URL = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -113,4 +115,46 @@ export async function sessionOn(t: { after(fn: () => Promise<unknown>): void }, 
   client.on('error', () => {});
   t.after(() => client.end());
   return client;
+}
+
+let embeddedTemplate: Promise<string> | undefined;
+
+/**
+ * A migrated embedded data folder (PGlite), built once per migration files and PGlite version in the
+ * OS's temporary folder and shared by the test processes: built under a name of its own, then
+ * renamed into place (atomic), so a process sees a complete template or none.
+ */
+function embeddedTemplateDir(): Promise<string> {
+  embeddedTemplate ??= (async () => {
+    const pglite = (JSON.parse(readFileSync(join(ROOT, 'node_modules/@electric-sql/pglite/package.json'), 'utf8')) as { version: string }).version;
+    const dir = join(tmpdir(), `svc-embedded-tpl-${migrationsHash()}-${pglite}`);
+    if (existsSync(join(dir, 'pgdata', 'PG_VERSION'))) return dir;
+    const building = `${dir}.build-${randomBytes(3).toString('hex')}`;
+    const config = loadConfig({ SVC_DATA_DIR: building, LOG_LEVEL: 'silent' });
+    const app = await createApp(config, { logger: createLogger('silent') });
+    try {
+      await app.migrations.up();
+    } finally {
+      await app.close();
+    }
+    try {
+      renameSync(building, dir);
+    } catch {
+      // Another test process put its template in place first: the same migrations, the same database.
+      rmSync(building, { recursive: true, force: true });
+    }
+    return dir;
+  })();
+  return embeddedTemplate;
+}
+
+/**
+ * An embedded data folder of this test's own (inside `dir`) holding a migrated database: a copy of
+ * the template's. A fresh folder would initialise PGlite and apply every migration, 5 to 6 s of CPU
+ * each time; the tests of first use itself start from an empty folder instead.
+ */
+export async function migratedDataDir(dir: string): Promise<string> {
+  const dataDir = join(dir, 'data');
+  cpSync(join(await embeddedTemplateDir(), 'pgdata'), join(dataDir, 'pgdata'), { recursive: true });
+  return dataDir;
 }

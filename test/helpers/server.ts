@@ -9,7 +9,7 @@ import { besideApi } from '../../src/worker/pipeline.js';
 import type { App, AppOverrides } from '../../src/app.js';
 import type { UserRole } from '../../src/domain/users/user.entity.js';
 import type { UserView } from '../../src/domain/users/users.service.js';
-import { migratedDatabase, newMigratedDatabase } from './db.js';
+import { migratedDataDir, migratedDatabase, newMigratedDatabase } from './db.js';
 import { NO_RATE_LIMITS, tempDir } from './cli.js';
 
 export interface TestServer {
@@ -32,8 +32,8 @@ export interface TestServer {
 
 /**
  * Starts svc serve in this process on a port picked by the OS: on its own PostgreSQL database
- * (cloned from the migrated template, with a generated JWKS file), or with `embedded: true` on a
- * fresh embedded data folder. Stopped when the test ends.
+ * (cloned from the migrated template, with a generated JWKS file), or with `embedded: true` on an
+ * embedded data folder of its own (copied from the migrated template). Stopped when the test ends.
  */
 export async function testServer(
   t: TestContext,
@@ -47,7 +47,9 @@ export async function testServer(
 ): Promise<TestServer> {
   const dir = tempDir(t);
   const env: Record<string, string> = {
-    SVC_DATA_DIR: join(dir, 'data'),
+    // Embedded: a copy of the migrated template (svc serve would migrate a fresh folder itself, as
+    // test/in-process-pipeline.test.ts and test/first-use.test.ts check).
+    SVC_DATA_DIR: options.embedded ? await migratedDataDir(dir) : join(dir, 'data'),
     LOG_LEVEL: 'silent',
     PORT: '0',
     HOST: '127.0.0.1',
