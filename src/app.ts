@@ -178,7 +178,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const tracing = role === 'command' && !overrides.tracing ? new NoTracing() : createTracing(config, logger, overrides.tracing);
   const observeQuery = observer(
     metrics.enabled ? metrics.queryAnswered : undefined,
-    tracing.enabled ? (text: string, seconds: number) => tracing.queryAnswered(text, seconds) : undefined,
+    tracing.enabled ? Object.assign((text: string, seconds: number) => tracing.queryAnswered(text, seconds), { readsContext: true }) : undefined,
   );
   const db = await openDatabase(config, logger, {
     exclusive: overrides.exclusiveDatabase ?? role === 'serve',
@@ -373,7 +373,10 @@ async function loadCursorCodec(db: Database): Promise<CursorCodec> {
 function observer(...observers: (QueryObserver | undefined)[]): QueryObserver | undefined {
   const set = observers.filter((o): o is QueryObserver => o !== undefined);
   if (set.length <= 1) return set[0];
-  return (text, seconds) => {
-    for (const o of set) o(text, seconds);
-  };
+  return Object.assign(
+    (text: string, seconds: number) => {
+      for (const o of set) o(text, seconds);
+    },
+    { readsContext: set.some((o) => o.readsContext) },
+  );
 }

@@ -2,8 +2,15 @@ import { AsyncResource } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 
-/** Told of each statement: its text and the seconds from sent to answered (or failed). */
-export type QueryObserver = (text: string, seconds: number) => void;
+/**
+ * Told of each statement: its text and the seconds from sent to answered (or failed). One that reads
+ * the caller's async context (tracing: the active span) says so with `readsContext`; the others
+ * (metrics) are called without restoring it, which costs an AsyncResource per statement.
+ */
+export interface QueryObserver {
+  (text: string, seconds: number): void;
+  readsContext?: boolean;
+}
 
 /**
  * A pg.Client class (for the pool's `Client` option) whose statements are timed: every statement
@@ -12,11 +19,13 @@ export type QueryObserver = (text: string, seconds: number) => void;
  * preparing client). Submittables (cursors, streams) pass through untimed.
  */
 export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typeof pg.Client {
+  const query = Base.prototype.query as (this: pg.Client, ...args: unknown[]) => unknown;
+  const { readsContext } = observe;
   class Timed extends Base {
     // pg's query() has many overloads: (text | config, values?, callback?) are timed, promise or callback.
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- only any is assignable to the return types of all of pg's overloads
     override query(config: unknown, values?: unknown, callback?: unknown): any {
-      const call = super.query.bind(this) as (...args: unknown[]) => unknown;
+      const call = (...args: unknown[]) => query.apply(this, args);
       const text =
         typeof config === 'string' ? config : typeof (config as { text?: unknown } | null)?.text === 'string' ? (config as { text: string }).text : undefined;
       if (text === undefined || typeof (config as { submit?: unknown }).submit === 'function') return call(config, values, callback);
@@ -25,12 +34,13 @@ export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typ
       // The callback may come second (query(config, callback)).
       const cb = typeof callback === 'function' ? callback : typeof values === 'function' ? values : undefined;
       if (cb) {
-        // Bound to the caller's async context: a callback comes back in the socket's, and the observer
-        // (tracing) reads the caller's active span. (A promise's handlers keep the caller's already.)
-        const timed = AsyncResource.bind((err: unknown, result: unknown) => {
+        const answered = (err: unknown, result: unknown) => {
           done();
           (cb as (err: unknown, result: unknown) => void)(err, result);
-        });
+        };
+        // Bound to the caller's async context when the observer reads it (tracing: the active span):
+        // a callback comes back in the socket's. (A promise's handlers keep the caller's already.)
+        const timed = readsContext ? AsyncResource.bind(answered) : answered;
         return cb === callback ? call(config, values, timed) : call(config, timed);
       }
       return (call(config, values) as Promise<unknown>).then(
