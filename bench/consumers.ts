@@ -186,6 +186,19 @@ function runnersOf(app: App, transport: ConsumerTransport, concurrency: number, 
   });
 }
 
+/** What every setup holds: its App and runners, a relay on its publisher, and the round's outcomes and failures. */
+function setupOf(
+  name: string,
+  app: App,
+  runners: ConsumerRunner[],
+  publisher: ConstructorParameters<typeof OutboxRelay>[0]['publisher'],
+  outcomes: Map<Outcome, number>,
+  failures: string[],
+): Pick<Setup, 'name' | 'app' | 'runners' | 'relay' | 'outcomes' | 'failures'> {
+  const relay = new OutboxRelay({ publisher, context: (input) => app.context(input), logger: app.logger });
+  return { name, app, runners, relay, outcomes, failures };
+}
+
 /** The direct transport: each consumer subscribed throughout, handed the relay's messages by the bench. */
 async function directSetup(name: string, env: Record<string, string>, concurrency: number): Promise<Setup> {
   const transport = new DirectTransport();
@@ -195,14 +208,8 @@ async function directSetup(name: string, env: Record<string, string>, concurrenc
   const failures = transport.failures;
   const runners = runnersOf(app, transport, concurrency, outcomes, failures);
   for (const runner of runners) await runner.start();
-  const relay = new OutboxRelay({ publisher: collector, context: (input) => app.context(input), logger: app.logger });
   return {
-    name,
-    app,
-    runners,
-    relay,
-    outcomes,
-    failures,
+    ...setupOf(name, app, runners, collector, outcomes, failures),
     async consume(consumer, type, n) {
       const messages = collector.messages.filter((m) => m.type === type);
       if (messages.length !== n) throw new Error(`${name}: ${messages.length} ${type} events relayed for ${n} orders`);
@@ -229,14 +236,8 @@ async function rabbitSetup(name: string, env: Record<string, string>, concurrenc
   const failures: string[] = [];
   const runners = runnersOf(app, rabbit, concurrency, outcomes, failures);
   for (const runner of runners) await rabbit.declare(runner.spec);
-  const relay = new OutboxRelay({ publisher: app.publisher, context: (input) => app.context(input), logger: app.logger });
   return {
-    name,
-    app,
-    runners,
-    relay,
-    outcomes,
-    failures,
+    ...setupOf(name, app, runners, app.publisher, outcomes, failures),
     async consume(consumer, _type, n) {
       const runner = runners.find((r) => r.consumer.name === consumer);
       if (!runner) throw new Error(`${name}: no consumer ${consumer}`);

@@ -19,6 +19,8 @@ export interface QueryObserver {
  * preparing client). Submittables (cursors, streams) pass through untimed.
  */
 export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typeof pg.Client {
+  // Called with the client as `this` (query.apply below), as super.query would be.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
   const query = Base.prototype.query as (this: pg.Client, ...args: unknown[]) => unknown;
   const { readsContext } = observe;
   class Timed extends Base {
