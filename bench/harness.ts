@@ -313,7 +313,8 @@ export function startFakesProcess(): Promise<FakesProcess> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(join(ROOT, 'bench', 'fakes-host.ts'), [], {
       cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
+      // SVC_BENCH_CPU_PROF=<folder>: their V8 CPU profile is written there too (CPU.<date>.<pid>…).
+      execArgv: ['--import', 'tsx', ...(process.env.SVC_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SVC_BENCH_CPU_PROF}`] : [])],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     const exited = new Promise<void>((done) => child.once('exit', () => done()));
