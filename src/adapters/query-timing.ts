@@ -19,7 +19,7 @@ export interface QueryObserver {
  * preparing client). Submittables (cursors, streams) pass through untimed.
  */
 export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typeof pg.Client {
-  // Called with the client as `this` (query.apply below), as super.query would be.
+  // Called with the client as `this` (query.call below), as super.query would be.
   // eslint-disable-next-line @typescript-eslint/unbound-method
   const query = Base.prototype.query as (this: pg.Client, ...args: unknown[]) => unknown;
   const { readsContext } = observe;
@@ -27,10 +27,9 @@ export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typ
     // pg's query() has many overloads: (text | config, values?, callback?) are timed, promise or callback.
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- only any is assignable to the return types of all of pg's overloads
     override query(config: unknown, values?: unknown, callback?: unknown): any {
-      const call = (...args: unknown[]) => query.apply(this, args);
       const text =
         typeof config === 'string' ? config : typeof (config as { text?: unknown } | null)?.text === 'string' ? (config as { text: string }).text : undefined;
-      if (text === undefined || typeof (config as { submit?: unknown }).submit === 'function') return call(config, values, callback);
+      if (text === undefined || typeof (config as { submit?: unknown }).submit === 'function') return query.call(this, config, values, callback);
       const started = performance.now();
       const done = () => observe(text, (performance.now() - started) / 1000);
       // The callback may come second (query(config, callback)).
@@ -43,9 +42,9 @@ export function timedClient(Base: typeof pg.Client, observe: QueryObserver): typ
         // Bound to the caller's async context when the observer reads it (tracing: the active span):
         // a callback comes back in the socket's. (A promise's handlers keep the caller's already.)
         const timed = readsContext ? AsyncResource.bind(answered) : answered;
-        return cb === callback ? call(config, values, timed) : call(config, timed);
+        return cb === callback ? query.call(this, config, values, timed) : query.call(this, config, timed);
       }
-      return (call(config, values) as Promise<unknown>).then(
+      return (query.call(this, config, values) as Promise<unknown>).then(
         (result) => {
           done();
           return result;
