@@ -12,7 +12,7 @@ import { newId } from '../src/domain/shared/ids.js';
 import { ConsumerRunner, defineConsumer, type ConsumerDefinition, type Outcome } from '../src/worker/consumer.js';
 import { OutboxRelay } from '../src/worker/relay.js';
 import { tempDir } from './helpers/cli.js';
-import { migratedDatabase, query } from './helpers/db.js';
+import { migratedDataDir, migratedDatabase, query } from './helpers/db.js';
 import { appFor, insertOutbox, silent, waitFor } from './helpers/rabbit.js';
 
 // The in-process transport's contract (the database is the queue), on PostgreSQL and on PGlite,
@@ -297,7 +297,7 @@ test('two transports on one PostgreSQL database (two processes) never both handl
 test('on the embedded database (PGlite): the relay publishes in its transaction, the consumer takes each event once, and leases left by a dead process are released at start', async (t) => {
   const later = teardown(t);
   const dir = tempDir(t);
-  const app = await createApp(loadConfig({ SVC_DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'silent' }), { logger: silent, role: 'worker' });
+  const app = await createApp(loadConfig({ SVC_DATA_DIR: await migratedDataDir(dir), LOG_LEVEL: 'silent' }), { logger: silent, role: 'worker' });
   t.after(() => app.close());
   await app.migrations.prepareSchema({ orElse: 'migrate' });
   assert.equal(app.publisher?.kind, 'in-process');

@@ -9,8 +9,8 @@ import { createApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLoggerTo } from '../src/logger.js';
 import { startServer } from '../src/server/serve.js';
-import { BIN, ROOT, svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
-import { migratedDatabase, query } from './helpers/db.js';
+import { BIN, ROOT, SVC_NODE_FLAGS, svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
+import { migratedDataDir, migratedDatabase, query } from './helpers/db.js';
 import { parseEml } from './helpers/eml.js';
 import { silent, waitFor } from './helpers/rabbit.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe } from './fakes/stripe.js';
@@ -123,7 +123,7 @@ interface WorkerProcess {
 
 /** Starts `svc worker` (no AMQP_URL: the in-process pipeline) and resolves once it has started; killed when the test ends. */
 async function startWorker(t: TestContext, env: Record<string, string>): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [BIN, 'worker', '--health-port', '0'], {
+  const child = spawn(process.execPath, [...SVC_NODE_FLAGS, BIN, 'worker', '--health-port', '0'], {
     cwd: ROOT,
     env: { ...withoutServices(), ...env, LOG_LEVEL: 'debug' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -235,7 +235,7 @@ test(
   async (t) => {
     const stripe = await startFakeStripe();
     t.after(() => stripe.close());
-    const dataDir = join(tempDir(t), 'data');
+    const dataDir = await migratedDataDir(tempDir(t));
     const env = { SVC_DATA_DIR: dataDir, STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY, STRIPE_API_URL: stripe.url };
     const first = await svcServe(t, ['--port', '0', '--host', '127.0.0.1'], { env });
     const shop = await openShop(first, env);
@@ -273,7 +273,7 @@ test(
   async (t) => {
     const stripe = await startFakeStripe();
     t.after(() => stripe.close());
-    const dataDir = join(tempDir(t), 'data');
+    const dataDir = await migratedDataDir(tempDir(t));
     const env = { SVC_DATA_DIR: dataDir, STRIPE_SECRET_KEY: FAKE_STRIPE_SECRET_KEY, STRIPE_API_URL: stripe.url };
     const serve = await svcServe(t, ['--port', '0', '--host', '127.0.0.1'], { env });
     const shop = await openShop(serve, env);
@@ -308,7 +308,7 @@ test(
   'svc worker without AMQP_URL runs the in-process pipeline on an embedded folder of its own, and refuses one svc serve holds (exit 6)',
   { timeout: 180_000 },
   async (t) => {
-    const dataDir = join(tempDir(t), 'data');
+    const dataDir = await migratedDataDir(tempDir(t));
     // Orders placed while nothing dispatched events (svc serve not running): they wait in the outbox.
     const orders = await (async () => {
       const app = await createApp(loadConfig({ SVC_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }), { logger: silent });
@@ -395,7 +395,7 @@ test(
         },
       }),
     );
-    const running = await startServer(loadConfig({ SVC_DATA_DIR: join(tempDir(t), 'data'), HOST: '0.0.0.0', PORT: '0', LOG_LEVEL: 'warn' }), {
+    const running = await startServer(loadConfig({ SVC_DATA_DIR: await migratedDataDir(tempDir(t)), HOST: '0.0.0.0', PORT: '0', LOG_LEVEL: 'warn' }), {
       overrides: { logger },
     });
     t.after(() => running.stop());

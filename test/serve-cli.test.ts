@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { once } from 'node:events';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
-import { emptyDatabase, migratedDatabase } from './helpers/db.js';
+import { emptyDatabase, migratedDataDir, migratedDatabase } from './helpers/db.js';
 import { jwksFile, postgresServeEnv } from './helpers/server.js';
 
 const PASSWORD = 'correct horse battery staple';
@@ -150,7 +150,7 @@ test(
 );
 
 test('a client holding the shared database idle inside a transaction is disconnected and rolled back, and the API goes on', { timeout: 180_000 }, async (t) => {
-  const dataDir = join(tempDir(t), 'data');
+  const dataDir = await migratedDataDir(tempDir(t));
   const serve = await svcServe(t, ['--port', '0'], { env: { SVC_DATA_DIR: dataDir } });
   // Each request below on a connection of its own (request()), never on a pooled one from an earlier test.
   assert.equal((await request(`${serve.url}/health/ready`)).status, 200, 'the API answers before the transaction');
@@ -182,7 +182,7 @@ for (const embedded of [true, false]) {
     `SIGTERM lets in-flight requests finish, refuses new connections and exits 0 (${embedded ? 'embedded' : 'PostgreSQL'})`,
     { timeout: 120_000 },
     async (t) => {
-      const dataDir = join(tempDir(t), 'data');
+      const dataDir = embedded ? await migratedDataDir(tempDir(t)) : join(tempDir(t), 'data');
       const env = embedded ? { SVC_DATA_DIR: dataDir } : { SVC_DATA_DIR: dataDir, ...(await postgresServeEnv(t)) };
       // Room for all 50 logins below in the password-hash queue (16 by default): they must pile up, not
       // get 503. Two hashes at a time take 50 of them a few seconds, many more on a busy machine: the

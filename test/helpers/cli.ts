@@ -12,6 +12,20 @@ export const BIN = join(ROOT, 'bin', 'run.js');
 /** The rate limits turned off: tests and benches drive many requests from one address (a test that checks a limit sets it). */
 export const NO_RATE_LIMITS = { RATE_LIMIT_IP_PER_MINUTE: '0', RATE_LIMIT_AUTH_IP_PER_MINUTE: '0', RATE_LIMIT_API_KEY_PER_HOUR: '0' } as const;
 
+/**
+ * V8 flags for the `svc` processes tests start: compile WebAssembly with the baseline compiler
+ * (Liftoff) only. Opening an embedded folder compiles PGlite's 10 MB module, and V8 then optimises
+ * its hot functions (TurboFan) on background threads: about 4 s of CPU for a command that lives a
+ * second or two, against 1.5 s without the optimising tier. What svc does is the same either way;
+ * only how V8 compiles PGlite's code differs. Not passed to another node binary (options.node).
+ */
+export const SVC_NODE_FLAGS: readonly string[] = ['--liftoff-only'];
+
+/** The command line of a `svc` process: node's flags (for our Node only), then the binary and its arguments. */
+function svcArgs(options: CliOptions, args: string[]): string[] {
+  return [...(options.node ? [] : SVC_NODE_FLAGS), BIN, ...args];
+}
+
 export interface CliResult {
   code: number;
   /** The process's pid (the one a lock or a log line names). */
@@ -38,7 +52,7 @@ export function svc(args: string[], options: CliOptions = {}): Promise<CliResult
   // Tests choose the database explicitly: no inherited DATABASE_URL unless given.
   if (!options.env || !('DATABASE_URL' in options.env)) delete env.DATABASE_URL;
   return new Promise((resolve, reject) => {
-    const child = spawn(options.node ?? process.execPath, [BIN, ...args], { cwd: options.cwd ?? ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(options.node ?? process.execPath, svcArgs(options, args), { cwd: options.cwd ?? ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
@@ -94,7 +108,11 @@ export function svcServe(t: TestContext, args: string[] = [], options: CliOption
     if (v !== undefined) env[k] = v;
   }
   if (!options.env || !('DATABASE_URL' in options.env)) delete env.DATABASE_URL;
-  const child = spawn(options.node ?? process.execPath, [BIN, 'serve', ...args], { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(options.node ?? process.execPath, svcArgs(options, ['serve', ...args]), {
+    cwd: options.cwd ?? ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   const watchers: { pattern: RegExp; resolve: () => void }[] = [];
