@@ -13,16 +13,18 @@ export const BIN = join(ROOT, 'bin', 'run.js');
 export const NO_RATE_LIMITS = { RATE_LIMIT_IP_PER_MINUTE: '0', RATE_LIMIT_AUTH_IP_PER_MINUTE: '0', RATE_LIMIT_API_KEY_PER_HOUR: '0' } as const;
 
 /**
- * V8 flags for the `svc` processes tests start: compile WebAssembly with the baseline compiler
- * (Liftoff) only. Opening an embedded folder compiles PGlite's 10 MB module, and V8 then optimises
- * its hot functions (TurboFan) on background threads: about 4 s of CPU for a command that lives a
- * second or two, against 1.5 s without the optimising tier. What svc does is the same either way;
- * only how V8 compiles PGlite's code differs. Not passed to another node binary (options.node).
+ * V8 flags for the long-running `svc serve` and `svc worker` processes tests start: compile
+ * WebAssembly with the baseline compiler (Liftoff) only, as every other svc command on the embedded
+ * default already does by itself (bin/run.js). Opening an embedded folder compiles PGlite's 10 MB
+ * module, and V8 then optimises its hot functions (TurboFan) on background threads: about 4 s of CPU
+ * for a process a test keeps for seconds, against 1.5 s without the optimising tier. What svc does
+ * is the same either way; only how V8 compiles PGlite's code differs. Not passed to another node
+ * binary (options.node).
  */
 export const SVC_NODE_FLAGS: readonly string[] = ['--liftoff-only'];
 
-/** The command line of a `svc` process: node's flags (for our Node only), then the binary and its arguments. */
-function svcArgs(options: CliOptions, args: string[]): string[] {
+/** The command line of a long-running `svc` process: node's flags (for our Node only), then the binary and its arguments. */
+function longRunningArgs(options: CliOptions, args: string[]): string[] {
   return [...(options.node ? [] : SVC_NODE_FLAGS), BIN, ...args];
 }
 
@@ -52,7 +54,7 @@ export function svc(args: string[], options: CliOptions = {}): Promise<CliResult
   // Tests choose the database explicitly: no inherited DATABASE_URL unless given.
   if (!options.env || !('DATABASE_URL' in options.env)) delete env.DATABASE_URL;
   return new Promise((resolve, reject) => {
-    const child = spawn(options.node ?? process.execPath, svcArgs(options, args), { cwd: options.cwd ?? ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(options.node ?? process.execPath, [BIN, ...args], { cwd: options.cwd ?? ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
@@ -108,7 +110,7 @@ export function svcServe(t: TestContext, args: string[] = [], options: CliOption
     if (v !== undefined) env[k] = v;
   }
   if (!options.env || !('DATABASE_URL' in options.env)) delete env.DATABASE_URL;
-  const child = spawn(options.node ?? process.execPath, svcArgs(options, ['serve', ...args]), {
+  const child = spawn(options.node ?? process.execPath, longRunningArgs(options, ['serve', ...args]), {
     cwd: options.cwd ?? ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
