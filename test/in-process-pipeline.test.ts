@@ -353,12 +353,14 @@ test(
 
 test('two svc worker without AMQP_URL on one PostgreSQL database share the orders: each is paid once', { timeout: 180_000 }, async (t) => {
   const db = await migratedDatabase(t);
-  const app = await createApp(loadConfig({ DATABASE_URL: db, LOG_LEVEL: 'silent' }), { logger: silent });
+  // One folder for the stand-ins (simulated payments, mail, files) of both workers, as on one host.
+  const env = { DATABASE_URL: db, SVC_DATA_DIR: join(tempDir(t), 'data') };
+  const app = await createApp(loadConfig({ ...env, LOG_LEVEL: 'silent' }), { logger: silent });
   t.after(() => app.close());
   const ctx = app.context({ actor: 'cli:test' });
   const ada = await app.users.create(ctx, { email: 'ada@example.com', name: 'Ada' });
   await app.products.create(ctx, { sku: 'TEA-1', name: 'Tea', price: { amount: 450, currency: 'USD' }, stock: 100 });
-  const workers = [await startWorker(t, { DATABASE_URL: db }), await startWorker(t, { DATABASE_URL: db })];
+  const workers = [await startWorker(t, env), await startWorker(t, env)];
   const orders: string[] = [];
   for (let i = 0; i < 20; i++) {
     const paymentMethod = i % 4 === 3 ? 'pm_card_chargeDeclined' : 'pm_card_visa';
