@@ -1,0 +1,59 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { testServer, type TestServer } from './helpers/server.js';
+import { assertProblem, type Json } from './helpers/http.js';
+import type { UserView } from '../src/domain/users/users.service.js';
+
+// Input an attacker would send rather than a client: each is refused with a 400 that names what was
+// wrong, and changes nothing.
+
+interface Reply {
+  status: number;
+  type: string | undefined;
+  body: Json;
+}
+
+async function setup(
+  t: TestContext,
+  embedded: boolean,
+): Promise<{ ts: TestServer; admin: UserView; call: (method: 'GET' | 'POST' | 'PATCH', path: string, body?: unknown) => Promise<Reply> }> {
+  const ts = await testServer(t, { embedded });
+  const admin = await ts.user({ email: 'admin@example.com', role: 'admin' });
+  const call = async (method: 'GET' | 'POST' | 'PATCH', path: string, body?: unknown): Promise<Reply> => {
+    const res = await ts.server.inject({
+      method,
+      url: `/api/v1${path}`,
+      headers: await ts.auth(admin),
+      ...(body === undefined ? {} : { payload: body as object }),
+    });
+    return { status: res.statusCode, type: res.headers['content-type'], body: (res.body ? res.json() : undefined) as Json };
+  };
+  return { ts, admin, call };
+}
+
+for (const embedded of [false, true]) {
+  const where = embedded ? 'embedded' : 'PostgreSQL';
+
+  test(`a name with a control character (NUL, a terminal escape sequence) is a 400 naming the field, and nothing is stored (${where})`, async (t) => {
+    const { admin, call } = await setup(t, embedded);
+    // NUL: PostgreSQL cannot store it (text, jsonb). ESC: `svc users list` would send it to an operator's terminal.
+    for (const name of ['Tea\u0000', '\u001b[2J\u001b]0;owned\u0007Tea', 'Tea\u009b31m']) {
+      const created = await call('POST', '/products', { sku: 'TEA-1', name, price: 4.5, currency: 'USD', stock: 1 });
+      assertProblem(created, 400, 'invalid', /control character/, 'name');
+      const registered = await call('POST', '/auth/register', { email: 'eve@example.com', password: 'correct horse battery', name });
+      assertProblem(registered, 400, 'invalid', /control character/, 'name');
+      const renamed = await call('PATCH', `/users/${admin.id}`, { name });
+      assertProblem(renamed, 400, 'invalid', /control character/, 'name');
+    }
+    assert.deepEqual((await call('GET', '/products')).body.data, []);
+    const users = (await call('GET', '/users')).body.data as Json[];
+    assert.deepEqual(
+      users.map((u) => [u.email, u.name]),
+      [['admin@example.com', 'admin']],
+    );
+    // Letters of any script, emoji and the characters HTML escapes are names like any other.
+    const fine = await call('POST', '/products', { sku: 'TEA-2', name: 'Thé 🍵 <b>&</b> 茶', price: 4.5, currency: 'USD', stock: 1 });
+    assert.equal(fine.status, 201, JSON.stringify(fine.body));
+    assert.equal(fine.body.name, 'Thé 🍵 <b>&</b> 茶');
+  });
+}
