@@ -56,4 +56,12 @@ for (const embedded of [false, true]) {
     assert.equal(fine.status, 201, JSON.stringify(fine.body));
     assert.equal(fine.body.name, 'Thé 🍵 <b>&</b> 茶');
   });
+
+  test(`a user search with a NUL character is a 400 naming the field, not a 500 (${where})`, async (t) => {
+    const { ts, admin } = await setup(t, embedded);
+    for (const search of ['%00', 'ad%00min']) {
+      const res = await ts.server.inject({ method: 'GET', url: `/api/v1/users?search=${search}`, headers: await ts.auth(admin) });
+      assertProblem({ status: res.statusCode, type: res.headers['content-type'], body: res.json() }, 400, 'invalid', /control character/, 'search');
+    }
+  });
 }

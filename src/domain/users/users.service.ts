@@ -156,6 +156,7 @@ export class UsersService {
     if (input.role !== undefined) where.push({ role: checkRole(input.role) });
     if (input.status !== undefined) where.push({ status: checkStatus(input.status) });
     if (input.search !== undefined && input.search.trim() !== '') {
+      refuseControlCharacters(input.search, 'search');
       const term = `%${input.search.trim().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push({ $or: [{ email: { $ilike: term } }, { name: { $ilike: term } }] });
     }
