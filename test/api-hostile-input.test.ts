@@ -1,5 +1,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { testServer, type TestServer } from './helpers/server.js';
 import { assertProblem, type Json } from './helpers/http.js';
 import type { UserView } from '../src/domain/users/users.service.js';
@@ -65,3 +66,29 @@ for (const embedded of [false, true]) {
     }
   });
 }
+
+// What node's HTTP parser refuses never reaches a route: it is answered as a problem too, not as fastify's own JSON.
+test('a request that is not valid HTTP (a control character in a header, headers too large) is a problem+json 400 or 431', async (t) => {
+  const ts = await testServer(t);
+  const { port } = new URL(ts.url);
+  const raw = (request: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.end(request));
+      let answer = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (answer += chunk));
+      socket.on('close', () => resolve(answer));
+      socket.on('error', reject);
+    });
+  const parse = (answer: string) => {
+    const [head = '', body = ''] = answer.split('\r\n\r\n');
+    return { status: Number(head.split(' ')[1]), type: /content-type: (.*)/i.exec(head)?.[1], body: JSON.parse(body) as Json };
+  };
+
+  const badHeader = parse(await raw('GET /health/live HTTP/1.1\r\nHost: x\r\nX-Evil: a\u0001b\r\n\r\n'));
+  assertProblem(badHeader, 400, 'invalid', /not valid HTTP/);
+  assert.match(badHeader.body.traceId, /^[\da-f]{32}$/);
+  const huge = parse(await raw(`GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
+  assertProblem(huge, 431, 'invalid', /headers are too large/);
+  assert.equal(huge.body.title, 'Request Header Fields Too Large');
+});
