@@ -92,3 +92,14 @@ test('a request that is not valid HTTP (a control character in a header, headers
   assertProblem(huge, 431, 'invalid', /headers are too large/);
   assert.equal(huge.body.title, 'Request Header Fields Too Large');
 });
+
+test('a body that is not application/json (text/plain, a form) is a 415 saying what to send, and places no order', async (t) => {
+  const { ts, admin, call } = await setup(t, false);
+  assert.equal((await call('POST', '/products', { sku: 'TEA-1', name: 'Tea', price: 4.5, currency: 'USD', stock: 5 })).status, 201);
+  const order = JSON.stringify({ items: [{ sku: 'TEA-1', quantity: 1 }], paymentMethod: 'pm_card_visa' });
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/xml']) {
+    const res = await ts.server.inject({ method: 'POST', url: '/api/v1/orders', headers: { ...(await ts.auth(admin)), 'content-type': type }, payload: order });
+    assertProblem({ status: res.statusCode, type: res.headers['content-type'], body: res.json() }, 415, 'invalid', new RegExp(`${type}.*application/json`));
+  }
+  assert.deepEqual((await call('GET', '/orders')).body.data, []);
+});

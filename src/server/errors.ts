@@ -122,6 +122,10 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   }
   // fastify's own 4xx (body too large, bad JSON, unsupported media type, not found ...)
   const status = err.statusCode ?? 500;
+  if (status === 415) {
+    const type = request.headers['content-type'] ?? 'no content type';
+    return send(reply, problem(415, 'invalid', traceId, `a body of ${type} is not accepted: send application/json`));
+  }
   if (status >= 400 && status < 500) {
     return send(reply, problem(status, status === 413 ? 'too_large' : 'invalid', traceId, err.message));
   }

@@ -186,6 +186,8 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     if (response && !route.schema!.hide) route.schema = { ...route.schema, response: withRefusals(route.url, response) };
   });
 
+  // Bodies are JSON only: fastify's text/plain parser would hand a route a string that fails as "body must be object".
+  server.removeContentTypeParser('text/plain');
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);
   server.addSchema(problemSchema);
