@@ -154,6 +154,9 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         : {}),
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,
+      // MikroORM would create a database that is not there: a typo in DATABASE_URL must be an error
+      // (exit 6 naming it), not a new empty database that then reports every migration pending.
+      ensureDatabase: false,
     } as Options);
     const location = maskedDatabaseUrl(config.DATABASE_URL);
     return { orm, kind: 'postgresql', location, close: () => orm.close(true) };
