@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { svc } from './helpers/cli.js';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { svc, tempDir } from './helpers/cli.js';
 import { query, PG_ADMIN_URL, urlFor } from './helpers/db.js';
 
 // Mistakes an operator makes at 3 a.m.: each gets an exit code and a sentence that says what is wrong,
@@ -19,4 +21,29 @@ test('a DATABASE_URL naming a database that does not exist exits 6 naming it, an
     assert.match(res.json().error.message, new RegExp(`database "${name}" does not exist.*DATABASE_URL`));
   }
   assert.deepEqual(await query(PG_ADMIN_URL, 'select datname from pg_database where datname = $1', [name]), []);
+});
+
+// oclif takes SVC_DATA_DIR for its own data folder and, by default, loads "user" and "link" plugins
+// listed in a package.json there: whoever could write that file would run code in every svc command.
+test('a package.json in SVC_DATA_DIR that links an oclif plugin runs nothing', async (t) => {
+  const dir = tempDir(t);
+  const dataDir = join(dir, 'data');
+  const plugin = join(dir, 'plugin');
+  const marker = join(dir, 'plugin-ran');
+  mkdirSync(dataDir);
+  mkdirSync(plugin);
+  writeFileSync(
+    join(dataDir, 'package.json'),
+    JSON.stringify({ private: true, oclif: { schema: 1, plugins: [{ type: 'link', name: 'evil', root: plugin }] } }),
+  );
+  writeFileSync(join(plugin, 'package.json'), JSON.stringify({ name: 'evil', version: '1.0.0', type: 'module', oclif: { hooks: { init: './hook.js' } } }));
+  writeFileSync(
+    join(plugin, 'hook.js'),
+    `import { writeFileSync } from 'node:fs';\nexport default async function () { writeFileSync(${JSON.stringify(marker)}, 'ran'); }\n`,
+  );
+
+  const res = await svc(['--version'], { env: { SVC_DATA_DIR: dataDir } });
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(existsSync(marker), false, 'the linked plugin ran');
+  assert.doesNotMatch(res.stderr, /evil/);
 });
