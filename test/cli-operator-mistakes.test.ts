@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { svc, tempDir } from './helpers/cli.js';
 import { query, PG_ADMIN_URL, urlFor } from './helpers/db.js';
@@ -21,6 +21,19 @@ test('a DATABASE_URL naming a database that does not exist exits 6 naming it, an
     assert.match(res.json().error.message, new RegExp(`database "${name}" does not exist.*DATABASE_URL`));
   }
   assert.deepEqual(await query(PG_ADMIN_URL, 'select datname from pg_database where datname = $1', [name]), []);
+});
+
+test('an SVC_DATA_DIR that is a file, or inside one, exits 78 naming SVC_DATA_DIR', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'not-a-folder');
+  writeFileSync(file, 'x');
+  for (const dataDir of [file, join(file, 'data')]) {
+    const res = await svc(['users', 'list', '--json'], { env: { SVC_DATA_DIR: dataDir } });
+    assert.equal(res.code, 78, res.stdout + res.stderr);
+    assert.equal(res.json().error.details.key, 'SVC_DATA_DIR');
+    assert.match(res.json().error.message, /SVC_DATA_DIR=.*not-a-folder.* is not a folder/);
+  }
+  assert.equal(readFileSync(file, 'utf8'), 'x');
 });
 
 // oclif takes SVC_DATA_DIR for its own data folder and, by default, loads "user" and "link" plugins
