@@ -103,3 +103,14 @@ test('a body that is not application/json (text/plain, a form) is a 415 saying w
   }
   assert.deepEqual((await call('GET', '/orders')).body.data, []);
 });
+
+test('a POST without the body its route needs is a 400 saying a JSON body is required, not "body must be object"', async (t) => {
+  const { ts, admin } = await setup(t, false);
+  for (const [url, headers] of [
+    ['/api/v1/auth/logout', {}],
+    ['/api/v1/products', await ts.auth(admin)],
+  ] as const) {
+    const res = await ts.server.inject({ method: 'POST', url, headers });
+    assertProblem({ status: res.statusCode, type: res.headers['content-type'], body: res.json() }, 400, 'invalid', /a JSON body is required/, 'body');
+  }
+});

@@ -93,6 +93,10 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
       return { field, message };
     });
     const first = errors[0]!;
+    // No body at all (rather than a wrong one): say what to send, not that `undefined` is not an object.
+    if (part === 'body' && request.body === undefined) {
+      return send(reply, problem(400, 'invalid', traceId, 'a JSON body is required (content-type: application/json)', { field: 'body', errors }));
+    }
     return send(reply, problem(400, 'invalid', traceId, `${first.field} ${first.message}`, { field: first.field, errors }));
   }
   const translated = translateDatabaseError(err);
