@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { svc, tempDir } from './helpers/cli.js';
-import { query, PG_ADMIN_URL, urlFor } from './helpers/db.js';
+import { migratedDatabase, query, PG_ADMIN_URL, urlFor } from './helpers/db.js';
 
 // Mistakes an operator makes at 3 a.m.: each gets an exit code and a sentence that says what is wrong,
 // and changes nothing.
@@ -59,4 +59,25 @@ test('a package.json in SVC_DATA_DIR that links an oclif plugin runs nothing', a
   assert.equal(res.code, 0, res.stderr);
   assert.equal(existsSync(marker), false, 'the linked plugin ran');
   assert.doesNotMatch(res.stderr, /evil/);
+});
+
+// Names are checked since the API refused control characters, but rows written before (or by hand)
+// still reach an operator's terminal through the tables: they are shown escaped, never sent raw.
+test('svc users list and show print control characters of stored names escaped, never raw to the terminal', async (t) => {
+  const db = await migratedDatabase(t);
+  await query(db, "insert into users (id, email, name, created_at, updated_at) values ('usr_01JD3X0000000000000000000', 'eve@example.com', $1, now(), now())", [
+    'Eve\u001b[2J\u001b]0;owned\u0007\u009b',
+  ]);
+  for (const args of [
+    ['users', 'list'],
+    ['users', 'show', 'eve@example.com'],
+  ]) {
+    const res = await svc(args, { env: { DATABASE_URL: db } });
+    assert.equal(res.code, 0, res.stderr);
+    assert.doesNotMatch(res.stdout.replaceAll('\n', ''), /\p{Cc}/u);
+    assert.match(res.stdout, /Eve\\u001b\[2J\\u001b\]0;owned\\u0007\\u009b/);
+  }
+  // --json is JSON: the name as stored, escaped by JSON itself.
+  const json = await svc(['users', 'show', 'eve@example.com', '--json'], { env: { DATABASE_URL: db } });
+  assert.equal(json.json().name, 'Eve\u001b[2J\u001b]0;owned\u0007\u009b');
 });
