@@ -7,4 +7,5 @@ if (major !== 24) {
   process.exit(1);
 }
 const { execute } = await import('@oclif/core');
-await execute({ development: true, dir: import.meta.url });
+// No user or linked plugins from the data folder (SVC_DATA_DIR), as in bin/run.js.
+await execute({ development: true, dir: import.meta.url, loadOptions: { userPlugins: false } });

@@ -82,4 +82,6 @@ const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
 
 const { execute } = await import('@oclif/core');
-await execute({ dir: import.meta.url });
+// No user or linked plugins: oclif would load those listed in a package.json in its data folder, which
+// is SVC_DATA_DIR when set (svc's own data), so whoever could write that file would run code in every command.
+await execute({ dir: import.meta.url, loadOptions: { userPlugins: false } });

@@ -183,3 +183,19 @@ test('svc keys generate writes a 0600 key set, refuses to overwrite, and rotates
   const both = await run('keys', 'generate', '--out', file, '--add', '--force');
   assert.equal(both.code, 2);
 });
+
+test('svc keys generate --out a place it cannot write exits 2 naming --out and the reason, with --json too', async (t) => {
+  const dir = tempDir(t);
+  const inMissingFolder = await svc(['keys', 'generate', '--out', join(dir, 'no-such-folder', 'jwks.json'), '--json'], { cwd: dir });
+  assert.equal(inMissingFolder.code, 2, inMissingFolder.stderr);
+  assert.deepEqual(inMissingFolder.json().error.details, { field: 'out' });
+  assert.match(inMissingFolder.json().error.message, /cannot write .*no-such-folder.*jwks\.json: the folder .* does not exist/);
+  assert.doesNotMatch(inMissingFolder.stderr, /"stack"/);
+
+  // A folder is not a key file, with --force neither.
+  for (const extra of [[], ['--force']]) {
+    const folder = await svc(['keys', 'generate', '--out', dir, ...extra], { cwd: dir });
+    assert.equal(folder.code, 2, folder.stderr);
+    assert.match(folder.stderr, /is a folder; name a file in it/);
+  }
+});

@@ -6,7 +6,7 @@ import { createPostgreSqlTypeParsers, type SqlEntityManager } from '@mikro-orm/s
 import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
 import postgresDate from 'postgres-date';
-import type { Config } from '../config.js';
+import { ConfigError, type Config } from '../config.js';
 import { entities } from '../domain/entities.js';
 import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
 import { acquireDirLock, type DirLock } from './dir-lock.js';
@@ -154,6 +154,9 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
         : {}),
       // Connect lazily: a command that fails validation never touches the database.
       connect: false,
+      // MikroORM would create a database that is not there: a typo in DATABASE_URL must be an error
+      // (exit 6 naming it), not a new empty database that then reports every migration pending.
+      ensureDatabase: false,
     } as Options);
     const location = maskedDatabaseUrl(config.DATABASE_URL);
     return { orm, kind: 'postgresql', location, close: () => orm.close(true) };
@@ -161,7 +164,18 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
 
   const dataDir = config.dataDir;
   const firstUse = !existsSync(join(dataDir, 'pgdata'));
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    // A file where the folder should be (or on its path): the setting is wrong, not svc.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+    throw new ConfigError(
+      'SVC_DATA_DIR',
+      config.sources.SVC_DATA_DIR,
+      `SVC_DATA_DIR=${dataDir} is not a folder (a file is in the way); point it at a folder, or at a path where one can be created`,
+    );
+  }
   let lock: DirLock;
   try {
     lock = await acquireDirLock(join(dataDir, 'pglite.lock'));

@@ -242,6 +242,9 @@ export class Migrations {
 
   private async guard<T>(fn: () => Promise<T>): Promise<T> {
     try {
+      // The migrator creates a database that is not there: a typo in DATABASE_URL must fail here
+      // (3D000, exit 6 naming the database), not leave a new empty database behind.
+      await this.db.orm.em.getConnection().execute('select 1');
       return await fn();
     } catch (err) {
       throw translateDatabaseError(err);

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, type ErrorCode } from '../domain/shared/errors.js';
 import { translateDatabaseError } from '../adapters/database.js';
@@ -24,9 +26,11 @@ const TITLES: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  408: 'Request Timeout',
   409: 'Conflict',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
+  431: 'Request Header Fields Too Large',
   422: 'Unprocessable Content',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
@@ -89,6 +93,10 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
       return { field, message };
     });
     const first = errors[0]!;
+    // No body at all (rather than a wrong one): say what to send, not that `undefined` is not an object.
+    if (part === 'body' && request.body === undefined) {
+      return send(reply, problem(400, 'invalid', traceId, 'a JSON body is required (content-type: application/json)', { field: 'body', errors }));
+    }
     return send(reply, problem(400, 'invalid', traceId, `${first.field} ${first.message}`, { field: first.field, errors }));
   }
   const translated = translateDatabaseError(err);
@@ -118,6 +126,10 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   }
   // fastify's own 4xx (body too large, bad JSON, unsupported media type, not found ...)
   const status = err.statusCode ?? 500;
+  if (status === 415) {
+    const type = request.headers['content-type'] ?? 'no content type';
+    return send(reply, problem(415, 'invalid', traceId, `a body of ${type} is not accepted: send application/json`));
+  }
   if (status >= 400 && status < 500) {
     return send(reply, problem(status, status === 413 ? 'too_large' : 'invalid', traceId, err.message));
   }
@@ -132,4 +144,28 @@ function send(reply: FastifyReply, body: Problem): FastifyReply {
 /** 404 for routes that do not exist, as a problem document too. */
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
   return send(reply, problem(404, 'not_found', request.traceId, `no route ${request.method} ${request.url.split('?')[0]}`));
+}
+
+/**
+ * Answers what node's HTTP parser refuses before there is a request (a control character in a header,
+ * headers too large, a request not received in time) with a problem document too, in place of
+ * fastify's `{"error", "message", "statusCode"}`; then closes the connection, as node does.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  // A reset connection has nobody left to answer.
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, detail] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'the request was not received in time']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'the request headers are too large']
+        : [400, 'the request is not valid HTTP/1.1 (a malformed request line or header)'];
+  const answer = problem(status, 'invalid', randomBytes(16).toString('hex'), detail);
+  const body = JSON.stringify(answer);
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${answer.title}\r\nContent-Type: application/problem+json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }

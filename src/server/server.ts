@@ -8,7 +8,7 @@ import type { OpenSpan } from '../domain/shared/tracing.js';
 import type { Authenticator } from '../domain/auth/authenticator.js';
 import type { AuthService } from '../domain/auth/auth.service.js';
 import type { AccessTokens } from '../adapters/jwt.js';
-import { errorHandler, notFoundHandler, problemSchema } from './errors.js';
+import { clientErrorHandler, errorHandler, notFoundHandler, problemSchema } from './errors.js';
 import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
@@ -95,6 +95,8 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     genReqId: () => randomHex(8),
+    // What node's HTTP parser refuses (a bad header, headers too large) is answered as a problem document too.
+    clientErrorHandler,
     // Rate limits count the client behind the load balancers named in TRUSTED_PROXIES (X-Forwarded-For); else the socket's address.
     trustProxy: app.config.TRUSTED_PROXIES ? app.config.TRUSTED_PROXIES.split(',') : false,
   }) as unknown as FastifyInstance;
@@ -184,6 +186,8 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     if (response && !route.schema!.hide) route.schema = { ...route.schema, response: withRefusals(route.url, response) };
   });
 
+  // Bodies are JSON only: fastify's text/plain parser would hand a route a string that fails as "body must be object".
+  server.removeContentTypeParser('text/plain');
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);
   server.addSchema(problemSchema);

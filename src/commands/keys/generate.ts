@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Flags } from '@oclif/core';
@@ -31,6 +31,20 @@ function readKeySet(file: string): unknown[] {
   return keys;
 }
 
+// A place the operator named that cannot take the file is a bad --out (exit 2), said in words; anything else stays unexpected.
+function unwritable(file: string, err: NodeJS.ErrnoException): Error {
+  const reasons: Record<string, string> = {
+    ENOENT: `the folder ${dirname(file)} does not exist`,
+    ENOTDIR: `${dirname(file)} is not a folder`,
+    EACCES: 'permission denied',
+    EPERM: 'permission denied',
+    EROFS: 'the file system is read-only',
+  };
+  const reason = err.code === undefined ? undefined : reasons[err.code];
+  if (reason === undefined) return err;
+  return new DomainError('invalid', `cannot write ${file}: ${reason}; pick another --out`, { field: 'out' });
+}
+
 export default class KeysGenerate extends SvcCommand {
   static override summary = 'Generate a token signing key into a JWKS file (JWT_KEYS_FILE).';
   static override description =
@@ -56,6 +70,7 @@ export default class KeysGenerate extends SvcCommand {
     const file = resolve(flags.out);
     const alg = flags.alg as Generated['alg'];
     const exists = existsSync(file);
+    if (exists && statSync(file).isDirectory()) throw new DomainError('invalid', `${file} is a folder; name a file in it with --out`, { field: 'out' });
     if (flags.add && !exists) throw new DomainError('not_found', `${file} does not exist; run without --add to create it`, { field: 'out' });
     if (exists && !flags.add && !flags.force) {
       throw new DomainError('conflict', `${file} already exists; pass --add to rotate a new key into it, or --force to replace it`, { field: 'out' });
@@ -64,13 +79,17 @@ export default class KeysGenerate extends SvcCommand {
     const { generateSigningJwk } = await import('../../adapters/jwt.js');
     const jwk = await generateSigningJwk(alg);
     const keys = [jwk, ...older];
-    if (exists) {
-      // Write beside it and rename, so a reader never sees half a key set.
-      const temp = join(dirname(file), `.${basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
-      writeFileSync(temp, jwks(keys), { mode: 0o600, flag: 'wx' });
-      renameSync(temp, file);
-    } else {
-      writeFileSync(file, jwks(keys), { mode: 0o600, flag: 'wx' });
+    try {
+      if (exists) {
+        // Write beside it and rename, so a reader never sees half a key set.
+        const temp = join(dirname(file), `.${basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
+        writeFileSync(temp, jwks(keys), { mode: 0o600, flag: 'wx' });
+        renameSync(temp, file);
+      } else {
+        writeFileSync(file, jwks(keys), { mode: 0o600, flag: 'wx' });
+      }
+    } catch (err) {
+      throw unwritable(file, err as NodeJS.ErrnoException);
     }
     this.print(`kid: ${jwk.kid}`);
     this.print(

@@ -3,6 +3,7 @@ import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, invalid, notFound, type DomainError } from '../shared/errors.js';
 import { afterCursor, pageLimit, toPage, type Page } from '../shared/pagination.js';
+import { refuseControlCharacters } from '../shared/text.js';
 import { audit } from '../audit/audit.js';
 import { passwordProblem, type PasswordHasher } from './password.js';
 import { Order } from '../orders/order.entity.js';
@@ -69,6 +70,7 @@ function checkEmail(raw: string): string {
 function checkName(raw: string): string {
   const name = raw.trim();
   if (name.length < 1 || name.length > 200) throw invalid('the name must be 1 to 200 characters', { field: 'name' });
+  refuseControlCharacters(name, 'name');
   return name;
 }
 
@@ -154,6 +156,7 @@ export class UsersService {
     if (input.role !== undefined) where.push({ role: checkRole(input.role) });
     if (input.status !== undefined) where.push({ status: checkStatus(input.status) });
     if (input.search !== undefined && input.search.trim() !== '') {
+      refuseControlCharacters(input.search, 'search');
       const term = `%${input.search.trim().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push({ $or: [{ email: { $ilike: term } }, { name: { $ilike: term } }] });
     }

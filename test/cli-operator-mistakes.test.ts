@@ -1,0 +1,83 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { svc, tempDir } from './helpers/cli.js';
+import { migratedDatabase, query, PG_ADMIN_URL, urlFor } from './helpers/db.js';
+
+// Mistakes an operator makes at 3 a.m.: each gets an exit code and a sentence that says what is wrong,
+// and changes nothing.
+
+test('a DATABASE_URL naming a database that does not exist exits 6 naming it, and creates no database', async (t) => {
+  const name = `svc_t_typo_${randomBytes(4).toString('hex')}`;
+  t.after(() => query(PG_ADMIN_URL, `drop database if exists "${name}"`));
+  for (const args of [
+    ['migrate', 'status', '--json'],
+    ['users', 'list', '--json'],
+  ]) {
+    const res = await svc(args, { env: { DATABASE_URL: urlFor(name) } });
+    assert.equal(res.code, 6, res.stdout + res.stderr);
+    assert.match(res.json().error.message, new RegExp(`database "${name}" does not exist.*DATABASE_URL`));
+  }
+  assert.deepEqual(await query(PG_ADMIN_URL, 'select datname from pg_database where datname = $1', [name]), []);
+});
+
+test('an SVC_DATA_DIR that is a file, or inside one, exits 78 naming SVC_DATA_DIR', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'not-a-folder');
+  writeFileSync(file, 'x');
+  for (const dataDir of [file, join(file, 'data')]) {
+    const res = await svc(['users', 'list', '--json'], { env: { SVC_DATA_DIR: dataDir } });
+    assert.equal(res.code, 78, res.stdout + res.stderr);
+    assert.equal(res.json().error.details.key, 'SVC_DATA_DIR');
+    assert.match(res.json().error.message, /SVC_DATA_DIR=.*not-a-folder.* is not a folder/);
+  }
+  assert.equal(readFileSync(file, 'utf8'), 'x');
+});
+
+// oclif takes SVC_DATA_DIR for its own data folder and, by default, loads "user" and "link" plugins
+// listed in a package.json there: whoever could write that file would run code in every svc command.
+test('a package.json in SVC_DATA_DIR that links an oclif plugin runs nothing', async (t) => {
+  const dir = tempDir(t);
+  const dataDir = join(dir, 'data');
+  const plugin = join(dir, 'plugin');
+  const marker = join(dir, 'plugin-ran');
+  mkdirSync(dataDir);
+  mkdirSync(plugin);
+  writeFileSync(
+    join(dataDir, 'package.json'),
+    JSON.stringify({ private: true, oclif: { schema: 1, plugins: [{ type: 'link', name: 'evil', root: plugin }] } }),
+  );
+  writeFileSync(join(plugin, 'package.json'), JSON.stringify({ name: 'evil', version: '1.0.0', type: 'module', oclif: { hooks: { init: './hook.js' } } }));
+  writeFileSync(
+    join(plugin, 'hook.js'),
+    `import { writeFileSync } from 'node:fs';\nexport default async function () { writeFileSync(${JSON.stringify(marker)}, 'ran'); }\n`,
+  );
+
+  const res = await svc(['--version'], { env: { SVC_DATA_DIR: dataDir } });
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(existsSync(marker), false, 'the linked plugin ran');
+  assert.doesNotMatch(res.stderr, /evil/);
+});
+
+// Names are checked since the API refused control characters, but rows written before (or by hand)
+// still reach an operator's terminal through the tables: they are shown escaped, never sent raw.
+test('svc users list and show print control characters of stored names escaped, never raw to the terminal', async (t) => {
+  const db = await migratedDatabase(t);
+  await query(db, "insert into users (id, email, name, created_at, updated_at) values ('usr_01JD3X0000000000000000000', 'eve@example.com', $1, now(), now())", [
+    'Eve\u001b[2J\u001b]0;owned\u0007\u009b',
+  ]);
+  for (const args of [
+    ['users', 'list'],
+    ['users', 'show', 'eve@example.com'],
+  ]) {
+    const res = await svc(args, { env: { DATABASE_URL: db } });
+    assert.equal(res.code, 0, res.stderr);
+    assert.doesNotMatch(res.stdout.replaceAll('\n', ''), /\p{Cc}/u);
+    assert.match(res.stdout, /Eve\\u001b\[2J\\u001b\]0;owned\\u0007\\u009b/);
+  }
+  // --json is JSON: the name as stored, escaped by JSON itself.
+  const json = await svc(['users', 'show', 'eve@example.com', '--json'], { env: { DATABASE_URL: db } });
+  assert.equal(json.json().name, 'Eve\u001b[2J\u001b]0;owned\u0007\u009b');
+});
