@@ -65,6 +65,12 @@ test('--queues with an unknown consumer: exit 2 listing the known ones', async (
   });
   assert.equal(res.code, 2, res.stderr);
   assert.match(res.stderr, /unknown consumer\(s\) nope; the known ones are/);
+  // Checked before any service is looked at: a wrong name is exit 2 whatever else is wrong.
+  const unreachable = await svc(['worker', '--queues', 'payments,nope', '--json'], {
+    env: { DATABASE_URL: 'postgres://svc@127.0.0.1:1/svc', AMQP_URL: CLOSED_AMQP_URL, SVC_DATA_DIR: join(tempDir(t), 'data') },
+  });
+  assert.equal(unreachable.code, 2, unreachable.stderr);
+  assert.deepEqual(unreachable.json<{ error: { details: unknown } }>().error.details, { unknown: ['nope'], known: ['payments', 'receipts', 'mail'] });
 });
 
 test('svc worker relays the outbox to RabbitMQ, answers /health/ready, and stops on SIGTERM with exit 0', { timeout: 60_000 }, async (t) => {

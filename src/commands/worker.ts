@@ -37,11 +37,13 @@ export default class Worker extends SvcCommand {
   /** Works until SIGTERM or SIGINT, then drains and exits. */
   async run(): Promise<{ stopped: NodeJS.Signals; drained: boolean }> {
     const { flags } = await this.parse(Worker);
-    const config = await this.loadConfig();
     const queues = flags.queues
       ?.split(',')
       .map((q) => q.trim())
       .filter(Boolean);
+    // A wrong name is a usage error (exit 2) before the configuration or any service is looked at.
+    if (queues) (await import('../worker/pipeline.js')).checkQueues(queues);
+    const config = await this.loadConfig();
     // Listening from before start-up (see stopSignal); the started worker logs a second signal.
     const started: { worker?: RunningWorker } = {};
     const signal = this.stopSignal(() => started.worker?.app.logger);

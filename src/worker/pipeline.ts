@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { DomainError } from '../domain/shared/errors.js';
 import type { ConsumerTransport, Delivery } from '../domain/events/transport.js';
 import { ConsumerRunner } from './consumer.js';
-import { consumers as allConsumers } from './consumers/index.js';
+import { consumers as allConsumers, CONSUMER_NAMES } from './consumers/index.js';
 import { OutboxRelay } from './relay.js';
 
 export interface PipelineOptions {
@@ -32,6 +32,17 @@ export interface EventPipeline {
   stop(timeoutMs: number): Promise<{ drained: boolean }>;
 }
 
+/** Refuses (invalid: exit 2) names that are not consumers', listing the known ones: `svc worker --queues`. */
+export function checkQueues(wanted: readonly string[]): void {
+  const unknown = wanted.filter((name) => !CONSUMER_NAMES.includes(name));
+  if (unknown.length > 0) {
+    throw new DomainError('invalid', `--queues: unknown consumer(s) ${unknown.join(', ')}; the known ones are: ${CONSUMER_NAMES.join(', ')}`, {
+      unknown,
+      known: [...CONSUMER_NAMES],
+    });
+  }
+}
+
 /**
  * Starts the event pipeline on the App's publisher and transport (RabbitMQ, or the in-process one):
  * every consumer declared (so events wait for those this process does not run), the selected ones
@@ -41,16 +52,10 @@ export async function startPipeline(app: App, options: PipelineOptions): Promise
   const { publisher, transport } = app;
   if (!publisher || !transport) throw new Error('the App has no event transport (set AMQP_URL, or run it as svc serve or svc worker)');
   const known = allConsumers(app);
-  const names = known.map((c) => c.name);
-  const wanted = options.queues ?? names;
-  const unknown = wanted.filter((name) => !names.includes(name));
-  if (unknown.length > 0) {
-    throw new DomainError(
-      'invalid',
-      `--queues: unknown consumer(s) ${unknown.join(', ')}; the known ones are: ${names.length ? names.join(', ') : '(none yet)'}`,
-      { unknown, known: names },
-    );
-  }
+  if (known.map((c) => c.name).join() !== CONSUMER_NAMES.join())
+    throw new Error(`CONSUMER_NAMES does not list the consumers (${known.map((c) => c.name).join(', ')})`);
+  const wanted = options.queues ?? CONSUMER_NAMES;
+  checkQueues(wanted);
   const context = (input: { actor: string; traceId?: string }) => app.context(input);
   const relay = options.relay ? new OutboxRelay({ publisher, context, logger: app.logger, onPass: (pass) => app.metrics.relayPassed(pass) }) : undefined;
   // When each delivery arrived, for the handle-duration metric its settlement reports.

@@ -5,6 +5,9 @@ import { paymentsConsumer } from './payments.js';
 import { receiptsConsumer } from './receipts.js';
 import { countedMailer, countedPayments } from './counted.js';
 
+/** The names of the consumers below, in their order: `svc worker --queues` is checked against them before anything opens. */
+export const CONSUMER_NAMES: readonly string[] = ['payments', 'receipts', 'mail'];
+
 /** Every consumer svc worker knows, by name (`svc worker --queues` picks among them). */
 export function consumers(app: App): ConsumerDefinition[] {
   return [
