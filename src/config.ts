@@ -488,8 +488,9 @@ export const configSchema = {
     default: () => 1,
   } satisfies KeySpec<number>,
   OTEL_SERVICE_NAME: {
-    doc: 'The service name spans carry (service.name); default svc',
+    doc: 'The service name spans carry (service.name)',
     parser: text('letters, digits, _, - or . (at most 64)', /^[A-Za-z0-9_.-]{1,64}$/),
+    default: () => 'svc',
   } satisfies KeySpec<string>,
   LOG_LEVEL: {
     doc: 'Level of the JSON logs written to stderr',

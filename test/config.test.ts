@@ -79,6 +79,8 @@ test('svc config prints every key with its source, secrets masked; --json too', 
   assert.deepEqual(Object.keys(byKey), Object.keys(configSchema));
   assert.equal(byKey.LOG_LEVEL.source, 'env');
   assert.equal(byKey.DATABASE_POOL_MAX.value, 20);
+  // What svc uses when a key is unset, not null: the spans' service.name is svc.
+  assert.deepEqual([byKey.OTEL_SERVICE_NAME.value, byKey.OTEL_SERVICE_NAME.source], ['svc', 'default']);
   assert.ok(doc.values.every((e: { doc: string }) => e.doc.length > 10));
   assert.doesNotMatch(json.stdout, /s3cret/);
 });

@@ -44,7 +44,7 @@ export function createTracing(config: Config, logger: Logger, override?: Tracing
   if (override)
     return new OpenTelemetryTracing(
       new SimpleSpanProcessor({ exporter: override.exporter }),
-      override.serviceName ?? config.OTEL_SERVICE_NAME ?? 'svc',
+      override.serviceName ?? config.OTEL_SERVICE_NAME,
       logger,
       sampler(config),
     );
@@ -55,7 +55,7 @@ export function createTracing(config: Config, logger: Logger, override?: Tracing
       ? new ConsoleSpanExporter()
       : // Without the endpoint here, the exporter reads OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or its default (localhost:4318).
         new OTLPTraceExporter(config.OTEL_EXPORTER_OTLP_ENDPOINT ? { url: `${config.OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces` } : {});
-  const serviceName = config.OTEL_SERVICE_NAME ?? 'svc';
+  const serviceName = config.OTEL_SERVICE_NAME;
   logger.info(
     {
       exporter,
