@@ -114,3 +114,17 @@ test('a POST without the body its route needs is a 400 saying a JSON body is req
     assertProblem({ status: res.statusCode, type: res.headers['content-type'], body: res.json() }, 400, 'invalid', /a JSON body is required/, 'body');
   }
 });
+
+test('a cancel sent with a body (a reason, a refund flag) is a 400 saying the route takes none, and cancels nothing; without one, or with {}, it cancels', async (t) => {
+  const { call } = await setup(t, false);
+  assert.equal((await call('POST', '/products', { sku: 'TEA-1', name: 'Tea', price: 4.5, currency: 'USD', stock: 5 })).status, 201);
+  const place = async () => (await call('POST', '/orders', { items: [{ sku: 'TEA-1', quantity: 1 }], paymentMethod: 'pm_card_visa' })).body.id as string;
+  const first = await place();
+  for (const body of [{ reason: 'changed my mind' }, { refund: true }, ['x']]) {
+    const refused = await call('POST', `/orders/${first}/cancel`, body);
+    assertProblem(refused, 400, 'invalid', /takes no body/, 'body');
+  }
+  assert.equal((await call('GET', `/orders/${first}`)).body.status, 'pending');
+  assert.equal((await call('POST', `/orders/${first}/cancel`)).body.status, 'cancelled');
+  assert.equal((await call('POST', `/orders/${await place()}/cancel`, {})).body.status, 'cancelled');
+});

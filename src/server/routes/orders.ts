@@ -6,6 +6,7 @@ import { IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_TTL_HOURS } from '../../domain/ide
 import { actorOf } from '../../domain/auth/principal.js';
 import { receiptLink } from '../../domain/files/receipts.js';
 import { CURRENCY_PATTERN } from '../../domain/shared/money.js';
+import { DomainError } from '../../domain/shared/errors.js';
 import { authorize, BEARER, principalOf } from '../auth.js';
 import { errorResponses, idParamsSchema, pageQuery, pageSchema, type ApiVersion, type IdParams } from '../versions.js';
 
@@ -272,6 +273,13 @@ export const orderRoutes =
         response: { 200: { ...order, description: 'The cancelled order; its stock is back on sale' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
       preValidation: authorize({ permission: 'write' }),
-      handler: async (request) => orderBody(version, await orders().cancel(request.ctx, { viewer: principalOf(request), id: request.params.id })),
+      handler: async (request) => {
+        // It takes no body: a client that sends one (a reason, a refund flag) learns that nothing read it.
+        const body: unknown = request.body;
+        if (body !== undefined && !(typeof body === 'object' && body !== null && Object.keys(body).length === 0)) {
+          throw new DomainError('invalid', 'this route takes no body (an empty JSON object at most): nothing in it would be read', { field: 'body' });
+        }
+        return orderBody(version, await orders().cancel(request.ctx, { viewer: principalOf(request), id: request.params.id }));
+      },
     });
   };
