@@ -81,7 +81,22 @@ if (embedded && !LONG_RUNNING.has(process.argv[2] ?? '') && typeof process.execv
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
 
-const { execute } = await import('@oclif/core');
-// No user or linked plugins: oclif would load those listed in a package.json in its data folder, which
-// is SVC_DATA_DIR when set (svc's own data), so whoever could write that file would run code in every command.
-await execute({ dir: import.meta.url, loadOptions: { userPlugins: false } });
+const { run, flush, handle } = await import('@oclif/core');
+const argv = process.argv.slice(2);
+try {
+  // No user or linked plugins: oclif would load those listed in a package.json in its data folder, which
+  // is SVC_DATA_DIR when set (svc's own data), so whoever could write that file would run code in every command.
+  await run(argv, { root: fileURLToPath(import.meta.url), userPlugins: false });
+  await flush();
+} catch (error) {
+  // A command that does not exist never reaches svc's own error handling (src/cli/base-command.ts):
+  // with --json, its refusal is the same document on stdout, exit 2, as every command's.
+  const exit = /** @type {{ oclif?: { exit?: number } }} */ (error)?.oclif?.exit;
+  const message = error instanceof Error ? error.message : String(error);
+  if (argv.includes('--json') && exit === 2 && /^command .* not found$/.test(message)) {
+    process.stdout.write(`${JSON.stringify({ error: { code: 'invalid', message: `${message}: see svc --help for the commands`, exitCode: 2 } }, null, 2)}\n`);
+    process.exitCode = 2;
+  } else {
+    await handle(error instanceof Error ? error : new Error(message));
+  }
+}

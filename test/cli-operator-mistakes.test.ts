@@ -81,3 +81,13 @@ test('svc users list and show print control characters of stored names escaped, 
   const json = await svc(['users', 'show', 'eve@example.com', '--json'], { env: { DATABASE_URL: db } });
   assert.equal(json.json().name, 'Eve\u001b[2J\u001b]0;owned\u0007\u009b');
 });
+
+test('a command that does not exist exits 2: with --json, the refusal is the JSON document every command prints on stdout', async () => {
+  const json = await svc(['nosuch', '--json']);
+  assert.equal(json.code, 2, json.stderr);
+  assert.deepEqual(json.json(), { error: { code: 'invalid', message: 'command nosuch not found: see svc --help for the commands', exitCode: 2 } });
+  const human = await svc(['users', 'nosuch']);
+  assert.equal(human.code, 2);
+  assert.equal(human.stdout, '');
+  assert.match(human.stderr, /command users:nosuch not found/);
+});
