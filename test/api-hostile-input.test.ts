@@ -128,3 +128,24 @@ test('a cancel sent with a body (a reason, a refund flag) is a 400 saying the ro
   assert.equal((await call('POST', `/orders/${first}/cancel`)).body.status, 'cancelled');
   assert.equal((await call('POST', `/orders/${await place()}/cancel`, {})).body.status, 'cancelled');
 });
+
+test('a JSON body with a __proto__ key (prototype poisoning) is a 400 that says so and places nothing; broken JSON is still "not valid JSON"', async (t) => {
+  const { ts, admin, call } = await setup(t, false);
+  const post = async (payload: string) => {
+    const res = await ts.server.inject({
+      method: 'POST',
+      url: '/api/v1/products',
+      headers: { ...(await ts.auth(admin)), 'content-type': 'application/json' },
+      payload,
+    });
+    return { status: res.statusCode, type: res.headers['content-type'], body: res.json() as Json };
+  };
+  for (const poisoned of [
+    '{"sku": "TEA-1", "name": "Tea", "price": 4.5, "currency": "USD", "stock": 1, "__proto__": {"admin": true}}',
+    '{"sku": "TEA-1", "name": "Tea", "price": 4.5, "currency": "USD", "stock": 1, "constructor": {"prototype": {"admin": true}}}',
+  ]) {
+    assertProblem(await post(poisoned), 400, 'invalid', /__proto__ key or a constructor\.prototype/);
+  }
+  assertProblem(await post('{"sku": "TEA-1",'), 400, 'invalid', /not valid JSON/);
+  assert.deepEqual((await call('GET', '/products')).body.data, []);
+});

@@ -74,6 +74,15 @@ function randomHexSource(poolBytes = 4096): (bytes: number) => string {
   };
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Builds the HTTP API on an App: plugins, schemas, error handling, routes v1 and v2, health, OpenAPI. */
 export async function buildServer(app: App, options: ServerOptions = {}): Promise<FastifyInstance> {
   const randomHex = randomHexSource();
@@ -188,6 +197,23 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
 
   // Bodies are JSON only: fastify's text/plain parser would hand a route a string that fails as "body must be object".
   server.removeContentTypeParser('text/plain');
+  // fastify's JSON parser refuses a `__proto__` key or a `constructor.prototype` (prototype poisoning)
+  // with the same "not valid JSON" as a syntax error. The same parser, then on a refusal a second
+  // look: a body that is valid JSON is refused for that key, and the client is told so.
+  const parseJson = server.getDefaultJsonParser('error', 'error');
+  server.removeContentTypeParser('application/json');
+  server.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    void parseJson(request, body as string, (err, value) => {
+      if (err && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY' && isJson(body as string)) {
+        done(
+          Object.assign(new Error('the body may not have a __proto__ key or a constructor.prototype (prototype poisoning)'), { statusCode: 400 }),
+          undefined,
+        );
+        return;
+      }
+      done(err, value);
+    });
+  });
   server.setErrorHandler(errorHandler);
   server.setNotFoundHandler(notFoundHandler);
   server.addSchema(problemSchema);
