@@ -138,7 +138,7 @@ test('a JSON body with a __proto__ key (prototype poisoning) is a 400 that says 
       headers: { ...(await ts.auth(admin)), 'content-type': 'application/json' },
       payload,
     });
-    return { status: res.statusCode, type: res.headers['content-type'], body: res.json() as Json };
+    return { status: res.statusCode, type: res.headers['content-type'], body: res.json<Json>() };
   };
   for (const poisoned of [
     '{"sku": "TEA-1", "name": "Tea", "price": 4.5, "currency": "USD", "stock": 1, "__proto__": {"admin": true}}',
