@@ -10,6 +10,9 @@ import { MailTemplates, type MailTemplateName } from '../mail-templates.js';
 /** The link in an order confirmation: the API's receipt route, which hands a signed-in owner a fresh download link. */
 export const receiptApiUrl = (baseUrl: string, orderId: string): string => `${baseUrl.replace(/\/+$/, '')}/api/v1/orders/${orderId}/receipt`;
 
+/** The consumer's name: its queues' and `svc worker --queues`'. */
+export const MAIL_CONSUMER = 'mail';
+
 /**
  * The mail consumer: on `order.completed` the customer gets an order confirmation with the link to
  * the receipt, on `order.failed` a payment-failure email saying why in their words; both to the
@@ -36,7 +39,7 @@ export const receiptApiUrl = (baseUrl: string, orderId: string): string => `${ba
 export function mailConsumer(deps: { mailer: Mailer; logger: Logger; publicUrl: () => string; templates?: MailTemplates }): ConsumerDefinition {
   const templates = deps.templates ?? new MailTemplates();
   const consumer: ConsumerDefinition = defineConsumer({
-    name: 'mail',
+    name: MAIL_CONSUMER,
     events: ['order.completed', 'order.failed'],
     // The order's mail data, read in the inbox insert's round trip.
     first: (message) => ({ text: ORDER_MAIL_SELECT, values: [message.aggregateId] }),

@@ -20,6 +20,9 @@ const FIRST_SENT_LIMIT = 10_000;
 // The statuses the payments consumer takes an order from (to processing, then to its outcome).
 const PAYABLE: OrderStatus[] = ['pending', 'processing'];
 
+/** The consumer's name: its queues' and `svc worker --queues`'. */
+export const PAYMENTS_CONSUMER = 'payments';
+
 /**
  * The payments consumer: on `order.created`, charges the order's payment method for its total and
  * completes or fails the order.
@@ -71,7 +74,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     firstSent.set(key, new Date());
   };
   const consumer: ConsumerDefinition = defineConsumer({
-    name: 'payments',
+    name: PAYMENTS_CONSUMER,
     events: ['order.created'],
     emits: ['order.completed', 'order.failed'],
     // In the inbox insert's round trip: the order locked and moved to processing (from pending, or

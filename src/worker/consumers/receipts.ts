@@ -7,6 +7,9 @@ import { DomainError } from '../../domain/shared/errors.js';
 import { defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
 import { ReceiptRenderer } from '../receipt-pdf.js';
 
+/** The consumer's name: its queues' and `svc worker --queues`'. */
+export const RECEIPTS_CONSUMER = 'receipts';
+
 /**
  * The receipts consumer: on `order.completed`, renders the order's PDF receipt, stores it through
  * the file store (S3 with server-side encryption, or the data folder) and records it in the files
@@ -20,7 +23,7 @@ import { ReceiptRenderer } from '../receipt-pdf.js';
 export function receiptsConsumer(deps: { files: FileStore; logger: Logger; renderer?: ReceiptRenderer }): ConsumerDefinition {
   const renderer = deps.renderer ?? new ReceiptRenderer();
   const consumer: ConsumerDefinition = defineConsumer({
-    name: 'receipts',
+    name: RECEIPTS_CONSUMER,
     events: ['order.completed'],
     // The receipt's data, and whether it is recorded already, read in the inbox insert's round trip.
     first: (message) => ({ text: RECEIPT_SELECT, values: [message.aggregateId] }),
