@@ -1,4 +1,5 @@
 import Table from 'cli-table3';
+import { escapeControlCharacters } from '../domain/shared/text.js';
 
 export interface Column<T> {
   header: string;
@@ -7,13 +8,8 @@ export interface Column<T> {
 
 type Cell = string | number | boolean | Date | null | undefined;
 
-// Control characters (but tab and line break) are shown as \u001b and the like: a stored name with an
-// escape sequence must not clear, retitle or recolour the operator's terminal.
-const CONTROL = /\p{Cc}/gu;
-const escapeControl = (text: string): string =>
-  text.replace(CONTROL, (c) => (c === '\t' || c === '\n' ? c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
-
-const show = (v: Cell): string => (v === null || v === undefined ? '' : escapeControl(String(v)));
+// A stored value's control characters are shown escaped: the operator's terminal does not run them.
+const show = (v: Cell): string => (v === null || v === undefined ? '' : escapeControlCharacters(String(v)));
 
 // Plain tables: no colours, so output reads the same in a terminal, a pipe or a log.
 const PLAIN = { head: [] as string[], border: [] as string[] };

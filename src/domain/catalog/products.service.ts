@@ -5,7 +5,7 @@ import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { CURRENCY_PATTERN, toMinor } from '../shared/money.js';
 import { Params } from '../shared/sql.js';
-import { refuseControlCharacters } from '../shared/text.js';
+import { checkName } from '../shared/text.js';
 import { audit } from '../audit/audit.js';
 import type { Viewer } from '../auth/principal.js';
 import { Product } from './product.entity.js';
@@ -78,13 +78,6 @@ function checkSku(raw: string): string {
   if (!SKU.test(raw))
     throw invalid(`"${raw}" is not a SKU: use 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit`, { field: 'sku' });
   return raw;
-}
-
-function checkName(raw: string): string {
-  const name = raw.trim();
-  if (name.length < 1 || name.length > 200) throw invalid('the name must be 1 to 200 characters', { field: 'name' });
-  refuseControlCharacters(name, 'name');
-  return name;
 }
 
 function checkCurrency(raw: string): string {

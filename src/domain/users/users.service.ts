@@ -3,7 +3,7 @@ import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, invalid, notFound, type DomainError } from '../shared/errors.js';
 import { afterCursor, pageLimit, toPage, type Page } from '../shared/pagination.js';
-import { refuseControlCharacters } from '../shared/text.js';
+import { checkName, refuseControlCharacters } from '../shared/text.js';
 import { audit } from '../audit/audit.js';
 import { passwordProblem, type PasswordHasher } from './password.js';
 import { Order } from '../orders/order.entity.js';
@@ -65,13 +65,6 @@ function checkEmail(raw: string): string {
     throw invalid(`"${raw}" is not an email address (expected name@example.com)`, { field: 'email' });
   }
   return email;
-}
-
-function checkName(raw: string): string {
-  const name = raw.trim();
-  if (name.length < 1 || name.length > 200) throw invalid('the name must be 1 to 200 characters', { field: 'name' });
-  refuseControlCharacters(name, 'name');
-  return name;
 }
 
 function checkRole(raw: string): UserRole {
