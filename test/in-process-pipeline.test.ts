@@ -9,7 +9,7 @@ import { createApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLoggerTo } from '../src/logger.js';
 import { startServer } from '../src/server/serve.js';
-import { BIN, ROOT, SVC_NODE_FLAGS, svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
+import { longRunningArgs, ROOT, svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
 import { migratedDataDir, migratedDatabase, query } from './helpers/db.js';
 import { parseEml } from './helpers/eml.js';
 import { silent, waitFor } from './helpers/rabbit.js';
@@ -123,7 +123,7 @@ interface WorkerProcess {
 
 /** Starts `svc worker` (no AMQP_URL: the in-process pipeline) and resolves once it has started; killed when the test ends. */
 async function startWorker(t: TestContext, env: Record<string, string>): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [...SVC_NODE_FLAGS, BIN, 'worker', '--health-port', '0'], {
+  const child = spawn(process.execPath, longRunningArgs({}, ['worker', '--health-port', '0']), {
     cwd: ROOT,
     env: { ...withoutServices(), ...env, LOG_LEVEL: 'debug' },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -21,10 +21,10 @@ export const NO_RATE_LIMITS = { RATE_LIMIT_IP_PER_MINUTE: '0', RATE_LIMIT_AUTH_I
  * is the same either way; only how V8 compiles PGlite's code differs. Not passed to another node
  * binary (options.node).
  */
-export const SVC_NODE_FLAGS: readonly string[] = ['--liftoff-only'];
+const SVC_NODE_FLAGS: readonly string[] = ['--liftoff-only'];
 
 /** The command line of a long-running `svc` process: node's flags (for our Node only), then the binary and its arguments. */
-function longRunningArgs(options: CliOptions, args: string[]): string[] {
+export function longRunningArgs(options: Pick<CliOptions, 'node'>, args: string[]): string[] {
   return [...(options.node ? [] : SVC_NODE_FLAGS), BIN, ...args];
 }
 

@@ -10,7 +10,7 @@ import { DEFAULT_RETRY_DELAYS_MS } from '../../src/worker/consumer.js';
 import { startWorker, type RunningWorker, type WorkerOptions } from '../../src/worker/worker.js';
 import { FAKE_SENDGRID_API_KEY, startFakeSendGrid, type FakeSendGrid } from '../fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe, type FakeStripe } from '../fakes/stripe.js';
-import { BIN, ROOT, SVC_NODE_FLAGS, tempDir } from './cli.js';
+import { longRunningArgs, ROOT, tempDir } from './cli.js';
 import { migratedDatabase, query } from './db.js';
 import { AMQP_URL, silent, testPrefix, waitFor } from './rabbit.js';
 
@@ -35,7 +35,7 @@ export function svcWorker(t: TestContext, args: string[], env: Record<string, st
   const childEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, SVC_DATA_DIR: join(tempDir(t), 'data'), ...env, LOG_LEVEL: 'info' }))
     if (v !== undefined) childEnv[k] = v;
-  const child = spawn(process.execPath, [...SVC_NODE_FLAGS, BIN, 'worker', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, longRunningArgs({}, ['worker', ...args]), { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   const watchers: { pattern: RegExp; resolve: () => void }[] = [];
