@@ -67,13 +67,16 @@ if (process.argv[2] === 'serve' && typeof process.execve === 'function') {
 // that code for V8 to recompile much of it with its optimising compiler (TurboFan), most of the CPU a
 // short command spends: `svc users list` on an embedded folder took 4.4 s of CPU, 1.8 s with
 // WebAssembly left to the baseline compiler (Liftoff), which runs the same code a little slower; on
-// a new folder 10.8 s, 7.0 s. The long-running commands keep TurboFan for their steady state, and
-// commands on PostgreSQL (DATABASE_URL) load no WebAssembly. A V8 flag set at run time does not
-// reach the WebAssembly compiler, so svc restarts in place with it (about 0.1 s of CPU).
-const LONG_RUNNING = new Set(['serve', 'worker']);
+// a new folder 10.8 s, 7.0 s (npm run bench -- cli, wall: 3.3-3.7 s -> 1.3-1.5 s). The long-running
+// commands keep TurboFan for their steady state, and commands on PostgreSQL (DATABASE_URL) load no
+// WebAssembly. A V8 flag set at run time does not reach the WebAssembly compiler, so svc restarts in
+// place with it (about 0.1 s of CPU). Nor do the commands that never open a database (help, the version, the configuration, key files):
+// the restart would only add its cost (npm run bench -- cli: svc --version 234 -> 425 ms).
+const NO_RESTART = new Set(['serve', 'worker', 'config', 'keys', 'help', '--help', '-h', '--version', '-v', '']);
 const WASM_FLAG = '--liftoff-only';
 const embedded = !process.env.DATABASE_URL && !process.env.DATABASE_URL_FILE;
-if (embedded && !LONG_RUNNING.has(process.argv[2] ?? '') && typeof process.execve === 'function' && !process.execArgv.includes(WASM_FLAG)) {
+const opensDatabase = !NO_RESTART.has(process.argv[2] ?? '') && !process.argv.includes('--help');
+if (embedded && opensDatabase && typeof process.execve === 'function' && !process.execArgv.includes(WASM_FLAG)) {
   process.execve(process.execPath, [process.execPath, WASM_FLAG, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
 }
 
