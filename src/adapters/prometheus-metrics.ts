@@ -25,7 +25,14 @@ let processRegistry: Registry | undefined;
 function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
+    // prom-client counts CPU from this call on; Prometheus's process_cpu_*_seconds_total count from
+    // the process's start (as every other client library's do), so the CPU spent before is added.
+    const before = process.cpuUsage();
     collectDefaultMetrics({ register: processRegistry });
+    const add = (name: string, micros: number) => (processRegistry!.getSingleMetric(name) as Counter).inc(micros / 1e6);
+    add('process_cpu_user_seconds_total', before.user);
+    add('process_cpu_system_seconds_total', before.system);
+    add('process_cpu_seconds_total', before.user + before.system);
   }
   return processRegistry;
 }
