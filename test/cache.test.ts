@@ -206,11 +206,15 @@ test('a read that loaded before a write committed is not served after it; L1 is 
   const cache = new TwoLevelCache({ maxEntries: 100, maxBytes: 1_000, redis });
   let release!: () => void;
   const loaded = new Promise<void>((resolve) => (release = resolve));
+  let started!: () => void;
+  const loading = new Promise<void>((resolve) => (started = resolve));
   // The load reads the old row; the write commits and invalidates before the load returns.
   const slow = cache.get('products', 'product:p1', 'product:p1', async () => {
+    started();
     await loaded;
     return { name: 'old' };
   });
+  await loading;
   await cache.invalidate(['product:p1']);
   release();
   assert.deepEqual(await slow, { name: 'old' }, 'that read itself answers what it read');

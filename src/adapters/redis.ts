@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
 import type { Tracing } from '../domain/shared/tracing.js';
@@ -5,6 +6,25 @@ import { maskUrl } from '../config.js';
 
 /** How long one Redis command may take before it fails (the caller then degrades): a request never waits on Redis longer. */
 export const REDIS_COMMAND_TIMEOUT_MS = 250;
+
+/**
+ * A Lua script whose calls made in one turn of the event loop run in Redis as one call: KEYS and
+ * ARGV hold every call's keys and arguments one after the other (`encode`), and the script answers
+ * one flat array from which `decode` takes each call's result, in order.
+ */
+export interface BatchedScript<In, Out> {
+  /** The command's name on the client (ioredis defineCommand). */
+  name: string;
+  lua: string;
+  encode(calls: readonly In[]): { keys: string[]; args: (string | number)[] };
+  decode(reply: unknown[], calls: readonly In[]): Out[];
+}
+
+interface PendingCall<In, Out> {
+  input: In;
+  resolve(out: Out): void;
+  reject(err: unknown): void;
+}
 
 export interface RedisConnectionOptions {
   logger: Logger;
@@ -31,8 +51,14 @@ export class RedisConnection {
   private warned = false;
   private readonly shown: string;
   private closing = false;
-  /** Whether the socket holds this turn of the event loop's writes until its end (coalesceWrites). */
-  private corked = false;
+  /** The socket holding this turn of the event loop's writes until its end (coalesceWrites), if any. */
+  private corked: Redis['stream'] | undefined;
+  /** Whether the end of this turn is scheduled (endTurn). */
+  private turnEnding = false;
+  /** Batched scripts with calls waiting for the end of this turn. */
+  private flushes: (() => void)[] = [];
+  /** The end of a turn runs outside any request's span: a batch's command belongs to no one request. */
+  private readonly outside = new AsyncResource('svc.redis.turn');
   /** Whether the connection itself was lost in the current outage (not only commands timing out on it). */
   private dropped = false;
   private readonly reconnected = new Set<(dropped: boolean) => void>();
@@ -134,6 +160,78 @@ export class RedisConnection {
   }
 
   /**
+   * A script whose calls in one turn of the event loop go to Redis as one command (see
+   * BatchedScript), each caller still getting its own result, or the command's error. Under load a
+   * turn reads several requests, each with its cache read or rate limit: one command for all of
+   * them is one script run for Redis (which every instance shares) instead of one per request, and
+   * one command and reply for this process to encode and parse. A call waits for nothing more than
+   * the end of its turn, as every command's write does (coalesceWrites). With tracing on, each call
+   * is its own client span, a child of its caller's.
+   */
+  batched<In, Out>(script: BatchedScript<In, Out>): (input: In) => Promise<Out> {
+    this.client.defineCommand(script.name, { lua: script.lua });
+    const send = (this.client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown[]>>)[script.name]!.bind(this.client);
+    let pending: PendingCall<In, Out>[] = [];
+    const flush = () => {
+      const calls = pending;
+      pending = [];
+      const inputs = calls.map((c) => c.input);
+      const { keys, args } = script.encode(inputs);
+      send(keys.length, ...keys, ...args).then(
+        (reply) => {
+          let outs: Out[];
+          try {
+            outs = script.decode(reply, inputs);
+          } catch (err) {
+            for (const c of calls) c.reject(err);
+            return;
+          }
+          calls.forEach((c, i) => c.resolve(outs[i]!));
+        },
+        (err: unknown) => {
+          for (const c of calls) c.reject(err);
+        },
+      );
+    };
+    const tracing = this.options.tracing?.enabled ? this.options.tracing : undefined;
+    return (input) => {
+      const result = new Promise<Out>((resolve, reject) => {
+        if (pending.length === 0) {
+          this.flushes.push(flush);
+          this.endTurnSoon();
+        }
+        pending.push({ input, resolve, reject });
+      });
+      if (!tracing || tracing.activeTraceparent() === undefined) return result;
+      const span = tracing.start('redis EVALSHA', { kind: 'client', attributes: { 'db.system.name': 'redis', 'db.operation.name': 'EVALSHA' } });
+      result.then(
+        () => span.end(),
+        (err: unknown) => span.end(err),
+      );
+      return result;
+    };
+  }
+
+  private endTurnSoon(): void {
+    if (this.turnEnding) return;
+    this.turnEnding = true;
+    setImmediate(() => this.outside.runInAsyncScope(this.endTurn));
+  }
+
+  /** The end of a turn: the batches' commands are sent, then the turn's writes go out (one write). */
+  private readonly endTurn = () => {
+    while (this.flushes.length > 0) {
+      const flushes = this.flushes;
+      this.flushes = [];
+      for (const flush of flushes) flush();
+    }
+    this.turnEnding = false;
+    const socket = this.corked;
+    this.corked = undefined;
+    socket?.uncork();
+  };
+
+  /**
    * Every command sent in a turn of the event loop goes out in one write once the turn's I/O
    * callbacks have run: the first command of a turn corks the socket and a setImmediate uncorks it.
    * Under load the requests read in one turn each send a command or two (the cache's version check,
@@ -155,12 +253,9 @@ export class RedisConnection {
   private cork(): void {
     const socket = this.client.stream as Redis['stream'] | undefined;
     if (this.corked || !socket || socket.writableCorked) return;
-    this.corked = true;
+    this.corked = socket;
     socket.cork();
-    setImmediate(() => {
-      this.corked = false;
-      socket.uncork();
-    });
+    this.endTurnSoon();
   }
 
   /** A key under REDIS_PREFIX. */

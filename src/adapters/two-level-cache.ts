@@ -16,22 +16,40 @@ interface L1Entry {
   size: number;
 }
 
-// One round trip per cached read: the current version of the entry (made when there is none yet,
-// prefixed by the epoch that an instance moves after a Redis outage), and the L2 copy unless the
-// caller's L1 copy is already of that version.
+// The cached reads of a turn of the event loop, in one round trip and one script run (see
+// RedisConnection.batched): for each, the current version of the entry (made when there is none
+// yet, prefixed by the epoch that an instance moves after a Redis outage), and the L2 copy unless
+// the caller's L1 copy is already of that version. KEYS: the epoch, then each read's version and
+// data keys; ARGV: the versions' TTL, then each read's new version (should it have none) and the
+// version of its L1 copy. The answer: each read's version token, then its L2 copy (or nil).
 const READ = `
 local epoch = redis.call('GET', KEYS[1]) or '0'
-local version = redis.call('GET', KEYS[2])
-if not version then
-  version = ARGV[1]
-  redis.call('SET', KEYS[2], version, 'EX', ARGV[3])
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local version = redis.call('GET', KEYS[2 * i])
+  if not version then
+    version = ARGV[2 * i]
+    redis.call('SET', KEYS[2 * i], version, 'EX', ARGV[1])
+  end
+  local token = epoch .. ':' .. version
+  out[2 * i - 1] = token
+  if token == ARGV[2 * i + 1] then
+    out[2 * i] = false
+  else
+    out[2 * i] = redis.call('GET', KEYS[2 * i + 1]) or false
+  end
 end
-local token = epoch .. ':' .. version
-if token == ARGV[2] then return {token} end
-return {token, redis.call('GET', KEYS[3])}
+return out
 `;
 
-type ReadCommand = (epoch: string, version: string, data: string, fresh: string, held: string, ttl: number) => Promise<[string, string | null | undefined]>;
+interface Read {
+  version: string;
+  data: string;
+  /** The version to make should the entry have none. */
+  fresh: string;
+  /** The version of the L1 copy ('' without one): its L2 copy is then not sent back. */
+  held: string;
+}
 
 export interface TwoLevelCacheOptions {
   maxEntries: number;
@@ -45,7 +63,8 @@ export interface TwoLevelCacheOptions {
  * (TTL 1 h). Correctness across instances comes from versions, not from messages: an entry is
  * stored with the version of what it depends on, read BEFORE the database (so a write that commits
  * during the load leaves the entry under the older version), and served only while that version is
- * current in Redis, which costs one round trip per read but cannot serve a copy older than an
+ * current in Redis, which costs one round trip per read (one for all the reads of a turn of the
+ * event loop) but cannot serve a copy older than an
  * acknowledged write (pub/sub invalidation could, for the moment the message is in flight). While
  * Redis is unreachable the cache is bypassed: no instance can tell whether its L1 copy is current.
  * Without Redis, the versions live in this process (correct for one instance).
@@ -62,6 +81,7 @@ export class TwoLevelCache implements Cache {
   /** While the epoch is owed: the next try to move it. */
   private epochRetry: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly read?: (read: Read) => Promise<[string, string | null]>;
 
   constructor(private readonly options: TwoLevelCacheOptions) {
     this.l1 = new LRUCache<string, L1Entry>({
@@ -73,7 +93,16 @@ export class TwoLevelCache implements Cache {
     this.localVersions = new LRUCache<string, string>({ max: Math.max(1_000, options.maxEntries * 2) });
     const redis = options.redis;
     if (redis) {
-      redis.client.defineCommand('svcCacheRead', { numberOfKeys: 3, lua: READ });
+      const epoch = redis.key('c', 'epoch');
+      this.read = redis.batched<Read, [string, string | null]>({
+        name: 'svcCacheRead',
+        lua: READ,
+        encode: (reads) => ({
+          keys: [epoch, ...reads.flatMap((r) => [r.version, r.data])],
+          args: [VERSION_TTL_SECONDS, ...reads.flatMap((r) => [r.fresh, r.held])],
+        }),
+        decode: (reply, reads) => reads.map((_, i) => [reply[2 * i] as string, (reply[2 * i + 1] as string | null) ?? null]),
+      });
       // After the connection was lost, writes may have committed whose invalidation never reached
       // Redis (this instance's or another's), and a restarted Redis may hold older versions: every
       // instance that sees Redis come back moves the epoch, which makes every L1 and L2 entry of
@@ -98,18 +127,14 @@ export class TwoLevelCache implements Cache {
     if (this.owesEpoch) await this.moveEpoch();
     const held = this.l1.get(entry);
     let token: string;
-    let data: string | null | undefined;
+    let data: string | null;
     try {
-      const read = (redis.client as unknown as { svcCacheRead: ReadCommand }).svcCacheRead;
-      [token, data] = await read.call(
-        redis.client,
-        redis.key('c', 'epoch'),
-        redis.key('c', 'v', version),
-        redis.key('c', 'd', entry),
-        this.newToken(),
-        held?.token ?? '',
-        VERSION_TTL_SECONDS,
-      );
+      [token, data] = await this.read!({
+        version: redis.key('c', 'v', version),
+        data: redis.key('c', 'd', entry),
+        fresh: this.newToken(),
+        held: held?.token ?? '',
+      });
       redis.succeeded();
     } catch (err) {
       redis.failed(err as Error);
