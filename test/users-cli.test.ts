@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { migratedDatabase, query } from './helpers/db.js';
 import { svc } from './helpers/cli.js';
 import { verifyPassword } from '../src/domain/users/password.js';
+import { CursorCodec } from '../src/domain/shared/pagination.js';
 
 const counts = async (url: string) => {
   const [row] = await query<{ users: string; audit: string }>(url, 'select (select count(*) from users) as users, (select count(*) from audit_log) as audit');
@@ -192,5 +193,33 @@ test('svc users on PostgreSQL', async (t) => {
     const tampered = await run('users', 'list', '--after', `${after!.slice(0, -2)}xx`, '--json');
     assert.equal(tampered.code, 2);
     assert.match(tampered.json().error.message, /cursor/);
+  });
+
+  await t.test("a cursor of another list (the API's orders) or of other filters exits 2 saying so, naming --after", async () => {
+    const roleUser = await run('users', 'list', '--role', 'user', '--limit', '1', '--json');
+    assert.equal(roleUser.code, 0, roleUser.stderr);
+    const cursor: string = roleUser.json().pagination.cursor;
+    const next = await run('users', 'list', '--role', 'user', '--limit', '1', '--after', cursor, '--json');
+    assert.equal(next.code, 0, next.stderr);
+
+    const otherFilters = await run('users', 'list', '--after', cursor, '--json');
+    assert.equal(otherFilters.code, 2);
+    assert.match(otherFilters.json().error.message, /^the cursor was made with other filters/);
+    assert.equal(otherFilters.json().error.details.field, 'after');
+    const table = await run('users', 'list', '--role', 'admin', '--after', cursor);
+    assert.equal(table.code, 2);
+    assert.match(table.stderr, /other filters/);
+
+    // A cursor as GET /api/v2/orders hands it out on this database (signed with its key), at an order as new as a user.
+    const [secret] = await query<{ value: string }>(url, "select value from app_secrets where name = 'cursor'");
+    const [newest] = await query<{ created_at: Date }>(url, 'select created_at from users order by created_at desc limit 1');
+    const orders = new CursorCodec(Buffer.from(secret!.value, 'utf8')).encode(
+      { createdAt: newest!.created_at, id: 'ord_01ARYZ6S41TSV4RRFFQ69G5FAV' },
+      { list: 'orders', filters: { userId: 'usr_01ARYZ6S41TSV4RRFFQ69G5FAV' } },
+    );
+    const anotherList = await run('users', 'list', '--after', orders, '--json');
+    assert.equal(anotherList.code, 2);
+    assert.match(anotherList.json().error.message, /^the cursor belongs to another list \(orders\), not to the users list/);
+    assert.equal(anotherList.json().error.details.field, 'after');
   });
 });

@@ -238,7 +238,15 @@ export class OrdersService {
     if (input.createdTo) where.push(`o.created_at < ${params.add(input.createdTo)}`);
     return keysetPage<OrderRow, OrderView>(
       ctx,
-      { from: `select ${ORDER_COLUMNS} from orders o`, alias: 'o', where, params, limit, cursor: input.cursor },
+      {
+        from: `select ${ORDER_COLUMNS} from orders o`,
+        alias: 'o',
+        where,
+        params,
+        limit,
+        scope: { list: 'orders', filters: { userId, status: input.status, createdFrom: input.createdFrom, createdTo: input.createdTo } },
+        cursor: input.cursor,
+      },
       (row) => this.view(row),
     );
   }
