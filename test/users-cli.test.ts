@@ -81,6 +81,18 @@ test('svc users on PostgreSQL', async (t) => {
     const badLimit = await run('users', 'list', '--limit', '1000');
     assert.equal(badLimit.code, 2);
     assert.match(badLimit.stderr, /limit|1000/);
+
+    // An email is shown by every list of users: an escape sequence in it would run on the operator's terminal.
+    for (const email of ['eve\u001b[2J@example.com', 'eve@example.com\u009b31m', 'eve\u0007@example.com']) {
+      const control = await run('users', 'create', '--email', email, '--name', 'Eve', '--json');
+      assert.equal(control.code, 2, control.stdout);
+      assert.match(control.json().error.message, /^--email: the email must not contain a control character \(U\+00(1B|9B|07) at position \d+\)$/);
+      assert.equal(control.json().error.details.field, 'email');
+    }
+    const controlName = await run('users', 'create', '--email', 'eve@example.com', '--name', 'Eve\u001b[31m');
+    assert.equal(controlName.code, 2);
+    assert.match(controlName.stderr, /^Error: --name: the name must not contain a control character \(U\+001B at position 4\)/);
+    assert.equal(controlName.stderr.includes('\u001b'), false, 'no escape sequence reaches the terminal');
     assert.deepEqual(await counts(url), before);
   });
 
@@ -204,7 +216,7 @@ test('svc users on PostgreSQL', async (t) => {
 
     const otherFilters = await run('users', 'list', '--after', cursor, '--json');
     assert.equal(otherFilters.code, 2);
-    assert.match(otherFilters.json().error.message, /^the cursor was made with other filters/);
+    assert.match(otherFilters.json().error.message, /^--after: the cursor was made with other filters/);
     assert.equal(otherFilters.json().error.details.field, 'after');
     const table = await run('users', 'list', '--role', 'admin', '--after', cursor);
     assert.equal(table.code, 2);
@@ -219,7 +231,7 @@ test('svc users on PostgreSQL', async (t) => {
     );
     const anotherList = await run('users', 'list', '--after', orders, '--json');
     assert.equal(anotherList.code, 2);
-    assert.match(anotherList.json().error.message, /^the cursor belongs to another list \(orders\), not to the users list/);
+    assert.match(anotherList.json().error.message, /^--after: the cursor belongs to another list \(orders\), not to the users list/);
     assert.equal(anotherList.json().error.details.field, 'after');
   });
 });

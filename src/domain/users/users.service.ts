@@ -60,6 +60,8 @@ export const toUserView = (u: User): UserView => ({
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/;
 
 function checkEmail(raw: string): string {
+  // Before the form is checked: its refusal quotes the text, which must not carry an escape sequence to a terminal.
+  refuseControlCharacters(raw, 'email');
   const email = raw.trim();
   if (!EMAIL.test(email) || email.length > 254) {
     throw invalid(`"${raw}" is not an email address (expected name@example.com)`, { field: 'email' });
