@@ -3,7 +3,7 @@
 // without node_modules/.bin), re-exec with the Node 24 that package.json pins as an optional
 // dependency, or refuse with a message that says how to fix it.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -68,15 +68,32 @@ if (process.argv[2] === 'serve' && typeof process.execve === 'function') {
 // short command spends: `svc users list` on an embedded folder took 4.4 s of CPU, 1.8 s with
 // WebAssembly left to the baseline compiler (Liftoff), which runs the same code a little slower; on
 // a new folder 10.8 s, 7.0 s (npm run bench -- cli, wall: 3.3-3.7 s -> 1.3-1.5 s). The long-running
-// commands keep TurboFan for their steady state, and commands on PostgreSQL (DATABASE_URL) load no
-// WebAssembly. A V8 flag set at run time does not reach the WebAssembly compiler, so svc restarts in
-// place with it (about 0.1 s of CPU). Nor do the commands that never open a database (help, the version, the configuration, key files):
+// commands keep TurboFan for their steady state, and commands on PostgreSQL (DATABASE_URL, from the
+// environment, DATABASE_URL_FILE or the SVC_CONFIG file) load no WebAssembly. A V8 flag set at run
+// time does not reach the WebAssembly compiler, so svc restarts in place with it (about 0.1 s of
+// CPU). Nor do the commands that never open a database (help, the version, the configuration, key files):
 // the restart would only add its cost (npm run bench -- cli: svc --version 234 -> 425 ms).
 const NO_RESTART = new Set(['serve', 'worker', 'config', 'keys', 'help', '--help', '-h', '--version', '-v', '']);
 const WASM_FLAG = '--liftoff-only';
-const embedded = !process.env.DATABASE_URL && !process.env.DATABASE_URL_FILE;
+/**
+ * Whether svc's configuration sets DATABASE_URL: from the environment, a DATABASE_URL_FILE, or the
+ * JSON file named by SVC_CONFIG (as src/config.ts reads them, without loading it). A file that
+ * cannot be read or parsed counts as none: the command then stops on it, naming SVC_CONFIG.
+ */
+function databaseConfigured() {
+  if (process.env.DATABASE_URL || process.env.DATABASE_URL_FILE?.trim()) return true;
+  const file = process.env.SVC_CONFIG?.trim();
+  if (!file) return false;
+  try {
+    const parsed = /** @type {unknown} */ (JSON.parse(readFileSync(file, 'utf8')));
+    const value = parsed && typeof parsed === 'object' ? /** @type {Record<string, unknown>} */ (parsed).DATABASE_URL : undefined;
+    return value !== undefined && value !== null;
+  } catch {
+    return false;
+  }
+}
 const opensDatabase = !NO_RESTART.has(process.argv[2] ?? '') && !process.argv.includes('--help');
-if (embedded && opensDatabase && typeof process.execve === 'function' && !process.execArgv.includes(WASM_FLAG)) {
+if (opensDatabase && typeof process.execve === 'function' && !process.execArgv.includes(WASM_FLAG) && !databaseConfigured()) {
   process.execve(process.execPath, [process.execPath, WASM_FLAG, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
 }
 

@@ -58,6 +58,24 @@ for (const embedded of [false, true]) {
     assert.equal(fine.body.name, 'Thé 🍵 <b>&</b> 茶');
   });
 
+  test(`an order's SKU with a control character is a 400 naming the field, not a 500, and orders nothing (${where})`, async (t) => {
+    const { call } = await setup(t, embedded);
+    const created = await call('POST', '/products', { sku: 'TEA-1', name: 'Tea', price: 4.5, currency: 'USD', stock: 5 });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    for (const sku of ['TEA-1\u0000', '\u001b[2JTEA-1', 'TEA\u009b1']) {
+      const ordered = await call('POST', '/orders', {
+        paymentMethod: 'pm_card_visa',
+        items: [
+          { sku: 'TEA-1', quantity: 1 },
+          { sku, quantity: 1 },
+        ],
+      });
+      assertProblem(ordered, 400, 'invalid', /^items\[1\]\.sku must not contain a control character \(U\+00(00|1B|9B) at position \d\)$/, 'items[1].sku');
+    }
+    assert.deepEqual((await call('GET', '/orders')).body.data, []);
+    assert.equal((await call('GET', `/products/${created.body.id}`)).body.stock, 5);
+  });
+
   test(`a user search with a NUL character is a 400 naming the field, not a 500 (${where})`, async (t) => {
     const { ts, admin } = await setup(t, embedded);
     for (const search of ['%00', 'ad%00min']) {

@@ -58,6 +58,17 @@ test('svc users api-keys on PostgreSQL, used against svc serve on the same datab
     const noUser = await run('users', 'api-keys', 'create');
     assert.equal(noUser.code, 2);
     assert.match(noUser.stderr, /user/i);
+    // `svc users api-keys list` would send an escape sequence in a name to the terminal of whoever lists the keys.
+    for (const name of ['\u001b[2J\u001b]0;owned\u0007ci', 'ci\u009b31m', 'ci\tdeploy']) {
+      const control = await run('users', 'api-keys', 'create', 'ada@example.com', '--name', name, '--json');
+      assert.equal(control.code, 2, control.stdout);
+      assert.match(control.json().error.message, /^--name: the name must not contain a control character \(U\+00(1B|9B|09) at position \d+\)$/);
+      assert.equal(control.json().error.details.field, 'name');
+      const table = await run('users', 'api-keys', 'create', 'ada@example.com', '--name', name);
+      assert.equal(table.code, 2);
+      assert.match(table.stderr, /^Error: --name: the name must not contain a control character/);
+      assert.doesNotMatch(table.stderr.replace(/\n/g, ''), /\p{Cc}/u, 'no control character reaches the terminal');
+    }
     assert.equal((await query(db, 'select id from api_keys')).length, 2);
   });
 

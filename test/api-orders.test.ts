@@ -496,6 +496,55 @@ test('order pages walk every order once, newest first, while new orders arrive b
   }
 });
 
+test('a cursor continues only the list and the filters it came from: given to another list (users, products) or with other filters it is 400 saying so', async (t) => {
+  const { admin, alice, bob, call, product } = await setup(t);
+  await product('PEN-1', 100, 1000);
+  await product('PAD-1', 100, 1000);
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await call(alice, 'POST', '/orders', { body: { paymentMethod: 'pm_card_visa', items: [{ sku: 'PEN-1', quantity: 1 }] } });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    ids.push(res.body.id);
+  }
+  const cursorOf = async (user: UserView, path: string, version: 'v1' | 'v2' = 'v1'): Promise<string> => {
+    const res = await call(user, 'GET', path, { version });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.pagination.hasMore, true);
+    return res.body.pagination.cursor;
+  };
+  const orders = await cursorOf(alice, '/orders?limit=1', 'v2');
+  // v1 and v2 list the same orders in the same order (only money is shown differently): one list.
+  const next = await call(alice, 'GET', `/orders?limit=1&cursor=${orders}`, { version: 'v1' });
+  assert.equal(next.status, 200, JSON.stringify(next.body));
+  assert.deepEqual(
+    next.body.data.map((o: Json) => o.id),
+    [ids[1]],
+  );
+
+  const anotherList = /^the cursor belongs to another list \((orders|products|users)\)/;
+  for (const version of ['v1', 'v2'] as const) {
+    assertProblem(await call(admin, 'GET', `/users?cursor=${orders}`, { version }), 400, 'invalid', anotherList, 'cursor');
+    assertProblem(await call(alice, 'GET', `/products?cursor=${orders}`, { version }), 400, 'invalid', anotherList, 'cursor');
+  }
+  const products = await cursorOf(alice, '/products?limit=1');
+  const users = await cursorOf(admin, '/users?limit=1');
+  for (const cursor of [products, users]) {
+    assertProblem(await call(alice, 'GET', `/orders?cursor=${cursor}`), 400, 'invalid', anotherList, 'cursor');
+  }
+  assertProblem(await call(admin, 'GET', `/products?cursor=${users}`), 400, 'invalid', /another list \(users\)/, 'cursor');
+
+  // The same list with other filters: the cursor's position would skip or repeat rows there.
+  const otherFilters = /^the cursor was made with other filters/;
+  assertProblem(await call(alice, 'GET', `/orders?status=failed&cursor=${orders}`), 400, 'invalid', otherFilters, 'cursor');
+  assertProblem(await call(alice, 'GET', `/orders?createdFrom=2020-01-01T00:00:00Z&cursor=${orders}`), 400, 'invalid', otherFilters, 'cursor');
+  // Alice's orders are another list of orders than Bob's or than everyone's (an admin's).
+  assertProblem(await call(bob, 'GET', `/orders?cursor=${orders}`), 400, 'invalid', otherFilters, 'cursor');
+  assertProblem(await call(admin, 'GET', `/orders?cursor=${orders}`), 400, 'invalid', otherFilters, 'cursor');
+  assert.equal((await call(admin, 'GET', `/orders?userId=${alice.id}&limit=1&cursor=${orders}`)).status, 200);
+  assertProblem(await call(admin, 'GET', `/users?role=admin&cursor=${users}`), 400, 'invalid', otherFilters, 'cursor');
+  assertProblem(await call(admin, 'GET', `/products?active=false&cursor=${products}`), 400, 'invalid', otherFilters, 'cursor');
+});
+
 test('1,000 concurrent orders over HTTP for 10 units: exactly 10 succeed, the rest get 409 naming the SKU, stock ends at 0', async (t) => {
   const { ts, call, product } = await setup(t);
   const db = ts.databaseUrl!;

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
+import { createHmac } from 'node:crypto';
 import { newId, isId, ulid } from '../src/domain/shared/ids.js';
 import { CursorCodec } from '../src/domain/shared/pagination.js';
 import { DomainError } from '../src/domain/shared/errors.js';
@@ -18,13 +19,16 @@ test('ids carry their kind, read unambiguously and sort by creation time', () =>
 
 test('a cursor round-trips, and anything tampered with, truncated or signed with another key is invalid input', () => {
   const codec = new CursorCodec(Buffer.from('k'.repeat(32)));
+  const scope = { list: 'users', filters: { role: 'admin' } };
   const key = { createdAt: new Date('2026-11-20T10:30:00.000Z'), id: newId('usr') };
-  const cursor = codec.encode(key);
-  assert.deepEqual(codec.decode(cursor), key);
+  const cursor = codec.encode(key, scope);
+  assert.deepEqual(codec.decode(cursor, scope), key);
   const [payload, mac] = cursor.split('.') as [string, string];
   // A well-formed cursor for another position, with the original signature: refused.
-  const moved = Buffer.from(JSON.stringify(['2020-01-01T00:00:00.000Z', key.id])).toString('base64url');
-  const other = new CursorCodec(Buffer.from('x'.repeat(32))).encode(key);
+  const moved = Buffer.from(
+    JSON.stringify(['users', JSON.parse(Buffer.from(payload, 'base64url').toString())[1], '2020-01-01T00:00:00.000Z', key.id]),
+  ).toString('base64url');
+  const other = new CursorCodec(Buffer.from('x'.repeat(32))).encode(key, scope);
   for (const bad of [
     '',
     'not a cursor!',
@@ -36,11 +40,35 @@ test('a cursor round-trips, and anything tampered with, truncated or signed with
     `${payload}.${mac.slice(0, -1)}${mac.endsWith('A') ? 'B' : 'A'}`,
   ]) {
     assert.throws(
-      () => codec.decode(bad, 'after'),
-      (err: unknown) => err instanceof DomainError && err.code === 'invalid' && err.details.field === 'after',
+      () => codec.decode(bad, scope, 'after'),
+      (err: unknown) =>
+        err instanceof DomainError && err.code === 'invalid' && err.details.field === 'after' && /not one this service issued/.test(err.message),
       bad,
     );
   }
+});
+
+test('a cursor continues only the list and the filters it came from: elsewhere it is invalid input saying so', () => {
+  const codec = new CursorCodec(Buffer.from('k'.repeat(32)));
+  const key = { createdAt: new Date('2026-11-20T10:30:00.000Z'), id: newId('ord') };
+  const from = new Date('2026-11-01T00:00:00.000Z');
+  const orders = codec.encode(key, { list: 'orders', filters: { status: 'pending', createdFrom: from, userId: undefined } });
+  // The same filters in another order, a filter not given left out, a date as another Date: the same list.
+  assert.deepEqual(codec.decode(orders, { list: 'orders', filters: { createdFrom: new Date(from.getTime()), status: 'pending' } }), key);
+  const refused = (cursor: string, scope: Parameters<CursorCodec['decode']>[1], message: RegExp) =>
+    assert.throws(
+      () => codec.decode(cursor, scope),
+      (err: unknown) => err instanceof DomainError && err.code === 'invalid' && err.details.field === 'cursor' && message.test(err.message),
+    );
+  refused(orders, { list: 'users', filters: { status: 'pending' } }, /^the cursor belongs to another list \(orders\), not to the users list/);
+  refused(orders, { list: 'products' }, /belongs to another list \(orders\)/);
+  refused(orders, { list: 'orders', filters: { status: 'completed', createdFrom: from } }, /^the cursor was made with other filters/);
+  refused(orders, { list: 'orders', filters: { status: 'pending' } }, /other filters/);
+  refused(orders, { list: 'orders', filters: { status: 'pending', createdFrom: from, userId: newId('usr') } }, /other filters/);
+  // A cursor of the form before cursors named their list (position only), signed with this key: refused.
+  const position = Buffer.from(JSON.stringify([key.createdAt.toISOString(), key.id])).toString('base64url');
+  const legacy = `${position}.${createHmac('sha256', 'k'.repeat(32)).update(position).digest('base64url').slice(0, 22)}`;
+  refused(legacy, { list: 'orders' }, /not one this service issued/);
 });
 
 test('emails are masked for logs, keeping enough to tell them apart', () => {

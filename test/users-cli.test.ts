@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { migratedDatabase, query } from './helpers/db.js';
 import { svc } from './helpers/cli.js';
 import { verifyPassword } from '../src/domain/users/password.js';
+import { CursorCodec } from '../src/domain/shared/pagination.js';
 
 const counts = async (url: string) => {
   const [row] = await query<{ users: string; audit: string }>(url, 'select (select count(*) from users) as users, (select count(*) from audit_log) as audit');
@@ -80,6 +81,18 @@ test('svc users on PostgreSQL', async (t) => {
     const badLimit = await run('users', 'list', '--limit', '1000');
     assert.equal(badLimit.code, 2);
     assert.match(badLimit.stderr, /limit|1000/);
+
+    // An email is shown by every list of users: an escape sequence in it would run on the operator's terminal.
+    for (const email of ['eve\u001b[2J@example.com', 'eve@example.com\u009b31m', 'eve\u0007@example.com']) {
+      const control = await run('users', 'create', '--email', email, '--name', 'Eve', '--json');
+      assert.equal(control.code, 2, control.stdout);
+      assert.match(control.json().error.message, /^--email: the email must not contain a control character \(U\+00(1B|9B|07) at position \d+\)$/);
+      assert.equal(control.json().error.details.field, 'email');
+    }
+    const controlName = await run('users', 'create', '--email', 'eve@example.com', '--name', 'Eve\u001b[31m');
+    assert.equal(controlName.code, 2);
+    assert.match(controlName.stderr, /^Error: --name: the name must not contain a control character \(U\+001B at position 4\)/);
+    assert.equal(controlName.stderr.includes('\u001b'), false, 'no escape sequence reaches the terminal');
     assert.deepEqual(await counts(url), before);
   });
 
@@ -192,5 +205,33 @@ test('svc users on PostgreSQL', async (t) => {
     const tampered = await run('users', 'list', '--after', `${after!.slice(0, -2)}xx`, '--json');
     assert.equal(tampered.code, 2);
     assert.match(tampered.json().error.message, /cursor/);
+  });
+
+  await t.test("a cursor of another list (the API's orders) or of other filters exits 2 saying so, naming --after", async () => {
+    const roleUser = await run('users', 'list', '--role', 'user', '--limit', '1', '--json');
+    assert.equal(roleUser.code, 0, roleUser.stderr);
+    const cursor: string = roleUser.json().pagination.cursor;
+    const next = await run('users', 'list', '--role', 'user', '--limit', '1', '--after', cursor, '--json');
+    assert.equal(next.code, 0, next.stderr);
+
+    const otherFilters = await run('users', 'list', '--after', cursor, '--json');
+    assert.equal(otherFilters.code, 2);
+    assert.match(otherFilters.json().error.message, /^--after: the cursor was made with other filters/);
+    assert.equal(otherFilters.json().error.details.field, 'after');
+    const table = await run('users', 'list', '--role', 'admin', '--after', cursor);
+    assert.equal(table.code, 2);
+    assert.match(table.stderr, /other filters/);
+
+    // A cursor as GET /api/v2/orders hands it out on this database (signed with its key), at an order as new as a user.
+    const [secret] = await query<{ value: string }>(url, "select value from app_secrets where name = 'cursor'");
+    const [newest] = await query<{ created_at: Date }>(url, 'select created_at from users order by created_at desc limit 1');
+    const orders = new CursorCodec(Buffer.from(secret!.value, 'utf8')).encode(
+      { createdAt: newest!.created_at, id: 'ord_01ARYZ6S41TSV4RRFFQ69G5FAV' },
+      { list: 'orders', filters: { userId: 'usr_01ARYZ6S41TSV4RRFFQ69G5FAV' } },
+    );
+    const anotherList = await run('users', 'list', '--after', orders, '--json');
+    assert.equal(anotherList.code, 2);
+    assert.match(anotherList.json().error.message, /^--after: the cursor belongs to another list \(orders\), not to the users list/);
+    assert.equal(anotherList.json().error.details.field, 'after');
   });
 });

@@ -125,6 +125,16 @@ export abstract class SvcCommand extends Command {
     }
   }
 
+  /**
+   * Invalid input whose field is one of this command's flags names the flag as the operator typed it
+   * (`--name: the name must not ...`): the services name fields, and a flag is named as its field.
+   */
+  private namingFlag(code: string, message: string, details: Record<string, unknown> | undefined): string {
+    const field = details?.field;
+    if (code !== 'invalid' || typeof field !== 'string' || !Object.hasOwn(this.ctor.flags ?? {}, field) || message.includes(`--${field}`)) return message;
+    return `--${field}: ${message}`;
+  }
+
   private async report(err: Error & { oclif?: { exit?: number } }): Promise<ErrorReport> {
     const { ConfigError } = await import('../config.js');
     const { DomainError } = await import('../domain/shared/errors.js');
@@ -135,7 +145,7 @@ export abstract class SvcCommand extends Command {
     const translated = translateDatabaseError(err);
     if (translated instanceof DomainError) {
       const e = translated;
-      return { code: e.code, message: e.message, exitCode: exitCodeFor(e.code), details: e.details };
+      return { code: e.code, message: this.namingFlag(e.code, e.message, e.details), exitCode: exitCodeFor(e.code), details: e.details };
     }
     if (err instanceof Errors.CLIError && (err.oclif?.exit === 2 || err.name.includes('Parse') || /flag|argument/i.test(err.message))) {
       return { code: 'invalid', message: parseErrorMessage(err.message), exitCode: EXIT.invalid };

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { LockMode } from '@mikro-orm/core';
 import type { Ctx } from '../shared/context.js';
 import { invalid, notFound } from '../shared/errors.js';
+import { refuseControlCharacters } from '../shared/text.js';
 import { isId } from '../shared/ids.js';
 import { audit } from '../audit/audit.js';
 import type { UsersService } from '../users/users.service.js';
@@ -57,6 +58,8 @@ export class ApiKeysService {
   async create(ctx: Ctx, input: { user: string; name?: string }): Promise<CreatedApiKey> {
     const name = (input.name ?? 'default').trim();
     if (name.length < 1 || name.length > 100) throw invalid('the key name must be 1 to 100 characters', { field: 'name' });
+    // `svc users api-keys list` shows it to an operator.
+    refuseControlCharacters(name, 'name');
     const user = await this.users.get(ctx, input.user);
     // 32 random bytes: 43 characters of base64url, the form the authenticator accepts.
     const secret = randomBytes(32).toString('base64url');

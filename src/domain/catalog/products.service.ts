@@ -135,6 +135,7 @@ export class ProductsService {
           where,
           params,
           limit,
+          scope: { list: 'products', filters: { active } },
           cursor: input.cursor,
           primary: true,
         },

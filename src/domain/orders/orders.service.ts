@@ -3,6 +3,7 @@ import { conflict, DomainError, invalid, notFound } from '../shared/errors.js';
 import { keysetPage, pageLimit, type Page } from '../shared/pagination.js';
 import { newId } from '../shared/ids.js';
 import { Params, type Sql } from '../shared/sql.js';
+import { refuseControlCharacters } from '../shared/text.js';
 import { audit } from '../audit/audit.js';
 import { emit, OUTBOX_INSERT } from '../events/emit.js';
 import type { Viewer } from '../auth/principal.js';
@@ -160,6 +161,8 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
   items.forEach((item, i) => {
     if (typeof item.sku !== 'string' || item.sku.length < 1 || item.sku.length > 64)
       throw invalid(`items[${i}].sku must be 1 to 64 characters`, { field: `items[${i}].sku` });
+    // PostgreSQL cannot take a NUL even to look a SKU up (it was a 500), and the refusal of an unknown SKU quotes it.
+    refuseControlCharacters(item.sku, `items[${i}].sku`, `items[${i}].sku`);
     if (!Number.isInteger(item.quantity) || item.quantity < 1 || item.quantity > MAX_QUANTITY) {
       throw invalid(`items[${i}].quantity must be an integer from 1 to ${MAX_QUANTITY}`, { field: `items[${i}].quantity` });
     }
@@ -238,7 +241,15 @@ export class OrdersService {
     if (input.createdTo) where.push(`o.created_at < ${params.add(input.createdTo)}`);
     return keysetPage<OrderRow, OrderView>(
       ctx,
-      { from: `select ${ORDER_COLUMNS} from orders o`, alias: 'o', where, params, limit, cursor: input.cursor },
+      {
+        from: `select ${ORDER_COLUMNS} from orders o`,
+        alias: 'o',
+        where,
+        params,
+        limit,
+        scope: { list: 'orders', filters: { userId, status: input.status, createdFrom: input.createdFrom, createdTo: input.createdTo } },
+        cursor: input.cursor,
+      },
       (row) => this.view(row),
     );
   }

@@ -5,12 +5,16 @@ import { invalid } from './errors.js';
 const CONTROL = /\p{Cc}/u;
 const CONTROLS = /\p{Cc}/gu;
 
-/** Refuses text a person typed (a name, a search) that holds a control character, naming the field and the character. */
-export function refuseControlCharacters(text: string, field: string): void {
+/**
+ * Refuses text a person typed (a name, an email, a search, an API key's name, a SKU) that holds a
+ * control character, tab and line break included (none of svc's free text is more than one line),
+ * naming the field (`what` is how the message calls it) and the character.
+ */
+export function refuseControlCharacters(text: string, field: string, what = `the ${field}`): void {
   const found = CONTROL.exec(text);
   if (found) {
     const code = found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
-    throw invalid(`the ${field} must not contain a control character (U+${code} at position ${found.index + 1})`, { field });
+    throw invalid(`${what} must not contain a control character (U+${code} at position ${found.index + 1})`, { field });
   }
 }
 

@@ -60,6 +60,8 @@ export const toUserView = (u: User): UserView => ({
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/;
 
 function checkEmail(raw: string): string {
+  // Before the form is checked: its refusal quotes the text, which must not carry an escape sequence to a terminal.
+  refuseControlCharacters(raw, 'email');
   const email = raw.trim();
   if (!EMAIL.test(email) || email.length > 254) {
     throw invalid(`"${raw}" is not an email address (expected name@example.com)`, { field: 'email' });
@@ -148,19 +150,22 @@ export class UsersService {
     const where: Record<string, unknown>[] = [];
     if (input.role !== undefined) where.push({ role: checkRole(input.role) });
     if (input.status !== undefined) where.push({ status: checkStatus(input.status) });
+    let search: string | undefined;
     if (input.search !== undefined && input.search.trim() !== '') {
       refuseControlCharacters(input.search, 'search');
-      const term = `%${input.search.trim().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      search = input.search.trim();
+      const term = `%${search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push({ $or: [{ email: { $ilike: term } }, { name: { $ilike: term } }] });
     }
+    const scope = { list: 'users', filters: { role: input.role, status: input.status, search } };
     const cursors = await ctx.cursors();
-    if (input.after !== undefined) where.push(afterCursor(cursors.decode(input.after, 'after')));
-    if (input.cursor !== undefined) where.push(afterCursor(cursors.decode(input.cursor, 'cursor')));
+    if (input.after !== undefined) where.push(afterCursor(cursors.decode(input.after, scope, 'after')));
+    if (input.cursor !== undefined) where.push(afterCursor(cursors.decode(input.cursor, scope, 'cursor')));
     const rows = await ctx.em.find(User, where.length ? { $and: where } : {}, {
       orderBy: { createdAt: 'desc', id: 'desc' },
       limit: limit + 1,
     });
-    return toPage(rows, limit, toUserView, cursors, (user) => user);
+    return toPage(rows, limit, toUserView, cursors, scope, (user) => user);
   }
 
   /** Changes a user's role; setting the role they already have changes nothing. */
