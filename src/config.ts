@@ -258,7 +258,7 @@ export const configSchema = {
   } satisfies KeySpec<string>,
   SVC_ACTOR: {
     doc: 'Who operator commands act as in the audit log (default cli:<os user>)',
-    parser: text('a name such as cli:alice, 1 to 100 characters without spaces', /^\S{1,100}$/),
+    parser: text('a name such as cli:alice, 1 to 100 characters without spaces or control characters', /^[^\s\p{Cc}]{1,100}$/u),
     default: defaultActor,
   } satisfies KeySpec<string>,
   HOST: {

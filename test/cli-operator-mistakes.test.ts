@@ -82,6 +82,21 @@ test('svc users list and show print control characters of stored names escaped, 
   assert.equal(json.json().name, 'Eve\u001b[2J\u001b]0;owned\u0007\u009b');
 });
 
+test('error messages that quote what was typed show its control characters escaped; SVC_ACTOR refuses them (exit 78)', async (t) => {
+  const db = await migratedDatabase(t);
+  const typed = 'nobody\u001b]0;owned\u0007@example.com';
+  const show = await svc(['users', 'show', typed], { env: { DATABASE_URL: db } });
+  assert.equal(show.code, 3, show.stderr);
+  assert.doesNotMatch(show.stderr.replaceAll('\n', ''), /\p{Cc}/u);
+  assert.match(show.stderr, /nobody\\u001b\]0;owned\\u0007@example\.com/);
+
+  const actor = await svc(['users', 'create', '--email', 'ada@example.com', '--name', 'Ada'], { env: { DATABASE_URL: db, SVC_ACTOR: 'cli:\u001b[31mroot' } });
+  assert.equal(actor.code, 78, actor.stderr);
+  assert.match(actor.stderr, /SVC_ACTOR.*invalid.*control characters/);
+  assert.doesNotMatch(actor.stderr.replaceAll('\n', ''), /\p{Cc}/u);
+  assert.deepEqual(await query(db, 'select id from users'), [], 'nothing written');
+});
+
 test('a command that does not exist exits 2: with --json, the refusal is the JSON document every command prints on stdout', async () => {
   const json = await svc(['nosuch', '--json']);
   assert.equal(json.code, 2, json.stderr);

@@ -114,7 +114,10 @@ export abstract class SvcCommand extends Command {
     // The log lines of this turn first (the logger writes them at its end): stderr keeps its order.
     const { flushLogs } = await import('../logger.js');
     flushLogs();
-    process.stderr.write(`Error: ${report.message}${hint}\n`);
+    // A message may quote what was typed or stored (an id, an email, a file's name): its control
+    // characters are shown escaped, never run by the terminal. (--json output is JSON-escaped already.)
+    const { escapeControlCharacters } = await import('../domain/shared/text.js');
+    process.stderr.write(`Error: ${escapeControlCharacters(report.message)}${hint}\n`);
   }
 
   override async finally(err: Error | undefined): Promise<void> {
