@@ -10,6 +10,7 @@ import type { App } from '../src/app.js';
 import type { EventMessage } from '../src/domain/events/events.js';
 import { transition } from '../src/domain/orders/order-state.js';
 import { PaymentUnavailable, type PaymentProvider } from '../src/domain/payments/payment-provider.js';
+import { DomainError } from '../src/domain/shared/errors.js';
 import { newId } from '../src/domain/shared/ids.js';
 import { ConsumerRunner, ProviderUnavailable, type Outcome } from '../src/worker/consumer.js';
 import { MAX_PAYMENT_ATTEMPTS, paymentsConsumer } from '../src/worker/consumers/payments.js';
@@ -107,14 +108,14 @@ async function state(w: World, orderId: string) {
 }
 
 /** The payments consumer on the real runner and RabbitMQ (a prefix of the test's own, tiny retry delays). */
-async function runner(t: TestContext, w: World, payments: PaymentProvider) {
+async function runner(t: TestContext, w: World, payments: PaymentProvider, retryDelaysMs: readonly number[] = [20, 50, 100, 200, 400]) {
   const rabbit = await rabbitFor(t);
   const r = new ConsumerRunner(paymentsConsumer({ payments }), {
     transport: rabbit,
     context: (input) => w.app.context(input),
     logger: silent,
     prefetch: 4,
-    retryDelaysMs: [20, 50, 100, 200, 400],
+    retryDelaysMs,
   });
   const outcomes: Outcome[] = [];
   const waiters: { pred: () => boolean; resolve: () => void }[] = [];
@@ -128,6 +129,8 @@ async function runner(t: TestContext, w: World, payments: PaymentProvider) {
   return {
     rabbit,
     outcomes,
+    /** Resolves once a delivery was settled with this outcome. */
+    settledAs: (outcome: Outcome) => until(() => outcomes.includes(outcome)),
     /** Resolves when `n` deliveries were settled for good (processed, duplicate or dead-lettered): never waits forever. */
     done: (n: number) => until(() => outcomes.filter((o) => o !== 'retry' && o !== 'deferred').length >= n),
   };
@@ -243,6 +246,36 @@ test('a timeout after Stripe charged is retried with the same key and completes 
   assert.deepEqual(
     s.payments.map((p) => [p.attempt, p.status]),
     [[1, 'succeeded']],
+  );
+});
+
+test('a cancel while the payment waits after Stripe timed out (having charged) is refused: the order stays processing and the retry completes it, one charge', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  // The retry waits a second: time for the customer, who sees the order still unpaid, to cancel it.
+  const r = await runner(t, w, payments, [1_000, 2_000]);
+  const message = await order(w, 'pm_card_visa');
+  fake.delayNext({ ms: 3_000, route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.settledAs('deferred');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1, 'Stripe charged the card before the answer timed out');
+  assert.equal((await state(w, message.aggregateId)).status, 'processing', 'the order is not pending while its payment is in doubt');
+  await assert.rejects(
+    w.app.orders.cancel(w.app.context({ actor: w.userId }), { viewer: { userId: w.userId, role: 'user' }, id: message.aggregateId }),
+    (err: unknown) => err instanceof DomainError && err.code === 'conflict' && /processing/.test(err.message),
+  );
+  await r.done(1);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock], ['completed', 8]);
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.idempotency_key, p.status]),
+    [[1, `pay:${message.aggregateId}:1`, 'succeeded']],
+  );
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);
+  assert.deepEqual(
+    s.events.map((e) => e.type),
+    ['order.completed'],
   );
 });
 
