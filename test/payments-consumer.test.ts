@@ -279,6 +279,32 @@ test('a cancel while the payment waits after Stripe timed out (having charged) i
   );
 });
 
+test('a stored 500 after Stripe charged, while its search still lags: the order stays processing (a cancel is refused) until the search finds the payment', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t, { searchLagMs: 60_000 });
+  const r = await runner(t, w, payments, [1_000, 2_000, 4_000]);
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ afterExecution: true, route: PI_ROUTE });
+  fake.setSearchLag(60_000);
+  await r.rabbit.publish([message]);
+  await r.settledAs('retry');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1, 'Stripe charged before its 500');
+  assert.equal((await state(w, message.aggregateId)).status, 'processing', 'the order is not pending while its payment is in doubt');
+  await assert.rejects(
+    w.app.orders.cancel(w.app.context({ actor: w.userId }), { viewer: { userId: w.userId, role: 'user' }, id: message.aggregateId }),
+    (err: unknown) => err instanceof DomainError && err.code === 'conflict' && /processing/.test(err.message),
+  );
+  fake.setSearchLag(0);
+  await r.done(1);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock], ['completed', 8]);
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [[1, 'succeeded']],
+  );
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+});
+
 test('a stored 500 after Stripe charged: findCharge finds the payment and the order completes, one charge', async (t) => {
   const w = await world(t);
   const { fake, payments } = await stripe(t);

@@ -15,10 +15,10 @@ export interface ConsumerDefinition {
    * Does the consumer's work for one event, in the transaction that also records the message as
    * processed (ctx.em is that transaction's): both commit or neither does. Throw to retry later;
    * throw a PermanentFailure (or a DomainError `invalid`/`unprocessable`) when retrying cannot help.
-   * Return a CommitAndDefer when the work done so far must commit although the message must be
-   * handled again once a provider is back (see CommitAndDefer).
+   * Return a CommitAndWait when the work done so far must commit although the message must be
+   * handled again later (see CommitAndWait).
    */
-  handle(ctx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndDefer>;
+  handle(ctx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait>;
   /** Events the handler may emit (in its transaction): after such a message commits, the runner calls `emitted`. */
   emits?: readonly EventType[];
   /**
@@ -92,16 +92,17 @@ export class ProviderUnavailable extends Error {
 }
 
 /**
- * What a handler returns when its provider must be waited for, as when it throws ProviderUnavailable,
- * but what it wrote must not roll back: the runner commits the transaction without the message's
- * inbox row (so the message is handled again), then defers the message. The payments consumer's
- * case: a charge whose outcome is unknown (a timeout, a lost answer) may have taken the customer's
- * money, so the order must stay `processing` with the attempt's key stored (never back to
- * `pending`, where a cancellation would put its stock back and the retry find nothing to pay),
- * without letting go of the order's lock in between.
+ * What a handler returns when the message must be handled again later (its `reason`, as if thrown:
+ * a ProviderUnavailable defers it, another error retries it or dead-letters it) but what it wrote
+ * must not roll back: the runner commits the transaction without the message's inbox row (so the
+ * message is handled again), then settles the message by the reason. The payments consumer's case:
+ * a charge whose outcome is unknown (a timeout, a lost answer, a stored 500 that Stripe's search
+ * cannot explain yet) may have taken the customer's money, so the order must stay `processing`
+ * with the attempt's key stored, never back to `pending`, where a cancellation would put its stock
+ * back and the retry find nothing to pay; and without letting go of the order's lock in between.
  */
-export class CommitAndDefer {
-  constructor(readonly reason: ProviderUnavailable) {}
+export class CommitAndWait {
+  constructor(readonly reason: unknown) {}
 }
 
 const INBOX_INSERT = 'insert into processed_messages (consumer, message_id, processed_at)';
@@ -232,7 +233,7 @@ export class ConsumerRunner {
   private async handle(delivery: Delivery, message: EventMessage): Promise<Outcome> {
     const log = this.logger.child({ messageId: message.id, type: message.type, attempt: delivery.attempts + 1 });
     const ctx = this.options.context({ actor: `worker:${this.consumer.name}`, traceId: traceIdOf(message.traceparent) });
-    let outcome: 'processed' | 'duplicate' | CommitAndDefer;
+    let outcome: 'processed' | 'duplicate' | CommitAndWait;
     try {
       outcome = await inTransaction(ctx, async (tx) => {
         // The inbox row first (alone, or with the handler's first statement), so that a second
@@ -263,8 +264,8 @@ export class ConsumerRunner {
     } catch (err) {
       return this.failed(delivery, err, log);
     }
-    // Committed, the inbox row left out: the message waits for its provider, as a thrown ProviderUnavailable does.
-    if (outcome instanceof CommitAndDefer) return this.failed(delivery, outcome.reason, log);
+    // Committed, the inbox row left out: the message is settled as if its reason had been thrown.
+    if (outcome instanceof CommitAndWait) return this.failed(delivery, outcome.reason, log);
     if (outcome === 'processed' && this.consumer.emits?.length) this.options.emitted?.();
     await delivery.ack();
     if (outcome === 'duplicate') log.info('already processed; acknowledged without effect');
@@ -272,9 +273,9 @@ export class ConsumerRunner {
     return outcome;
   }
 
-  /** 'processed', or a CommitAndDefer with the message's inbox row taken out again (the transaction commits without it). */
-  private async handled(tx: Ctx, message: EventMessage, result: void | CommitAndDefer): Promise<'processed' | CommitAndDefer> {
-    if (!(result instanceof CommitAndDefer)) return 'processed';
+  /** 'processed', or a CommitAndWait with the message's inbox row taken out again (the transaction commits without it). */
+  private async handled(tx: Ctx, message: EventMessage, result: void | CommitAndWait): Promise<'processed' | CommitAndWait> {
+    if (!(result instanceof CommitAndWait)) return 'processed';
     await tx.sql('delete from processed_messages where consumer = $1 and message_id = $2', [this.consumer.name, message.id]);
     return result;
   }

@@ -6,7 +6,7 @@ import { markUnknown, outcomeUpdate, startAttempt, takeForPayment, takenForPayme
 import { versions } from '../../domain/shared/cache.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import type { Params } from '../../domain/shared/sql.js';
-import { CommitAndDefer, defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
+import { CommitAndWait, defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
 
 /** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
 export const MAX_PAYMENT_ATTEMPTS = 5;
@@ -46,9 +46,10 @@ export const PAYMENTS_CONSUMER = 'payments';
  * connection refused, rate limited, a refused API key) → thrown as ProviderUnavailable: the runner
  * defers the message (it waits as long as the outage lasts, not counted as a failed attempt) and
  * retries with the same key. When that unavailable call may have charged (a timeout, a lost
- * connection, a 5xx Stripe says to retry, 409 in flight) the run returns CommitAndDefer instead:
- * the order stays `processing` with the attempt row and its key committed (no cancellation can put
- * its stock back while the money may be at Stripe), and the message is deferred all the same. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
+ * connection, a 5xx Stripe says to retry, 409 in flight), or a stored failure's search cannot say
+ * yet whether it did (see below), the run returns CommitAndWait instead: the order stays
+ * `processing` with the attempt rows and their keys committed (no cancellation can put its stock
+ * back while the money may be at Stripe), and the message waits all the same. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
  * payment found decides the order; none → the attempt is marked `unknown` and the next key is
  * tried at once, in the same run (throwing would roll the mark back and loop on the dead key).
  * After MAX_PAYMENT_ATTEMPTS new stored failures (or the circuit opening meanwhile) the run throws
@@ -87,7 +88,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // when it has none; no row when it is gone, cancelled or already decided (nothing to do), or
     // when the message is a duplicate.
     first: (message) => takeForPayment({ orderId: message.aggregateId, statuses: PAYABLE, provider: payments.name }),
-    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndDefer> {
+    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait> {
       try {
         return await pay(tx, message, first);
       } catch (err) {
@@ -97,7 +98,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
   });
   return consumer;
 
-  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void | CommitAndDefer> {
+  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void | CommitAndWait> {
     const orderId = message.aggregateId;
     const order = takenForPayment(await firstRows(tx, consumer, message, first));
     if (!order) return;
@@ -135,11 +136,17 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         // money may be at Stripe; the message waits and sends the same key again. (Rolled back, the
         // order would be pending again, and a cancellation would leave the retry nothing to pay.)
         if (err instanceof PaymentUnavailable && err.details.keyReusable && (err.details.outcome === 'unknown' || err.details.reason === 'in_flight')) {
-          return new CommitAndDefer(waitingForProvider(err) as ProviderUnavailable);
+          return new CommitAndWait(waitingForProvider(err));
         }
         if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
-        // The key holds a stored failure: did the payment happen?
-        outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
+        // The key holds a stored failure: did the payment happen? Until the search can say (it lags
+        // behind, the payment is still processing, Stripe is away), it is in doubt as above.
+        try {
+          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
+        } catch (searchErr) {
+          if (searchErr instanceof PaymentUnavailable) return new CommitAndWait(waitingForProvider(searchErr));
+          throw searchErr;
+        }
         if (!outcome) {
           await markUnknown(tx, attempt.id, err.message);
           if (!err.details.replayed) fresh++;
