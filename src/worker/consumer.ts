@@ -363,6 +363,8 @@ function traceIdOf(traceparent: string | undefined): string | undefined {
   return traceparent ? TRACEPARENT.exec(traceparent)?.[1] : undefined;
 }
 
+const ID = /^[A-Za-z0-9_-]+$/;
+
 /** The event envelope in a message body, checked field by field; throws saying what is wrong. */
 export function parseEnvelope(body: Buffer, accepted: readonly EventType[]): EventMessage {
   let value: unknown;
@@ -378,11 +380,18 @@ export function parseEnvelope(body: Buffer, accepted: readonly EventType[]): Eve
     if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new Error(`${key} is missing or not a string of 1 to ${max} characters`);
     return v;
   };
-  const id = text('id', 64);
+  // svc's ids (`evt_…`, `ord_…`) are letters, digits and `_`: anything else was not made by svc, and a
+  // NUL, which PostgreSQL cannot store, would fail every attempt rather than this check once.
+  const anId = (key: string) => {
+    const v = text(key, 64);
+    if (!ID.test(v)) throw new Error(`${key} is not an id (letters, digits, _ and -)`);
+    return v;
+  };
+  const id = anId('id');
   const type = text('type', 80);
   if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new Error(`type ${type} is not an event svc knows`);
   if (!(accepted as readonly string[]).includes(type)) throw new Error(`type ${type} is not one this consumer listens to`);
-  const aggregateId = text('aggregateId', 64);
+  const aggregateId = anId('aggregateId');
   const occurredAt = text('occurredAt', 40);
   if (Number.isNaN(Date.parse(occurredAt))) throw new Error('occurredAt is not a timestamp');
   const payload = m.payload;
