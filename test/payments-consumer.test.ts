@@ -4,11 +4,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import Stripe from 'stripe';
 import { SimulatedPayments } from '../src/adapters/simulated-payments.js';
 import { StripePayments, type StripePaymentsOptions } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
 import type { EventMessage } from '../src/domain/events/events.js';
 import { transition } from '../src/domain/orders/order-state.js';
+import { receiveStripeEvent, type StripeEvent } from '../src/domain/payments/stripe-webhooks.js';
 import { PaymentUnavailable, type PaymentProvider } from '../src/domain/payments/payment-provider.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { newId } from '../src/domain/shared/ids.js';
@@ -277,6 +279,26 @@ test('a cancel while the payment waits after Stripe timed out (having charged) i
     s.events.map((e) => e.type),
     ['order.completed'],
   );
+});
+
+test('a full refund made in Stripe while the payment waits (its webhook recorded): the retry that completes the order leaves it refunded', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const r = await runner(t, w, payments, [1_000, 2_000]);
+  const message = await order(w, 'pm_card_visa');
+  fake.delayNext({ ms: 3_000, route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.settledAs('deferred');
+  // The customer asked for their money back; an operator refunds the charge in Stripe's dashboard.
+  const [pi] = fake.paymentIntents().filter((p) => p.metadata.order_id === message.aggregateId);
+  await new Stripe(FAKE_STRIPE_SECRET_KEY, { ...fake.sdkOptions, maxNetworkRetries: 0 }).refunds.create({ payment_intent: pi!.id });
+  const refunded = fake.events.find((e) => e.type === 'charge.refunded' && e.data.object.payment_intent === pi!.id)!;
+  const received = await receiveStripeEvent(w.app.context({ actor: 'webhook:stripe' }), refunded as unknown as StripeEvent);
+  assert.equal(received.outcome, 'applied');
+  await r.done(1);
+  const [o] = await query<{ status: string; refunded_amount: string }>(w.db, 'select status, refunded_amount from orders where id = $1', [message.aggregateId]);
+  assert.deepEqual([o!.status, Number(o!.refunded_amount)], ['refunded', 4950]);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
 });
 
 test('a stored 500 after Stripe charged, while its search still lags: the order stays processing (a cancel is refused) until the search finds the payment', async (t) => {

@@ -2,7 +2,15 @@ import type { EventMessage } from '../../domain/events/events.js';
 import { transition } from '../../domain/orders/order-state.js';
 import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
-import { markUnknown, outcomeUpdate, startAttempt, takeForPayment, takenForPayment, type PaymentAttempt } from '../../domain/payments/payments.js';
+import {
+  markUnknown,
+  outcomeUpdate,
+  startAttempt,
+  takeForPayment,
+  takenForPayment,
+  type OrderToPay,
+  type PaymentAttempt,
+} from '../../domain/payments/payments.js';
 import { versions } from '../../domain/shared/cache.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import type { Params } from '../../domain/shared/sql.js';
@@ -105,7 +113,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     await tx.changed(versions.order(orderId));
     const { attempts, started, paymentMethod } = order;
     const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
-    if (decided) return settle(tx, orderId, fromAttempt(decided));
+    if (decided) return settle(tx, order, orderId, fromAttempt(decided));
     if (!paymentMethod) {
       return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
     }
@@ -155,7 +163,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       }
       firstSent.delete(attempt.idempotencyKey);
       // The attempt's outcome recorded in the statement that moves the order (one round trip).
-      return settle(tx, orderId, outcome, attempt.id);
+      return settle(tx, order, orderId, outcome, attempt.id);
     }
     throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
   }
@@ -176,12 +184,18 @@ function waitingForProvider(err: unknown): unknown {
   });
 }
 
-/** Completes or fails the order by the outcome; with `paymentId`, records the outcome on that attempt in the same statement. */
-async function settle(tx: Ctx, orderId: string, outcome: ChargeOutcome, paymentId?: string): Promise<void> {
+/**
+ * Completes or fails the order by the outcome; with `paymentId`, records the outcome on that attempt in the same statement.
+ * A paid order whose total the webhooks recorded as refunded meanwhile (an operator refunded the charge in Stripe while
+ * its outcome was in doubt) moves on to `refunded`, as the webhook's own success would have moved it.
+ */
+async function settle(tx: Ctx, order: OrderToPay, orderId: string, outcome: ChargeOutcome, paymentId?: string): Promise<void> {
   const alongside = paymentId === undefined ? {} : { alongside: (p: Params) => outcomeUpdate(p, paymentId, outcome) };
   if (paymentId !== undefined) await tx.changed(versions.order(orderId));
-  if (outcome.status === 'succeeded') await transition(tx, orderId, 'completed', alongside);
-  else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason, ...alongside });
+  if (outcome.status === 'succeeded') {
+    await transition(tx, orderId, 'completed', alongside);
+    if (Number(order.total) > 0 && order.refundedAmount >= Number(order.total)) await transition(tx, orderId, 'refunded');
+  } else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason, ...alongside });
 }
 
 function fromAttempt(a: PaymentAttempt): ChargeOutcome {
