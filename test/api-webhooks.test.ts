@@ -574,6 +574,32 @@ test('Stripe webhooks', async (t) => {
     },
   );
 
+  await t.test(
+    "the refund of a charge that is not the order's payment (another currency or amount, made outside svc) leaves the order's refunded amount alone",
+    async () => {
+      const orderId = await pendingOrder(w);
+      const paid = eventOf(w, 'payment_intent.succeeded', await charge(w, orderId));
+      assertReceived(await deliver(w, paid), paid, 'applied');
+      const euros = await w.stripe.paymentIntents.create({
+        amount: TOTAL,
+        currency: 'eur',
+        payment_method: 'pm_card_visa',
+        confirm: true,
+        off_session: true,
+        metadata: { order_id: orderId },
+      });
+      await w.stripe.refunds.create({ payment_intent: euros.id });
+      const refunded = eventOf(w, 'charge.refunded', euros.id);
+      assertReceived(await deliver(w, refunded), refunded, 'ignored');
+      const state = await orderState(w, orderId);
+      assert.deepEqual([state.status, state.refunded], ['completed', 0]);
+      assert.deepEqual(
+        state.audit.map((a) => a.action),
+        [],
+      );
+    },
+  );
+
   await t.test('an event about no order of ours, or of a type svc does not act on, is acknowledged and recorded', async () => {
     const pi = await charge(w, newId('ord'));
     const stranger = eventOf(w, 'payment_intent.succeeded', pi);

@@ -289,6 +289,15 @@ async function chargeRefunded(tx: Ctx, object: Record<string, unknown>): Promise
   if (!chargeId || refunded === undefined) return { outcome: 'ignored', note: 'the charge has no id or amount_refunded' };
   const order = await lockOrder(tx, str(obj(object.metadata).order_id), idOf(object.payment_intent));
   if (!order) return unknownOrder(`charge ${chargeId}`);
+  // A refund of a charge that is not the order's payment (made outside svc, see paymentSucceeded) gives none of it back.
+  const charged = { amount: int(object.amount) ?? -1, currency: str(object.currency)?.toUpperCase() ?? '' };
+  if (!paysFor(charged, order)) {
+    return {
+      outcome: 'ignored',
+      orderId: order.id,
+      note: `charge ${chargeId} is for ${charged.amount} ${charged.currency}, not the order's total: not its payment`,
+    };
+  }
   // At most the order's total (a larger amount would be another charge's): the check constraint holds.
   const amount = Math.min(refunded, order.total);
   let changed = false;
