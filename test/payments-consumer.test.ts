@@ -327,6 +327,34 @@ test('a stored 500 after Stripe charged, while its search still lags: the order 
   assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
 });
 
+test('after a stored 500, the search passes over a payment for the order made outside svc (another amount): it does not pay the order, the next key does', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const message = await order(w, 'pm_card_visa');
+  // 1.00 USD taken "for" the order in Stripe's dashboard: a PaymentIntent with the order's id, not its total.
+  const sdk = new Stripe(FAKE_STRIPE_SECRET_KEY, { ...fake.sdkOptions, maxNetworkRetries: 0 });
+  const foreign = await sdk.paymentIntents.create({
+    amount: 100,
+    currency: 'usd',
+    payment_method: 'pm_card_visa',
+    confirm: true,
+    off_session: true,
+    metadata: { order_id: message.aggregateId },
+  });
+  fake.failNext({ route: PI_ROUTE });
+  await handle(w, payments, message);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status, Number(p.amount)]),
+    [
+      [1, 'unknown', 4950],
+      [2, 'succeeded', 4950],
+    ],
+  );
+  assert.notEqual(s.payments[1]!.provider_reference, foreign.id);
+});
+
 test('a stored 500 after Stripe charged: findCharge finds the payment and the order completes, one charge', async (t) => {
   const w = await world(t);
   const { fake, payments } = await stripe(t);

@@ -150,7 +150,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         // The key holds a stored failure: did the payment happen? Until the search can say (it lags
         // behind, the payment is still processing, Stripe is away), it is in doubt as above.
         try {
-          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
+          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt), amount: Number(order.total), currency: order.currency });
         } catch (searchErr) {
           if (searchErr instanceof PaymentUnavailable) return new CommitAndWait(waitingForProvider(searchErr));
           throw searchErr;
