@@ -600,6 +600,26 @@ test('Stripe webhooks', async (t) => {
     },
   );
 
+  await t.test(
+    'the same event delivered five times at once (Stripe retrying while the first is applied) is applied once; the others answer duplicate',
+    async () => {
+      const orderId = await pendingOrder(w);
+      const succeeded = eventOf(w, 'payment_intent.succeeded', await charge(w, orderId));
+      const answers = await Promise.all(Array.from({ length: 5 }, () => deliver(w, succeeded)));
+      assert.deepEqual(answers.map((a) => [a.status, a.body.outcome]).sort(), [
+        [200, 'applied'],
+        [200, 'duplicate'],
+        [200, 'duplicate'],
+        [200, 'duplicate'],
+        [200, 'duplicate'],
+      ]);
+      const state = await orderState(w, orderId);
+      assert.equal(state.status, 'completed');
+      assert.equal(state.payments.length, 1);
+      assert.deepEqual(state.events, ['order.completed']);
+    },
+  );
+
   await t.test('an event about no order of ours, or of a type svc does not act on, is acknowledged and recorded', async () => {
     const pi = await charge(w, newId('ord'));
     const stranger = eventOf(w, 'payment_intent.succeeded', pi);
