@@ -106,17 +106,21 @@ test('a key that is not a SendGrid key is refused at construction, naming SENDGR
   );
 });
 
-test('a 400 is invalid and names the fields; a 401 is invalid and names SENDGRID_API_KEY without showing it', async (t) => {
+test('a 400 is invalid and names the fields; a 401 is not attempted (the configuration, not the message) and names SENDGRID_API_KEY without showing it', async (t) => {
   const { fake, mailer } = await setup(t);
   const bad = await invalid(mailer.send(message({ to: { email: 'not-an-address' } })));
   assert.match(bad.message, /personalizations\.0\.to\.0\.email/);
   assert.deepEqual(bad.details.fields, ['personalizations.0.to.0.email']);
 
   const { mailer: wrongKey } = await setup(t, { apiKey: 'SG.wrong.key-that-is-secret' });
-  const auth = await invalid(wrongKey.send(message()));
+  const auth = await unavailable(wrongKey.send(message()));
+  assert.deepEqual([auth.details.outcome, auth.details.reason], ['not_attempted', 'auth']);
   assert.match(auth.message, /SENDGRID_API_KEY/);
   assert.ok(!auth.message.includes('key-that-is-secret'));
   assert.equal(fake.messages.length, 0);
+  // A refused key is not SendGrid failing: it never opens the breaker.
+  for (let i = 0; i < 10; i++) await unavailable(wrongKey.send(message()));
+  assert.equal(wrongKey.breaker.state, 'closed');
 });
 
 test('a 429 is not attempted, with the seconds until the window resets', async (t) => {

@@ -536,6 +536,90 @@ test('Stripe webhooks', async (t) => {
     assert.equal((await view(w, orderId)).dispute.status, 'won');
   });
 
+  await t.test(
+    "a PaymentIntent that names an order but not its amount or currency (made outside svc) neither pays nor fails it: audited, and the order's own payment then completes it",
+    async () => {
+      const orderId = await pendingOrder(w);
+      const stock = (await orderState(w, orderId)).stock;
+      // Someone with access to the Stripe account charges 1.00 USD "for" the order, and tries 49.50 EUR with a card that is declined.
+      const foreign = async (amount: number, currency: string, paymentMethod: string) => {
+        try {
+          const pi = await w.stripe.paymentIntents.create({
+            amount,
+            currency,
+            payment_method: paymentMethod,
+            confirm: true,
+            off_session: true,
+            metadata: { order_id: orderId },
+          });
+          return pi.id;
+        } catch (err) {
+          return (err as { raw: { payment_intent: { id: string } } }).raw.payment_intent.id;
+        }
+      };
+      const small = eventOf(w, 'payment_intent.succeeded', await foreign(100, 'usd', 'pm_card_visa'));
+      const euros = eventOf(w, 'payment_intent.payment_failed', await foreign(TOTAL, 'eur', 'pm_card_chargeDeclined'));
+      assertReceived(await deliver(w, small), small, 'applied');
+      assertReceived(await deliver(w, euros), euros, 'ignored');
+      const state = await orderState(w, orderId);
+      assert.deepEqual([state.status, state.stock, state.payments, state.events], ['pending', stock, [], []]);
+      assert.deepEqual(
+        state.audit.map((a) => [a.actor, a.action, a.details.paymentIntent, a.details.amount, a.details.currency]),
+        [['webhook:stripe', 'order.payment_mismatch', small.data.object.id, 100, 'USD']],
+      );
+
+      const own = eventOf(w, 'payment_intent.succeeded', await charge(w, orderId));
+      assertReceived(await deliver(w, own), own, 'applied');
+      assert.equal((await orderState(w, orderId)).status, 'completed');
+    },
+  );
+
+  await t.test(
+    "the refund of a charge that is not the order's payment (another currency or amount, made outside svc) leaves the order's refunded amount alone",
+    async () => {
+      const orderId = await pendingOrder(w);
+      const paid = eventOf(w, 'payment_intent.succeeded', await charge(w, orderId));
+      assertReceived(await deliver(w, paid), paid, 'applied');
+      const euros = await w.stripe.paymentIntents.create({
+        amount: TOTAL,
+        currency: 'eur',
+        payment_method: 'pm_card_visa',
+        confirm: true,
+        off_session: true,
+        metadata: { order_id: orderId },
+      });
+      await w.stripe.refunds.create({ payment_intent: euros.id });
+      const refunded = eventOf(w, 'charge.refunded', euros.id);
+      assertReceived(await deliver(w, refunded), refunded, 'ignored');
+      const state = await orderState(w, orderId);
+      assert.deepEqual([state.status, state.refunded], ['completed', 0]);
+      assert.deepEqual(
+        state.audit.map((a) => a.action),
+        [],
+      );
+    },
+  );
+
+  await t.test(
+    'the same event delivered five times at once (Stripe retrying while the first is applied) is applied once; the others answer duplicate',
+    async () => {
+      const orderId = await pendingOrder(w);
+      const succeeded = eventOf(w, 'payment_intent.succeeded', await charge(w, orderId));
+      const answers = await Promise.all(Array.from({ length: 5 }, () => deliver(w, succeeded)));
+      assert.deepEqual(answers.map((a) => [a.status, a.body.outcome]).sort(), [
+        [200, 'applied'],
+        [200, 'duplicate'],
+        [200, 'duplicate'],
+        [200, 'duplicate'],
+        [200, 'duplicate'],
+      ]);
+      const state = await orderState(w, orderId);
+      assert.equal(state.status, 'completed');
+      assert.equal(state.payments.length, 1);
+      assert.deepEqual(state.events, ['order.completed']);
+    },
+  );
+
   await t.test('an event about no order of ours, or of a type svc does not act on, is acknowledged and recorded', async () => {
     const pi = await charge(w, newId('ord'));
     const stranger = eventOf(w, 'payment_intent.succeeded', pi);

@@ -385,3 +385,33 @@ test('a crash between the send and the commit: the retry sends again with the sa
     [reference],
   );
 });
+
+test('an order.completed or order.failed published to the exchange for an order not in that state (forged, or replayed by hand) sends no email and makes no receipt', async (t) => {
+  const w = await world(t);
+  const outside = local(w);
+  const ctx = w.app.context({ actor: 'cli:test' });
+  const pending = (await w.app.orders.create(ctx, { userId: w.userId, items: [{ sku: w.sku, quantity: 1 }], paymentMethod: 'pm_card_visa' })).order.id;
+  const paid = await decidedOrder(w, 'pm_card_visa');
+  const declined = await decidedOrder(w, 'pm_card_chargeDeclined');
+  const forged = (type: EventType, orderId: string, payload: Record<string, unknown> = {}): EventMessage => ({
+    id: newId('evt'),
+    type,
+    aggregateId: orderId,
+    payload,
+    occurredAt: new Date().toISOString(),
+  });
+  const r = await run(t, w, consumersOn(outside));
+  await r.publish([
+    // "Your order is confirmed" for an order nobody paid, and for one whose payment was declined.
+    forged('order.completed', pending),
+    forged('order.completed', declined.aggregateId),
+    // "Your payment failed" for an order that is paid, and for one still waiting for its payment.
+    forged('order.failed', paid.aggregateId, { reason: 'card_declined' }),
+    forged('order.failed', pending, { reason: 'card_declined' }),
+  ]);
+  // receipts gets the two order.completed, mail all four.
+  await r.done(6);
+  assert.deepEqual(await outside.mails(), []);
+  assert.deepEqual(await fileRows(w, pending), []);
+  assert.deepEqual(await fileRows(w, declined.aggregateId), []);
+});

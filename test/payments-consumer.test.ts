@@ -4,12 +4,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import Stripe from 'stripe';
 import { SimulatedPayments } from '../src/adapters/simulated-payments.js';
 import { StripePayments, type StripePaymentsOptions } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
 import type { EventMessage } from '../src/domain/events/events.js';
 import { transition } from '../src/domain/orders/order-state.js';
+import { receiveStripeEvent, type StripeEvent } from '../src/domain/payments/stripe-webhooks.js';
 import { PaymentUnavailable, type PaymentProvider } from '../src/domain/payments/payment-provider.js';
+import { DomainError } from '../src/domain/shared/errors.js';
 import { newId } from '../src/domain/shared/ids.js';
 import { ConsumerRunner, ProviderUnavailable, type Outcome } from '../src/worker/consumer.js';
 import { MAX_PAYMENT_ATTEMPTS, paymentsConsumer } from '../src/worker/consumers/payments.js';
@@ -107,14 +110,14 @@ async function state(w: World, orderId: string) {
 }
 
 /** The payments consumer on the real runner and RabbitMQ (a prefix of the test's own, tiny retry delays). */
-async function runner(t: TestContext, w: World, payments: PaymentProvider) {
+async function runner(t: TestContext, w: World, payments: PaymentProvider, retryDelaysMs: readonly number[] = [20, 50, 100, 200, 400]) {
   const rabbit = await rabbitFor(t);
   const r = new ConsumerRunner(paymentsConsumer({ payments }), {
     transport: rabbit,
     context: (input) => w.app.context(input),
     logger: silent,
     prefetch: 4,
-    retryDelaysMs: [20, 50, 100, 200, 400],
+    retryDelaysMs,
   });
   const outcomes: Outcome[] = [];
   const waiters: { pred: () => boolean; resolve: () => void }[] = [];
@@ -128,6 +131,8 @@ async function runner(t: TestContext, w: World, payments: PaymentProvider) {
   return {
     rabbit,
     outcomes,
+    /** Resolves once a delivery was settled with this outcome. */
+    settledAs: (outcome: Outcome) => until(() => outcomes.includes(outcome)),
     /** Resolves when `n` deliveries were settled for good (processed, duplicate or dead-lettered): never waits forever. */
     done: (n: number) => until(() => outcomes.filter((o) => o !== 'retry' && o !== 'deferred').length >= n),
   };
@@ -244,6 +249,110 @@ test('a timeout after Stripe charged is retried with the same key and completes 
     s.payments.map((p) => [p.attempt, p.status]),
     [[1, 'succeeded']],
   );
+});
+
+test('a cancel while the payment waits after Stripe timed out (having charged) is refused: the order stays processing and the retry completes it, one charge', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  // The retry waits a second: time for the customer, who sees the order still unpaid, to cancel it.
+  const r = await runner(t, w, payments, [1_000, 2_000]);
+  const message = await order(w, 'pm_card_visa');
+  fake.delayNext({ ms: 3_000, route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.settledAs('deferred');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1, 'Stripe charged the card before the answer timed out');
+  assert.equal((await state(w, message.aggregateId)).status, 'processing', 'the order is not pending while its payment is in doubt');
+  await assert.rejects(
+    w.app.orders.cancel(w.app.context({ actor: w.userId }), { viewer: { userId: w.userId, role: 'user' }, id: message.aggregateId }),
+    (err: unknown) => err instanceof DomainError && err.code === 'conflict' && /processing/.test(err.message),
+  );
+  await r.done(1);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock], ['completed', 8]);
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.idempotency_key, p.status]),
+    [[1, `pay:${message.aggregateId}:1`, 'succeeded']],
+  );
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);
+  assert.deepEqual(
+    s.events.map((e) => e.type),
+    ['order.completed'],
+  );
+});
+
+test('a full refund made in Stripe while the payment waits (its webhook recorded): the retry that completes the order leaves it refunded', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const r = await runner(t, w, payments, [1_000, 2_000]);
+  const message = await order(w, 'pm_card_visa');
+  fake.delayNext({ ms: 3_000, route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await r.settledAs('deferred');
+  // The customer asked for their money back; an operator refunds the charge in Stripe's dashboard.
+  const [pi] = fake.paymentIntents().filter((p) => p.metadata.order_id === message.aggregateId);
+  await new Stripe(FAKE_STRIPE_SECRET_KEY, { ...fake.sdkOptions, maxNetworkRetries: 0 }).refunds.create({ payment_intent: pi!.id });
+  const refunded = fake.events.find((e) => e.type === 'charge.refunded' && e.data.object.payment_intent === pi!.id)!;
+  const received = await receiveStripeEvent(w.app.context({ actor: 'webhook:stripe' }), refunded as unknown as StripeEvent);
+  assert.equal(received.outcome, 'applied');
+  await r.done(1);
+  const [o] = await query<{ status: string; refunded_amount: string }>(w.db, 'select status, refunded_amount from orders where id = $1', [message.aggregateId]);
+  assert.deepEqual([o!.status, Number(o!.refunded_amount)], ['refunded', 4950]);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+});
+
+test('a stored 500 after Stripe charged, while its search still lags: the order stays processing (a cancel is refused) until the search finds the payment', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t, { searchLagMs: 60_000 });
+  const r = await runner(t, w, payments, [1_000, 2_000, 4_000]);
+  const message = await order(w, 'pm_card_visa');
+  fake.failNext({ afterExecution: true, route: PI_ROUTE });
+  fake.setSearchLag(60_000);
+  await r.rabbit.publish([message]);
+  await r.settledAs('retry');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1, 'Stripe charged before its 500');
+  assert.equal((await state(w, message.aggregateId)).status, 'processing', 'the order is not pending while its payment is in doubt');
+  await assert.rejects(
+    w.app.orders.cancel(w.app.context({ actor: w.userId }), { viewer: { userId: w.userId, role: 'user' }, id: message.aggregateId }),
+    (err: unknown) => err instanceof DomainError && err.code === 'conflict' && /processing/.test(err.message),
+  );
+  fake.setSearchLag(0);
+  await r.done(1);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock], ['completed', 8]);
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status]),
+    [[1, 'succeeded']],
+  );
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+});
+
+test('after a stored 500, the search passes over a payment for the order made outside svc (another amount): it does not pay the order, the next key does', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const message = await order(w, 'pm_card_visa');
+  // 1.00 USD taken "for" the order in Stripe's dashboard: a PaymentIntent with the order's id, not its total.
+  const sdk = new Stripe(FAKE_STRIPE_SECRET_KEY, { ...fake.sdkOptions, maxNetworkRetries: 0 });
+  const foreign = await sdk.paymentIntents.create({
+    amount: 100,
+    currency: 'usd',
+    payment_method: 'pm_card_visa',
+    confirm: true,
+    off_session: true,
+    metadata: { order_id: message.aggregateId },
+  });
+  fake.failNext({ route: PI_ROUTE });
+  await handle(w, payments, message);
+  const s = await state(w, message.aggregateId);
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(
+    s.payments.map((p) => [p.attempt, p.status, Number(p.amount)]),
+    [
+      [1, 'unknown', 4950],
+      [2, 'succeeded', 4950],
+    ],
+  );
+  assert.notEqual(s.payments[1]!.provider_reference, foreign.id);
 });
 
 test('a stored 500 after Stripe charged: findCharge finds the payment and the order completes, one charge', async (t) => {

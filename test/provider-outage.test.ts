@@ -1,6 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseQueue } from '../src/adapters/database-queue.js';
+import { SendGridMailer } from '../src/adapters/sendgrid-mailer.js';
 import { StripePayments } from '../src/adapters/stripe-payments.js';
 import type { App } from '../src/app.js';
 import type { EventMessage } from '../src/domain/events/events.js';
@@ -15,6 +16,7 @@ import { ConsumerRunner, defineConsumer, ProviderUnavailable, type ConsumerDefin
 import { mailConsumer } from '../src/worker/consumers/mail.js';
 import { paymentsConsumer } from '../src/worker/consumers/payments.js';
 import { receiptsConsumer } from '../src/worker/consumers/receipts.js';
+import { FAKE_SENDGRID_API_KEY, startFakeSendGrid } from './fakes/sendgrid.js';
 import { FAKE_STRIPE_SECRET_KEY, startFakeStripe } from './fakes/stripe.js';
 import { query } from './helpers/db.js';
 import { appFor, rabbitFor, rawChannel, silent, waitFor } from './helpers/rabbit.js';
@@ -164,7 +166,8 @@ for (const kind of KINDS) {
       [],
       'no failed attempt counted, nothing dead-lettered',
     );
-    assert.equal(await orderStatus(b.db, message.aggregateId), 'pending');
+    // A lost connection does not say whether Stripe charged: the order waits in processing, out of a cancellation's reach.
+    assert.equal(await orderStatus(b.db, message.aggregateId), 'processing');
     if (kind === 'in-process') {
       const [row] = await query<{ status: string; attempts: number; deferrals: number; last_error: string }>(
         b.db,
@@ -275,3 +278,33 @@ test('the mail and receipts consumers defer when SendGrid or S3 is unavailable; 
   );
   await assert.rejects(handle(receiptsConsumer({ files: store(new Error('disk full')), logger: silent })), /disk full/);
 });
+
+for (const kind of KINDS) {
+  test(`${kind}: SendGrid refusing the API key (401: a revoked SENDGRID_API_KEY) defers the emails, as a refused Stripe key does; with a valid key each is sent once`, async (t) => {
+    const b = await bench(t, kind);
+    const sendgrid = await startFakeSendGrid();
+    t.after(() => sendgrid.close());
+    sendgrid.revokeKey(FAKE_SENDGRID_API_KEY);
+    const mailer = new SendGridMailer({ apiKey: FAKE_SENDGRID_API_KEY, apiUrl: sendgrid.url, from: 'Shop <orders@example.com>', logger: silent });
+    t.after(() => mailer.close());
+    const { logger, lines } = capturedLogs('warn');
+    const r = await run(t, b, mailConsumer({ mailer, logger: silent, publicUrl: () => 'https://shop.example' }), { logger });
+
+    const placed = await placeOrder(b.app, b.db, 'pm_card_visa');
+    await query(b.db, `update orders set status = 'completed' where id = $1`, [placed.aggregateId]);
+    await b.transport.publish([{ ...placed, id: newId('evt'), type: 'order.completed', payload: {} }]);
+    await r.until((o) => count(o, 'deferred') >= 3 || o.includes('dead-letter'));
+    assert.deepEqual(await b.deadLetters('mail'), [], 'a refused key is the configuration, not the email: nothing is dead-lettered');
+    assert.equal(sendgrid.messages.length, 0);
+    const wait = lines.find((l) => String(l.msg).startsWith('sendgrid unavailable; the message waits'));
+    assert.match(String(wait?.error), /SendGrid: refused the API key \(401\): check SENDGRID_API_KEY/);
+
+    // The operator puts a valid key in place: the waiting email goes out, once.
+    sendgrid.acceptKey(FAKE_SENDGRID_API_KEY);
+    await r.until((o) => o.includes('processed'));
+    assert.equal(sendgrid.messages.length, 1);
+    assert.equal(sendgrid.messages[0]!.body.custom_args.reference, `order-confirmation-${placed.aggregateId}`);
+    assert.deepEqual(await b.deadLetters('mail'), []);
+    assert.ok(!r.outcomes.includes('retry') && !r.outcomes.includes('dead-letter'), r.outcomes.join());
+  });
+}

@@ -175,6 +175,33 @@ test('a poison message (not JSON, or not an event) goes to the dead-letter queue
   assert.equal(calls, 0);
 });
 
+test('a message whose ids PostgreSQL cannot store or svc never makes (a NUL, spaces, markup) goes to the dead-letter queue at once, not through the retries', async (t) => {
+  let calls = 0;
+  const r = await run(
+    t,
+    defineConsumer({
+      name: 'ids',
+      events: ['order.created'],
+      handle: () => {
+        calls++;
+        return Promise.resolve();
+      },
+    }),
+  );
+  const exchange = r.rabbit.exchange;
+  const bodies = [event({ id: 'evt_1\u0000' }), event({ aggregateId: 'ord_1\u0000' }), event({ aggregateId: "ord_1' or '1'='1" })];
+  for (const body of bodies) r.ch.publish(exchange, 'order.created', Buffer.from(JSON.stringify(body)), { persistent: true });
+  assert.deepEqual(await r.settled(3), ['dead-letter', 'dead-letter', 'dead-letter']);
+  const dead = await deadLetters(r.ch, r.rabbit.queues(r.runner.spec).dead, 3);
+  assert.deepEqual(dead.map((d) => [d.properties.headers!['x-svc-attempts'], d.properties.headers!['x-svc-last-error']]).sort(), [
+    [1, 'malformed message: aggregateId is not an id (letters, digits, _ and -)'],
+    [1, 'malformed message: aggregateId is not an id (letters, digits, _ and -)'],
+    [1, 'malformed message: id is not an id (letters, digits, _ and -)'],
+  ]);
+  assert.equal(calls, 0);
+  assert.deepEqual(await inbox(r.db), []);
+});
+
 test('an error the handler marks as permanent (DomainError invalid) goes to the dead-letter queue without retries', async (t) => {
   const r = await run(
     t,

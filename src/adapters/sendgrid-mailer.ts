@@ -160,14 +160,14 @@ function translate(err: unknown): unknown {
     if (status >= 500) return unavailable(`answered ${status}; the message may have been accepted`, { outcome: 'unknown', reason: 'provider_error' });
     const problems = (err.response?.body?.errors ?? []).map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)).filter(Boolean);
     if (status === 401 || status === 403) {
-      return new DomainError(
-        'invalid',
-        `SendGrid refused the API key (${status}): check SENDGRID_API_KEY${problems.length ? ` (${problems.join('; ')})` : ''}`,
-        {
-          provider: PROVIDER,
-          problem: 'credentials',
-        },
-      );
+      // The configuration's fault, not the message's (a revoked key, a MAIL_FROM that is not a verified
+      // sender): like a refused Stripe key or S3 credentials, the email waits until it is fixed rather
+      // than be dead-lettered with every other one. Not a provider failure: the breaker stays as it is.
+      const what =
+        status === 401
+          ? 'refused the API key (401): check SENDGRID_API_KEY'
+          : 'refused the request (403): check that SENDGRID_API_KEY may send mail and that MAIL_FROM is a verified sender';
+      return unavailable(`${what}${problems.length ? ` (${problems.join('; ')})` : ''}`, { outcome: 'not_attempted', reason: 'auth' });
     }
     return new DomainError('invalid', `SendGrid refused the message (${status}): ${problems.join('; ') || 'no detail given'}`, {
       provider: PROVIDER,

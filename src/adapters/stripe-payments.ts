@@ -101,12 +101,17 @@ export class StripePayments implements PaymentProvider {
   }
 
   /** The order's payment as Stripe has it: a succeeded PaymentIntent if any, else the latest declined one. */
-  async findCharge(orderId: string, options: { since?: Date } = {}): Promise<ChargeOutcome | undefined> {
+  async findCharge(orderId: string, options: { since?: Date; amount?: number; currency?: string } = {}): Promise<ChargeOutcome | undefined> {
     const found = await this.call('findCharge', async () => {
       const result = await this.stripe.paymentIntents.search({ query: `metadata['order_id']:'${orderId.replaceAll("'", "\\'")}'`, limit: 100 });
       return { intents: result.data, requestId: result.lastResponse.requestId };
     });
-    const { intents, requestId } = found;
+    const { requestId } = found;
+    // Only the order's own charges (its total, in its currency): one made by hand with its id is not its payment.
+    const intents = found.intents.filter(
+      (pi) =>
+        (options.amount === undefined || pi.amount === options.amount) && (options.currency === undefined || pi.currency.toUpperCase() === options.currency),
+    );
     // Search answers newest first.
     const succeeded = intents.find((pi) => pi.status === 'succeeded');
     if (succeeded) return outcomeOf(succeeded, requestId);

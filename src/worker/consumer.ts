@@ -15,8 +15,10 @@ export interface ConsumerDefinition {
    * Does the consumer's work for one event, in the transaction that also records the message as
    * processed (ctx.em is that transaction's): both commit or neither does. Throw to retry later;
    * throw a PermanentFailure (or a DomainError `invalid`/`unprocessable`) when retrying cannot help.
+   * Return a CommitAndWait when the work done so far must commit although the message must be
+   * handled again later (see CommitAndWait).
    */
-  handle(ctx: Ctx, message: EventMessage, first?: FirstRows): Promise<void>;
+  handle(ctx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait>;
   /** Events the handler may emit (in its transaction): after such a message commits, the runner calls `emitted`. */
   emits?: readonly EventType[];
   /**
@@ -87,6 +89,20 @@ export class ProviderUnavailable extends Error {
     this.service = service;
     this.retryAfterMs = options?.retryAfterMs;
   }
+}
+
+/**
+ * What a handler returns when the message must be handled again later (its `reason`, as if thrown:
+ * a ProviderUnavailable defers it, another error retries it or dead-letters it) but what it wrote
+ * must not roll back: the runner commits the transaction without the message's inbox row (so the
+ * message is handled again), then settles the message by the reason. The payments consumer's case:
+ * a charge whose outcome is unknown (a timeout, a lost answer, a stored 500 that Stripe's search
+ * cannot explain yet) may have taken the customer's money, so the order must stay `processing`
+ * with the attempt's key stored, never back to `pending`, where a cancellation would put its stock
+ * back and the retry find nothing to pay; and without letting go of the order's lock in between.
+ */
+export class CommitAndWait {
+  constructor(readonly reason: unknown) {}
 }
 
 const INBOX_INSERT = 'insert into processed_messages (consumer, message_id, processed_at)';
@@ -217,7 +233,7 @@ export class ConsumerRunner {
   private async handle(delivery: Delivery, message: EventMessage): Promise<Outcome> {
     const log = this.logger.child({ messageId: message.id, type: message.type, attempt: delivery.attempts + 1 });
     const ctx = this.options.context({ actor: `worker:${this.consumer.name}`, traceId: traceIdOf(message.traceparent) });
-    let outcome: 'processed' | 'duplicate';
+    let outcome: 'processed' | 'duplicate' | CommitAndWait;
     try {
       outcome = await inTransaction(ctx, async (tx) => {
         // The inbox row first (alone, or with the handler's first statement), so that a second
@@ -230,8 +246,7 @@ export class ConsumerRunner {
             message.id,
           ]);
           if (recorded.length === 0) return 'duplicate';
-          await this.consumer.handle(tx, message);
-          return 'processed';
+          return this.handled(tx, message, await this.consumer.handle(tx, message));
         }
         // The inbox insert and the handler's first statement in one round trip: no row at all is a
         // duplicate; otherwise one row per row of the first statement (svc_first set), or one without.
@@ -244,17 +259,25 @@ export class ConsumerRunner {
         );
         if (rows.length === 0) return 'duplicate';
         const found = rows.filter((r) => r.svc_first === true).map(({ svc_inbox: _inbox, svc_first: _first, ...row }) => row);
-        await this.consumer.handle(tx, message, found);
-        return 'processed';
+        return this.handled(tx, message, await this.consumer.handle(tx, message, found));
       });
     } catch (err) {
       return this.failed(delivery, err, log);
     }
+    // Committed, the inbox row left out: the message is settled as if its reason had been thrown.
+    if (outcome instanceof CommitAndWait) return this.failed(delivery, outcome.reason, log);
     if (outcome === 'processed' && this.consumer.emits?.length) this.options.emitted?.();
     await delivery.ack();
     if (outcome === 'duplicate') log.info('already processed; acknowledged without effect');
     else log.debug('processed');
     return outcome;
+  }
+
+  /** 'processed', or a CommitAndWait with the message's inbox row taken out again (the transaction commits without it). */
+  private async handled(tx: Ctx, message: EventMessage, result: void | CommitAndWait): Promise<'processed' | CommitAndWait> {
+    if (!(result instanceof CommitAndWait)) return 'processed';
+    await tx.sql('delete from processed_messages where consumer = $1 and message_id = $2', [this.consumer.name, message.id]);
+    return result;
   }
 
   private async failed(delivery: Delivery, err: unknown, log: Logger): Promise<Outcome> {
@@ -340,6 +363,8 @@ function traceIdOf(traceparent: string | undefined): string | undefined {
   return traceparent ? TRACEPARENT.exec(traceparent)?.[1] : undefined;
 }
 
+const ID = /^[A-Za-z0-9_-]+$/;
+
 /** The event envelope in a message body, checked field by field; throws saying what is wrong. */
 export function parseEnvelope(body: Buffer, accepted: readonly EventType[]): EventMessage {
   let value: unknown;
@@ -355,11 +380,18 @@ export function parseEnvelope(body: Buffer, accepted: readonly EventType[]): Eve
     if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new Error(`${key} is missing or not a string of 1 to ${max} characters`);
     return v;
   };
-  const id = text('id', 64);
+  // svc's ids (`evt_…`, `ord_…`) are letters, digits and `_`: anything else was not made by svc, and a
+  // NUL, which PostgreSQL cannot store, would fail every attempt rather than this check once.
+  const anId = (key: string) => {
+    const v = text(key, 64);
+    if (!ID.test(v)) throw new Error(`${key} is not an id (letters, digits, _ and -)`);
+    return v;
+  };
+  const id = anId('id');
   const type = text('type', 80);
   if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new Error(`type ${type} is not an event svc knows`);
   if (!(accepted as readonly string[]).includes(type)) throw new Error(`type ${type} is not one this consumer listens to`);
-  const aggregateId = text('aggregateId', 64);
+  const aggregateId = anId('aggregateId');
   const occurredAt = text('occurredAt', 40);
   if (Number.isNaN(Date.parse(occurredAt))) throw new Error('occurredAt is not a timestamp');
   const payload = m.payload;

@@ -78,6 +78,10 @@ export interface FakeSendGrid {
   failNext(fault?: ServerErrorFault): void;
   rateLimitNext(fault?: RateLimitFault): void;
   delayNext(fault: DelayFault): void;
+  /** Revokes an API key (as deleting it in SendGrid's settings does): its requests then answer 401. */
+  revokeKey(key: string): void;
+  /** Accepts an API key (a key created in SendGrid's settings). */
+  acceptKey(key: string): void;
   close(): Promise<void>;
 }
 
@@ -342,6 +346,8 @@ export async function startFakeSendGrid(options: FakeSendGridOptions = {}): Prom
     delayNext(fault) {
       faults.push({ fault: { kind: 'delay', ...fault }, remaining: fault.times ?? 1 });
     },
+    revokeKey: (key) => void apiKeys.delete(key),
+    acceptKey: (key) => void apiKeys.add(key),
     close: () => server.close(),
   };
 }

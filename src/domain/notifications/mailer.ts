@@ -6,9 +6,9 @@ export interface Mailer {
   readonly name: string;
   /**
    * Sends one message; resolves with the provider's message id once the provider has accepted it.
-   * Rejects with a MailUnavailable when it should be tried again later (see its details), and with
-   * a DomainError `invalid` when the provider refused the message or the credentials (retrying
-   * cannot help).
+   * Rejects with a MailUnavailable when it should be tried again later (see its details; a refused
+   * API key too, which a fixed configuration cures), and with a DomainError `invalid` when the
+   * provider refused the message itself (retrying cannot help).
    */
   send(message: MailMessage): Promise<{ messageId: string }>;
 }
@@ -26,14 +26,15 @@ export interface MailMessage {
 
 /**
  * Why a mail could not be handed over. `not_attempted`: the provider did not take it (rate limited,
- * circuit open, connection refused): send it again later. `unknown`: it may have been accepted (a
+ * circuit open, connection refused, the API key refused): send it again later. `unknown`: it may have been accepted (a
  * 5xx or a timeout after the request was sent; mail providers have no idempotency keys), so sending
  * it again may deliver it twice.
  */
 export type MailUnavailableDetails = {
   provider: string;
   outcome: 'unknown' | 'not_attempted';
-  reason: 'timeout' | 'connection_lost' | 'connection_refused' | 'provider_error' | 'rate_limited' | 'circuit_open';
+  /** `auth`: the provider refused the API key or the sender (401, 403): the configuration must be fixed. */
+  reason: 'timeout' | 'connection_lost' | 'connection_refused' | 'provider_error' | 'rate_limited' | 'circuit_open' | 'auth';
   retryAfterSeconds?: number;
 };
 

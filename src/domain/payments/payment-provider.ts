@@ -21,9 +21,11 @@ export interface PaymentProvider {
    * timeout) before a new attempt with a new key. A succeeded payment wins over declined ones.
    * `since` is when the unknown attempt was made: a provider whose search lags behind its writes
    * (Stripe's does) rejects with a PaymentUnavailable (`reason: 'search_lag'`) rather than answer
-   * "none" while an attempt that recent could still be invisible.
+   * "none" while an attempt that recent could still be invisible. With `amount` and `currency` (the
+   * order's total), a payment for anything else is passed over: svc never made it (a payment created
+   * by hand with the order's id), so it is not the order's.
    */
-  findCharge(orderId: string, options?: { since?: Date }): Promise<ChargeOutcome | undefined>;
+  findCharge(orderId: string, options?: { since?: Date; amount?: number; currency?: string }): Promise<ChargeOutcome | undefined>;
   /** Refunds part or all of a payment, under an idempotency key derived from the refund. */
   refund(input: RefundInput): Promise<RefundOutcome>;
 }

@@ -64,6 +64,8 @@ export interface OrderToPay {
   total: number;
   currency: string;
   paymentMethod: string | null;
+  /** What Stripe's webhooks recorded as refunded already (a refund made while the payment was in doubt). */
+  refundedAmount: number;
   attempts: PaymentAttempt[];
   /** Attempt 1, written `pending` with its key by the statement (also in `attempts`); undefined when the order had attempts or no payment method. */
   started: PaymentAttempt | undefined;
@@ -86,18 +88,18 @@ export interface OrderToPay {
 export function takeForPayment(input: { orderId: string; statuses: readonly string[]; provider: string }): { with: string; text: string; values: unknown[] } {
   return {
     with: `pay_order as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = any($3::text[]) and exists (select 1 from inbox)
-        returning total, currency, payment_method),
+        returning total, currency, payment_method, refunded_amount),
       pay_existing as (select ${COLUMNS} from payments where order_id = $1),
       pay_started as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
         select $4::text, $1, 1, $5::text, 'pending', o.total, o.currency, $6::text, $2::timestamptz, $2::timestamptz from pay_order o
         where coalesce(o.payment_method, '') <> '' and not exists (select 1 from pay_existing) on conflict do nothing returning ${COLUMNS})`,
-    text: `select o.total as order_total, o.currency as order_currency, o.payment_method, a.* from pay_order o
+    text: `select o.total as order_total, o.currency as order_currency, o.payment_method, o.refunded_amount as order_refunded, a.* from pay_order o
       left join (select true as started, pay_started.* from pay_started union all select false as started, pay_existing.* from pay_existing) a on true`,
     values: [input.orderId, new Date(), input.statuses, newId('pay'), paymentKey(input.orderId, 1), input.provider],
   };
 }
 
-type TakenRow = { order_total: number; order_currency: string; payment_method: string | null; started: boolean | null } & (
+type TakenRow = { order_total: number; order_currency: string; payment_method: string | null; order_refunded: number; started: boolean | null } & (
   PaymentRow | { [K in keyof PaymentRow]: null }
 );
 
@@ -115,7 +117,14 @@ export function takenForPayment(rows: readonly Record<string, unknown>[]): Order
     if (row.started) started = attempt;
   }
   attempts.sort((a, b) => a.attempt - b.attempt);
-  return { total: order.order_total, currency: order.order_currency, paymentMethod: order.payment_method, attempts, started };
+  return {
+    total: order.order_total,
+    currency: order.order_currency,
+    paymentMethod: order.payment_method,
+    refundedAmount: Number(order.order_refunded),
+    attempts,
+    started,
+  };
 }
 
 /**

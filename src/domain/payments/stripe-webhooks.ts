@@ -171,6 +171,10 @@ async function paymentRowOf(
   return row!;
 }
 
+/** Whether a PaymentIntent is for the order's total in its currency, as every charge svc makes for it is. */
+const paysFor = (intent: { amount: number; currency: string }, order: LockedOrder): boolean =>
+  intent.amount === Number(order.total) && intent.currency === order.currency;
+
 function intentOf(object: Record<string, unknown>) {
   const id = str(object.id);
   const amount = int(object.amount_received) || int(object.amount);
@@ -190,6 +194,26 @@ async function paymentSucceeded(tx: Ctx, event: StripeEvent, object: Record<stri
   if (!intent) return { outcome: 'ignored', note: 'the PaymentIntent has no id, amount or currency' };
   const order = await lockOrder(tx, intent.orderId, intent.id);
   if (!order) return unknownOrder(`PaymentIntent ${intent.id}`);
+  if (!paysFor(intent, order)) {
+    // Not svc's charge for this order (svc charges the order's total in its currency): made outside svc
+    // (a payment created in Stripe's dashboard with the order's id), it neither pays the order nor
+    // becomes its payment (the worker would then complete the order with it); money was taken, so an
+    // operator is told to look.
+    await audit(tx, 'order.payment_mismatch', order.id, {
+      status: order.status,
+      paymentIntent: intent.id,
+      amount: intent.amount,
+      currency: intent.currency,
+      orderTotal: order.total,
+      orderCurrency: order.currency,
+      note: "Stripe took a payment that names this order but not its total and currency; the order's own payment is still due: check it, refund it",
+    });
+    return {
+      outcome: 'applied',
+      orderId: order.id,
+      note: `${intent.id} took ${intent.amount} ${intent.currency}, not the order's ${order.total} ${order.currency}: not its payment; refund it`,
+    };
+  }
   const payment = await paymentRowOf(tx, order, intent, str(event.request?.idempotency_key));
   let changed = false;
   if (payment.status !== 'succeeded') {
@@ -227,6 +251,10 @@ async function paymentFailed(tx: Ctx, event: StripeEvent, object: Record<string,
   if (!intent) return { outcome: 'ignored', note: 'the PaymentIntent has no id, amount or currency' };
   const order = await lockOrder(tx, intent.orderId, intent.id);
   if (!order) return unknownOrder(`PaymentIntent ${intent.id}`);
+  // Not svc's charge for this order (see paymentSucceeded): its failure does not fail the order.
+  if (!paysFor(intent, order)) {
+    return { outcome: 'ignored', orderId: order.id, note: `${intent.id} is for ${intent.amount} ${intent.currency}, not the order's total: not its payment` };
+  }
   const error = obj(object.last_payment_error);
   const code = (str(error.code) ?? 'payment_failed').slice(0, 100);
   const message = (str(error.message) ?? 'the payment failed').slice(0, 1000);
@@ -261,6 +289,15 @@ async function chargeRefunded(tx: Ctx, object: Record<string, unknown>): Promise
   if (!chargeId || refunded === undefined) return { outcome: 'ignored', note: 'the charge has no id or amount_refunded' };
   const order = await lockOrder(tx, str(obj(object.metadata).order_id), idOf(object.payment_intent));
   if (!order) return unknownOrder(`charge ${chargeId}`);
+  // A refund of a charge that is not the order's payment (made outside svc, see paymentSucceeded) gives none of it back.
+  const charged = { amount: int(object.amount) ?? -1, currency: str(object.currency)?.toUpperCase() ?? '' };
+  if (!paysFor(charged, order)) {
+    return {
+      outcome: 'ignored',
+      orderId: order.id,
+      note: `charge ${chargeId} is for ${charged.amount} ${charged.currency}, not the order's total: not its payment`,
+    };
+  }
   // At most the order's total (a larger amount would be another charge's): the check constraint holds.
   const amount = Math.min(refunded, order.total);
   let changed = false;

@@ -51,6 +51,14 @@ export function mailConsumer(deps: { mailer: Mailer; logger: Logger; publicUrl: 
         deps.logger.warn({ orderId, messageId: message.id }, `${message.type} for an order that is not there: no email sent`);
         return;
       }
+      // The event must still be true of the order (as the receipts consumer checks): a message published
+      // to the exchange by hand, or an old one replayed, never tells a customer that an unpaid order is
+      // confirmed or that a paid one failed.
+      const expected = message.type === 'order.completed' ? ['completed', 'refunded'] : ['failed'];
+      if (!expected.includes(order.status)) {
+        deps.logger.warn({ orderId, messageId: message.id, status: order.status }, `${message.type} for an order that is ${order.status}: no email sent`);
+        return;
+      }
       const money = (amount: number) => formatMoney(amount, order.currency);
       const common = { name: order.customer.name, email: order.customer.email, orderId, total: money(order.total) };
       let template: MailTemplateName;

@@ -2,11 +2,19 @@ import type { EventMessage } from '../../domain/events/events.js';
 import { transition } from '../../domain/orders/order-state.js';
 import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
-import { markUnknown, outcomeUpdate, startAttempt, takeForPayment, takenForPayment, type PaymentAttempt } from '../../domain/payments/payments.js';
+import {
+  markUnknown,
+  outcomeUpdate,
+  startAttempt,
+  takeForPayment,
+  takenForPayment,
+  type OrderToPay,
+  type PaymentAttempt,
+} from '../../domain/payments/payments.js';
 import { versions } from '../../domain/shared/cache.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import type { Params } from '../../domain/shared/sql.js';
-import { defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
+import { CommitAndWait, defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
 
 /** Attempts with a new key (each after a stored failure that made no payment) before the message waits for its retry. */
 export const MAX_PAYMENT_ATTEMPTS = 5;
@@ -32,7 +40,9 @@ export const PAYMENTS_CONSUMER = 'payments';
  * the provider call, bounded by the provider's circuit breaker (5 s).
  *
  * "The key is stored before the call": the attempt row (`pay:<orderId>:<attempt>`, `pending`) is
- * written in this transaction before the call. If the transaction rolls back (an error, a crash),
+ * written in this transaction before the call. If the transaction rolls back (an error, a crash: a
+ * cancellation waiting for the order's lock can then take it; the webhooks' payment_intent.succeeded
+ * records such a payment for an operator to refund),
  * the row goes with it, and the redelivered message derives the SAME key again: the attempt number
  * is 1 + the attempts decided `unknown` (a key that holds a stored failure), and those are decided
  * within one run (see below). Reusing a key whose request may or may not have reached the provider
@@ -40,10 +50,14 @@ export const PAYMENTS_CONSUMER = 'payments';
  *
  * Outcomes: succeeded → the attempt `succeeded`, the order `completed`; declined → the attempt
  * `declined`, the order `failed` with the provider's code as reason (`authentication_required`
- * for 3-D Secure off-session), its stock back. Unavailable with a reusable key (timeouts,
- * connection errors, 409 in flight, circuit open, a refused API key) → thrown as ProviderUnavailable:
- * the runner defers the message (it waits as long as the outage lasts, not counted as a failed
- * attempt) and retries with the same key. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
+ * for 3-D Secure off-session), its stock back. Unavailable with a reusable key (circuit open,
+ * connection refused, rate limited, a refused API key) → thrown as ProviderUnavailable: the runner
+ * defers the message (it waits as long as the outage lasts, not counted as a failed attempt) and
+ * retries with the same key. When that unavailable call may have charged (a timeout, a lost
+ * connection, a 5xx Stripe says to retry, 409 in flight), or a stored failure's search cannot say
+ * yet whether it did (see below), the run returns CommitAndWait instead: the order stays
+ * `processing` with the attempt rows and their keys committed (no cancellation can put its stock
+ * back while the money may be at Stripe), and the message waits all the same. Unavailable with a key that holds a stored failure (Stripe's 500) → `findCharge` first: a
  * payment found decides the order; none → the attempt is marked `unknown` and the next key is
  * tried at once, in the same run (throwing would roll the mark back and loop on the dead key).
  * After MAX_PAYMENT_ATTEMPTS new stored failures (or the circuit opening meanwhile) the run throws
@@ -82,9 +96,9 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // when it has none; no row when it is gone, cancelled or already decided (nothing to do), or
     // when the message is a duplicate.
     first: (message) => takeForPayment({ orderId: message.aggregateId, statuses: PAYABLE, provider: payments.name }),
-    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void> {
+    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait> {
       try {
-        await pay(tx, message, first);
+        return await pay(tx, message, first);
       } catch (err) {
         throw waitingForProvider(err);
       }
@@ -92,14 +106,14 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
   });
   return consumer;
 
-  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void> {
+  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void | CommitAndWait> {
     const orderId = message.aggregateId;
     const order = takenForPayment(await firstRows(tx, consumer, message, first));
     if (!order) return;
     await tx.changed(versions.order(orderId));
     const { attempts, started, paymentMethod } = order;
     const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
-    if (decided) return settle(tx, orderId, fromAttempt(decided));
+    if (decided) return settle(tx, order, orderId, fromAttempt(decided));
     if (!paymentMethod) {
       return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
     }
@@ -124,9 +138,23 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           idempotencyKey: attempt.idempotencyKey,
         });
       } catch (err) {
+        // The charge may have happened (a timeout, a lost answer, a 5xx worth retrying, or an earlier
+        // request with this key still running): the order stays processing and the attempt keeps its
+        // key, committed, so the order cannot be cancelled (its stock put back) while the customer's
+        // money may be at Stripe; the message waits and sends the same key again. (Rolled back, the
+        // order would be pending again, and a cancellation would leave the retry nothing to pay.)
+        if (err instanceof PaymentUnavailable && err.details.keyReusable && (err.details.outcome === 'unknown' || err.details.reason === 'in_flight')) {
+          return new CommitAndWait(waitingForProvider(err));
+        }
         if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
-        // The key holds a stored failure: did the payment happen?
-        outcome = await payments.findCharge(orderId, { since: sinceOf(attempt) });
+        // The key holds a stored failure: did the payment happen? Until the search can say (it lags
+        // behind, the payment is still processing, Stripe is away), it is in doubt as above.
+        try {
+          outcome = await payments.findCharge(orderId, { since: sinceOf(attempt), amount: Number(order.total), currency: order.currency });
+        } catch (searchErr) {
+          if (searchErr instanceof PaymentUnavailable) return new CommitAndWait(waitingForProvider(searchErr));
+          throw searchErr;
+        }
         if (!outcome) {
           await markUnknown(tx, attempt.id, err.message);
           if (!err.details.replayed) fresh++;
@@ -135,7 +163,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       }
       firstSent.delete(attempt.idempotencyKey);
       // The attempt's outcome recorded in the statement that moves the order (one round trip).
-      return settle(tx, orderId, outcome, attempt.id);
+      return settle(tx, order, orderId, outcome, attempt.id);
     }
     throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
   }
@@ -156,12 +184,18 @@ function waitingForProvider(err: unknown): unknown {
   });
 }
 
-/** Completes or fails the order by the outcome; with `paymentId`, records the outcome on that attempt in the same statement. */
-async function settle(tx: Ctx, orderId: string, outcome: ChargeOutcome, paymentId?: string): Promise<void> {
+/**
+ * Completes or fails the order by the outcome; with `paymentId`, records the outcome on that attempt in the same statement.
+ * A paid order whose total the webhooks recorded as refunded meanwhile (an operator refunded the charge in Stripe while
+ * its outcome was in doubt) moves on to `refunded`, as the webhook's own success would have moved it.
+ */
+async function settle(tx: Ctx, order: OrderToPay, orderId: string, outcome: ChargeOutcome, paymentId?: string): Promise<void> {
   const alongside = paymentId === undefined ? {} : { alongside: (p: Params) => outcomeUpdate(p, paymentId, outcome) };
   if (paymentId !== undefined) await tx.changed(versions.order(orderId));
-  if (outcome.status === 'succeeded') await transition(tx, orderId, 'completed', alongside);
-  else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason, ...alongside });
+  if (outcome.status === 'succeeded') {
+    await transition(tx, orderId, 'completed', alongside);
+    if (Number(order.total) > 0 && order.refundedAmount >= Number(order.total)) await transition(tx, orderId, 'refunded');
+  } else await transition(tx, orderId, 'failed', { reason: outcome.code, message: outcome.reason, ...alongside });
 }
 
 function fromAttempt(a: PaymentAttempt): ChargeOutcome {
