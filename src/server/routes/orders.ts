@@ -268,7 +268,9 @@ export const orderRoutes =
       schema: {
         ...common,
         summary: 'Cancel a pending order, putting its stock back',
-        description: "Any other status answers 409 with the current one. Another user's order answers 404.",
+        description:
+          'Any other status answers 409 with the current one, processing included: its payment has begun (also while a charge ' +
+          "whose outcome is unknown waits for Stripe), so only the payment's outcome ends it. Another user's order answers 404.",
         params: idParams,
         response: { 200: { ...order, description: 'The cancelled order; its stock is back on sale' }, ...errorResponses(400, 401, 403, 404, 409) },
       },
