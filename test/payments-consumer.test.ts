@@ -14,7 +14,7 @@ import { receiveStripeEvent, type StripeEvent } from '../src/domain/payments/str
 import { PaymentUnavailable, type PaymentProvider } from '../src/domain/payments/payment-provider.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { newId } from '../src/domain/shared/ids.js';
-import { ConsumerRunner, ProviderUnavailable, type Outcome } from '../src/worker/consumer.js';
+import { CommitAndWait, ConsumerRunner, ProviderUnavailable, type Outcome } from '../src/worker/consumer.js';
 import { MAX_PAYMENT_ATTEMPTS, paymentsConsumer } from '../src/worker/consumers/payments.js';
 import { query } from './helpers/db.js';
 import { testServer } from './helpers/server.js';
@@ -193,7 +193,7 @@ test('the same message delivered twice charges once and announces once', async (
   );
 });
 
-test('a payment is four statements: begin, the order taken with attempt 1 and its key written, the outcome with the order completed, commit', async (t) => {
+test('a payment is five statements: the order moved to processing with attempt 1 and its key written (committed on its own, before Stripe), begin, the order taken, the outcome with the order completed, commit', async (t) => {
   const w = await world(t);
   const simulatedPayments = await simulated(t);
   // Every statement that reaches a pg.Client from here on (the test runs none while the message is handled).
@@ -220,9 +220,9 @@ test('a payment is four statements: begin, the order taken with attempt 1 and it
   await r.rabbit.publish([message]);
   await r.done(1);
   assert.deepEqual(r.outcomes, ['processed']);
-  assert.equal(statements - before, 4);
-  // The key went out after begin and the statement that wrote it, and is the one recorded.
-  assert.deepEqual(sent, [{ key: `pay:${message.aggregateId}:1`, statementsBefore: before + 2 }]);
+  assert.equal(statements - before, 5);
+  // The key went out after the statement that wrote it had committed, then begin and the order taken, and is the one recorded.
+  assert.deepEqual(sent, [{ key: `pay:${message.aggregateId}:1`, statementsBefore: before + 3 }]);
   const s = await state(w, message.aggregateId);
   assert.equal(s.status, 'completed');
   assert.deepEqual(
@@ -412,15 +412,19 @@ test('five stored 500s in a row: the run gives up and rolls back; once Stripe re
   );
 });
 
-test('a provider that cannot be reached rolls the attempt back; the retry sends the same key', async (t) => {
+test('a provider that did nothing (rate limited) leaves the order pending, cancellable, while the message waits; the retry sends the same key', async (t) => {
   const w = await world(t);
   const { fake, payments } = await stripe(t);
   const message = await order(w, 'pm_card_visa');
   fake.rateLimitNext({ route: PI_ROUTE });
-  // Thrown as ProviderUnavailable: the runner defers the message rather than count a failed attempt.
-  await assert.rejects(handle(w, payments, message), (err: unknown) => err instanceof ProviderUnavailable && err.cause instanceof PaymentUnavailable);
+  // A ProviderUnavailable to wait on: the runner defers the message rather than count a failed attempt.
+  const waiting = await handle(w, payments, message);
+  assert.ok(waiting instanceof CommitAndWait && waiting.reason instanceof ProviderUnavailable && waiting.reason.cause instanceof PaymentUnavailable);
   const before = await state(w, message.aggregateId);
-  assert.deepEqual([before.status, before.payments, before.events], ['pending', [], []]);
+  assert.deepEqual(
+    [before.status, before.payments.map((p) => [p.attempt, p.idempotency_key, p.status]), before.events],
+    ['pending', [[1, `pay:${message.aggregateId}:1`, 'pending']], []],
+  );
   await handle(w, payments, message);
   assert.equal((await state(w, message.aggregateId)).status, 'completed');
   assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);

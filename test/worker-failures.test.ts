@@ -1,5 +1,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { DomainError } from '../src/domain/shared/errors.js';
 import { query } from './helpers/db.js';
 import { rabbitProxy, waitFor } from './helpers/rabbit.js';
 import { testServer } from './helpers/server.js';
@@ -44,8 +45,19 @@ async function killedUnderLoad(t: TestContext, transport: 'rabbitmq' | 'database
   assert.deepEqual(await first.exited, { code: null, signal: 'SIGKILL' });
   const orders = [...early, ...late];
   const before = await statusCounts(s.db);
-  assert.ok((before.pending ?? 0) >= 10, `the held orders are still pending: ${JSON.stringify(before)}`);
+  // The held orders' move to processing (with their keys) committed before Stripe was called: the
+  // killed worker's transactions rolled back, not that. A customer cancelling one now is refused,
+  // rather than getting their stock back while Stripe goes on to take their money.
+  assert.ok((before.processing ?? 0) >= 10, `the held orders are processing: ${JSON.stringify(before)}`);
   assert.equal(before.failed, undefined);
+  const [heldOrder] = await query<{ id: string; user_id: string }>(
+    s.db,
+    `select o.id, o.user_id from orders o join payments p on p.order_id = o.id where o.status = 'processing' and p.status = 'pending' limit 1`,
+  );
+  await assert.rejects(
+    s.app.orders.cancel(s.app.context({ actor: heldOrder!.user_id }), { viewer: { userId: heldOrder!.user_id, role: 'user' }, id: heldOrder!.id }),
+    (err: unknown) => err instanceof DomainError && err.code === 'conflict' && /processing/.test(err.message),
+  );
   if (transport === 'database') {
     // The dead worker's leases (lease_owner is <pid>:<random>) are still on its ten payment deliveries.
     const leased = await query<{ n: number }>(

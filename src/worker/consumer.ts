@@ -29,6 +29,14 @@ export interface ConsumerDefinition {
    * snapshot): a statement that writes must do so only `where exists (select 1 from inbox)`.
    */
   first?(message: EventMessage): FirstStatement;
+  /**
+   * Runs before the transaction, committed on its own (one statement, no transaction around it):
+   * what must be durable before the handler calls a provider, should the process die before the
+   * handler's transaction commits (the payments consumer's: the order `processing` with its first
+   * key, so no cancellation can put its stock back while the charge may be at Stripe). It runs for
+   * every delivery, redeliveries and duplicates included: it must change nothing a second time.
+   */
+  prepare?(ctx: Ctx, message: EventMessage): Promise<void>;
 }
 
 /** A consumer's first statement (see ConsumerDefinition.first). */
@@ -235,6 +243,7 @@ export class ConsumerRunner {
     const ctx = this.options.context({ actor: `worker:${this.consumer.name}`, traceId: traceIdOf(message.traceparent) });
     let outcome: 'processed' | 'duplicate' | CommitAndWait;
     try {
+      await this.consumer.prepare?.(ctx, message);
       outcome = await inTransaction(ctx, async (tx) => {
         // The inbox row first (alone, or with the handler's first statement), so that a second
         // delivery of the same message running at the same time (another worker) waits on this row

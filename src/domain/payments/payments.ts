@@ -1,7 +1,7 @@
 import type { Ctx } from '../shared/context.js';
 import { newId } from '../shared/ids.js';
 import { versions } from '../shared/cache.js';
-import { Params } from '../shared/sql.js';
+import { Params, type Sql } from '../shared/sql.js';
 import type { ChargeOutcome } from './payment-provider.js';
 import type { PaymentStatus } from './payment.entity.js';
 
@@ -69,6 +69,37 @@ export interface OrderToPay {
   attempts: PaymentAttempt[];
   /** Attempt 1, written `pending` with its key by the statement (also in `attempts`); undefined when the order had attempts or no payment method. */
   started: PaymentAttempt | undefined;
+}
+
+/**
+ * Commits a pending order's move to `processing` with its attempt 1 (`pending`, its key) before any
+ * transaction of the payments consumer, in one statement of its own: from then on a cancellation is
+ * refused (the order is no longer pending) even if the process dies with the charge at the provider
+ * and its transaction rolled back, and the redelivered message finds the key to send again. Nothing
+ * for an order that is not pending (paid, failed, cancelled, or processing since an earlier
+ * delivery) or has no payment method. Whether it moved the order (its cached reads are then stale).
+ */
+export async function prepareForPayment(sql: Sql, input: { orderId: string; provider: string }): Promise<boolean> {
+  const now = new Date();
+  const rows = await sql<{ moved: boolean }>(
+    `with o as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = 'pending' and coalesce(payment_method, '') <> ''
+       returning total, currency),
+     a as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
+       select $3, $1, 1, $4, 'pending', o.total, o.currency, $5, $2, $2 from o on conflict do nothing)
+     select true as moved from o`,
+    [input.orderId, now, newId('pay'), paymentKey(input.orderId, 1), input.provider],
+  );
+  return rows.length > 0;
+}
+
+/**
+ * Puts an order taken for payment back to `pending` when nothing was charged after all (the provider
+ * surely did nothing with its key: its circuit open, unreachable, rate limiting), so that its customer
+ * may cancel it while the payment waits for the provider; the next delivery prepares it again.
+ */
+export async function backToPending(tx: Ctx, orderId: string): Promise<void> {
+  await tx.sql(`update orders set status = 'pending', updated_at = $2 where id = $1 and status = 'processing'`, [orderId, new Date()]);
+  await tx.changed(versions.order(orderId));
 }
 
 /**

@@ -3,8 +3,10 @@ import { transition } from '../../domain/orders/order-state.js';
 import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
 import {
+  backToPending,
   markUnknown,
   outcomeUpdate,
+  prepareForPayment,
   startAttempt,
   takeForPayment,
   takenForPayment,
@@ -35,15 +37,18 @@ export const PAYMENTS_CONSUMER = 'payments';
  * The payments consumer: on `order.created`, charges the order's payment method for its total and
  * completes or fails the order.
  *
- * Everything happens in the inbox transaction the runner hands over (the order row locked first,
- * so a cancellation waits for the payment and then finds the order no longer pending), including
- * the provider call, bounded by the provider's circuit breaker (5 s).
+ * First, committed on its own (`prepare`): a pending order moved to `processing` with attempt 1
+ * and its key (prepareForPayment), so that a process killed with the charge at the provider leaves
+ * an order no cancellation can take (409) rather than a pending one. Then the inbox transaction the
+ * runner hands over (the order row locked first), including the provider call, bounded by the
+ * provider's circuit breaker (5 s). When the provider surely did nothing with the key (circuit open,
+ * unreachable, rate limiting, a refused key) the order goes back to `pending` in that transaction
+ * (CommitAndWait), cancellable while the message waits.
  *
- * "The key is stored before the call": the attempt row (`pay:<orderId>:<attempt>`, `pending`) is
- * written in this transaction before the call. If the transaction rolls back (an error, a crash: a
- * cancellation waiting for the order's lock can then take it; the webhooks' payment_intent.succeeded
- * records such a payment for an operator to refund),
- * the row goes with it, and the redelivered message derives the SAME key again: the attempt number
+ * "The key is stored before the call": attempt 1's row was committed before the call; a later
+ * attempt's row (`pay:<orderId>:<attempt>`, `pending`) is written in this transaction before its call.
+ * If the transaction rolls back (an error, a crash), such a row goes with it (the order stays
+ * `processing`), and the redelivered message derives the SAME key again: the attempt number
  * is 1 + the attempts decided `unknown` (a key that holds a stored failure), and those are decided
  * within one run (see below). Reusing a key whose request may or may not have reached the provider
  * is exactly the idempotency rule: the provider replays what it did, or does it now.
@@ -96,6 +101,10 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // when it has none; no row when it is gone, cancelled or already decided (nothing to do), or
     // when the message is a duplicate.
     first: (message) => takeForPayment({ orderId: message.aggregateId, statuses: PAYABLE, provider: payments.name }),
+    // Before the transaction, committed on its own: the order processing with its first key (see prepareForPayment).
+    async prepare(ctx: Ctx, message: EventMessage): Promise<void> {
+      if (await prepareForPayment(ctx.sql, { orderId: message.aggregateId, provider: payments.name })) await ctx.changed(versions.order(message.aggregateId));
+    },
     async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait> {
       try {
         return await pay(tx, message, first);
@@ -118,7 +127,8 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
     }
     const input = { orderId, amount: order.total, currency: order.currency, provider: payments.name };
-    let n = attempts.filter((a) => a.status === 'unknown').length + 1;
+    const firstKey = attempts.filter((a) => a.status === 'unknown').length + 1;
+    let n = firstKey;
     // Only new stored failures count towards giving up. A run that gave up rolled its `unknown`
     // marks back, so the next run meets those keys again, each replaying its stored failure: they
     // are walked past (the search still decides each one), or the order could never be paid
@@ -126,7 +136,8 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     let fresh = 0;
     for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
       // Attempt 1 of an order without attempts was written by the first statement already.
-      const attempt = started?.attempt === n ? started : await startAttempt(tx, { ...input, attempt: n });
+      // Attempt 1 of an order prepared for payment is there already.
+      const attempt = started?.attempt === n ? started : (attempts.find((a) => a.attempt === n) ?? (await startAttempt(tx, { ...input, attempt: n })));
       let outcome: ChargeOutcome | undefined;
       sending(attempt.idempotencyKey);
       try {
@@ -146,7 +157,15 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
         if (err instanceof PaymentUnavailable && err.details.keyReusable && (err.details.outcome === 'unknown' || err.details.reason === 'in_flight')) {
           return new CommitAndWait(waitingForProvider(err));
         }
-        if (!(err instanceof PaymentUnavailable) || err.details.keyReusable) throw err;
+        if (!(err instanceof PaymentUnavailable)) throw err;
+        if (err.details.keyReusable) {
+          // Nothing charged (the circuit open, Stripe unreachable or rate limiting, a refused key) and
+          // no key of this run marked: the order is pending again while the message waits, so its
+          // customer may still cancel it. (Later in a run, the throw rolls the marks back, as below.)
+          if (n !== firstKey) throw err;
+          await backToPending(tx, orderId);
+          return new CommitAndWait(waitingForProvider(err));
+        }
         // The key holds a stored failure: did the payment happen? Until the search can say (it lags
         // behind, the payment is still processing, Stripe is away), it is in doubt as above.
         try {
