@@ -202,12 +202,7 @@ export class RedisConnection {
         }
         pending.push({ input, resolve, reject });
       });
-      if (!tracing || tracing.activeTraceparent() === undefined) return result;
-      const span = tracing.start('redis EVALSHA', { kind: 'client', attributes: { 'db.system.name': 'redis', 'db.operation.name': 'EVALSHA' } });
-      result.then(
-        () => span.end(),
-        (err: unknown) => span.end(err),
-      );
+      if (tracing && tracing.activeTraceparent() !== undefined) traceCommand(tracing, 'EVALSHA', result);
       return result;
     };
   }
@@ -220,11 +215,9 @@ export class RedisConnection {
 
   /** The end of a turn: the batches' commands are sent, then the turn's writes go out (one write). */
   private readonly endTurn = () => {
-    while (this.flushes.length > 0) {
-      const flushes = this.flushes;
-      this.flushes = [];
-      for (const flush of flushes) flush();
-    }
+    const flushes = this.flushes;
+    this.flushes = [];
+    for (const flush of flushes) flush();
     this.turnEnding = false;
     const socket = this.corked;
     this.corked = undefined;
@@ -281,12 +274,16 @@ function traceCommands(client: Redis, tracing: Tracing): void {
   const send = client.sendCommand.bind(client);
   client.sendCommand = (command, stream) => {
     if (tracing.activeTraceparent() === undefined) return send(command, stream);
-    const name = command.name.toUpperCase();
-    const span = tracing.start(`redis ${name}`, { kind: 'client', attributes: { 'db.system.name': 'redis', 'db.operation.name': name } });
-    command.promise.then(
-      () => span.end(),
-      (err: unknown) => span.end(err),
-    );
+    traceCommand(tracing, command.name.toUpperCase(), command.promise);
     return send(command, stream);
   };
+}
+
+/** A client span `redis <NAME>`, a child of the active one, ended when the command's reply (or error) comes. */
+function traceCommand(tracing: Tracing, name: string, reply: Promise<unknown>): void {
+  const span = tracing.start(`redis ${name}`, { kind: 'client', attributes: { 'db.system.name': 'redis', 'db.operation.name': name } });
+  reply.then(
+    () => span.end(),
+    (err: unknown) => span.end(err),
+  );
 }

@@ -103,11 +103,12 @@ export class ProviderUnavailable extends Error {
  * What a handler returns when the message must be handled again later (its `reason`, as if thrown:
  * a ProviderUnavailable defers it, another error retries it or dead-letters it) but what it wrote
  * must not roll back: the runner commits the transaction without the message's inbox row (so the
- * message is handled again), then settles the message by the reason. The payments consumer's case:
+ * message is handled again), then settles the message by the reason. The payments consumer's cases:
  * a charge whose outcome is unknown (a timeout, a lost answer, a stored 500 that Stripe's search
  * cannot explain yet) may have taken the customer's money, so the order must stay `processing`
  * with the attempt's key stored, never back to `pending`, where a cancellation would put its stock
- * back and the retry find nothing to pay; and without letting go of the order's lock in between.
+ * back and the retry find nothing to pay; and a charge the provider surely did not make, after
+ * which the order goes back to `pending`, cancellable while the message waits.
  */
 export class CommitAndWait {
   constructor(readonly reason: unknown) {}
@@ -389,7 +390,7 @@ export function parseEnvelope(body: Buffer, accepted: readonly EventType[]): Eve
     if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new Error(`${key} is missing or not a string of 1 to ${max} characters`);
     return v;
   };
-  // svc's ids (`evt_…`, `ord_…`) are letters, digits and `_`: anything else was not made by svc, and a
+  // svc's ids (`evt_…`, `ord_…`) are letters, digits and `_` (`-` allowed): anything else was not made by svc, and a
   // NUL, which PostgreSQL cannot store, would fail every attempt rather than this check once.
   const anId = (key: string) => {
     const v = text(key, 64);

@@ -59,7 +59,7 @@ const view = (r: PaymentRow): PaymentAttempt => ({
  */
 export const paymentKey = (orderId: string, attempt: number) => `pay:${orderId}:${attempt}`;
 
-/** An order taken for payment: what to charge, its payment attempts (oldest first), and attempt 1 when it was just written. */
+/** An order taken for payment: what to charge and its payment attempts (oldest first; attempt 1 included when the statement wrote it). */
 export interface OrderToPay {
   total: number;
   currency: string;
@@ -67,8 +67,6 @@ export interface OrderToPay {
   /** What Stripe's webhooks recorded as refunded already (a refund made while the payment was in doubt). */
   refundedAmount: number;
   attempts: PaymentAttempt[];
-  /** Attempt 1, written `pending` with its key by the statement (also in `attempts`); undefined when the order had attempts or no payment method. */
-  started: PaymentAttempt | undefined;
 }
 
 /**
@@ -125,12 +123,12 @@ export function takeForPayment(input: { orderId: string; statuses: readonly stri
         select $4::text, $1, 1, $5::text, 'pending', o.total, o.currency, $6::text, $2::timestamptz, $2::timestamptz from pay_order o
         where coalesce(o.payment_method, '') <> '' and not exists (select 1 from pay_existing) on conflict do nothing returning ${COLUMNS})`,
     text: `select o.total as order_total, o.currency as order_currency, o.payment_method, o.refunded_amount as order_refunded, a.* from pay_order o
-      left join (select true as started, pay_started.* from pay_started union all select false as started, pay_existing.* from pay_existing) a on true`,
+      left join (select * from pay_started union all select * from pay_existing) a on true`,
     values: [input.orderId, new Date(), input.statuses, newId('pay'), paymentKey(input.orderId, 1), input.provider],
   };
 }
 
-type TakenRow = { order_total: number; order_currency: string; payment_method: string | null; order_refunded: number; started: boolean | null } & (
+type TakenRow = { order_total: number; order_currency: string; payment_method: string | null; order_refunded: number } & (
   PaymentRow | { [K in keyof PaymentRow]: null }
 );
 
@@ -139,14 +137,7 @@ export function takenForPayment(rows: readonly Record<string, unknown>[]): Order
   const taken = rows as unknown as TakenRow[];
   const [order] = taken;
   if (!order) return undefined;
-  const attempts: PaymentAttempt[] = [];
-  let started: PaymentAttempt | undefined;
-  for (const row of taken) {
-    if (row.id === null) continue;
-    const attempt = view(row);
-    attempts.push(attempt);
-    if (row.started) started = attempt;
-  }
+  const attempts = taken.filter((row) => row.id !== null).map((row) => view(row as PaymentRow));
   attempts.sort((a, b) => a.attempt - b.attempt);
   return {
     total: order.order_total,
@@ -154,7 +145,6 @@ export function takenForPayment(rows: readonly Record<string, unknown>[]): Order
     paymentMethod: order.payment_method,
     refundedAmount: Number(order.order_refunded),
     attempts,
-    started,
   };
 }
 

@@ -60,7 +60,7 @@ export const toUserView = (u: User): UserView => ({
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/;
 
 function checkEmail(raw: string): string {
-  // Before the form is checked: its refusal quotes the text, which must not carry an escape sequence to a terminal.
+  // An email is stored and listed to operators; checked first, so the form's refusal below never quotes a control character.
   refuseControlCharacters(raw, 'email');
   const email = raw.trim();
   if (!EMAIL.test(email) || email.length > 254) {

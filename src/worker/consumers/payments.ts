@@ -56,9 +56,10 @@ export const PAYMENTS_CONSUMER = 'payments';
  * Outcomes: succeeded → the attempt `succeeded`, the order `completed`; declined → the attempt
  * `declined`, the order `failed` with the provider's code as reason (`authentication_required`
  * for 3-D Secure off-session), its stock back. Unavailable with a reusable key (circuit open,
- * connection refused, rate limited, a refused API key) → thrown as ProviderUnavailable: the runner
- * defers the message (it waits as long as the outage lasts, not counted as a failed attempt) and
- * retries with the same key. When that unavailable call may have charged (a timeout, a lost
+ * connection refused, rate limited, a refused API key) → the order back to `pending` and a
+ * CommitAndWait with a ProviderUnavailable (thrown instead when keys of this run were marked, see
+ * below): the runner defers the message (it waits as long as the outage lasts, not counted as a
+ * failed attempt) and retries with the same key. When that unavailable call may have charged (a timeout, a lost
  * connection, a 5xx Stripe says to retry, 409 in flight), or a stored failure's search cannot say
  * yet whether it did (see below), the run returns CommitAndWait instead: the order stays
  * `processing` with the attempt rows and their keys committed (no cancellation can put its stock
@@ -120,7 +121,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     const order = takenForPayment(await firstRows(tx, consumer, message, first));
     if (!order) return;
     await tx.changed(versions.order(orderId));
-    const { attempts, started, paymentMethod } = order;
+    const { attempts, paymentMethod } = order;
     const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
     if (decided) return settle(tx, order, orderId, fromAttempt(decided));
     if (!paymentMethod) {
@@ -135,9 +136,8 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // until the provider forgets the keys (Stripe: 24 h).
     let fresh = 0;
     for (const last = n + MAX_KEYS_PER_RUN; fresh < MAX_PAYMENT_ATTEMPTS && n < last; n++) {
-      // Attempt 1 of an order without attempts was written by the first statement already.
-      // Attempt 1 of an order prepared for payment is there already.
-      const attempt = started?.attempt === n ? started : (attempts.find((a) => a.attempt === n) ?? (await startAttempt(tx, { ...input, attempt: n })));
+      // Attempt 1 is there already (written by prepare, or by the first statement for an order that had none).
+      const attempt = attempts.find((a) => a.attempt === n) ?? (await startAttempt(tx, { ...input, attempt: n }));
       let outcome: ChargeOutcome | undefined;
       sending(attempt.idempotencyKey);
       try {
@@ -149,16 +149,13 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           idempotencyKey: attempt.idempotencyKey,
         });
       } catch (err) {
-        // The charge may have happened (a timeout, a lost answer, a 5xx worth retrying, or an earlier
-        // request with this key still running): the order stays processing and the attempt keeps its
-        // key, committed, so the order cannot be cancelled (its stock put back) while the customer's
-        // money may be at Stripe; the message waits and sends the same key again. (Rolled back, the
-        // order would be pending again, and a cancellation would leave the retry nothing to pay.)
-        if (err instanceof PaymentUnavailable && err.details.keyReusable && (err.details.outcome === 'unknown' || err.details.reason === 'in_flight')) {
-          return new CommitAndWait(waitingForProvider(err));
-        }
         if (!(err instanceof PaymentUnavailable)) throw err;
         if (err.details.keyReusable) {
+          // The charge may have happened (a timeout, a lost answer, a 5xx worth retrying, or an earlier
+          // request with this key still running): the order stays processing and the attempt keeps its
+          // key, committed, so the order cannot be cancelled (its stock put back) while the customer's
+          // money may be at Stripe; the message waits and sends the same key again.
+          if (err.details.outcome === 'unknown' || err.details.reason === 'in_flight') return new CommitAndWait(waitingForProvider(err));
           // Nothing charged (the circuit open, Stripe unreachable or rate limiting, a refused key) and
           // no key of this run marked: the order is pending again while the message waits, so its
           // customer may still cancel it. (Later in a run, the throw rolls the marks back, as below.)
