@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testServer } from './helpers/server.js';
 import { dropDatabase } from './helpers/db.js';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 for (const embedded of [false, true]) {
   test(`the API answers health checks and problem documents (${embedded ? 'embedded' : 'PostgreSQL'})`, async (t) => {
@@ -26,6 +28,18 @@ for (const embedded of [false, true]) {
     );
   });
 }
+
+test('a burst of new connections waits in the listen queue: svc serve listens with a backlog of 4096 (or the kernel cap, if lower), not 511', async (t) => {
+  const ts = await testServer(t);
+  const port = new URL(ts.url).port;
+  // For a listening socket, ss shows the backlog as its Send-Q; the kernel caps it at somaxconn.
+  const [line] = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' })
+    .trim()
+    .split('\n');
+  const backlog = Number(line!.trim().split(/\s+/)[2]);
+  const cap = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  assert.equal(backlog, Math.min(4096, cap), line);
+});
 
 test('readiness answers 503 naming the database when it stops answering, while liveness stays 200', async (t) => {
   const ts = await testServer(t);

@@ -10,6 +10,11 @@ import { loadTls } from './tls.js';
 // Routes whose writes emit events (their URL as registered, versioned).
 const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
 
+// The kernel's queue of connections not yet accepted (capped by net.core.somaxconn): a burst of new
+// connections (a balancer reconnecting its pool, a client opening hundreds at once) waits there while
+// the event loop is busy, instead of overflowing Node's default of 511, where they are dropped or reset.
+const LISTEN_BACKLOG = 4096;
+
 /** Work svc serve runs beside the API (the in-process event pipeline): started after listening, stopped before the App closes. */
 export interface Alongside {
   /** A request that may have written events was answered (after its commit): look for work now. */
@@ -68,7 +73,7 @@ export async function startServer(
     // Before the API: a metrics port that cannot be bound stops the start before any request is taken.
     metrics = await serveMetrics(app);
     const connections = trackConnections(server.server);
-    await server.listen({ port: config.PORT, host: config.HOST });
+    await server.listen({ port: config.PORT, host: config.HOST, backlog: LISTEN_BACKLOG });
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
