@@ -36,6 +36,25 @@ test('an SVC_DATA_DIR that is a file, or inside one, exits 78 naming SVC_DATA_DI
   assert.equal(readFileSync(file, 'utf8'), 'x');
 });
 
+test('an SVC_DATA_DIR that cannot be created exits 78 naming SVC_DATA_DIR and why, and never hangs', async () => {
+  // /sys refuses new folders even to root (EPERM); /proc answers ENOENT, where Node's recursive mkdir never returns.
+  for (const [dataDir, why] of [
+    ['/sys/svc-data', /cannot be created \(permission denied\)/],
+    ['/proc/svc-data/inner', /cannot be created \(ENOENT\)/],
+  ] as const) {
+    for (const args of [
+      ['users', 'list', '--json'],
+      ['migrate', 'status', '--json'],
+    ]) {
+      const res = await svc(args, { env: { SVC_DATA_DIR: dataDir } });
+      assert.equal(res.code, 78, res.stdout + res.stderr);
+      assert.equal(res.json().error.details.key, 'SVC_DATA_DIR');
+      assert.match(res.json().error.message, new RegExp(`^SVC_DATA_DIR=${dataDir} `));
+      assert.match(res.json().error.message, why);
+    }
+  }
+});
+
 // oclif takes SVC_DATA_DIR for its own data folder and, by default, loads "user" and "link" plugins
 // listed in a package.json there: whoever could write that file would run code in every svc command.
 test('a package.json in SVC_DATA_DIR that links an oclif plugin runs nothing', async (t) => {

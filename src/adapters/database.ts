@@ -1,5 +1,5 @@
-import { mkdirSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { MikroORM, Options } from '@mikro-orm/core';
 import { createPostgreSqlTypeParsers, type SqlEntityManager } from '@mikro-orm/sql';
@@ -164,18 +164,7 @@ export async function openDatabase(config: Config, logger: Logger, options: Open
 
   const dataDir = config.dataDir;
   const firstUse = !existsSync(join(dataDir, 'pgdata'));
-  try {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  } catch (err) {
-    // A file where the folder should be (or on its path): the setting is wrong, not svc.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
-    throw new ConfigError(
-      'SVC_DATA_DIR',
-      config.sources.SVC_DATA_DIR,
-      `SVC_DATA_DIR=${dataDir} is not a folder (a file is in the way); point it at a folder, or at a path where one can be created`,
-    );
-  }
+  makeDataDir(config, dataDir);
   let lock: DirLock;
   try {
     lock = await acquireDirLock(join(dataDir, 'pglite.lock'));
@@ -502,4 +491,40 @@ function findPgError(err: Error): PgError | undefined {
     current = (current as { cause?: unknown }).cause ?? (current as { previous?: unknown }).previous;
   }
   return undefined;
+}
+
+/**
+ * Creates the data folder (and the folders above it that are missing, each 0700), or refuses the
+ * setting with a ConfigError saying why: a file in the way, no permission, a read-only or special
+ * file system, or a folder svc cannot write in. One level at a time: Node's recursive mkdir never
+ * returns on some special file systems (`/proc/...`), where each level's own answer is an error.
+ */
+function makeDataDir(config: Config, dataDir: string): void {
+  const refuse = (why: string) =>
+    new ConfigError('SVC_DATA_DIR', config.sources.SVC_DATA_DIR, `SVC_DATA_DIR=${dataDir} ${why}; point it at a folder, or at a path where one can be created`);
+  const make = (dir: string): void => {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') {
+        if (!statSync(dir).isDirectory()) throw refuse('is not a folder (a file is in the way)');
+        return;
+      }
+      if (code === 'ENOTDIR') throw refuse('is not a folder (a file is in the way)');
+      if (code === 'ENOENT' && dirname(dir) !== dir && !existsSync(dirname(dir))) {
+        make(dirname(dir));
+        return make(dir);
+      }
+      throw refuse(
+        `cannot be created (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'a read-only file system' : (code ?? 'failed')})`,
+      );
+    }
+  };
+  make(dataDir);
+  try {
+    accessSync(dataDir, constants.W_OK | constants.X_OK);
+  } catch {
+    throw refuse('is a folder svc cannot write in (permission denied)');
+  }
 }
