@@ -67,11 +67,11 @@ module.exports = {
       comment:
         'createApp (src/app.ts) builds the adapters; everything else gets them from the App. Type-only imports wire nothing and are allowed ' +
         '(the App exposes an adapter, its result types come with it). Allowed by name: svc keys generate writes the key file an App on ' +
-        'PostgreSQL needs before one can exist; src/server/errors.ts and src/cli/base-command.ts call translateDatabaseError, the one ' +
-        'place DESIGN.md gives the PostgreSQL error codes.',
+        'PostgreSQL needs before one can exist; src/server/errors.ts, src/cli/base-command.ts and src/worker/consumer.ts (the error edges ' +
+        'of the API, the CLI and the consumers) call translateDatabaseError, the one place DESIGN.md gives the PostgreSQL error codes.',
       from: {
         path: '^src/',
-        pathNot: '^src/(app\\.ts|adapters/|commands/keys/generate\\.ts|server/errors\\.ts|cli/base-command\\.ts)',
+        pathNot: '^src/(app\\.ts|adapters/|commands/keys/generate\\.ts|server/errors\\.ts|cli/base-command\\.ts|worker/consumer\\.ts)',
       },
       to: { path: '^src/adapters/', dependencyTypesNot: ['type-only'] },
     },
@@ -79,7 +79,7 @@ module.exports = {
       name: 'named-exceptions-stay-narrow',
       severity: 'error',
       comment: 'The edges allowed above reach only the adapter they are named for.',
-      from: { path: '^src/(server/errors|cli/base-command)\\.ts$' },
+      from: { path: '^src/(server/errors|cli/base-command|worker/consumer)\\.ts$' },
       to: { path: '^src/adapters/', pathNot: '^src/adapters/database\\.ts$', dependencyTypesNot: ['type-only'] },
     },
     {

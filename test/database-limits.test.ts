@@ -73,6 +73,30 @@ test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cann
   assert.equal((await first).statusCode, 200);
 });
 
+test('a request whose database connection is lost under it (a restart, a failover) answers 503 with Retry-After, not 500, without the database in the body', async (t) => {
+  const ts = await testServer(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
+  const alice = await ts.user({ email: 'alice@example.com' });
+  const headers = await ts.auth(alice);
+  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
+
+  // The request's statement waits for a table another session holds; PostgreSQL then ends its session.
+  const holder = await sessionOn(t, ts.databaseUrl!);
+  await holder.query('begin');
+  await holder.query('lock table products in access exclusive mode');
+  const lost = ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  await untilSomeoneWaitedFor(ts.databaseUrl!, holder, 0);
+  await holder.query(
+    `select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock'`,
+  );
+  await holder.query('rollback');
+  const res = await lost;
+
+  assertProblem({ status: res.statusCode, type: res.headers['content-type'], body: res.json() }, 503, 'unavailable', /temporarily unavailable; try again/);
+  assert.equal(res.headers['retry-after'], '1');
+  assert.doesNotMatch(res.body, /57P01|terminat|administrator|products/);
+  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
+});
+
 test('connections PostgreSQL drops in the middle of transactions (a restart, a failover) are given back: the pool is not used up', async (t) => {
   const ts = await testServer(t, { env: { DATABASE_POOL_MAX: '2', DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
   const alice = await ts.user({ email: 'alice@example.com' });

@@ -218,6 +218,30 @@ test('an error the handler marks as permanent (DomainError invalid) goes to the 
   assert.equal(dead!.properties.headers!['x-svc-attempts'], 1);
 });
 
+test('a database connection lost under a message (a restart, a failover) defers it like a provider outage: no attempt used up, never dead-lettered, done once the database answers', async (t) => {
+  let calls = 0;
+  const r = await run(
+    t,
+    defineConsumer({
+      name: 'failover',
+      events: ['order.created'],
+      async handle(ctx, message) {
+        calls++;
+        await recordEffect(ctx, 'failover', message);
+        // More losses than the retry ladder has steps (DELAYS: 2 retries, then the dead-letter queue).
+        if (calls <= DELAYS.length + 1) await sql(ctx.em, 'select pg_terminate_backend(pg_backend_pid())', []);
+      },
+    }),
+  );
+  const message = event();
+  await r.rabbit.publish([message]);
+  assert.deepEqual(await r.settled(DELAYS.length + 1), ['deferred', 'deferred', 'deferred']);
+  assert.deepEqual(await r.settled(DELAYS.length + 2), ['deferred', 'deferred', 'deferred', 'processed']);
+  assert.deepEqual(await effects(r.db), [{ consumer: 'failover', message_id: message.id }]);
+  assert.deepEqual(await inbox(r.db), [{ consumer: 'failover', message_id: message.id }]);
+  assert.equal((await r.ch.checkQueue(r.rabbit.queues(r.runner.spec).dead)).messageCount, 0);
+});
+
 test('the same message delivered twice has one effect: the second is acknowledged without running the handler', async (t) => {
   let calls = 0;
   const r = await run(

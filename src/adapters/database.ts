@@ -442,6 +442,16 @@ const checkViolation: Explain = (_k, e) => {
 };
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', '28P01', '28000', '3D000', '57P03']);
+// The session ended under the statement: PostgreSQL shut down or restarted (57P01, 57P02), a failover,
+// an operator's pg_terminate_backend, a broken connection (class 08).
+const LOST_CODES = new Set(['57P01', '57P02', '08000', '08003', '08006', 'EPIPE']);
+// node-postgres says so only in its message when the socket closed under a query, or is used after that.
+const LOST_MESSAGES = new Set([
+  'Connection terminated unexpectedly',
+  'Connection terminated',
+  'Client has encountered a connection error and is not queryable',
+  'Client was closed and is not queryable',
+]);
 
 /**
  * The one place where database errors become domain errors, in the domain's words: a unique
@@ -460,6 +470,15 @@ export function translateDatabaseError(err: unknown): unknown {
       { cause: err },
     );
   }
+  const lost = lostConnection(err);
+  if (lost) {
+    return new DomainError(
+      'unavailable',
+      `lost the connection to the database (${lost.message}): PostgreSQL restarted, failed over or ended the session`,
+      {},
+      { cause: err },
+    );
+  }
   const pg = findPgError(err);
   if (!pg?.code) return err;
   const map = PG_CODES[pg.code];
@@ -468,6 +487,17 @@ export function translateDatabaseError(err: unknown): unknown {
     return new DomainError('unavailable', `cannot reach the database: ${pg.message}. Check DATABASE_URL and that PostgreSQL is running`, {}, { cause: err });
   }
   return err;
+}
+
+/** The error (or one of its causes) that says the connection was lost under the statement, if one does. */
+function lostConnection(err: Error): Error | undefined {
+  let current: unknown = err;
+  for (let depth = 0; current instanceof Error && depth < 5; depth++) {
+    const code = (current as PgError).code;
+    if ((typeof code === 'string' && LOST_CODES.has(code)) || LOST_MESSAGES.has(current.message)) return current;
+    current = (current as { cause?: unknown }).cause ?? (current as { previous?: unknown }).previous;
+  }
+  return undefined;
 }
 
 /**

@@ -4,6 +4,8 @@ import { EVENT_TYPES, type EventMessage, type EventType } from '../domain/events
 import type { ConsumerSpec, ConsumerTransport, Delivery, Subscription } from '../domain/events/transport.js';
 import type { Ctx } from '../domain/shared/context.js';
 import { DomainError } from '../domain/shared/errors.js';
+// The worker's error edge, as src/server/errors.ts is the API's: the one place that reads PostgreSQL's error codes.
+import { translateDatabaseError } from '../adapters/database.js';
 import { inTransaction } from './transaction.js';
 
 /** A consumer of events: what it listens to and what it does with one. */
@@ -294,6 +296,10 @@ export class ConsumerRunner {
     const error = describe(err);
     const delays = this.spec.retryDelaysMs;
     if (err instanceof ProviderUnavailable && delays.length > 0) return this.deferred(delivery, err, error, log);
+    // The database unreachable or its connection lost under the message (a restart, a failover): not
+    // the message's fault either, so it waits as for a provider rather than use up its retries.
+    const database = databaseUnavailable(err);
+    if (database && delays.length > 0) return this.deferred(delivery, database, describe(database), log);
     if (isPermanent(err)) {
       log.warn({ err }, `failed for good; moved to the dead-letter queue`);
       await delivery.deadLetter(error);
@@ -355,6 +361,14 @@ function duration(ms: number): string {
 }
 
 const PERMANENT_CODES = new Set(['invalid', 'unprocessable']);
+
+/** A ProviderUnavailable for the database when the error says it cannot be reached or its connection was lost. */
+function databaseUnavailable(err: unknown): ProviderUnavailable | undefined {
+  if (err instanceof DomainError) return undefined;
+  const translated = translateDatabaseError(err);
+  if (!(translated instanceof DomainError) || translated.code !== 'unavailable') return undefined;
+  return new ProviderUnavailable('database', translated.message, { cause: err });
+}
 
 function isPermanent(err: unknown): boolean {
   return err instanceof PermanentFailure || (err instanceof DomainError && PERMANENT_CODES.has(err.code));
