@@ -57,6 +57,10 @@ test('a write through one instance is never read stale through the other, and re
   assert.deepEqual(a.app.cache.stats().products.l2, { hits: 0, misses: 1 }, 'a loaded it from the database');
   assert.deepEqual(b.app.cache.stats().products.l2, { hits: 1, misses: 0 }, 'b found it in Redis');
   assert.equal(b.app.cache.stats().products.l1.hits, 1, 'then in its own memory');
+  // Authentication's read of the buyer's role and status: on a warm cache, no database read either.
+  const users = b.app.cache.stats().users;
+  await read(b, url, buyerAuth);
+  assert.deepEqual(b.app.cache.stats().users, { ...users, l1: { hits: users.l1.hits + 1, misses: users.l1.misses } });
 
   // Renamed through a: b's very next read, at once, sees the new name (its L1 copy is of an old version).
   const patched = await a.server.inject({ method: 'PATCH', url, headers: adminAuth, payload: { name: 'Big mug' } });
