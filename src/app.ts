@@ -16,6 +16,8 @@ import { CursorCodec } from './domain/shared/pagination.js';
 import { AppSecret } from './domain/shared/app-secret.entity.js';
 import { DomainError } from './domain/shared/errors.js';
 import { Authenticator } from './domain/auth/authenticator.js';
+import { UserStandings } from './domain/auth/standing.js';
+import { invalidateFromCommand } from './adapters/command-invalidation.js';
 import { AuthService } from './domain/auth/auth.service.js';
 import type { PaymentProvider } from './domain/payments/payment-provider.js';
 import type { WebhookVerifier } from './domain/payments/stripe-webhooks.js';
@@ -153,8 +155,9 @@ export interface App {
    */
   redis?: RedisConnection;
   /**
-   * Cached product and order reads (hit and miss counts in `cache.stats()`): L1 in the process and L2
-   * in Redis with REDIS_URL; L1 alone for svc serve on the embedded database it owns; none otherwise.
+   * Cached product and order reads, and users' standings for authentication (hit and miss counts in
+   * `cache.stats()`): L1 in the process and L2 in Redis with REDIS_URL; L1 alone for svc serve on the
+   * embedded database it owns; none otherwise (svc serve then keeps standings in a cache of their own).
    */
   cache: Cache;
   /** svc serve's rate limits: shared through Redis with REDIS_URL (per process while it is down), else in this process. */
@@ -205,7 +208,6 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         audience: config.JWT_AUDIENCE,
         ttlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
       });
-    const authenticator = new Authenticator(tokens, config.USER_STANDING_TTL_SECONDS * 1000);
     const auth = new AuthService(users, passwords, tokens, { refreshTtlSeconds: config.REFRESH_TOKEN_TTL_SECONDS, now: overrides.now });
     let serverUrl: string | undefined;
     const providers = createProviders(config, logger, () => config.PUBLIC_URL ?? serverUrl);
@@ -229,6 +231,18 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     // Plain statements run on the root EntityManager's connection: never inside a transaction.
     const sql = sqlOn(db.orm.em as Ctx['em']);
     const cache = createCache(config, db, role, redis);
+    const standingsCache = createStandingsCache(role, cache, redis);
+    const authenticator = new Authenticator(tokens, new UserStandings(standingsCache, config.USER_STANDING_TTL_SECONDS * 1000));
+    const caches = standingsCache === cache ? [cache] : [cache, standingsCache];
+    // A command has no cache of its own to invalidate, but running svc serve instances do: with
+    // REDIS_URL it moves the versions it changed there (users' standings), or fails saying so.
+    const invalidate =
+      role === 'command' && config.REDIS_URL
+        ? (keys: readonly string[]) =>
+            invalidateFromCommand({ url: config.REDIS_URL!, prefix: config.REDIS_PREFIX, standingTtlSeconds: config.USER_STANDING_TTL_SECONDS }, keys)
+        : async (keys: readonly string[]) => {
+            await Promise.all(caches.map((c) => c.invalidate(keys)));
+          };
     // Read replicas serve svc serve's lag-tolerant reads (lists, the catalog); commands and the worker
     // read the primary. A caller's read-your-writes window is shared by every instance through Redis.
     const rywWindowMs = config.DATABASE_REPLICA_READ_YOUR_WRITES_MS;
@@ -239,7 +253,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       sql,
       ...(replicas ? { replicaSql: sqlOn(db.orm.em as Ctx['em'], 'read'), mayReadReplica: (actor: string) => replicas.mayReadReplica(actor) } : {}),
       cursors,
-      invalidate: (keys: readonly string[]) => cache.invalidate(keys),
+      invalidate,
       ...(tracing.enabled ? { activeTraceparent: () => tracing.activeTraceparent() } : {}),
     };
     const context = (input: ContextInput) => createContext(contextDeps, input);
@@ -289,7 +303,12 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
           stripeEventsRetentionHours: config.STRIPE_EVENTS_RETENTION_HOURS,
         }),
       // A client of the shared embedded database (svc worker, a command) may change what L1 holds.
-      shareDatabase: async (url) => db.share?.(url, { onClientWork: () => (cache instanceof TwoLevelCache && !redis ? cache.clearLocal() : undefined) }),
+      shareDatabase: async (url) =>
+        db.share?.(url, {
+          onClientWork: () => {
+            for (const c of caches) if (c instanceof TwoLevelCache && !redis) c.clearLocal();
+          },
+        }),
       databaseState: async () => {
         try {
           await db.orm.em.getConnection().execute('select 1');
@@ -321,7 +340,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         if (closed) return;
         closed = true;
         providers.close();
-        cache.close();
+        for (const c of caches) c.close();
         outboxSignal?.close();
         try {
           await inProcess?.close();
@@ -356,6 +375,19 @@ function createCache(config: Config, db: Database, role: AppRole, redis: RedisCo
   if (role === 'serve' && db.kind === 'embedded' && !db.via) return new TwoLevelCache(limits);
   return new NoCache();
 }
+
+/**
+ * Where svc serve keeps users' standings (UserStandings): in its cache when it has one; else (on
+ * PostgreSQL without Redis, or with CACHE_L1_MAX_ENTRIES=0) in a cache of their own, with Redis
+ * when it is set. Other processes authenticate nobody.
+ */
+function createStandingsCache(role: AppRole, cache: Cache, redis: RedisConnection | undefined): Cache {
+  if (role !== 'serve' || cache instanceof TwoLevelCache) return cache;
+  return new TwoLevelCache({ maxEntries: STANDINGS_MAX_ENTRIES, maxBytes: STANDINGS_MAX_ENTRIES * 200, ...(redis ? { redis } : {}) });
+}
+
+// A standing is a few dozen bytes of JSON: 10,000 users take about 1 MiB.
+const STANDINGS_MAX_ENTRIES = 10_000;
 
 /** http://HOST:PORT as svc serve would listen with this configuration (a wildcard address as loopback). */
 function configuredServeUrl(config: Config): string {

@@ -328,7 +328,7 @@ export const configSchema = {
     default: () => 900,
   } satisfies KeySpec<number>,
   USER_STANDING_TTL_SECONDS: {
-    doc: "How long svc serve trusts its cached copy of a user's role and status (a disabled user or a changed role takes effect within this); 0 reads them on every request",
+    doc: "The oldest copy of a user's role and status svc serve uses: a change through the API or svc users applies at once (on every instance with REDIS_URL); this bounds one an instance was not told of (Redis unreachable, several instances without REDIS_URL); 0 reads them on every request",
     parser: int(0, 300),
     default: () => 5,
   } satisfies KeySpec<number>,

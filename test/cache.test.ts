@@ -57,6 +57,10 @@ test('a write through one instance is never read stale through the other, and re
   assert.deepEqual(a.app.cache.stats().products.l2, { hits: 0, misses: 1 }, 'a loaded it from the database');
   assert.deepEqual(b.app.cache.stats().products.l2, { hits: 1, misses: 0 }, 'b found it in Redis');
   assert.equal(b.app.cache.stats().products.l1.hits, 1, 'then in its own memory');
+  // Authentication's read of the buyer's role and status: on a warm cache, no database read either.
+  const users = b.app.cache.stats().users;
+  await read(b, url, buyerAuth);
+  assert.deepEqual(b.app.cache.stats().users, { ...users, l1: { hits: users.l1.hits + 1, misses: users.l1.misses } });
 
   // Renamed through a: b's very next read, at once, sees the new name (its L1 copy is of an old version).
   const patched = await a.server.inject({ method: 'PATCH', url, headers: adminAuth, payload: { name: 'Big mug' } });
@@ -230,6 +234,43 @@ test('a read that loaded before a write committed is not served after it; L1 is 
   const few = new TwoLevelCache({ maxEntries: 2, maxBytes: 1_000_000 });
   for (const i of [1, 2, 3]) await few.get('orders', `order:${i}`, `order:${i}`, () => Promise.resolve(i));
   assert.equal(await few.get('orders', 'order:1', 'order:1', () => Promise.resolve(-1)), -1, 'the oldest of three went with a bound of two');
+});
+
+test("a read with maxAgeMs (users' standings) never gets a copy that old from L1 or L2; with Redis unreachable it gets a younger one, and the instance's own change empties it", async (t) => {
+  const prefix = redisPrefix(t);
+  const proxy = await redisProxy(t);
+  const logger = createLogger('silent');
+  const [redisA, redisB] = await Promise.all([REDIS_URL, proxy.url].map((url) => RedisConnection.connect(url, { logger, prefix })));
+  let now = 1_000_000;
+  const [a, b] = [redisA!, redisB!].map((redis) => new TwoLevelCache({ maxEntries: 100, maxBytes: 100_000, redis, now: () => now }));
+  t.after(async () => {
+    for (const cache of [a!, b!]) cache.close();
+    await Promise.all([redisA!.close(), redisB!.close()]);
+  });
+  let row = 'active';
+  const get = (cache: TwoLevelCache) => cache.get('users', 'user:u1', 'standing:u1', () => Promise.resolve(row), { maxAgeMs: 5_000 });
+
+  assert.equal(await get(a!), 'active');
+  assert.equal(await get(b!), 'active', "b: a's copy, from L2");
+  // Changed with no invalidation (one that never reached Redis): the copies serve until the bound.
+  row = 'disabled';
+  now += 4_999;
+  assert.deepEqual([await get(a!), await get(b!)], ['active', 'active']);
+  now += 1;
+  assert.equal(await get(b!), 'disabled', "b: neither its L1 copy nor a's in L2");
+  assert.equal(await get(a!), 'disabled', 'a: not its L1 copy');
+  assert.deepEqual(b!.stats().users.l2, { hits: 1, misses: 1 }, 'b found the first copy in L2, not the one too old');
+
+  await proxy.down();
+  await waitFor(() => redisB!.state() === 'unreachable');
+  row = 'active';
+  now += 4_999;
+  assert.equal(await get(b!), 'disabled', 'b, Redis unreachable: its copy younger than the bound');
+  now += 1;
+  assert.equal(await get(b!), 'active', 'read again at the bound');
+  row = 'disabled';
+  await b!.invalidate(['user:u1']);
+  assert.equal(await get(b!), 'disabled', "b's own change, at once");
 });
 
 /** Polls a condition that an event outside the test's reach (a reconnection) makes true. */

@@ -129,6 +129,20 @@ test(
       assert.equal(cli2.status, 200);
     });
 
+    await t.test("svc users disable in a second terminal refuses the user's next request at once (no Redis: svc serve sees the command's writes)", async () => {
+      const mia = await register(serve, 'mia@example.com');
+      const login = await post(`${serve.url}/api/v1/auth/login`, { email: mia.email, password: PASSWORD });
+      const authorization = `Bearer ${((await login.json()) as { accessToken: string }).accessToken}`;
+      const orders = async () => (await fetch(`${serve.url}/api/v1/orders`, { headers: { authorization } })).status;
+      assert.equal(await orders(), 200);
+      const disabled = await svc(['users', 'disable', mia.email], { env });
+      assert.equal(disabled.code, 0, disabled.stderr);
+      assert.equal(await orders(), 401);
+      const enabled = await svc(['users', 'enable', mia.email], { env });
+      assert.equal(enabled.code, 0, enabled.stderr);
+      assert.equal(await orders(), 200);
+    });
+
     await t.test('a second svc serve on the same folder is refused, naming the one that serves it', async () => {
       const second = await svc(['serve', '--port', '0', '--json'], { env });
       assert.equal(second.code, 6);

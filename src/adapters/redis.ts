@@ -122,7 +122,7 @@ export class RedisConnection {
     this.warned = true;
     this.options.logger.warn(
       { redis: this.shown, err: err ? { message: err.message, code: (err as NodeJS.ErrnoException).code } : undefined },
-      'Redis (REDIS_URL) is unreachable: rate limits are per process, the cache is bypassed (reads go to the database) and lists read the primary rather than a replica until it is back',
+      "Redis (REDIS_URL) is unreachable: rate limits are per process, the cache is bypassed (reads go to the database, except users' role and status: copies younger than USER_STANDING_TTL_SECONDS are used) and lists read the primary rather than a replica until it is back",
     );
   }
 

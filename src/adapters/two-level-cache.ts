@@ -1,20 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { Cache, CacheName, CacheStats } from '../domain/shared/cache.js';
+import type { Cache, CachedReadOptions, CacheName, CacheStats } from '../domain/shared/cache.js';
 import type { RedisConnection } from './redis.js';
 
 /** L1 (in the process) keeps an entry at most this long, L2 (Redis) this long. */
 export const L1_TTL_MS = 5 * 60_000;
 export const L2_TTL_SECONDS = 60 * 60;
 // A version outlives the entries cached under it; when it is gone a new one is made (a miss, never stale).
-const VERSION_TTL_SECONDS = 2 * L2_TTL_SECONDS;
+export const VERSION_TTL_SECONDS = 2 * L2_TTL_SECONDS;
+
+/** The Redis key of a version (see RedisConnection.key): what an invalidation sets to a new value. */
+export const versionKey = (redis: Pick<RedisConnection, 'key'>, version: string) => redis.key('c', 'v', version);
 
 interface L1Entry {
   /** The version the value was read under: served only while it is still the current one. */
   token: string;
   value: unknown;
   size: number;
+  /** When it was loaded (before its version was read): for reads with a maxAgeMs. */
+  loadedAt: number;
 }
+
+// The token of an L1 copy loaded while Redis was unreachable: no version Redis answers is ever ''.
+const UNCHECKED = '';
 
 // The cached reads of a turn of the event loop, in one round trip and one script run (see
 // RedisConnection.batched): for each, the current version of the entry (made when there is none
@@ -56,6 +64,8 @@ export interface TwoLevelCacheOptions {
   maxBytes: number;
   /** L2 and the versions every instance checks; without it, versions live in this process (one instance). */
   redis?: RedisConnection;
+  /** The clock of maxAgeMs (milliseconds; Date.now by default; a copy's age is compared across instances through L2). */
+  now?: () => number;
 }
 
 /**
@@ -66,14 +76,16 @@ export interface TwoLevelCacheOptions {
  * current in Redis, which costs one round trip per read (one for all the reads of a turn of the
  * event loop) but cannot serve a copy older than an
  * acknowledged write (pub/sub invalidation could, for the moment the message is in flight). While
- * Redis is unreachable the cache is bypassed: no instance can tell whether its L1 copy is current.
- * Without Redis, the versions live in this process (correct for one instance).
+ * Redis is unreachable the cache is bypassed: no instance can tell whether its L1 copy is current
+ * (reads with a maxAgeMs excepted: see unchecked). Without Redis, the versions live in this process
+ * (correct for one instance). A read with a maxAgeMs is also never served a copy older than that,
+ * whatever its version: the bound for a write whose invalidation never reached Redis.
  */
 export class TwoLevelCache implements Cache {
   private readonly l1: LRUCache<string, L1Entry>;
   /** Without Redis: the current version of each key (forgotten ones get a new one: a miss). */
   private readonly localVersions: LRUCache<string, string>;
-  private readonly counters: Record<CacheName, CacheStats> = { products: newStats(), orders: newStats() };
+  private readonly counters: Record<CacheName, CacheStats> = { products: newStats(), orders: newStats(), users: newStats() };
   private readonly tokenPrefix = randomBytes(6).toString('hex');
   private tokenCounter = 0;
   /** An invalidation that could not reach Redis: the epoch moves once it answers again. */
@@ -81,9 +93,13 @@ export class TwoLevelCache implements Cache {
   /** While the epoch is owed: the next try to move it. */
   private epochRetry: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Moves when L1 is emptied: a load begun before then does not put its copy in L1 (see unchecked). */
+  private generation = 0;
+  private readonly now: () => number;
   private readonly read?: (read: Read) => Promise<[string, string | null]>;
 
   constructor(private readonly options: TwoLevelCacheOptions) {
+    this.now = options.now ?? Date.now;
     this.l1 = new LRUCache<string, L1Entry>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
@@ -116,15 +132,17 @@ export class TwoLevelCache implements Cache {
     }
   }
 
-  async get<T>(cache: CacheName, version: string, entry: string, load: () => Promise<T>): Promise<T> {
+  async get<T>(cache: CacheName, version: string, entry: string, load: () => Promise<T>, options: CachedReadOptions = {}): Promise<T> {
     const stats = this.counters[cache];
     const redis = this.options.redis;
-    if (!redis) return this.getLocal(stats, version, entry, load);
-    if (!redis.available()) {
-      stats.bypassed++;
-      return load();
-    }
+    // Taken before the version is read, so a copy's age is never less than that of what it shows.
+    const started = this.now();
+    const young = (loadedAt: number) => options.maxAgeMs === undefined || started - loadedAt < options.maxAgeMs;
+    if (!redis) return this.getLocal(stats, version, entry, load, started, young);
+    if (!redis.available()) return this.unchecked(stats, entry, load, started, options.maxAgeMs);
     if (this.owesEpoch) await this.moveEpoch();
+    // L1 emptied meanwhile (this instance's invalidation failed): what was read before is not kept.
+    const generation = this.generation;
     const held = this.l1.get(entry);
     let token: string;
     let data: string | null;
@@ -133,50 +151,82 @@ export class TwoLevelCache implements Cache {
         version: redis.key('c', 'v', version),
         data: redis.key('c', 'd', entry),
         fresh: this.newToken(),
-        held: held?.token ?? '',
+        // A copy too old to serve is not held: the L2 copy (maybe loaded since by another instance) comes back.
+        held: held && young(held.loadedAt) ? held.token : '',
       });
       redis.succeeded();
     } catch (err) {
       redis.failed(err as Error);
-      stats.bypassed++;
-      return load();
+      return this.unchecked(stats, entry, load, started, options.maxAgeMs);
     }
-    if (held && held.token === token) {
+    if (held && held.token === token && young(held.loadedAt)) {
       stats.l1.hits++;
       return held.value as T;
     }
     stats.l1.misses++;
     if (data) {
-      const stored = JSON.parse(data) as { t: string; v: T };
-      if (stored.t === token) {
+      // `a`: when the copy was loaded (by whichever instance), for reads with a maxAgeMs.
+      const stored = JSON.parse(data) as { t: string; v: T; a: number };
+      if (stored.t === token && young(stored.a)) {
         stats.l2.hits++;
-        this.l1.set(entry, { token, value: stored.v, size: data.length });
+        if (generation === this.generation) this.l1.set(entry, { token, value: stored.v, size: data.length, loadedAt: stored.a });
         return stored.v;
       }
     }
     stats.l2.misses++;
     const value = await load();
-    const json = JSON.stringify({ t: token, v: value });
-    this.l1.set(entry, { token, value, size: json.length });
+    const json = JSON.stringify({ t: token, v: value, a: started });
+    if (generation === this.generation) this.l1.set(entry, { token, value, size: json.length, loadedAt: started });
     // Not awaited: a failed store only means the next read loads again.
     redis.client.set(redis.key('c', 'd', entry), json, 'EX', L2_TTL_SECONDS).catch(() => undefined);
     return value;
   }
 
-  private async getLocal<T>(stats: CacheStats, version: string, entry: string, load: () => Promise<T>): Promise<T> {
+  private async getLocal<T>(
+    stats: CacheStats,
+    version: string,
+    entry: string,
+    load: () => Promise<T>,
+    started: number,
+    young: (loadedAt: number) => boolean,
+  ): Promise<T> {
     let token = this.localVersions.get(version);
     if (token === undefined) {
       token = this.newToken();
       this.localVersions.set(version, token);
     }
     const held = this.l1.get(entry);
-    if (held && held.token === token) {
+    if (held && held.token === token && young(held.loadedAt)) {
       stats.l1.hits++;
       return held.value as T;
     }
     stats.l1.misses++;
     const value = await load();
-    this.l1.set(entry, { token, value, size: JSON.stringify(value).length });
+    this.l1.set(entry, { token, value, size: JSON.stringify(value ?? null).length, loadedAt: started });
+    return value;
+  }
+
+  /**
+   * A read while Redis is unreachable, when no version can be checked: to the database, except for
+   * reads with a maxAgeMs, which are served from an L1 copy younger than that (the bound they
+   * accept), so that authentication does not add a database read to every request during an
+   * outage. A copy loaded now is kept unchecked (never served once Redis answers again), and not
+   * at all if L1 was emptied meanwhile (this instance's own invalidation failed: see invalidate).
+   */
+  private async unchecked<T>(stats: CacheStats, entry: string, load: () => Promise<T>, started: number, maxAgeMs: number | undefined): Promise<T> {
+    if (maxAgeMs === undefined) {
+      stats.bypassed++;
+      return load();
+    }
+    const held = this.l1.get(entry);
+    if (held && started - held.loadedAt < maxAgeMs) {
+      stats.l1.hits++;
+      return held.value as T;
+    }
+    stats.bypassed++;
+    const generation = this.generation;
+    const value = await load();
+    if (generation === this.generation) this.l1.set(entry, { token: UNCHECKED, value, size: JSON.stringify(value ?? null).length, loadedAt: started });
     return value;
   }
 
@@ -199,7 +249,10 @@ export class TwoLevelCache implements Cache {
     } catch (err) {
       // The write has committed: it is not undone, its invalidation is owed (see moveEpoch), and
       // paid as soon as Redis answers, not at this instance's next cached read (svc worker has none).
+      // Meanwhile this instance's own copies go: those that reads with a maxAgeMs are served while
+      // Redis is unreachable would otherwise show it the state before its own write.
       this.owesEpoch = true;
+      this.emptyL1();
       redis.failed(err as Error);
       this.retryEpoch();
     }
@@ -239,13 +292,18 @@ export class TwoLevelCache implements Cache {
 
   stats(): Record<CacheName, CacheStats> {
     const copy = (s: CacheStats): CacheStats => ({ l1: { ...s.l1 }, l2: { ...s.l2 }, bypassed: s.bypassed });
-    return { products: copy(this.counters.products), orders: copy(this.counters.orders) };
+    return { products: copy(this.counters.products), orders: copy(this.counters.orders), users: copy(this.counters.users) };
   }
 
   /** Empties L1 (a write this cache cannot see happened: another process changed the embedded database). */
   clearLocal(): void {
-    this.l1.clear();
+    this.emptyL1();
     this.localVersions.clear();
+  }
+
+  private emptyL1(): void {
+    this.generation++;
+    this.l1.clear();
   }
 
   close(): void {

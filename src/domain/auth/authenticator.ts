@@ -4,7 +4,7 @@ import { DomainError } from '../shared/errors.js';
 import type { Sql } from '../shared/sql.js';
 import type { UserRole, UserStatus } from '../users/user.entity.js';
 import type { Principal } from './principal.js';
-import { UserStandings } from './standing.js';
+import type { UserStandings } from './standing.js';
 
 /** Verifies access tokens (implemented by the JWT adapter). */
 export interface AccessTokenVerifier {
@@ -38,15 +38,11 @@ const KEY_WITH_USER = `select k.id, k.secret_hash, k.last_used_at, k.revoked_at,
 
 /** Turns a bearer credential (an access token or an API key) into the principal it stands for. */
 export class Authenticator {
-  readonly standings: UserStandings;
-
-  /** `standingTtlMs`: how long a user's role and status are trusted before they are read again. */
+  /** `standings`: users' current role and status (cached; see UserStandings). */
   constructor(
     private readonly tokens: AccessTokenVerifier,
-    standingTtlMs: number,
-  ) {
-    this.standings = new UserStandings(standingTtlMs);
-  }
+    readonly standings: UserStandings,
+  ) {}
 
   /** Authenticates `Authorization: Bearer …`; anything missing, malformed, expired or revoked is unauthorized. */
   async authenticate(ctx: Ctx, authorization: string | undefined): Promise<Principal> {

@@ -1,3 +1,4 @@
+import { versions, type Cache } from '../shared/cache.js';
 import type { Sql } from '../shared/sql.js';
 import type { UserRole, UserStatus } from '../users/user.entity.js';
 
@@ -7,41 +8,26 @@ export interface Standing {
   status: UserStatus;
 }
 
-// Bounds the memory of a process that sees many users: the oldest entry goes first.
-const MAX_ENTRIES = 10_000;
-
 /**
- * Current role and status of users, read from the database and kept for a few seconds, so that
- * disabling a user or changing their role takes effect on every replica within that time, without
- * a read on every request. `forget` makes a change made by this process take effect at once here.
+ * Current role and status of users, kept in the versioned cache under the user's version
+ * (`versions.user`), which every change to a user's role or status moves once it has committed
+ * (UsersService, through the API or a command): with REDIS_URL a change applies on every instance
+ * before it is acknowledged, at the cost of the cache's version check (one call of the turn's
+ * batched Redis script), not of a database read. A copy is never served once it is `ttlMs` old,
+ * whatever its version, which bounds how stale a standing can be if an invalidation never arrives
+ * (a command that could not reach Redis), and while Redis is unreachable a copy younger than that
+ * is served (see TwoLevelCache).
  */
 export class UserStandings {
-  readonly #cache = new Map<string, { readAt: number; standing: Promise<Standing | undefined> }>();
-
   constructor(
+    private readonly cache: Cache,
     private readonly ttlMs: number,
-    private readonly now: () => number = Date.now,
   ) {}
 
   /** The user's standing, or undefined when the user no longer exists. */
   get(sql: Sql, userId: string): Promise<Standing | undefined> {
     if (this.ttlMs === 0) return read(sql, userId);
-    const now = this.now();
-    const hit = this.#cache.get(userId);
-    if (hit && now - hit.readAt < this.ttlMs) return hit.standing;
-    // Requests for the same user share one read; a failed read is not kept.
-    const standing = read(sql, userId);
-    this.#cache.delete(userId);
-    this.#cache.set(userId, { readAt: now, standing });
-    if (this.#cache.size > MAX_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
-    standing.catch(() => {
-      if (this.#cache.get(userId)?.standing === standing) this.#cache.delete(userId);
-    });
-    return standing;
-  }
-
-  forget(userId: string): void {
-    this.#cache.delete(userId);
+    return this.cache.get('users', versions.user(userId), `standing:${userId}`, () => read(sql, userId), { maxAgeMs: this.ttlMs });
   }
 }
 

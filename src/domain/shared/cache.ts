@@ -1,5 +1,5 @@
-/** The caches svc keeps, each with its own hit ratio. */
-export type CacheName = 'products' | 'orders';
+/** The caches svc keeps, each with its own hit ratio (`users`: the role and status authentication checks). */
+export type CacheName = 'products' | 'orders' | 'users';
 
 /** Hits and misses of one cache, per level, since the process started. */
 export interface CacheLevelStats {
@@ -21,7 +21,7 @@ export interface CacheStats {
  */
 export interface Cache {
   /** The value of `entry` (which depends on `version`), from the cache or from `load` (then cached). */
-  get<T>(cache: CacheName, version: string, entry: string, load: () => Promise<T>): Promise<T>;
+  get<T>(cache: CacheName, version: string, entry: string, load: () => Promise<T>, options?: CachedReadOptions): Promise<T>;
   /** Makes every entry depending on `versions` stale, on every instance (never throws). */
   invalidate(versions: readonly string[]): Promise<void>;
   /** Hits and misses per cache and level (for the metrics). */
@@ -29,16 +29,28 @@ export interface Cache {
   close(): void;
 }
 
-/** The versions reads depend on: one product, the product lists, one order. */
+/** How one cached read may be served, beyond its version being current. */
+export interface CachedReadOptions {
+  /**
+   * A copy loaded longer ago than this is never served, whatever its version: the bound on how stale
+   * it can be should an invalidation never arrive (a command that could not reach Redis). While Redis
+   * is unreachable, a copy younger than this is served (no instance can check its version then)
+   * rather than a database read on every call; without it the read goes to the database.
+   */
+  maxAgeMs?: number;
+}
+
+/** The versions reads depend on: one product, the product lists, one order, one user's role and status. */
 export const versions = {
   product: (id: string) => `product:${id}`,
   products: 'products',
   order: (id: string) => `order:${id}`,
+  user: (id: string) => `user:${id}`,
 } as const;
 
 /** No caching: every read loads (commands, and svc serve with CACHE_L1_MAX_ENTRIES=0). */
 export class NoCache implements Cache {
-  private bypassed = { products: 0, orders: 0 };
+  private bypassed = { products: 0, orders: 0, users: 0 };
   get<T>(cache: CacheName, _version: string, _entry: string, load: () => Promise<T>): Promise<T> {
     this.bypassed[cache]++;
     return load();
@@ -48,7 +60,7 @@ export class NoCache implements Cache {
   }
   stats(): Record<CacheName, CacheStats> {
     const none = (bypassed: number): CacheStats => ({ l1: { hits: 0, misses: 0 }, l2: { hits: 0, misses: 0 }, bypassed });
-    return { products: none(this.bypassed.products), orders: none(this.bypassed.orders) };
+    return { products: none(this.bypassed.products), orders: none(this.bypassed.orders), users: none(this.bypassed.users) };
   }
   close(): void {}
 }

@@ -73,7 +73,11 @@ export interface ContextDeps {
   /** Whether `actor` may read from a replica now (it has not written within the read-your-writes window). Never throws. */
   mayReadReplica?: (actor: string) => boolean | Promise<boolean>;
   cursors: () => Promise<CursorCodec>;
-  /** Invalidates cached reads (never throws). */
+  /**
+   * Invalidates cached reads: never throws in svc serve and svc worker (an invalidation that could
+   * not reach Redis is owed, see TwoLevelCache); in a command with REDIS_URL it throws `unavailable`
+   * when Redis could not be told (the change has committed; see command-invalidation.ts).
+   */
   invalidate: (versions: readonly string[]) => Promise<void>;
   /** The active span's traceparent when tracing is on: what events carry then (see Tracing). */
   activeTraceparent?: () => string | undefined;

@@ -2,6 +2,7 @@ import { LockMode, sql, UniqueConstraintViolationException } from '@mikro-orm/co
 import type { SqlEntityManager } from '@mikro-orm/sql';
 import type { Ctx } from '../shared/context.js';
 import { conflict, invalid, notFound, type DomainError } from '../shared/errors.js';
+import { versions } from '../shared/cache.js';
 import { afterCursor, pageLimit, toPage, type Page } from '../shared/pagination.js';
 import { checkName, refuseControlCharacters } from '../shared/text.js';
 import { audit } from '../audit/audit.js';
@@ -178,6 +179,8 @@ export class UsersService {
         user.role = role;
         await audit(tx, 'user.role-changed', user.id, { from, to: role });
       }
+      // Even unchanged: running the command again tells the instances a change they missed.
+      await tx.changed(versions.user(user.id));
       return toUserView(user);
     });
   }
@@ -191,6 +194,8 @@ export class UsersService {
         user.status = status;
         await audit(tx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
       }
+      // Even unchanged: running the command again tells the instances a change they missed.
+      await tx.changed(versions.user(user.id));
       return toUserView(user);
     });
   }
@@ -221,6 +226,8 @@ export class UsersService {
         await audit(tx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
         user.status = status;
       }
+      // Authentication reads the role and status through the cache (UserStandings).
+      if (role !== undefined || status !== undefined) await tx.changed(versions.user(user.id));
       return toUserView(user);
     });
   }
@@ -242,6 +249,7 @@ export class UsersService {
       }
       await audit(tx, 'user.deleted', user.id, { email: user.email, role: user.role });
       tx.em.remove(user);
+      await tx.changed(versions.user(user.id));
     });
   }
 

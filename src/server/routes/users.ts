@@ -114,9 +114,8 @@ export const usersRoutes =
       },
       preValidation: authorize({ permission: 'write', adminOnly: true }),
       handler: async (request) => {
+        // A new role or status applies on every instance before this answer (UsersService moves the user's version).
         const changed = await server.svc.app.users.update(request.ctx, request.params.id, { ...request.body, actingUserId: actingUser(request) });
-        // This process applies a new role or status at once; other replicas within USER_STANDING_TTL_SECONDS.
-        server.svc.authenticator.standings.forget(changed.id);
         return userBody(version, changed);
       },
     });
@@ -133,7 +132,6 @@ export const usersRoutes =
       preValidation: authorize({ permission: 'delete', adminOnly: true }),
       handler: async (request, reply) => {
         await server.svc.app.users.delete(request.ctx, request.params.id, { actingUserId: actingUser(request) });
-        server.svc.authenticator.standings.forget(request.params.id);
         return reply.code(204).send();
       },
     });
