@@ -57,6 +57,13 @@ export const toUserView = (u: User): UserView => ({
 });
 
 // Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is checked by sending mail.
+// The view of a changed user is taken after its UPDATE: updatedAt is set by the flush, and a view
+// taken before it would show the time of the previous change.
+async function flushed(tx: Ctx, user: User): Promise<User> {
+  await tx.em.flush();
+  return user;
+}
+
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/;
 
 function checkEmail(raw: string): string {
@@ -178,7 +185,7 @@ export class UsersService {
         user.role = role;
         await audit(tx, 'user.role-changed', user.id, { from, to: role });
       }
-      return toUserView(user);
+      return toUserView(await flushed(tx, user));
     });
   }
 
@@ -191,7 +198,7 @@ export class UsersService {
         user.status = status;
         await audit(tx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
       }
-      return toUserView(user);
+      return toUserView(await flushed(tx, user));
     });
   }
 
@@ -221,7 +228,7 @@ export class UsersService {
         await audit(tx, status === 'disabled' ? 'user.disabled' : 'user.enabled', user.id);
         user.status = status;
       }
-      return toUserView(user);
+      return toUserView(await flushed(tx, user));
     });
   }
 
