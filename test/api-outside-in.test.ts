@@ -103,3 +103,21 @@ test('an order list filtered by an instant outside years 1 to 9999 (0000-01-01T0
   assert.equal(edges.status, 200, JSON.stringify(edges.body));
   assert.deepEqual(edges.body.data, []);
 });
+
+test('a traceparent the W3C spec calls invalid (an all-zero trace or parent id, version ff) is ignored: each request gets a trace id of its own', async (t) => {
+  const ts = await testServer(t);
+  const traceOf = async (traceparent: string) =>
+    (await ts.server.inject({ method: 'GET', url: '/health/live', headers: { traceparent } })).headers['x-trace-id'] as string;
+  const valid = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  assert.equal(await traceOf(valid), '4bf92f3577b34da6a3ce929d0e0e4736');
+  for (const invalid of [
+    `00-${'0'.repeat(32)}-00f067aa0ba902b7-01`,
+    '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01',
+    'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+  ]) {
+    const [first, second] = [await traceOf(invalid), await traceOf(invalid)];
+    assert.match(first, /^[\da-f]{32}$/);
+    assert.notEqual(first, second, `${invalid} was ignored: two requests, two trace ids`);
+    assert.notEqual(first, '0'.repeat(32));
+  }
+});

@@ -54,7 +54,9 @@ export interface ServerOptions {
 
 // W3C traceparent: version-traceid-parentid-flags. A valid incoming trace id is kept, so one id
 // follows a request across the load balancer, this service and its logs.
-const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+// The W3C spec makes an all-zero trace id or parent id, and version ff, invalid: such a header is
+// ignored, or every client sending zeros would share one trace id in the logs.
+const TRACEPARENT = /^(?!ff)[\da-f]{2}-(?!0{32})([\da-f]{32})-(?!0{16})[\da-f]{16}-[\da-f]{2}$/;
 
 /**
  * Random hex strings cut from a pooled buffer: one CSPRNG call per 256 trace ids instead of one
