@@ -15,7 +15,8 @@ if (major !== REQUIRED_MAJOR) {
   if (!process.env.SVC_REEXEC && existsSync(pinned)) {
     const child = spawn(pinned, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
       stdio: 'inherit',
-      env: { ...process.env, SVC_REEXEC: '1' },
+      // Its value is this process's pid: the child watches for it to go (see below).
+      env: { ...process.env, SVC_REEXEC: String(process.pid) },
     });
     // This process only waits for svc: a signal sent to it (a supervisor's SIGTERM, a SIGINT, a
     // SIGHUP) is meant for svc and passed on, and it exits when svc does, with svc's code, or with
@@ -37,6 +38,20 @@ if (major !== REQUIRED_MAJOR) {
       `  Run it as "npx svc" or through "npm run", or install the pinned node with "npm ci".\n`,
   );
   process.exit(1);
+}
+
+// Run by bin/run.js under an older node, which only waits for this process and passes signals on.
+// Should it die without passing one on (SIGKILL from a supervisor or `timeout -s KILL`, the OOM
+// killer), this process would run on orphaned, holding its port and the embedded database, so that
+// a restart finds them taken: once its parent is gone it stops as on a SIGTERM (svc serve drains).
+if (process.env.SVC_REEXEC) {
+  const parent = Number(process.env.SVC_REEXEC);
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(watch);
+    process.kill(process.pid, 'SIGTERM');
+  }, 500);
+  watch.unref();
 }
 
 // `svc serve` is long-running: V8 would grow its heap toward the machine's memory (well past 250 MiB

@@ -1,6 +1,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, existsSync } from 'node:fs';
+import { copyFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants } from 'node:os';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -82,6 +82,15 @@ async function reexecutedServe(t: TestContext, env: Record<string, string> = {})
   return { serve, serverPid };
 }
 
+/** The state letter of a process (R, S, Z …) in /proc, or 'gone'. */
+function processState(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[0]!;
+  } catch {
+    return 'gone';
+  }
+}
+
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -134,3 +143,22 @@ test('started by an older node, when svc dies of a signal bin/run.js exits with 
   process.kill(serverPid, 'SIGKILL');
   assert.deepEqual(await serve.exited, { code: 128 + constants.signals.SIGKILL, signal: null });
 });
+
+test(
+  'started by an older node, when bin/run.js is killed with SIGKILL (it cannot pass that on) svc serve stops as on SIGTERM instead of running on orphaned',
+  { timeout: 120_000 },
+  async (t) => {
+    const { serve, serverPid } = await reexecutedServe(t);
+    // The server inherited bin/run.js's stderr: the pipe closes when the server is gone too.
+    const serverGone = once(serve.child.stderr!, 'close');
+    serve.child.kill('SIGKILL');
+    assert.deepEqual(await serve.exited, { code: null, signal: 'SIGKILL' });
+    await serverGone;
+    // Its stderr closes as it exits; it is not our child, so its end is read from /proc: gone, or
+    // a zombie until whoever adopted it reaps it. (No event says so: poll briefly.)
+    for (let i = 0; i < 200 && !['gone', 'Z'].includes(processState(serverPid)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(['gone', 'Z'].includes(processState(serverPid)), `the orphaned server is gone (state ${processState(serverPid)})`);
+    assert.match(serve.stderr(), /"signal":"SIGTERM","msg":"SIGTERM: stopping"/);
+    assert.match(serve.stderr(), /"msg":"stopped"/);
+  },
+);

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { svc, svcServe, tempDir, type ServeProcess } from './helpers/cli.js';
@@ -281,3 +281,41 @@ test('on PostgreSQL svc serve without JWT_KEYS_FILE exits 78 naming the key', { 
   assert.equal(res.json().error.details.key, 'JWT_KEYS_FILE');
   assert.match(res.json().error.message, /JWT_KEYS_FILE is required with DATABASE_URL/);
 });
+
+test(
+  'svc serve on an address it cannot bind (a port taken, a host not of this machine) exits 6 naming the flag, not 1 with a stack nor "cannot reach the database"',
+  { timeout: 60_000 },
+  async (t) => {
+    const env = { ...(await postgresServeEnv(t)), METRICS_PORT: 'off' };
+    const taken = createServer();
+    t.after(() => taken.close());
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const { port } = taken.address() as AddressInfo;
+
+    const inUse = await svc(['serve', '--port', String(port), '--json'], { env });
+    assert.equal(inUse.code, 6, `${inUse.stdout}\n${inUse.stderr}`);
+    assert.equal(inUse.json().error.code, 'unavailable');
+    assert.match(
+      inUse.json().error.message,
+      new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\): .*choose another --port \\(PORT; 0 picks a free one\\)$`),
+    );
+
+    for (const host of ['nosuchhost.invalid', '192.0.2.1']) {
+      const res = await svc(['serve', '--host', host, '--port', '0', '--json'], { env });
+      assert.equal(res.code, 6, `${res.stdout}\n${res.stderr}`);
+      assert.match(
+        res.json().error.message,
+        new RegExp(
+          `^cannot listen on ${host.replaceAll('.', '\\.')}:0 \\(E\\w+\\): ${host.replaceAll('.', '\\.')} is not an address of this machine: set --host \\(HOST\\)`,
+        ),
+      );
+      assert.doesNotMatch(res.json().error.message, /database/);
+    }
+    // On a terminal: one line, no stack.
+    const plain = await svc(['serve', '--port', String(port)], { env });
+    assert.equal(plain.code, 6);
+    assert.match(plain.stderr, /^Error: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/m);
+    assert.doesNotMatch(plain.stderr, /at Server\.setupListenHandle/);
+  },
+);

@@ -29,6 +29,7 @@ const TITLES: Record<number, string> = {
   408: 'Request Timeout',
   409: 'Conflict',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   431: 'Request Header Fields Too Large',
   422: 'Unprocessable Content',
@@ -144,6 +145,27 @@ function send(reply: FastifyReply, body: Problem): FastifyReply {
 /** 404 for routes that do not exist, as a problem document too. */
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
   return send(reply, problem(404, 'not_found', request.traceId, `no route ${request.method} ${request.url.split('?')[0]}`));
+}
+
+/**
+ * Answers what fastify's router refuses before there is a route (a path with a broken percent-encoding
+ * such as `%ff`, a path parameter longer than 200 characters) with a problem document too, in place of
+ * fastify's `{"error", "code", "message", "statusCode"}`. No hook has run: the trace id is made here.
+ */
+export function frameworkErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const traceId = request.traceId || randomBytes(16).toString('hex');
+  reply.header('x-trace-id', traceId);
+  let answer: Problem;
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    answer = problem(414, 'invalid', traceId, 'a path segment of the URL is too long (at most 200 characters)');
+  } else if (err.code === 'FST_ERR_BAD_URL') {
+    answer = problem(400, 'invalid', traceId, 'the URL is not valid: a percent-encoded part of its path is not UTF-8 (%ff, say)');
+  } else {
+    request.log.error({ err, traceId }, 'request failed');
+    answer = problem(500, 'internal', traceId);
+  }
+  // The reply is thenable; nothing waits for it here (fastify calls this outside any route).
+  void send(reply, answer);
 }
 
 /**

@@ -73,7 +73,11 @@ export async function startServer(
     // Before the API: a metrics port that cannot be bound stops the start before any request is taken.
     metrics = await serveMetrics(app);
     const connections = trackConnections(server.server);
-    await server.listen({ port: config.PORT, host: config.HOST, backlog: LISTEN_BACKLOG });
+    try {
+      await server.listen({ port: config.PORT, host: config.HOST, backlog: LISTEN_BACKLOG });
+    } catch (err) {
+      throw cannotListen(config, err);
+    }
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
@@ -126,6 +130,23 @@ export async function startServer(
     await app.close();
     throw err;
   }
+}
+
+/**
+ * The API's address cannot be bound: an operator's mistake (a port taken, a host that is not this
+ * machine's) said as one, exit 6, naming the flag and the key. Unwrapped, a taken port was an
+ * unexpected error (exit 1, a stack) and an unresolvable host "cannot reach the database".
+ */
+function cannotListen(config: Config, err: unknown): DomainError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = `${config.HOST}:${config.PORT}`;
+  const fix =
+    code === 'EADDRINUSE'
+      ? 'another process listens there: stop it, or choose another --port (PORT; 0 picks a free one)'
+      : code === 'EACCES'
+        ? 'this user may not listen on that port: choose another --port (PORT), 1024 or above'
+        : `${config.HOST} is not an address of this machine: set --host (HOST) to one of its addresses, such as 127.0.0.1 or 0.0.0.0`;
+  return new DomainError('unavailable', `cannot listen on ${where} (${code ?? (err as Error).message}): ${fix}`, { service: 'api', code }, { cause: err });
 }
 
 /**

@@ -8,7 +8,7 @@ import type { OpenSpan } from '../domain/shared/tracing.js';
 import type { Authenticator } from '../domain/auth/authenticator.js';
 import type { AuthService } from '../domain/auth/auth.service.js';
 import type { AccessTokens } from '../adapters/jwt.js';
-import { clientErrorHandler, errorHandler, notFoundHandler, problemSchema } from './errors.js';
+import { clientErrorHandler, errorHandler, frameworkErrorHandler, notFoundHandler, problemSchema } from './errors.js';
 import { healthRoutes } from './routes/health.js';
 import { apiRoutes } from './routes/index.js';
 import { fileRoutes } from './routes/files.js';
@@ -54,7 +54,9 @@ export interface ServerOptions {
 
 // W3C traceparent: version-traceid-parentid-flags. A valid incoming trace id is kept, so one id
 // follows a request across the load balancer, this service and its logs.
-const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+// The W3C spec makes an all-zero trace id or parent id, and version ff, invalid: such a header is
+// ignored, or every client sending zeros would share one trace id in the logs.
+const TRACEPARENT = /^(?!ff)[\da-f]{2}-(?!0{32})([\da-f]{32})-(?!0{16})[\da-f]{16}-[\da-f]{2}$/;
 
 /**
  * Random hex strings cut from a pooled buffer: one CSPRNG call per 256 trace ids instead of one
@@ -106,6 +108,8 @@ export async function buildServer(app: App, options: ServerOptions = {}): Promis
     genReqId: () => randomHex(8),
     // What node's HTTP parser refuses (a bad header, headers too large) is answered as a problem document too.
     clientErrorHandler,
+    // What fastify's router refuses (a broken percent-encoding, an overlong path parameter) is a problem document too.
+    frameworkErrors: frameworkErrorHandler,
     // Rate limits count the client behind the load balancers named in TRUSTED_PROXIES (X-Forwarded-For); else the socket's address.
     trustProxy: app.config.TRUSTED_PROXIES ? app.config.TRUSTED_PROXIES.split(',') : false,
   }) as unknown as FastifyInstance;

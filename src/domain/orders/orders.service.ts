@@ -171,6 +171,20 @@ function mergeItems(items: CreateOrderInput['items']): Map<string, number> {
   return lines;
 }
 
+// Instants a filter may name: years 1 to 9999 in UTC. A valid RFC 3339 time such as
+// 0000-01-01T00:00:00Z (or 0001-01-01T00:00:00+01:00) is year 0 in UTC, which PGlite's driver
+// sends as a text PostgreSQL refuses ("date/time field value out of range"), a 500 otherwise.
+const FIRST_INSTANT = Date.parse('0001-01-01T00:00:00Z');
+const LAST_INSTANT = Date.parse('9999-12-31T23:59:59.999Z');
+
+function checkInstant(at: Date, field: string): Date {
+  const ms = at.getTime();
+  if (Number.isNaN(ms) || ms < FIRST_INSTANT || ms > LAST_INSTANT) {
+    throw invalid(`${field} must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z`, { field });
+  }
+  return at;
+}
+
 /** Orders: creation that reserves stock atomically (idempotent with a key), reads scoped to their owner, cancellation. */
 export class OrdersService {
   /** `cache`: where order reads are cached (never stale after a write; see cache.ts). */
@@ -237,8 +251,8 @@ export class OrdersService {
       }
       where.push(`o.status = ${params.add(input.status)}`);
     }
-    if (input.createdFrom) where.push(`o.created_at >= ${params.add(input.createdFrom)}`);
-    if (input.createdTo) where.push(`o.created_at < ${params.add(input.createdTo)}`);
+    if (input.createdFrom) where.push(`o.created_at >= ${params.add(checkInstant(input.createdFrom, 'createdFrom'))}`);
+    if (input.createdTo) where.push(`o.created_at < ${params.add(checkInstant(input.createdTo, 'createdTo'))}`);
     return keysetPage<OrderRow, OrderView>(
       ctx,
       {

@@ -58,6 +58,13 @@ export const toUserView = (u: User): UserView => ({
 });
 
 // Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is checked by sending mail.
+// The view of a changed user is taken after its UPDATE: updatedAt is set by the flush, and a view
+// taken before it would show the time of the previous change.
+async function flushed(tx: Ctx, user: User): Promise<User> {
+  await tx.em.flush();
+  return user;
+}
+
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/;
 
 function checkEmail(raw: string): string {
@@ -181,7 +188,7 @@ export class UsersService {
       }
       // Even unchanged: running the command again tells the instances a change they missed.
       await tx.changed(versions.user(user.id));
-      return toUserView(user);
+      return toUserView(await flushed(tx, user));
     });
   }
 
@@ -196,7 +203,7 @@ export class UsersService {
       }
       // Even unchanged: running the command again tells the instances a change they missed.
       await tx.changed(versions.user(user.id));
-      return toUserView(user);
+      return toUserView(await flushed(tx, user));
     });
   }
 
@@ -228,7 +235,7 @@ export class UsersService {
       }
       // Authentication reads the role and status through the cache (UserStandings).
       if (role !== undefined || status !== undefined) await tx.changed(versions.user(user.id));
-      return toUserView(user);
+      return toUserView(await flushed(tx, user));
     });
   }
 
