@@ -176,6 +176,81 @@ for (const kind of ['stripe', 'simulated'] as const) {
   });
 }
 
+/** Places an order for two of a product of this price (minor units); returns its order.created message. */
+async function orderPriced(w: World, price: number, paymentMethod = 'pm_card_visa'): Promise<EventMessage> {
+  const productId = newId('prd');
+  const sku = `P${price}-${productId.slice(-8)}`;
+  await query(
+    w.db,
+    `insert into products (id, sku, name, price, currency, stock, active, created_at, updated_at) values ($1, $2, 'Sample', $3, 'USD', 10, true, now(), now())`,
+    [productId, sku, price],
+  );
+  return order({ ...w, sku }, paymentMethod);
+}
+
+for (const kind of ['stripe', 'simulated'] as const) {
+  test(`through the runner (${kind}): an order with nothing to pay (free products) completes without a charge or a payment row`, async (t) => {
+    const w = await world(t);
+    const provider = kind === 'stripe' ? await stripe(t) : undefined;
+    const r = await runner(t, w, provider?.payments ?? (await simulated(t)));
+    const free = await orderPriced(w, 0);
+    await r.rabbit.publish([free]);
+    await r.done(1);
+    assert.deepEqual(r.outcomes, ['processed']);
+    const done = await state(w, free.aggregateId);
+    assert.equal(done.status, 'completed');
+    assert.deepEqual(done.payments, []);
+    assert.deepEqual(done.events, [{ type: 'order.completed', payload: { orderId: free.aggregateId, userId: w.userId, total: 0, currency: 'USD' } }]);
+    if (provider) assert.deepEqual(provider.fake.requests, []);
+  });
+}
+
+test("an amount below Stripe's minimum charge (0.40 USD) fails the order with amount_too_small, its stock back", async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const r = await runner(t, w, payments);
+  const small = await orderPriced(w, 20);
+  await r.rabbit.publish([small]);
+  await r.done(1);
+  assert.deepEqual(r.outcomes, ['processed']);
+  const failed = await state(w, small.aggregateId);
+  assert.equal(failed.status, 'failed');
+  assert.equal(failed.payments[0]!.failure_code, 'amount_too_small');
+  assert.equal(failed.events[0]!.payload.reason, 'amount_too_small');
+  const [stock] = await query<{ stock: number }>(w.db, `select stock from products where sku like 'P20-%'`);
+  assert.equal(stock!.stock, 10);
+  assert.equal(fake.chargesForOrder(small.aggregateId).length, 0);
+});
+
+test('a charge request the provider refuses as malformed (not the card, not the key): the order is pending again, cancellable, and the message dead-lettered', async (t) => {
+  const w = await world(t);
+  const sim = await simulated(t);
+  let calls = 0;
+  const refusing: PaymentProvider = Object.assign(Object.create(sim) as PaymentProvider, {
+    charge: () => {
+      calls++;
+      return Promise.reject(
+        new DomainError('invalid', 'Stripe refused the charge request: Received unknown parameter: shipping[foo]', { provider: 'stripe', param: 'shipping' }),
+      );
+    },
+  });
+  const r = await runner(t, w, refusing);
+  const message = await order(w, 'pm_card_visa');
+  await r.rabbit.publish([message]);
+  await r.done(1);
+  assert.deepEqual(r.outcomes, ['dead-letter']);
+  assert.equal(calls, 1);
+  const after = await state(w, message.aggregateId);
+  assert.equal(after.status, 'pending');
+  assert.deepEqual(after.events, []);
+  const cancelled = await w.app.orders.cancel(w.app.context({ actor: 'cli:test' }), {
+    viewer: { userId: w.userId, role: 'user' },
+    id: message.aggregateId,
+  });
+  assert.equal(cancelled.status, 'cancelled');
+  assert.equal((await state(w, message.aggregateId)).stock, 10);
+});
+
 test('the same message delivered twice charges once and announces once', async (t) => {
   const w = await world(t);
   const { fake, payments } = await stripe(t);

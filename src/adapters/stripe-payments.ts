@@ -310,7 +310,14 @@ function translate(err: unknown, operation: string): unknown {
     return new DomainError(
       'invalid',
       `Stripe refused the ${operation} request: ${err.message}`,
-      { provider: PROVIDER, providerCode: err.code ?? err.rawType, param: err.param, ...requestId },
+      {
+        provider: PROVIDER,
+        providerCode: err.code ?? err.rawType,
+        param: err.param,
+        // The key was used before with other parameters: that request may have charged (see refusedRequest).
+        ...(err instanceof Stripe.errors.StripeIdempotencyError ? { keyConflict: true } : {}),
+        ...requestId,
+      },
       { cause: err },
     );
   }

@@ -75,12 +75,13 @@ export interface OrderToPay {
  * refused (the order is no longer pending) even if the process dies with the charge at the provider
  * and its transaction rolled back, and the redelivered message finds the key to send again. Nothing
  * for an order that is not pending (paid, failed, cancelled, or processing since an earlier
- * delivery) or has no payment method. Whether it moved the order (its cached reads are then stale).
+ * delivery), has no payment method or nothing to pay (a total of 0, which the consumer completes
+ * without a charge). Whether it moved the order (its cached reads are then stale).
  */
 export async function prepareForPayment(sql: Sql, input: { orderId: string; provider: string }): Promise<boolean> {
   const now = new Date();
   const rows = await sql<{ moved: boolean }>(
-    `with o as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = 'pending' and coalesce(payment_method, '') <> ''
+    `with o as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = 'pending' and coalesce(payment_method, '') <> '' and total > 0
        returning total, currency),
      a as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
        select $3, $1, 1, $4, 'pending', o.total, o.currency, $5, $2, $2 from o on conflict do nothing)
@@ -104,8 +105,8 @@ export async function backToPending(tx: Ctx, orderId: string): Promise<void> {
  * The statement that takes an order for payment, as common table expressions and the select that
  * reads them (the payments consumer's first statement, sent with its inbox insert, which `inbox`
  * names): the order locked and moved to `processing` when its status is one of `statuses` and the
- * message is new; its payment attempts read; and when it has none and has a payment method, attempt
- * 1 written `pending` with its key, so the key is stored before the provider is called without a
+ * message is new; its payment attempts read; and when it has none, has a payment method and a total
+ * above 0, attempt 1 written `pending` with its key, so the key is stored before the provider is called without a
  * round trip of its own. Rows for takenForPayment: none when the order is not there, not payable
  * or the message a duplicate.
  *
@@ -121,7 +122,7 @@ export function takeForPayment(input: { orderId: string; statuses: readonly stri
       pay_existing as (select ${COLUMNS} from payments where order_id = $1),
       pay_started as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
         select $4::text, $1, 1, $5::text, 'pending', o.total, o.currency, $6::text, $2::timestamptz, $2::timestamptz from pay_order o
-        where coalesce(o.payment_method, '') <> '' and not exists (select 1 from pay_existing) on conflict do nothing returning ${COLUMNS})`,
+        where coalesce(o.payment_method, '') <> '' and o.total > 0 and not exists (select 1 from pay_existing) on conflict do nothing returning ${COLUMNS})`,
     text: `select o.total as order_total, o.currency as order_currency, o.payment_method, o.refunded_amount as order_refunded, a.* from pay_order o
       left join (select * from pay_started union all select * from pay_existing) a on true`,
     values: [input.orderId, new Date(), input.statuses, newId('pay'), paymentKey(input.orderId, 1), input.provider],

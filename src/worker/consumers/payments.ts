@@ -14,6 +14,7 @@ import {
   type PaymentAttempt,
 } from '../../domain/payments/payments.js';
 import { versions } from '../../domain/shared/cache.js';
+import { DomainError } from '../../domain/shared/errors.js';
 import type { Ctx } from '../../domain/shared/context.js';
 import type { Params } from '../../domain/shared/sql.js';
 import { CommitAndWait, defineConsumer, firstRows, ProviderUnavailable, type ConsumerDefinition, type FirstRows } from '../consumer.js';
@@ -124,6 +125,9 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     const { attempts, paymentMethod } = order;
     const decided = attempts.find((a) => a.status === 'succeeded' || a.status === 'declined');
     if (decided) return settle(tx, order, orderId, fromAttempt(decided));
+    // Nothing to pay (free products): completed without a charge, which no provider makes for 0
+    // (Stripe refuses amounts below its minimum). The order has no payment.
+    if (Number(order.total) === 0) return void (await transition(tx, orderId, 'completed'));
     if (!paymentMethod) {
       return void (await transition(tx, orderId, 'failed', { reason: 'payment_method_missing', message: 'the order has no payment method' }));
     }
@@ -149,6 +153,13 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           idempotencyKey: attempt.idempotencyKey,
         });
       } catch (err) {
+        if (refusedRequest(err) && n === firstKey) {
+          // The provider refused the request itself (a malformed one: a bug, not the customer's card),
+          // so nothing was charged: the order is pending again, cancellable, while the message goes
+          // to the dead-letter queue for an operator (a refusal is permanent; a retry cannot help).
+          await backToPending(tx, orderId);
+          return new CommitAndWait(err);
+        }
         if (!(err instanceof PaymentUnavailable)) throw err;
         if (err.details.keyReusable) {
           // The charge may have happened (a timeout, a lost answer, a 5xx worth retrying, or an earlier
@@ -183,6 +194,14 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     }
     throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
   }
+}
+
+/**
+ * The provider refused the charge request as invalid, surely without charging: not a refusal of its
+ * idempotency key (a key reused with other parameters may hold an earlier request that did charge).
+ */
+function refusedRequest(err: unknown): err is DomainError {
+  return err instanceof DomainError && err.code === 'invalid' && err.details.keyConflict !== true;
 }
 
 /**
