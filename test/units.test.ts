@@ -7,6 +7,7 @@ import { CursorCodec } from '../src/domain/shared/pagination.js';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { maskEmail } from '../src/logger.js';
 import { exitCodeFor } from '../src/cli/exit-codes.js';
+import { renderTable } from '../src/cli/render.js';
 
 test('ids carry their kind, read unambiguously and sort by creation time', () => {
   assert.equal(ulid(1469918176385).slice(0, 10), '01ARYZ6S41');
@@ -109,4 +110,26 @@ test('the logger writes JSON with emails masked and secrets redacted', async () 
   // A time logs as its ISO text, not as an empty object.
   logger.info({ since: new Date('2026-11-25T07:00:00.000Z') }, 'held');
   assert.equal(JSON.parse(lines[2]!).since, '2026-11-25T07:00:00.000Z');
+});
+
+test('a table for a terminal (svc config) wraps its last column at word boundaries to the width, losing no word; without a width its rows are as long as their text', () => {
+  const doc = 'PostgreSQL connection URL; unset means the embedded database (PGlite) in SVC_DATA_DIR, created on first use and announced once';
+  const rows = [
+    { key: 'DATABASE_URL', doc },
+    { key: 'PORT', doc: 'TCP port' },
+  ];
+  const columns = [
+    { header: 'key', get: (r: (typeof rows)[number]) => r.key },
+    { header: 'description', get: (r: (typeof rows)[number]) => r.doc },
+  ];
+  const narrow = renderTable(rows, columns, { width: 60 });
+  assert.ok(
+    narrow.split('\n').every((line) => line.length <= 60),
+    narrow,
+  );
+  const words = narrow.replace(/[│┌┐└┘├┤┬┴┼─]/g, ' ').split(/\s+/);
+  for (const word of doc.split(' ')) assert.ok(words.includes(word), `${word} is shown whole`);
+  const wide = renderTable(rows, columns);
+  assert.ok(wide.split('\n').some((line) => line.includes(doc)));
+  assert.equal(renderTable(rows, columns, { width: 400 }), wide);
 });

@@ -22,13 +22,17 @@ export default class ConfigCommand extends SvcCommand {
     const config = await this.loadConfig();
     const result = { file: config.file ?? null, values: describeConfig(config) };
     this.print(
-      renderTable(result.values, [
-        { header: 'key', get: (e) => e.key },
-        { header: 'value', get: (e) => (e.value === null ? '(unset)' : e.value) },
-        // A secret read through <KEY>_FILE names its file: which mounted secret is in use.
-        { header: 'source', get: (e) => (e.secretFile ? `file ${e.secretFile}` : e.source) },
-        { header: 'description', get: (e) => e.doc },
-      ]),
+      renderTable(
+        result.values,
+        [
+          { header: 'key', get: (e) => e.key },
+          { header: 'value', get: (e) => (e.value === null ? '(unset)' : e.value) },
+          // A secret read through <KEY>_FILE names its file: which mounted secret is in use.
+          { header: 'source', get: (e) => (e.secretFile ? `file ${e.secretFile}` : e.source) },
+          { header: 'description', get: (e) => e.doc },
+        ],
+        { width: process.stdout.isTTY ? process.stdout.columns : undefined },
+      ),
     );
     if (result.file) this.print(`config file: ${result.file}`);
     return result;
