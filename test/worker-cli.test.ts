@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { svc, tempDir } from './helpers/cli.js';
 import { dropDatabase, emptyDatabase, migratedDatabase, query } from './helpers/db.js';
 import { AMQP_URL, insertOutbox, rabbitProxy, silent, testPrefix, waitFor } from './helpers/rabbit.js';
@@ -45,6 +47,26 @@ test('PostgreSQL unreachable at start: exit 6 naming DATABASE_URL', async (t) =>
   });
   assert.equal(res.code, 6, res.stderr);
   assert.match(res.stderr, /DATABASE_URL/);
+});
+
+test('a --health-port taken or a HOST not of this machine: exit 6 naming what to change', async (t) => {
+  const taken = createServer();
+  t.after(() => taken.close());
+  taken.listen(0, '127.0.0.1');
+  await once(taken, 'listening');
+  const { port } = taken.address() as AddressInfo;
+  const env = { DATABASE_URL: await migratedDatabase(t), AMQP_URL, AMQP_PREFIX: testPrefix(), SVC_DATA_DIR: join(tempDir(t), 'data') };
+  removeExchangeAfter(t, env.AMQP_PREFIX);
+  const inUse = await svc(['worker', '--health-port', String(port), '--json'], { env });
+  assert.equal(inUse.code, 6, inUse.stderr);
+  assert.match(
+    inUse.json().error.message,
+    new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${port} for the health endpoints \\(EADDRINUSE\\): .*choose another --health-port \\(0 picks a free one\\)$`),
+  );
+  const elsewhere = await svc(['worker', '--health-port', '0', '--json'], { env: { ...env, HOST: 'nosuchhost.invalid' } });
+  assert.equal(elsewhere.code, 6, elsewhere.stderr);
+  assert.match(elsewhere.json().error.message, /\(E\w+\): nosuchhost\.invalid is not an address of this machine: set HOST to one of its addresses/);
+  assert.doesNotMatch(elsewhere.json().error.message, /--health-port/);
 });
 
 test('pending migrations on PostgreSQL: exit 4', async (t) => {

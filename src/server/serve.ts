@@ -6,6 +6,7 @@ import { trackConnections } from './drain.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DomainError } from '../domain/shared/errors.js';
 import { loadTls } from './tls.js';
+import { listenFix } from '../listen.js';
 
 // Routes whose writes emit events (their URL as registered, versioned).
 const EVENTFUL_ROUTE = /^\/api\/v\d+\/(orders|webhooks)(\/|$)/;
@@ -140,12 +141,7 @@ export async function startServer(
 function cannotListen(config: Config, err: unknown): DomainError {
   const code = (err as NodeJS.ErrnoException).code;
   const where = `${config.HOST}:${config.PORT}`;
-  const fix =
-    code === 'EADDRINUSE'
-      ? 'another process listens there: stop it, or choose another --port (PORT; 0 picks a free one)'
-      : code === 'EACCES'
-        ? 'this user may not listen on that port: choose another --port (PORT), 1024 or above'
-        : `${config.HOST} is not an address of this machine: set --host (HOST) to one of its addresses, such as 127.0.0.1 or 0.0.0.0`;
+  const fix = listenFix(err, { host: config.HOST, hostName: '--host (HOST)', portName: '--port (PORT)' });
   return new DomainError('unavailable', `cannot listen on ${where} (${code ?? (err as Error).message}): ${fix}`, { service: 'api', code }, { cause: err });
 }
 

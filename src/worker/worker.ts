@@ -3,6 +3,7 @@ import { createApp, type App, type AppOverrides } from '../app.js';
 import { DomainError } from '../domain/shared/errors.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { startPipeline } from './pipeline.js';
+import { listenFix } from '../listen.js';
 
 export interface WorkerOptions {
   /** Messages in flight per consumer (its prefetch): `--concurrency`. */
@@ -94,10 +95,11 @@ export async function startWorker(config: Config, options: WorkerOptions): Promi
         ...(app.metrics.enabled ? { metrics: () => app.metrics.scrape() } : {}),
       });
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
       throw new DomainError(
         'unavailable',
-        `cannot listen on ${config.HOST}:${options.healthPort} for the health endpoints (${(err as Error).message}): choose another --health-port (0 picks a free one)`,
-        { service: 'health' },
+        `cannot listen on ${config.HOST}:${options.healthPort} for the health endpoints (${code ?? (err as Error).message}): ${listenFix(err, { host: config.HOST, hostName: 'HOST', portName: '--health-port' })}`,
+        { service: 'health', code },
         { cause: err },
       );
     }
