@@ -1,6 +1,6 @@
 // Database limits: the statement timeout (a slow query answers 503 with Retry-After, never hangs or
 // 500s) and its exemptions (migrations and housekeeping may run longer).
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
@@ -31,41 +31,42 @@ async function untilSomeoneWaitedFor(url: string, holder: pg.Client, ms: number)
   }
 }
 
-test('a query slower than DATABASE_STATEMENT_TIMEOUT_MS answers 503 with Retry-After and says why; the next one works', async (t) => {
-  const ts = await testServer(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '300' } });
+/**
+ * A server on PostgreSQL whose products table another session holds (a long migration elsewhere, a
+ * stuck admin session), after one product list went through: `list()` reads it again, and waits.
+ */
+async function productsHeld(t: TestContext, env: Record<string, string>) {
+  const ts = await testServer(t, { env });
   const alice = await ts.user({ email: 'alice@example.com' });
   const headers = await ts.auth(alice);
-  const ok = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  const list = () => ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  const ok = await list();
   assert.equal(ok.statusCode, 200, ok.body);
-
-  // Another session holds the products table (a long migration elsewhere, a stuck admin session).
   const holder = await sessionOn(t, ts.databaseUrl!);
   await holder.query('begin');
   await holder.query('lock table products in access exclusive mode');
-  const slow = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  return { ts, holder, list };
+}
+
+test('a query slower than DATABASE_STATEMENT_TIMEOUT_MS answers 503 with Retry-After and says why; the next one works', async (t) => {
+  const { holder, list } = await productsHeld(t, { DATABASE_STATEMENT_TIMEOUT_MS: '300' });
+  const slow = await list();
   await holder.query('rollback');
 
   assertProblem({ status: slow.statusCode, type: slow.headers['content-type'], body: slow.json() }, 503, 'unavailable', /statement timeout.*try again/);
   assert.equal(slow.headers['retry-after'], '1');
   assert.doesNotMatch(slow.body, /57014|canceling statement|products/);
 
-  const again = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  const again = await list();
   assert.equal(again.statusCode, 200, again.body);
 });
 
 test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cannot get one in time answers 503 with Retry-After', async (t) => {
-  const ts = await testServer(t, { env: { DATABASE_POOL_MAX: '1', DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
-  const alice = await ts.user({ email: 'alice@example.com' });
-  const headers = await ts.auth(alice);
-  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
-
+  const { ts, holder, list } = await productsHeld(t, { DATABASE_POOL_MAX: '1', DATABASE_STATEMENT_TIMEOUT_MS: '60000' });
   // The one connection waits for the table another session holds; the next request waits for the connection.
-  const holder = await sessionOn(t, ts.databaseUrl!);
-  await holder.query('begin');
-  await holder.query('lock table products in access exclusive mode');
-  const first = ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  const first = list();
   await untilSomeoneWaitedFor(ts.databaseUrl!, holder, 0);
-  const second = await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  const second = await list();
   await holder.query('rollback');
 
   assertProblem({ status: second.statusCode, type: second.headers['content-type'], body: second.json() }, 503, 'unavailable', /busy; try again/);
@@ -74,16 +75,9 @@ test('with every pooled connection busy (DATABASE_POOL_MAX), a request that cann
 });
 
 test('a request whose database connection is lost under it (a restart, a failover) answers 503 with Retry-After, not 500, without the database in the body', async (t) => {
-  const ts = await testServer(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '60000' } });
-  const alice = await ts.user({ email: 'alice@example.com' });
-  const headers = await ts.auth(alice);
-  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
-
-  // The request's statement waits for a table another session holds; PostgreSQL then ends its session.
-  const holder = await sessionOn(t, ts.databaseUrl!);
-  await holder.query('begin');
-  await holder.query('lock table products in access exclusive mode');
-  const lost = ts.server.inject({ method: 'GET', url: '/api/v2/products', headers });
+  const { ts, holder, list } = await productsHeld(t, { DATABASE_STATEMENT_TIMEOUT_MS: '60000' });
+  // The request's statement waits for the table another session holds; PostgreSQL then ends its session.
+  const lost = list();
   await untilSomeoneWaitedFor(ts.databaseUrl!, holder, 0);
   await holder.query(
     `select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock'`,
@@ -94,7 +88,7 @@ test('a request whose database connection is lost under it (a restart, a failove
   assertProblem({ status: res.statusCode, type: res.headers['content-type'], body: res.json() }, 503, 'unavailable', /temporarily unavailable; try again/);
   assert.equal(res.headers['retry-after'], '1');
   assert.doesNotMatch(res.body, /57P01|terminat|administrator|products/);
-  assert.equal((await ts.server.inject({ method: 'GET', url: '/api/v2/products', headers })).statusCode, 200);
+  assert.equal((await list()).statusCode, 200);
 });
 
 test('connections PostgreSQL drops in the middle of transactions (a restart, a failover) are given back: the pool is not used up', async (t) => {
