@@ -148,7 +148,7 @@ export class TwoLevelCache implements Cache {
     let data: string | null;
     try {
       [token, data] = await this.read!({
-        version: redis.key('c', 'v', version),
+        version: versionKey(redis, version),
         data: redis.key('c', 'd', entry),
         fresh: this.newToken(),
         // A copy too old to serve is not held: the L2 copy (maybe loaded since by another instance) comes back.
@@ -241,7 +241,7 @@ export class TwoLevelCache implements Cache {
     try {
       if (!redis.available()) throw new Error('Redis is unreachable');
       const batch = redis.client.multi();
-      for (const key of unique) batch.set(redis.key('c', 'v', key), this.newToken(), 'EX', VERSION_TTL_SECONDS);
+      for (const key of unique) batch.set(versionKey(redis, key), this.newToken(), 'EX', VERSION_TTL_SECONDS);
       const results = await batch.exec();
       const failed = results?.find(([err]) => err)?.[0];
       if (!results || failed) throw failed ?? new Error('the invalidation was not applied');
