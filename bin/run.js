@@ -116,12 +116,42 @@ if (opensDatabase && typeof process.execve === 'function' && !process.execArgv.i
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
 
-const { run, flush, handle } = await import('@oclif/core');
+const { run, flush, handle, Config } = await import('@oclif/core');
 const argv = process.argv.slice(2);
+/** @type {import('@oclif/core').Config | undefined} */
+let loaded;
 try {
+  // A topic (`svc users`) is not a command: oclif prints its help. With --json, the same help as a
+  // document on stdout: the topic, its commands and their summaries, its subtopics.
+  if (argv.includes('--json') && argv.every((a) => a === '--json' || !a.startsWith('-'))) {
+    const words = argv.filter((a) => a !== '--json');
+    const config = await Config.load({ root: fileURLToPath(import.meta.url), userPlugins: false });
+    loaded = config;
+    const id = words.join(':');
+    /** @type {unknown} */
+    const about = config.pjson.description;
+    const topic = id ? config.findTopic(id) : { description: typeof about === 'string' ? about : undefined };
+    if (topic && !config.findCommand(id)) {
+      const spaced = (/** @type {string} */ name) => name.replaceAll(':', ' ');
+      const depth = id ? id.split(':').length + 1 : 1;
+      const under = (/** @type {string} */ name) => (!id || name.startsWith(`${id}:`)) && name.split(':').length === depth;
+      const help = {
+        topic: spaced(id) || config.bin,
+        description: topic.description ?? null,
+        commands: config.commands
+          .filter((c) => !c.hidden && under(c.id))
+          .map((c) => ({ command: `${config.bin} ${spaced(c.id)}`, summary: c.summary ?? c.description?.split('\n')[0] ?? null })),
+        topics: config.topics
+          .filter((t) => !t.hidden && under(t.name) && (!config.findCommand(t.name) || config.commands.some((c) => c.id.startsWith(`${t.name}:`))))
+          .map((t) => ({ topic: spaced(t.name), description: t.description ?? null })),
+      };
+      process.stdout.write(`${JSON.stringify(help, null, 2)}\n`);
+      process.exit(0);
+    }
+  }
   // No user or linked plugins: oclif would load those listed in a package.json in its data folder, which
   // is SVC_DATA_DIR when set (svc's own data), so whoever could write that file would run code in every command.
-  await run(argv, { root: fileURLToPath(import.meta.url), userPlugins: false });
+  await run(argv, loaded ?? { root: fileURLToPath(import.meta.url), userPlugins: false });
   await flush();
 } catch (error) {
   // A command that does not exist never reaches svc's own error handling (src/cli/base-command.ts):

@@ -125,3 +125,40 @@ test('a command that does not exist exits 2: with --json, the refusal is the JSO
   assert.equal(human.stdout, '');
   assert.match(human.stderr, /command users:nosuch not found/);
 });
+
+test('a missing argument is named with what it is, on one line, and nothing runs', async (t) => {
+  const db = await migratedDatabase(t);
+  const one = await svc(['users', 'show'], { env: { DATABASE_URL: db } });
+  assert.equal(one.code, 2, one.stderr);
+  assert.equal(one.stderr, 'Error: Missing 1 required arg: user (User id (usr_…) or email address)\nSee more help with --help\n');
+  const two = await svc(['users', 'set-role', '--json'], { env: { DATABASE_URL: db } });
+  assert.equal(two.code, 2, two.stderr);
+  assert.deepEqual(two.json(), {
+    error: {
+      code: 'invalid',
+      message: 'Missing 2 required args: user (User id (usr_…) or email address), role ((admin|user|guest) The new role)',
+      exitCode: 2,
+    },
+  });
+});
+
+test('a topic with --json prints its help as JSON (its commands with their summaries, its subtopics), exit 0', async () => {
+  const users = await svc(['users', '--json']);
+  assert.equal(users.code, 0, users.stderr);
+  const help = users.json();
+  assert.equal(help.topic, 'users');
+  assert.match(help.description, /user accounts/);
+  assert.deepEqual(
+    help.commands.map((c: { command: string }) => c.command),
+    ['svc users create', 'svc users disable', 'svc users enable', 'svc users list', 'svc users set-role', 'svc users show'],
+  );
+  assert.ok(help.commands.every((c: { summary: string }) => c.summary.length > 0));
+  assert.deepEqual(help.topics, [{ topic: 'users api-keys', description: 'API keys for API clients: create (the secret is shown once), list, revoke.' }]);
+  const root = await svc(['--json']);
+  assert.equal(root.code, 0, root.stderr);
+  assert.deepEqual(
+    root.json().topics.map((t: { topic: string }) => t.topic),
+    ['migrate', 'users', 'keys'],
+  );
+  assert.ok(root.json().commands.some((c: { command: string }) => c.command === 'svc serve'));
+});

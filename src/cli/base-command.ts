@@ -12,13 +12,27 @@ interface ErrorReport {
 }
 
 // oclif's parse errors come as several lines ("The following errors occurred:", one per problem,
-// "See more help with --help"); keep the problems, on one line.
+// "Missing 2 required args:" followed by one `name  description` line per argument, "See more help
+// with --help"); keep the problems, on one line: `Missing 1 required arg: user (User id … or email address)`.
 function parseErrorMessage(message: string): string {
-  return message
+  const lines = message
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l))
-    .join('; ');
+    .filter((l) => l && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l));
+  const problems: string[] = [];
+  let listing = false;
+  for (const line of lines) {
+    const arg = listing ? /^(\S+)(?:\s{2,}(.+))?$/.exec(line) : null;
+    if (arg) {
+      const named = arg[2] ? `${arg[1]} (${arg[2]})` : arg[1]!;
+      const last = problems.length - 1;
+      problems[last] = problems[last]!.endsWith(':') ? `${problems[last]} ${named}` : `${problems[last]}, ${named}`;
+      continue;
+    }
+    listing = /^Missing \d+ required args?:$/.test(line);
+    problems.push(line);
+  }
+  return problems.join('; ');
 }
 
 /**
