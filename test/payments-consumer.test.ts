@@ -268,7 +268,7 @@ test('the same message delivered twice charges once and announces once', async (
   );
 });
 
-test('a payment is five statements: the order moved to processing with attempt 1 and its key written (committed on its own, before Stripe), begin, the order taken, the outcome with the order completed, commit', async (t) => {
+test('a payment is five statements: the order moved to processing with attempt 1 and its key written (committed on its own), then Stripe called with no transaction open, then begin, the order taken, the outcome with the order completed, commit', async (t) => {
   const w = await world(t);
   const simulatedPayments = await simulated(t);
   // Every statement that reaches a pg.Client from here on (the test runs none while the message is handled).
@@ -296,14 +296,42 @@ test('a payment is five statements: the order moved to processing with attempt 1
   await r.done(1);
   assert.deepEqual(r.outcomes, ['processed']);
   assert.equal(statements - before, 5);
-  // The key went out after the statement that wrote it had committed, then begin and the order taken, and is the one recorded.
-  assert.deepEqual(sent, [{ key: `pay:${message.aggregateId}:1`, statementsBefore: before + 3 }]);
+  // The key went out after the statement that wrote it had committed, before the transaction began, and is the one recorded.
+  assert.deepEqual(sent, [{ key: `pay:${message.aggregateId}:1`, statementsBefore: before + 1 }]);
   const s = await state(w, message.aggregateId);
   assert.equal(s.status, 'completed');
   assert.deepEqual(
     s.payments.map((p) => [p.attempt, p.idempotency_key, p.status]),
     [[1, `pay:${message.aggregateId}:1`, 'succeeded']],
   );
+});
+
+test('while Stripe holds a charge, svc holds no transaction: no session idle in transaction, the order not locked; the answer then completes it', async (t) => {
+  const w = await world(t);
+  const fake = await startFakeStripe();
+  // An SDK timeout well past the hold: the charge is answered, late.
+  const payments = new StripePayments({ secretKey: FAKE_STRIPE_SECRET_KEY, apiUrl: fake.url, logger: silent, timeoutMs: 30_000, searchLagMs: 0 });
+  t.after(async () => {
+    payments.close();
+    await fake.close();
+  });
+  const r = await runner(t, w, payments);
+  const message = await order(w, 'pm_card_visa');
+  const held = fake.holdNext({ route: PI_ROUTE });
+  await r.rabbit.publish([message]);
+  await held.arrived;
+  assert.deepEqual(
+    await query(w.db, `select pid from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'`),
+    [],
+    'no transaction open while the charge is at Stripe',
+  );
+  // Not locked: a webhook or an operator can take the order's row meanwhile (nowait: 55P03 if it were held).
+  assert.deepEqual(await query(w.db, 'select status from orders where id = $1 for update nowait', [message.aggregateId]), [{ status: 'processing' }]);
+  held.release();
+  await r.done(1);
+  assert.deepEqual(r.outcomes, ['processed']);
+  assert.equal((await state(w, message.aggregateId)).status, 'completed');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
 });
 
 test('a timeout after Stripe charged is retried with the same key and completes the order with one charge', async (t) => {

@@ -20,7 +20,7 @@ export interface ConsumerDefinition {
    * Return a CommitAndWait when the work done so far must commit although the message must be
    * handled again later (see CommitAndWait).
    */
-  handle(ctx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait>;
+  handle(ctx: Ctx, message: EventMessage, first?: FirstRows, prepared?: unknown): Promise<void | CommitAndWait>;
   /** Events the handler may emit (in its transaction): after such a message commits, the runner calls `emitted`. */
   emits?: readonly EventType[];
   /**
@@ -37,8 +37,10 @@ export interface ConsumerDefinition {
    * handler's transaction commits (the payments consumer's: the order `processing` with its first
    * key, so no cancellation can put its stock back while the charge may be at Stripe). It runs for
    * every delivery, redeliveries and duplicates included: it must change nothing a second time.
+   * What it resolves is handed to `handle` as `prepared` (the payments consumer's: the outcome of
+   * the charge it sent with no transaction open, whose key that statement had committed).
    */
-  prepare?(ctx: Ctx, message: EventMessage): Promise<void>;
+  prepare?(ctx: Ctx, message: EventMessage): Promise<unknown>;
 }
 
 /** A consumer's first statement (see ConsumerDefinition.first). */
@@ -246,7 +248,7 @@ export class ConsumerRunner {
     const ctx = this.options.context({ actor: `worker:${this.consumer.name}`, traceId: traceIdOf(message.traceparent) });
     let outcome: 'processed' | 'duplicate' | CommitAndWait;
     try {
-      await this.consumer.prepare?.(ctx, message);
+      const prepared = await this.consumer.prepare?.(ctx, message);
       outcome = await inTransaction(ctx, async (tx) => {
         // The inbox row first (alone, or with the handler's first statement), so that a second
         // delivery of the same message running at the same time (another worker) waits on this row
@@ -258,7 +260,7 @@ export class ConsumerRunner {
             message.id,
           ]);
           if (recorded.length === 0) return 'duplicate';
-          return this.handled(tx, message, await this.consumer.handle(tx, message));
+          return this.handled(tx, message, await this.consumer.handle(tx, message, undefined, prepared));
         }
         // The inbox insert and the handler's first statement in one round trip: no row at all is a
         // duplicate; otherwise one row per row of the first statement (svc_first set), or one without.
@@ -271,7 +273,7 @@ export class ConsumerRunner {
         );
         if (rows.length === 0) return 'duplicate';
         const found = rows.filter((r) => r.svc_first === true).map(({ svc_inbox: _inbox, svc_first: _first, ...row }) => row);
-        return this.handled(tx, message, await this.consumer.handle(tx, message, found));
+        return this.handled(tx, message, await this.consumer.handle(tx, message, found, prepared));
       });
     } catch (err) {
       return this.failed(delivery, err, log);

@@ -2,7 +2,7 @@ import type { Ctx } from '../shared/context.js';
 import { newId } from '../shared/ids.js';
 import { versions } from '../shared/cache.js';
 import { Params, type Sql } from '../shared/sql.js';
-import type { ChargeOutcome } from './payment-provider.js';
+import type { ChargeInput, ChargeOutcome } from './payment-provider.js';
 import type { PaymentStatus } from './payment.entity.js';
 
 /** One payment attempt as the payments table holds it. */
@@ -69,26 +69,68 @@ export interface OrderToPay {
   attempts: PaymentAttempt[];
 }
 
+/** What prepareForPayment did and found: whether it moved the order, and the charge to send now, if any. */
+export interface PreparedPayment {
+  /** It moved the order from `pending` to `processing` (its cached reads are then stale). */
+  moved: boolean;
+  /**
+   * The charge the consumer may send before its transaction: the order is `processing`, payable, not
+   * decided, the message not processed yet, and the attempt the transaction would start with
+   * (`pending`, numbered one past the attempts decided `unknown`) is committed with its key.
+   */
+  charge?: ChargeInput;
+}
+
 /**
  * Commits a pending order's move to `processing` with its attempt 1 (`pending`, its key) before any
  * transaction of the payments consumer, in one statement of its own: from then on a cancellation is
  * refused (the order is no longer pending) even if the process dies with the charge at the provider
  * and its transaction rolled back, and the redelivered message finds the key to send again. Nothing
- * for an order that is not pending (paid, failed, cancelled, or processing since an earlier
+ * moves for an order that is not pending (paid, failed, cancelled, or processing since an earlier
  * delivery), has no payment method or nothing to pay (a total of 0, which the consumer completes
- * without a charge). Whether it moved the order (its cached reads are then stale).
+ * without a charge).
+ *
+ * The same statement says which charge can be sent before the consumer's transaction (see
+ * PreparedPayment): its key is committed, here or by an earlier delivery, so sending it with no
+ * transaction open keeps the rule that a key is stored before its call, and holds no connection nor
+ * the order's lock for the provider's round trip. Nothing to send for a message the inbox already
+ * has (`inbox`), an order decided or not payable, or an attempt whose row is not there yet (a new
+ * key after a stored failure: the transaction writes it before its call, as before).
  */
-export async function prepareForPayment(sql: Sql, input: { orderId: string; provider: string }): Promise<boolean> {
+export async function prepareForPayment(
+  sql: Sql,
+  input: { orderId: string; provider: string; inbox: { consumer: string; messageId: string } },
+): Promise<PreparedPayment> {
   const now = new Date();
-  const rows = await sql<{ moved: boolean }>(
+  const firstKey = paymentKey(input.orderId, 1);
+  // The CTEs other than `o` and `a` read the statement's snapshot: the order as it was (pending when
+  // `o` moves it), the attempts without the one `a` writes.
+  const [row] = await sql<{ moved: boolean; total: number | null; currency: string | null; payment_method: string | null; charge_key: string | null }>(
     `with o as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = 'pending' and coalesce(payment_method, '') <> '' and total > 0
-       returning total, currency),
+       returning total, currency, payment_method),
      a as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
-       select $3, $1, 1, $4, 'pending', o.total, o.currency, $5, $2, $2 from o on conflict do nothing)
-     select true as moved from o`,
-    [input.orderId, now, newId('pay'), paymentKey(input.orderId, 1), input.provider],
+       select $3, $1, 1, $4, 'pending', o.total, o.currency, $5, $2, $2 from o on conflict do nothing),
+     p as (select attempt, idempotency_key, status from payments where order_id = $1),
+     c as (select total, currency, payment_method from o
+       union all
+       select total, currency, payment_method from orders where id = $1 and status = 'processing' and coalesce(payment_method, '') <> '' and total > 0)
+     select exists (select 1 from o) as moved, c.total, c.currency, c.payment_method,
+       case
+         when c.total is null then null
+         when exists (select 1 from processed_messages where consumer = $6 and message_id = $7) then null
+         when exists (select 1 from p where status in ('succeeded', 'declined')) then null
+         when not exists (select 1 from p) then case when exists (select 1 from o) then $4 end
+         else (select idempotency_key from p where status = 'pending' and attempt = (select count(*) from p where status = 'unknown') + 1)
+       end as charge_key
+     from (select 1) one left join c on true`,
+    [input.orderId, now, newId('pay'), firstKey, input.provider, input.inbox.consumer, input.inbox.messageId],
   );
-  return rows.length > 0;
+  if (!row) return { moved: false };
+  const charge =
+    row.charge_key && row.total !== null && row.currency && row.payment_method
+      ? { orderId: input.orderId, amount: Number(row.total), currency: row.currency, paymentMethod: row.payment_method, idempotencyKey: row.charge_key }
+      : undefined;
+  return { moved: row.moved, ...(charge ? { charge } : {}) };
 }
 
 /**

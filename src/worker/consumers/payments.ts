@@ -1,7 +1,7 @@
 import type { EventMessage } from '../../domain/events/events.js';
 import { transition } from '../../domain/orders/order-state.js';
 import type { OrderStatus } from '../../domain/orders/order.entity.js';
-import { PaymentUnavailable, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
+import { PaymentUnavailable, type ChargeInput, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
 import {
   backToPending,
   markUnknown,
@@ -40,9 +40,11 @@ export const PAYMENTS_CONSUMER = 'payments';
  *
  * First, committed on its own (`prepare`): a pending order moved to `processing` with attempt 1
  * and its key (prepareForPayment), so that a process killed with the charge at the provider leaves
- * an order no cancellation can take (409) rather than a pending one. Then the inbox transaction the
- * runner hands over (the order row locked first), including the provider call, bounded by the
- * provider's circuit breaker (5 s). When the provider surely did nothing with the key (circuit open,
+ * an order no cancellation can take (409) rather than a pending one; and, the key committed, the
+ * charge itself, sent with no transaction open, bounded by the provider's circuit breaker (5 s). Then
+ * the inbox transaction the runner hands over (the order row locked first), which decides on that
+ * answer (a call it makes itself only for a later key, after a stored failure, or when the order
+ * changed meanwhile). When the provider surely did nothing with the key (circuit open,
  * unreachable, rate limiting, a refused key) the order goes back to `pending` in that transaction
  * (CommitAndWait), cancellable while the message waits.
  *
@@ -103,13 +105,27 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     // when it has none; no row when it is gone, cancelled or already decided (nothing to do), or
     // when the message is a duplicate.
     first: (message) => takeForPayment({ orderId: message.aggregateId, statuses: PAYABLE, provider: payments.name }),
-    // Before the transaction, committed on its own: the order processing with its first key (see prepareForPayment).
-    async prepare(ctx: Ctx, message: EventMessage): Promise<void> {
-      if (await prepareForPayment(ctx.sql, { orderId: message.aggregateId, provider: payments.name })) await ctx.changed(versions.order(message.aggregateId));
-    },
-    async handle(tx: Ctx, message: EventMessage, first?: FirstRows): Promise<void | CommitAndWait> {
+    // Before the transaction, committed on its own: the order processing with its key (see
+    // prepareForPayment); then that key's charge, sent with no transaction open (see SentCharge).
+    async prepare(ctx: Ctx, message: EventMessage): Promise<SentCharge | undefined> {
+      const prepared = await prepareForPayment(ctx.sql, {
+        orderId: message.aggregateId,
+        provider: payments.name,
+        inbox: { consumer: PAYMENTS_CONSUMER, messageId: message.id },
+      });
+      if (prepared.moved) await ctx.changed(versions.order(message.aggregateId));
+      if (!prepared.charge) return undefined;
+      const input = prepared.charge;
+      sending(input.idempotencyKey);
       try {
-        return await pay(tx, message, first);
+        return { input, outcome: await payments.charge(input) };
+      } catch (error) {
+        return { input, error };
+      }
+    },
+    async handle(tx: Ctx, message: EventMessage, first?: FirstRows, prepared?: unknown): Promise<void | CommitAndWait> {
+      try {
+        return await pay(tx, message, first, prepared as SentCharge | undefined);
       } catch (err) {
         throw waitingForProvider(err);
       }
@@ -117,8 +133,17 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
   });
   return consumer;
 
-  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined): Promise<void | CommitAndWait> {
+  async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined, sent: SentCharge | undefined): Promise<void | CommitAndWait> {
     const orderId = message.aggregateId;
+    // The charge prepare sent answers the first call of this run if it is the same request (it is,
+    // unless the order changed in between); any other call goes to the provider now.
+    const charge = async (input: ChargeInput): Promise<ChargeOutcome> => {
+      const answered = sent && sameCharge(sent.input, input) ? sent : undefined;
+      sent = undefined;
+      if (!answered) return payments.charge(input);
+      if ('error' in answered) throw answered.error;
+      return answered.outcome;
+    };
     const order = takenForPayment(await firstRows(tx, consumer, message, first));
     if (!order) return;
     await tx.changed(versions.order(orderId));
@@ -145,7 +170,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       let outcome: ChargeOutcome | undefined;
       sending(attempt.idempotencyKey);
       try {
-        outcome = await payments.charge({
+        outcome = await charge({
           orderId,
           amount: order.total,
           currency: order.currency,
@@ -195,6 +220,24 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
     throw new Error(`order ${orderId}: ${fresh} payment attempts in a row ended in a stored provider failure; retrying later`);
   }
 }
+
+/**
+ * A charge the payments consumer sent in `prepare`, with no transaction open, and how the provider
+ * answered (its outcome, or the error the call rejected with): handed to the transaction, which
+ * decides on it exactly as on a call made inside it (the same catch, the same CommitAndWait), so
+ * no database connection, transaction or order lock is held for the provider's round trip, which
+ * may last the breaker's whole timeout while Stripe is slow. Its key was committed before the call
+ * (prepareForPayment), so a crash after it leaves what it always left: the order `processing` with
+ * that key, which the redelivery sends again and Stripe replays.
+ */
+type SentCharge = { input: ChargeInput } & ({ outcome: ChargeOutcome } | { error: unknown });
+
+const sameCharge = (a: ChargeInput, b: ChargeInput): boolean =>
+  a.orderId === b.orderId &&
+  a.idempotencyKey === b.idempotencyKey &&
+  Number(a.amount) === Number(b.amount) &&
+  a.currency === b.currency &&
+  a.paymentMethod === b.paymentMethod;
 
 /**
  * The provider refused the charge request as invalid, surely without charging: not a refusal of its
