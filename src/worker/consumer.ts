@@ -29,16 +29,18 @@ export interface ConsumerDefinition {
    * Its text uses `$1`… for its values and may refer to `inbox`, a row set with one row when the
    * message is new and none for a duplicate. It runs for a duplicate too (one statement, one
    * snapshot): a statement that writes must do so only `where exists (select 1 from inbox)`.
+   * `prepared` is what `prepare` resolved (undefined when the handler runs without the runner).
    */
-  first?(message: EventMessage): FirstStatement;
+  first?(message: EventMessage, prepared?: unknown): FirstStatement;
   /**
    * Runs before the transaction, committed on its own (one statement, no transaction around it):
    * what must be durable before the handler calls a provider, should the process die before the
    * handler's transaction commits (the payments consumer's: the order `processing` with its first
    * key, so no cancellation can put its stock back while the charge may be at Stripe). It runs for
    * every delivery, redeliveries and duplicates included: it must change nothing a second time.
-   * What it resolves is handed to `handle` as `prepared` (the payments consumer's: the outcome of
-   * the charge it sent with no transaction open, whose key that statement had committed).
+   * What it resolves is handed to `first` and `handle` as `prepared` (the payments consumer's: the
+   * outcome of the charge it sent with no transaction open, whose key that statement had committed;
+   * the receipts consumer's: the receipt it rendered and stored, which the transaction records).
    */
   prepare?(ctx: Ctx, message: EventMessage): Promise<unknown>;
 }
@@ -253,7 +255,7 @@ export class ConsumerRunner {
         // The inbox row first (alone, or with the handler's first statement), so that a second
         // delivery of the same message running at the same time (another worker) waits on this row
         // and then finds it, or takes over if this transaction rolls back.
-        const first = this.consumer.first?.(message);
+        const first = this.consumer.first?.(message, prepared);
         if (!first) {
           const recorded = await tx.sql<{ message_id: string }>(`${INBOX_INSERT} values ($1, $2, now()) on conflict do nothing returning message_id`, [
             this.consumer.name,

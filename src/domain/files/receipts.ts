@@ -52,6 +52,30 @@ export const RECEIPT_SELECT = `select o.id, o.status, o.created_at, o.total, o.c
      from orders o join users u on u.id = o.user_id where o.id = $1`;
 
 /**
+ * What the receipts consumer reads before its transaction (`$1`: the order id, `$2` and `$3`: the
+ * consumer and the message id): RECEIPT_SELECT's row, plus whether the message is processed already.
+ */
+export const RECEIPT_PREPARE_SELECT = `select r.*, exists (select 1 from processed_messages where consumer = $2 and message_id = $3) as processed
+     from (${RECEIPT_SELECT}) r`;
+
+/**
+ * The insert that records a stored receipt, as common table expressions for a consumer's first
+ * statement (after the inbox insert, which `inbox` names: nothing is written for a duplicate), its
+ * values from `$1`; `receipt_recorded` has the row written. As recordReceipt: one row per order, an
+ * existing one updated to the bytes just stored under the same key.
+ */
+export function recordReceiptStatement(orderId: string, stored: StoredFile): { with: string; text: string; values: unknown[] } {
+  return {
+    with: `receipt_recorded as (insert into files (id, kind, order_id, key, content_type, size, sha256, created_at)
+        select $1, 'receipt', $2, $3, $4, $5::bigint, $6, now() where exists (select 1 from inbox)
+        on conflict (order_id, kind) do update set key = excluded.key, content_type = excluded.content_type, size = excluded.size, sha256 = excluded.sha256
+        returning id)`,
+    text: 'select id as recorded from receipt_recorded',
+    values: [newId('fil'), orderId, stored.key, RECEIPT_CONTENT_TYPE, stored.size, stored.sha256],
+  };
+}
+
+/**
  * The data of an order's receipt from a row of RECEIPT_SELECT: undefined when the order is not
  * there or not paid (only a completed order, or one refunded since, has a receipt).
  */
