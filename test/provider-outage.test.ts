@@ -134,8 +134,8 @@ async function placeOrder(app: App, db: string, paymentMethod: string): Promise<
 const orderStatus = async (db: string, id: string) => (await query<{ status: string }>(db, 'select status from orders where id = $1', [id]))[0]!.status;
 
 // Each test has a database, a broker prefix and fakes of its own, and mostly waits for the retry
-// ladder's timers: they run at once.
-describe('provider outages', { concurrency: true }, () => {
+// ladder's timers: four run at once.
+describe('provider outages', { concurrency: 4 }, () => {
   for (const kind of KINDS) {
     test(`${kind}: Stripe down far longer than the whole retry ladder (its breaker open): the payment waits, is never dead-lettered, and completes once Stripe is back`, async (t) => {
       const b = await bench(t, kind);
