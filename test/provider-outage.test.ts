@@ -1,4 +1,4 @@
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseQueue } from '../src/adapters/database-queue.js';
 import { SendGridMailer } from '../src/adapters/sendgrid-mailer.js';
@@ -133,80 +133,160 @@ async function placeOrder(app: App, db: string, paymentMethod: string): Promise<
 
 const orderStatus = async (db: string, id: string) => (await query<{ status: string }>(db, 'select status from orders where id = $1', [id]))[0]!.status;
 
-for (const kind of KINDS) {
-  test(`${kind}: Stripe down far longer than the whole retry ladder (its breaker open): the payment waits, is never dead-lettered, and completes once Stripe is back`, async (t) => {
-    const b = await bench(t, kind);
-    const fake = await startFakeStripe();
-    // A breaker that opens at the first failure and lets one trial call through every 50 ms.
-    const payments = new StripePayments({
-      secretKey: FAKE_STRIPE_SECRET_KEY,
-      apiUrl: fake.url,
-      logger: silent,
-      timeoutMs: 1_000,
-      searchLagMs: 0,
-      breaker: { volumeThreshold: 1, resetTimeoutMs: 50, rollingWindowMs: 1_000 },
-    });
-    t.after(async () => {
-      payments.close();
-      await fake.close();
-    });
-    let opened = 0;
-    payments.breaker.circuit.on('open', () => opened++);
-    // Stripe is down: every charge loses its connection before Stripe does anything.
-    fake.dropNext({ route: PI_ROUTE, times: 100_000, afterExecution: false });
-    const message = await placeOrder(b.app, b.db, 'pm_card_visa');
-    const r = await run(t, b, paymentsConsumer({ payments }));
-    await b.transport.publish([message]);
+// Each test has a database, a broker prefix and fakes of its own, and mostly waits for the retry
+// ladder's timers: four run at once.
+describe('provider outages', { concurrency: 4 }, () => {
+  for (const kind of KINDS) {
+    test(`${kind}: Stripe down far longer than the whole retry ladder (its breaker open): the payment waits, is never dead-lettered, and completes once Stripe is back`, async (t) => {
+      const b = await bench(t, kind);
+      const fake = await startFakeStripe();
+      // A breaker that opens at the first failure and lets one trial call through every 50 ms.
+      const payments = new StripePayments({
+        secretKey: FAKE_STRIPE_SECRET_KEY,
+        apiUrl: fake.url,
+        logger: silent,
+        timeoutMs: 1_000,
+        searchLagMs: 0,
+        breaker: { volumeThreshold: 1, resetTimeoutMs: 50, rollingWindowMs: 1_000 },
+      });
+      t.after(async () => {
+        payments.close();
+        await fake.close();
+      });
+      let opened = 0;
+      payments.breaker.circuit.on('open', () => opened++);
+      // Stripe is down: every charge loses its connection before Stripe does anything.
+      fake.dropNext({ route: PI_ROUTE, times: 100_000, afterExecution: false });
+      const message = await placeOrder(b.app, b.db, 'pm_card_visa');
+      const r = await run(t, b, paymentsConsumer({ payments }));
+      await b.transport.publish([message]);
 
-    // Twelve deferrals: four times the ladder's three retries, each waiting at least its last step.
-    await r.until((o) => count(o, 'deferred') >= 12);
-    assert.ok(opened >= 1, 'the breaker opened');
-    assert.deepEqual(
-      r.outcomes.filter((o) => o !== 'deferred'),
-      [],
-      'no failed attempt counted, nothing dead-lettered',
-    );
-    // A lost connection does not say whether Stripe charged: the order waits in processing, out of a cancellation's reach.
-    assert.equal(await orderStatus(b.db, message.aggregateId), 'processing');
-    if (kind === 'in-process') {
-      const [row] = await query<{ status: string; attempts: number; deferrals: number; last_error: string }>(
-        b.db,
-        `select status, attempts, deferrals, last_error from event_deliveries where consumer = 'payments'`,
+      // Twelve deferrals: four times the ladder's three retries, each waiting at least its last step.
+      await r.until((o) => count(o, 'deferred') >= 12);
+      assert.ok(opened >= 1, 'the breaker opened');
+      assert.deepEqual(
+        r.outcomes.filter((o) => o !== 'deferred'),
+        [],
+        'no failed attempt counted, nothing dead-lettered',
       );
-      assert.equal(row!.status, 'pending');
-      assert.equal(row!.attempts, 0);
-      assert.ok(row!.deferrals >= 12, `deferrals recorded: ${row!.deferrals}`);
-      assert.match(row!.last_error, /^ProviderUnavailable: Stripe charge: /);
-    }
+      // A lost connection does not say whether Stripe charged: the order waits in processing, out of a cancellation's reach.
+      assert.equal(await orderStatus(b.db, message.aggregateId), 'processing');
+      if (kind === 'in-process') {
+        const [row] = await query<{ status: string; attempts: number; deferrals: number; last_error: string }>(
+          b.db,
+          `select status, attempts, deferrals, last_error from event_deliveries where consumer = 'payments'`,
+        );
+        assert.equal(row!.status, 'pending');
+        assert.equal(row!.attempts, 0);
+        assert.ok(row!.deferrals >= 12, `deferrals recorded: ${row!.deferrals}`);
+        assert.match(row!.last_error, /^ProviderUnavailable: Stripe charge: /);
+      }
 
-    fake.clearFaults();
-    await r.until((o) => o.includes('processed'));
-    assert.equal(await orderStatus(b.db, message.aggregateId), 'completed');
-    assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
-    assert.deepEqual(await b.deadLetters('payments'), []);
-  });
-
-  test(`${kind}: deferrals do not use up attempts, and a real failure after them still climbs the ladder and is dead-lettered`, async (t) => {
-    const b = await bench(t, kind);
-    let calls = 0;
-    const consumer = defineConsumer({
-      name: 'flaky',
-      events: ['order.created'],
-      handle() {
-        calls++;
-        if (calls <= 5) return Promise.reject(new ProviderUnavailable('sendgrid', 'SendGrid: cannot connect (ECONNREFUSED)'));
-        return Promise.reject(new Error('the template is broken'));
-      },
+      fake.clearFaults();
+      await r.until((o) => o.includes('processed'));
+      assert.equal(await orderStatus(b.db, message.aggregateId), 'completed');
+      assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+      assert.deepEqual(await b.deadLetters('payments'), []);
     });
-    const r = await run(t, b, consumer);
-    await b.transport.publish([event()]);
-    await r.until((o) => o.includes('dead-letter'));
-    assert.deepEqual(r.outcomes, ['deferred', 'deferred', 'deferred', 'deferred', 'deferred', 'retry', 'retry', 'retry', 'dead-letter']);
-    let dead: { error: string; attempts: number; deferrals: number }[] = [];
-    await waitFor(async () => (dead = await b.deadLetters('flaky')).length === 1, 10_000, 'the dead letter');
-    assert.deepEqual(dead, [{ error: 'Error: the template is broken', attempts: 4, deferrals: 5 }]);
+
+    test(`${kind}: deferrals do not use up attempts, and a real failure after them still climbs the ladder and is dead-lettered`, async (t) => {
+      const b = await bench(t, kind);
+      let calls = 0;
+      const consumer = defineConsumer({
+        name: 'flaky',
+        events: ['order.created'],
+        handle() {
+          calls++;
+          if (calls <= 5) return Promise.reject(new ProviderUnavailable('sendgrid', 'SendGrid: cannot connect (ECONNREFUSED)'));
+          return Promise.reject(new Error('the template is broken'));
+        },
+      });
+      const r = await run(t, b, consumer);
+      await b.transport.publish([event()]);
+      await r.until((o) => o.includes('dead-letter'));
+      assert.deepEqual(r.outcomes, ['deferred', 'deferred', 'deferred', 'deferred', 'deferred', 'retry', 'retry', 'retry', 'dead-letter']);
+      let dead: { error: string; attempts: number; deferrals: number }[] = [];
+      await waitFor(async () => (dead = await b.deadLetters('flaky')).length === 1, 10_000, 'the dead letter');
+      assert.deepEqual(dead, [{ error: 'Error: the template is broken', attempts: 4, deferrals: 5 }]);
+    });
+  }
+
+  test('the mail and receipts consumers defer when SendGrid or S3 is unavailable; a refused message still fails as before', async (t) => {
+    const { app, db } = await appFor(t);
+    const message = await placeOrder(app, db, 'pm_card_visa');
+    await query(db, `update orders set status = 'completed' where id = $1`, [message.aggregateId]);
+    await query(
+      db,
+      `insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, provider_reference, created_at, updated_at)
+     values ($1, $2, 1, $3, 'succeeded', 2475, 'USD', 'simulated', 'pi_1', now(), now())`,
+      [newId('pay'), message.aggregateId, `pay:${message.aggregateId}:1`],
+    );
+    const completed: EventMessage = { ...message, id: newId('evt'), type: 'order.completed', payload: {} };
+    const handle = (consumer: ConsumerDefinition) => app.context({ actor: 'worker:test' }).transaction((tx) => consumer.handle(tx, completed));
+
+    const mailer = (err: Error): Mailer => ({ name: 'sendgrid', send: () => Promise.reject(err) });
+    const down = new MailUnavailable('SendGrid: circuit open', {
+      provider: 'sendgrid',
+      outcome: 'not_attempted',
+      reason: 'circuit_open',
+      retryAfterSeconds: 30,
+    });
+    await assert.rejects(
+      handle(mailConsumer({ mailer: mailer(down), logger: silent, publicUrl: () => 'http://127.0.0.1:1' })),
+      (err: unknown) => err instanceof ProviderUnavailable && err.service === 'sendgrid' && err.retryAfterMs === 30_000 && err.cause === down,
+    );
+    await assert.rejects(
+      handle(mailConsumer({ mailer: mailer(new DomainError('invalid', 'SendGrid refused the message (400)')), logger: silent, publicUrl: () => 'http://x' })),
+      (err: unknown) => err instanceof DomainError && err.code === 'invalid',
+    );
+
+    const store = (err: Error): FileStore => ({
+      name: 's3',
+      put: () => Promise.reject(err),
+      signedUrl: () => Promise.reject(new Error('unused')),
+      check: () => Promise.resolve('ok'),
+    });
+    const unreachable = new DomainError('unavailable', 'cannot store receipts/x.pdf: cannot reach S3', { service: 's3', bucket: 'receipts' });
+    await assert.rejects(
+      handle(receiptsConsumer({ files: store(unreachable), logger: silent })),
+      (err: unknown) => err instanceof ProviderUnavailable && err.service === 's3' && err.cause === unreachable,
+    );
+    await assert.rejects(handle(receiptsConsumer({ files: store(new Error('disk full')), logger: silent })), /disk full/);
   });
 
+  for (const kind of KINDS) {
+    test(`${kind}: SendGrid refusing the API key (401: a revoked SENDGRID_API_KEY) defers the emails, as a refused Stripe key does; with a valid key each is sent once`, async (t) => {
+      const b = await bench(t, kind);
+      const sendgrid = await startFakeSendGrid();
+      t.after(() => sendgrid.close());
+      sendgrid.revokeKey(FAKE_SENDGRID_API_KEY);
+      const mailer = new SendGridMailer({ apiKey: FAKE_SENDGRID_API_KEY, apiUrl: sendgrid.url, from: 'Shop <orders@example.com>', logger: silent });
+      t.after(() => mailer.close());
+      const { logger, lines } = capturedLogs('warn');
+      const r = await run(t, b, mailConsumer({ mailer, logger: silent, publicUrl: () => 'https://shop.example' }), { logger });
+
+      const placed = await placeOrder(b.app, b.db, 'pm_card_visa');
+      await query(b.db, `update orders set status = 'completed' where id = $1`, [placed.aggregateId]);
+      await b.transport.publish([{ ...placed, id: newId('evt'), type: 'order.completed', payload: {} }]);
+      await r.until((o) => count(o, 'deferred') >= 3 || o.includes('dead-letter'));
+      assert.deepEqual(await b.deadLetters('mail'), [], 'a refused key is the configuration, not the email: nothing is dead-lettered');
+      assert.equal(sendgrid.messages.length, 0);
+      const wait = lines.find((l) => String(l.msg).startsWith('sendgrid unavailable; the message waits'));
+      assert.match(String(wait?.error), /SendGrid: refused the API key \(401\): check SENDGRID_API_KEY/);
+
+      // The operator puts a valid key in place: the waiting email goes out, once.
+      sendgrid.acceptKey(FAKE_SENDGRID_API_KEY);
+      await r.until((o) => o.includes('processed'));
+      assert.equal(sendgrid.messages.length, 1);
+      assert.equal(sendgrid.messages[0]!.body.custom_args.reference, `order-confirmation-${placed.aggregateId}`);
+      assert.deepEqual(await b.deadLetters('mail'), []);
+      assert.ok(!r.outcomes.includes('retry') && !r.outcomes.includes('dead-letter'), r.outcomes.join());
+    });
+  }
+});
+
+// Counts deferrals within a 400 ms bound: run on its own, not beside the tests above.
+for (const kind of KINDS) {
   test(`${kind}: a message deferred longer than maxDeferralMs is dead-lettered, and every deferral is logged with how long it has waited`, async (t) => {
     const b = await bench(t, kind);
     const { logger, lines } = capturedLogs('warn');
@@ -238,73 +318,5 @@ for (const kind of KINDS) {
     );
     assert.match(lines.at(-1)!.msg, /^s3 unavailable for \d+ ms, longer than the 400 ms a message may wait; moved to the dead-letter queue$/);
     assert.equal(lines.at(-1)!.level, 'error');
-  });
-}
-
-test('the mail and receipts consumers defer when SendGrid or S3 is unavailable; a refused message still fails as before', async (t) => {
-  const { app, db } = await appFor(t);
-  const message = await placeOrder(app, db, 'pm_card_visa');
-  await query(db, `update orders set status = 'completed' where id = $1`, [message.aggregateId]);
-  await query(
-    db,
-    `insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, provider_reference, created_at, updated_at)
-     values ($1, $2, 1, $3, 'succeeded', 2475, 'USD', 'simulated', 'pi_1', now(), now())`,
-    [newId('pay'), message.aggregateId, `pay:${message.aggregateId}:1`],
-  );
-  const completed: EventMessage = { ...message, id: newId('evt'), type: 'order.completed', payload: {} };
-  const handle = (consumer: ConsumerDefinition) => app.context({ actor: 'worker:test' }).transaction((tx) => consumer.handle(tx, completed));
-
-  const mailer = (err: Error): Mailer => ({ name: 'sendgrid', send: () => Promise.reject(err) });
-  const down = new MailUnavailable('SendGrid: circuit open', { provider: 'sendgrid', outcome: 'not_attempted', reason: 'circuit_open', retryAfterSeconds: 30 });
-  await assert.rejects(
-    handle(mailConsumer({ mailer: mailer(down), logger: silent, publicUrl: () => 'http://127.0.0.1:1' })),
-    (err: unknown) => err instanceof ProviderUnavailable && err.service === 'sendgrid' && err.retryAfterMs === 30_000 && err.cause === down,
-  );
-  await assert.rejects(
-    handle(mailConsumer({ mailer: mailer(new DomainError('invalid', 'SendGrid refused the message (400)')), logger: silent, publicUrl: () => 'http://x' })),
-    (err: unknown) => err instanceof DomainError && err.code === 'invalid',
-  );
-
-  const store = (err: Error): FileStore => ({
-    name: 's3',
-    put: () => Promise.reject(err),
-    signedUrl: () => Promise.reject(new Error('unused')),
-    check: () => Promise.resolve('ok'),
-  });
-  const unreachable = new DomainError('unavailable', 'cannot store receipts/x.pdf: cannot reach S3', { service: 's3', bucket: 'receipts' });
-  await assert.rejects(
-    handle(receiptsConsumer({ files: store(unreachable), logger: silent })),
-    (err: unknown) => err instanceof ProviderUnavailable && err.service === 's3' && err.cause === unreachable,
-  );
-  await assert.rejects(handle(receiptsConsumer({ files: store(new Error('disk full')), logger: silent })), /disk full/);
-});
-
-for (const kind of KINDS) {
-  test(`${kind}: SendGrid refusing the API key (401: a revoked SENDGRID_API_KEY) defers the emails, as a refused Stripe key does; with a valid key each is sent once`, async (t) => {
-    const b = await bench(t, kind);
-    const sendgrid = await startFakeSendGrid();
-    t.after(() => sendgrid.close());
-    sendgrid.revokeKey(FAKE_SENDGRID_API_KEY);
-    const mailer = new SendGridMailer({ apiKey: FAKE_SENDGRID_API_KEY, apiUrl: sendgrid.url, from: 'Shop <orders@example.com>', logger: silent });
-    t.after(() => mailer.close());
-    const { logger, lines } = capturedLogs('warn');
-    const r = await run(t, b, mailConsumer({ mailer, logger: silent, publicUrl: () => 'https://shop.example' }), { logger });
-
-    const placed = await placeOrder(b.app, b.db, 'pm_card_visa');
-    await query(b.db, `update orders set status = 'completed' where id = $1`, [placed.aggregateId]);
-    await b.transport.publish([{ ...placed, id: newId('evt'), type: 'order.completed', payload: {} }]);
-    await r.until((o) => count(o, 'deferred') >= 3 || o.includes('dead-letter'));
-    assert.deepEqual(await b.deadLetters('mail'), [], 'a refused key is the configuration, not the email: nothing is dead-lettered');
-    assert.equal(sendgrid.messages.length, 0);
-    const wait = lines.find((l) => String(l.msg).startsWith('sendgrid unavailable; the message waits'));
-    assert.match(String(wait?.error), /SendGrid: refused the API key \(401\): check SENDGRID_API_KEY/);
-
-    // The operator puts a valid key in place: the waiting email goes out, once.
-    sendgrid.acceptKey(FAKE_SENDGRID_API_KEY);
-    await r.until((o) => o.includes('processed'));
-    assert.equal(sendgrid.messages.length, 1);
-    assert.equal(sendgrid.messages[0]!.body.custom_args.reference, `order-confirmation-${placed.aggregateId}`);
-    assert.deepEqual(await b.deadLetters('mail'), []);
-    assert.ok(!r.outcomes.includes('retry') && !r.outcomes.includes('dead-letter'), r.outcomes.join());
   });
 }

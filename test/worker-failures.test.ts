@@ -1,4 +1,4 @@
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { DomainError } from '../src/domain/shared/errors.js';
 import { query } from './helpers/db.js';
@@ -98,95 +98,99 @@ async function killedUnderLoad(t: TestContext, transport: 'rabbitmq' | 'database
   assert.deepEqual(await second.exited, { code: 0, signal: null });
 }
 
-test(
-  'SIGKILL under load: a worker killed with payments in flight (unacknowledged, held at Stripe) is replaced, and every order is paid exactly once, with one receipt and one email',
-  { timeout: 120_000 },
-  (t) => killedUnderLoad(t, 'rabbitmq'),
-);
+// Each test has its own database, broker prefix, fakes and svc worker processes, and waits on them
+// (a lease to expire, a reconnection's backoff): two run at once.
+describe('svc worker failing', { concurrency: 2 }, () => {
+  test(
+    'SIGKILL under load: a worker killed with payments in flight (unacknowledged, held at Stripe) is replaced, and every order is paid exactly once, with one receipt and one email',
+    { timeout: 120_000 },
+    (t) => killedUnderLoad(t, 'rabbitmq'),
+  );
 
-test(
-  "SIGKILL under load without AMQP_URL (the event_deliveries table as the queue on PostgreSQL): the killed worker's leases expire, a second worker takes them over, and every order is paid exactly once, with one receipt and one email",
-  { timeout: 120_000 },
-  (t) => killedUnderLoad(t, 'database'),
-);
+  test(
+    "SIGKILL under load without AMQP_URL (the event_deliveries table as the queue on PostgreSQL): the killed worker's leases expire, a second worker takes them over, and every order is paid exactly once, with one receipt and one email",
+    { timeout: 120_000 },
+    (t) => killedUnderLoad(t, 'database'),
+  );
 
-test(
-  'RabbitMQ down at publish time: orders are still taken by the API, the relay keeps their events and backs off, svc worker reconnects with backoff, and they all complete',
-  { timeout: 120_000 },
-  async (t) => {
+  test(
+    'RabbitMQ down at publish time: orders are still taken by the API, the relay keeps their events and backs off, svc worker reconnects with backoff, and they all complete',
+    { timeout: 120_000 },
+    async (t) => {
+      const s = await shop(t);
+      const broker = await rabbitProxy(t);
+      const worker = await svcWorker(t, ['--health-port', '0'], { ...s.env, AMQP_URL: broker.url });
+      // The first payment is held at Stripe while the connection drops under it.
+      const held = s.fake.holdNext({ route: PI_ROUTE });
+      const before = await s.place(5);
+      await held.arrived;
+      await waitFor(async () => (await statusCounts(s.db)).completed === before.length - 1, 30_000, 'the other first orders to be paid');
+
+      await broker.down();
+      await worker.waitForStderr(/lost the connection to RabbitMQ/);
+      // The held payment completes its order, but its message cannot be acknowledged on the lost channel:
+      // it is delivered again after the reconnection, and the inbox absorbs it.
+      held.release();
+      await waitFor(async () => (await statusCounts(s.db)).completed === before.length, 15_000, 'the held order to be paid');
+      await worker.waitForStderr(/could not settle a message; it will be delivered again/);
+      // svc serve (on the same database and broker) takes an order as usual: it only writes the outbox.
+      const api = await testServer(t, { env: { DATABASE_URL: s.db, AMQP_URL: broker.url } });
+      const bob = await api.user({ email: 'bob@example.com' });
+      const res = await fetch(`${api.url}/api/v1/orders`, {
+        method: 'POST',
+        headers: { ...(await api.auth(bob)), 'content-type': 'application/json' },
+        body: JSON.stringify({ paymentMethod: 'pm_card_visa', items: [{ sku: 'TEA-1', quantity: 1 }] }),
+      });
+      assert.equal(res.status, 201, await res.clone().text());
+      const viaApi = ((await res.json()) as { id: string }).id;
+      const during = await s.place(20);
+      const orders = [...before, viaApi, ...during];
+
+      // The relay tried, kept the rows pending with the error, and said so; the worker tries to reconnect, waiting longer each time.
+      await waitFor(
+        async () =>
+          (
+            await query<{ n: number }>(
+              s.db,
+              `select count(*)::int as n from outbox_events where status = 'pending' and attempts > 0 and last_error like '%not connected%'`,
+            )
+          )[0]!.n > 0,
+        15_000,
+        'pending rows with the publish error',
+      );
+      await worker.waitForStderr(/could not publish \d+ event\(s\); they stay pending and are retried/);
+      await worker.waitForStderr(/reconnecting to RabbitMQ at [^"]+ in \d+ ms \(attempt 3\)/);
+      const delays = [...worker.stderr().matchAll(/reconnecting to RabbitMQ at [^"]+ in (\d+) ms \(attempt (\d+)\)/g)].map((m) => [Number(m[2]), Number(m[1])]);
+      const delayOf = (attempt: number) => delays.find(([a]) => a === attempt)![1]!;
+      assert.ok(delayOf(1) < delayOf(2) && delayOf(2) < delayOf(3), `growing reconnection delays: ${JSON.stringify(delays)}`);
+      assert.equal((await fetch(`${worker.healthUrl}/health/ready`)).status, 503);
+      assert.deepEqual(Object.keys(await statusCounts(s.db)).sort(), ['completed', 'pending']);
+
+      await broker.up();
+      await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 60_000, `all ${orders.length} orders to be completed`);
+      await assertDoneOnce(s, orders);
+      await worker.waitForStderr(/already processed; acknowledged without effect/);
+      assert.equal((await fetch(`${worker.healthUrl}/health/ready`)).status, 200);
+      worker.kill('SIGTERM');
+      assert.deepEqual(await worker.exited, { code: 0, signal: null });
+    },
+  );
+
+  test('a second signal while svc worker drains is logged and ignored: the payment in flight finishes, then it exits 0', { timeout: 60_000 }, async (t) => {
     const s = await shop(t);
-    const broker = await rabbitProxy(t);
-    const worker = await svcWorker(t, ['--health-port', '0'], { ...s.env, AMQP_URL: broker.url });
-    // The first payment is held at Stripe while the connection drops under it.
+    const worker = await svcWorker(t, ['--health-port', '0', '--json'], s.env);
     const held = s.fake.holdNext({ route: PI_ROUTE });
-    const before = await s.place(5);
+    const [order] = await s.place(1);
     await held.arrived;
-    await waitFor(async () => (await statusCounts(s.db)).completed === before.length - 1, 30_000, 'the other first orders to be paid');
 
-    await broker.down();
-    await worker.waitForStderr(/lost the connection to RabbitMQ/);
-    // The held payment completes its order, but its message cannot be acknowledged on the lost channel:
-    // it is delivered again after the reconnection, and the inbox absorbs it.
-    held.release();
-    await waitFor(async () => (await statusCounts(s.db)).completed === before.length, 15_000, 'the held order to be paid');
-    await worker.waitForStderr(/could not settle a message; it will be delivered again/);
-    // svc serve (on the same database and broker) takes an order as usual: it only writes the outbox.
-    const api = await testServer(t, { env: { DATABASE_URL: s.db, AMQP_URL: broker.url } });
-    const bob = await api.user({ email: 'bob@example.com' });
-    const res = await fetch(`${api.url}/api/v1/orders`, {
-      method: 'POST',
-      headers: { ...(await api.auth(bob)), 'content-type': 'application/json' },
-      body: JSON.stringify({ paymentMethod: 'pm_card_visa', items: [{ sku: 'TEA-1', quantity: 1 }] }),
-    });
-    assert.equal(res.status, 201, await res.clone().text());
-    const viaApi = ((await res.json()) as { id: string }).id;
-    const during = await s.place(20);
-    const orders = [...before, viaApi, ...during];
-
-    // The relay tried, kept the rows pending with the error, and said so; the worker tries to reconnect, waiting longer each time.
-    await waitFor(
-      async () =>
-        (
-          await query<{ n: number }>(
-            s.db,
-            `select count(*)::int as n from outbox_events where status = 'pending' and attempts > 0 and last_error like '%not connected%'`,
-          )
-        )[0]!.n > 0,
-      15_000,
-      'pending rows with the publish error',
-    );
-    await worker.waitForStderr(/could not publish \d+ event\(s\); they stay pending and are retried/);
-    await worker.waitForStderr(/reconnecting to RabbitMQ at [^"]+ in \d+ ms \(attempt 3\)/);
-    const delays = [...worker.stderr().matchAll(/reconnecting to RabbitMQ at [^"]+ in (\d+) ms \(attempt (\d+)\)/g)].map((m) => [Number(m[2]), Number(m[1])]);
-    const delayOf = (attempt: number) => delays.find(([a]) => a === attempt)![1]!;
-    assert.ok(delayOf(1) < delayOf(2) && delayOf(2) < delayOf(3), `growing reconnection delays: ${JSON.stringify(delays)}`);
-    assert.equal((await fetch(`${worker.healthUrl}/health/ready`)).status, 503);
-    assert.deepEqual(Object.keys(await statusCounts(s.db)).sort(), ['completed', 'pending']);
-
-    await broker.up();
-    await waitFor(async () => (await statusCounts(s.db)).completed === orders.length, 60_000, `all ${orders.length} orders to be completed`);
-    await assertDoneOnce(s, orders);
-    await worker.waitForStderr(/already processed; acknowledged without effect/);
-    assert.equal((await fetch(`${worker.healthUrl}/health/ready`)).status, 200);
     worker.kill('SIGTERM');
+    await worker.waitForStderr(/"msg":"SIGTERM: stopping"/);
+    worker.kill('SIGINT');
+    await worker.waitForStderr(/"msg":"SIGINT: already stopping"/);
+    held.release();
     assert.deepEqual(await worker.exited, { code: 0, signal: null });
-  },
-);
-
-test('a second signal while svc worker drains is logged and ignored: the payment in flight finishes, then it exits 0', { timeout: 60_000 }, async (t) => {
-  const s = await shop(t);
-  const worker = await svcWorker(t, ['--health-port', '0', '--json'], s.env);
-  const held = s.fake.holdNext({ route: PI_ROUTE });
-  const [order] = await s.place(1);
-  await held.arrived;
-
-  worker.kill('SIGTERM');
-  await worker.waitForStderr(/"msg":"SIGTERM: stopping"/);
-  worker.kill('SIGINT');
-  await worker.waitForStderr(/"msg":"SIGINT: already stopping"/);
-  held.release();
-  assert.deepEqual(await worker.exited, { code: 0, signal: null });
-  assert.deepEqual(JSON.parse(worker.stdout()), { stopped: 'SIGTERM', drained: true });
-  assert.deepEqual(await statusCounts(s.db), { completed: 1 });
-  assert.equal(s.fake.chargesForOrder(order!).length, 1);
+    assert.deepEqual(JSON.parse(worker.stdout()), { stopped: 'SIGTERM', drained: true });
+    assert.deepEqual(await statusCounts(s.db), { completed: 1 });
+    assert.equal(s.fake.chargesForOrder(order!).length, 1);
+  });
 });
