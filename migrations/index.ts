@@ -14,6 +14,7 @@ import { Migration20261127113805_event_deliveries } from './Migration20261127113
 import { Migration20261127113813_stripe_webhooks } from './Migration20261127113813_stripe_webhooks.js';
 import { Migration20261127123000_event_delivery_deferrals } from './Migration20261127123000_event_delivery_deferrals.js';
 import { Migration20261127130000_user_list_indexes } from './Migration20261127130000_user_list_indexes.js';
+import { Migration20261128070000_payment_sent_at } from './Migration20261128070000_payment_sent_at.js';
 
 export const migrations = [
   { name: 'Migration20261125024953_initial', class: Migration20261125024953_initial },
@@ -30,4 +31,5 @@ export const migrations = [
   { name: 'Migration20261127113813_stripe_webhooks', class: Migration20261127113813_stripe_webhooks },
   { name: 'Migration20261127123000_event_delivery_deferrals', class: Migration20261127123000_event_delivery_deferrals },
   { name: 'Migration20261127130000_user_list_indexes', class: Migration20261127130000_user_list_indexes },
+  { name: 'Migration20261128070000_payment_sent_at', class: Migration20261128070000_payment_sent_at },
 ];

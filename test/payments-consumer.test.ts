@@ -534,6 +534,77 @@ test('a provider that did nothing (rate limited) leaves the order pending, cance
   assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
 });
 
+/** Delivers a message as the runner does (prepare, then the transaction with what it prepared), without the inbox. */
+async function deliver(w: World, consumer: ReturnType<typeof paymentsConsumer>, message: EventMessage) {
+  const ctx = w.app.context({ actor: 'worker:payments' });
+  const prepared = await consumer.prepare!(ctx, message);
+  return ctx.transaction((tx) => consumer.handle(tx, message, undefined, prepared));
+}
+
+const cancelRefused = (w: World, orderId: string) =>
+  assert.rejects(
+    w.app.orders.cancel(w.app.context({ actor: w.userId }), { viewer: { userId: w.userId, role: 'user' }, id: orderId }),
+    (err: unknown) => err instanceof DomainError && err.code === 'conflict' && /processing/.test(err.message),
+  );
+
+test('a charge whose answer came too late (Stripe charged), then a retry Stripe refuses without reaching it (rate limited): the order stays processing, a cancel refused, until the next retry completes it with one charge', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const consumer = paymentsConsumer({ payments });
+  const message = await order(w, 'pm_card_visa');
+  // Stripe charges, and its answer comes after the SDK's timeout: the outcome is unknown.
+  fake.delayNext({ ms: 3_000, route: PI_ROUTE });
+  assert.ok((await deliver(w, consumer, message)) instanceof CommitAndWait);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  // The retry is refused before it reaches Stripe: it charged nothing, but the first call did.
+  fake.rateLimitNext({ route: PI_ROUTE });
+  const waiting = await deliver(w, consumer, message);
+  assert.ok(waiting instanceof CommitAndWait && waiting.reason instanceof ProviderUnavailable);
+  assert.equal((await state(w, message.aggregateId)).status, 'processing', 'not pending while the money may be at Stripe');
+  await cancelRefused(w, message.aggregateId);
+  await deliver(w, consumer, message);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock], ['completed', 8]);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  assert.equal(fake.executions(`pay:${message.aggregateId}:1`), 1);
+});
+
+test('a worker killed after sending the charge (before its transaction), then a retry Stripe refuses without reaching it: the order stays processing, a cancel refused, and the next retry completes it with one charge', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const consumer = paymentsConsumer({ payments });
+  const message = await order(w, 'pm_card_visa');
+  // prepare commits the key and sends it; the process dies before the transaction that would record the answer.
+  await consumer.prepare!(w.app.context({ actor: 'worker:payments' }), message);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+  fake.rateLimitNext({ route: PI_ROUTE });
+  assert.ok((await deliver(w, consumer, message)) instanceof CommitAndWait);
+  assert.equal((await state(w, message.aggregateId)).status, 'processing');
+  await cancelRefused(w, message.aggregateId);
+  await deliver(w, consumer, message);
+  const s = await state(w, message.aggregateId);
+  assert.deepEqual([s.status, s.stock], ['completed', 8]);
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+});
+
+test('a first send Stripe refuses without reaching it (rate limited) leaves the order pending and cancellable, its key unsent, as before', async (t) => {
+  const w = await world(t);
+  const { fake, payments } = await stripe(t);
+  const consumer = paymentsConsumer({ payments });
+  const message = await order(w, 'pm_card_visa');
+  fake.rateLimitNext({ route: PI_ROUTE });
+  assert.ok((await deliver(w, consumer, message)) instanceof CommitAndWait);
+  assert.equal((await state(w, message.aggregateId)).status, 'pending');
+  assert.deepEqual(await query(w.db, 'select sent_at from payments where order_id = $1', [message.aggregateId]), [{ sent_at: null }]);
+  // Refused again on the next delivery, still never sent: still pending.
+  fake.rateLimitNext({ route: PI_ROUTE });
+  assert.ok((await deliver(w, consumer, message)) instanceof CommitAndWait);
+  assert.equal((await state(w, message.aggregateId)).status, 'pending');
+  await deliver(w, consumer, message);
+  assert.equal((await state(w, message.aggregateId)).status, 'completed');
+  assert.equal(fake.chargesForOrder(message.aggregateId).length, 1);
+});
+
 test('an order cancelled before its message is not charged', async (t) => {
   const w = await world(t);
   const { fake, payments } = await stripe(t);

@@ -31,6 +31,9 @@ export const PaymentSchema = defineEntity({
     providerReference: p.string().length(255).nullable(),
     failureCode: p.string().length(100).nullable(),
     failureReason: p.string().length(1000).nullable(),
+    // When the key was first handed to the provider (set, committed, before the call): from then on
+    // a call refused without reaching it cannot tell whether an earlier one charged.
+    sentAt: p.datetime().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p
       .datetime()

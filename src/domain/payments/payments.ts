@@ -18,6 +18,8 @@ export interface PaymentAttempt {
   providerReference: string | null;
   failureCode: string | null;
   failureReason: string | null;
+  /** When its key was first handed to the provider (committed before the call); null: never sent. */
+  sentAt: Date | null;
   createdAt: Date;
 }
 
@@ -33,10 +35,12 @@ interface PaymentRow {
   provider_reference: string | null;
   failure_code: string | null;
   failure_reason: string | null;
+  sent_at: Date | null;
   created_at: Date;
 }
 
-const COLUMNS = 'id, order_id, attempt, idempotency_key, status, amount, currency, provider, provider_reference, failure_code, failure_reason, created_at';
+const COLUMNS =
+  'id, order_id, attempt, idempotency_key, status, amount, currency, provider, provider_reference, failure_code, failure_reason, sent_at, created_at';
 
 const view = (r: PaymentRow): PaymentAttempt => ({
   id: r.id,
@@ -50,6 +54,7 @@ const view = (r: PaymentRow): PaymentAttempt => ({
   providerReference: r.provider_reference,
   failureCode: r.failure_code,
   failureReason: r.failure_reason,
+  sentAt: r.sent_at,
   createdAt: r.created_at,
 });
 
@@ -79,6 +84,11 @@ export interface PreparedPayment {
    * (`pending`, numbered one past the attempts decided `unknown`) is committed with its key.
    */
   charge?: ChargeInput;
+  /**
+   * The charge's key had been handed to the provider before (its `sent_at` was set): a call refused
+   * now without reaching the provider (its circuit open) cannot tell whether an earlier one charged.
+   */
+  sentBefore?: boolean;
 }
 
 /**
@@ -105,24 +115,34 @@ export async function prepareForPayment(
   const firstKey = paymentKey(input.orderId, 1);
   // The CTEs other than `o` and `a` read the statement's snapshot: the order as it was (pending when
   // `o` moves it), the attempts without the one `a` writes.
-  const [row] = await sql<{ moved: boolean; total: number | null; currency: string | null; payment_method: string | null; charge_key: string | null }>(
+  const [row] = await sql<{
+    moved: boolean;
+    total: number | null;
+    currency: string | null;
+    payment_method: string | null;
+    charge_key: string | null;
+    sent_before: boolean;
+  }>(
     `with o as (update orders set status = 'processing', updated_at = $2 where id = $1 and status = 'pending' and coalesce(payment_method, '') <> '' and total > 0
        returning total, currency, payment_method),
-     a as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, created_at, updated_at)
-       select $3, $1, 1, $4, 'pending', o.total, o.currency, $5, $2, $2 from o on conflict do nothing),
-     p as (select attempt, idempotency_key, status from payments where order_id = $1),
+     p as (select attempt, idempotency_key, status, sent_at from payments where order_id = $1),
      c as (select total, currency, payment_method from o
        union all
-       select total, currency, payment_method from orders where id = $1 and status = 'processing' and coalesce(payment_method, '') <> '' and total > 0)
-     select exists (select 1 from o) as moved, c.total, c.currency, c.payment_method,
-       case
-         when c.total is null then null
+       select total, currency, payment_method from orders where id = $1 and status = 'processing' and coalesce(payment_method, '') <> '' and total > 0),
+     k as (select case
+         when not exists (select 1 from c) then null
          when exists (select 1 from processed_messages where consumer = $6 and message_id = $7) then null
          when exists (select 1 from p where status in ('succeeded', 'declined')) then null
          when not exists (select 1 from p) then case when exists (select 1 from o) then $4 end
          else (select idempotency_key from p where status = 'pending' and attempt = (select count(*) from p where status = 'unknown') + 1)
-       end as charge_key
-     from (select 1) one left join c on true`,
+       end as charge_key),
+     a as (insert into payments (id, order_id, attempt, idempotency_key, status, amount, currency, provider, sent_at, created_at, updated_at)
+       select $3, $1, 1, $4, 'pending', o.total, o.currency, $5, case when (select charge_key from k) = $4 then $2::timestamptz end, $2, $2 from o
+       on conflict do nothing),
+     s as (update payments set sent_at = coalesce(sent_at, $2) where order_id = $1 and idempotency_key = (select charge_key from k))
+     select exists (select 1 from o) as moved, c.total, c.currency, c.payment_method, k.charge_key,
+       exists (select 1 from p where p.idempotency_key = k.charge_key and p.sent_at is not null) as sent_before
+     from k left join c on true`,
     [input.orderId, now, newId('pay'), firstKey, input.provider, input.inbox.consumer, input.inbox.messageId],
   );
   if (!row) return { moved: false };
@@ -130,17 +150,33 @@ export async function prepareForPayment(
     row.charge_key && row.total !== null && row.currency && row.payment_method
       ? { orderId: input.orderId, amount: Number(row.total), currency: row.currency, paymentMethod: row.payment_method, idempotencyKey: row.charge_key }
       : undefined;
-  return { moved: row.moved, ...(charge ? { charge } : {}) };
+  return { moved: row.moved, ...(charge ? { charge, sentBefore: row.sent_before } : {}) };
 }
 
 /**
  * Puts an order taken for payment back to `pending` when nothing was charged after all (the provider
- * surely did nothing with its key: its circuit open, unreachable, rate limiting), so that its customer
- * may cancel it while the payment waits for the provider; the next delivery prepares it again.
+ * surely did nothing with its key: its circuit open, unreachable, rate limiting, and the key never
+ * sent before), so that its customer may cancel it while the payment waits for the provider; the
+ * next delivery prepares it again. The attempt's key is marked unsent again (`sent_at`).
  */
-export async function backToPending(tx: Ctx, orderId: string): Promise<void> {
-  await tx.sql(`update orders set status = 'pending', updated_at = $2 where id = $1 and status = 'processing'`, [orderId, new Date()]);
+export async function backToPending(tx: Ctx, orderId: string, paymentId: string): Promise<void> {
+  await tx.sql(
+    `with p as (update payments set sent_at = null where id = $3)
+     update orders set status = 'pending', updated_at = $2 where id = $1 and status = 'processing'`,
+    [orderId, new Date(), paymentId],
+  );
   await tx.changed(versions.order(orderId));
+}
+
+/**
+ * Records, in the caller's transaction, that an attempt's key is handed to the provider now (for a
+ * call the consumer makes inside its transaction; prepareForPayment records those it sends before).
+ * Whether it had been sent before.
+ */
+export async function markSent(tx: Ctx, attempt: PaymentAttempt): Promise<boolean> {
+  if (attempt.sentAt !== null) return true;
+  await tx.sql('update payments set sent_at = coalesce(sent_at, $2) where id = $1', [attempt.id, new Date()]);
+  return false;
 }
 
 /**

@@ -4,6 +4,7 @@ import type { OrderStatus } from '../../domain/orders/order.entity.js';
 import { PaymentUnavailable, type ChargeInput, type ChargeOutcome, type PaymentProvider } from '../../domain/payments/payment-provider.js';
 import {
   backToPending,
+  markSent,
   markUnknown,
   outcomeUpdate,
   prepareForPayment,
@@ -117,10 +118,11 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       if (!prepared.charge) return undefined;
       const input = prepared.charge;
       sending(input.idempotencyKey);
+      const sentBefore = prepared.sentBefore === true;
       try {
-        return { input, outcome: await payments.charge(input) };
+        return { input, sentBefore, outcome: await payments.charge(input) };
       } catch (error) {
-        return { input, error };
+        return { input, sentBefore, error };
       }
     },
     async handle(tx: Ctx, message: EventMessage, first?: FirstRows, prepared?: unknown): Promise<void | CommitAndWait> {
@@ -136,11 +138,17 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
   async function pay(tx: Ctx, message: EventMessage, first: FirstRows | undefined, sent: SentCharge | undefined): Promise<void | CommitAndWait> {
     const orderId = message.aggregateId;
     // The charge prepare sent answers the first call of this run if it is the same request (it is,
-    // unless the order changed in between); any other call goes to the provider now.
-    const charge = async (input: ChargeInput): Promise<ChargeOutcome> => {
+    // unless the order changed in between); any other call goes to the provider now, its key marked
+    // sent in this transaction first. `sentBefore`: whether the call's key had been sent before it.
+    let sentBefore = false;
+    const charge = async (tx: Ctx, attempt: PaymentAttempt, input: ChargeInput): Promise<ChargeOutcome> => {
       const answered = sent && sameCharge(sent.input, input) ? sent : undefined;
       sent = undefined;
-      if (!answered) return payments.charge(input);
+      if (!answered) {
+        sentBefore = await markSent(tx, attempt);
+        return payments.charge(input);
+      }
+      sentBefore = answered.sentBefore;
       if ('error' in answered) throw answered.error;
       return answered.outcome;
     };
@@ -170,7 +178,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
       let outcome: ChargeOutcome | undefined;
       sending(attempt.idempotencyKey);
       try {
-        outcome = await charge({
+        outcome = await charge(tx, attempt, {
           orderId,
           amount: order.total,
           currency: order.currency,
@@ -182,7 +190,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           // The provider refused the request itself (a malformed one: a bug, not the customer's card),
           // so nothing was charged: the order is pending again, cancellable, while the message goes
           // to the dead-letter queue for an operator (a refusal is permanent; a retry cannot help).
-          await backToPending(tx, orderId);
+          await backToPending(tx, orderId, attempt.id);
           return new CommitAndWait(err);
         }
         if (!(err instanceof PaymentUnavailable)) throw err;
@@ -192,11 +200,14 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
           // key, committed, so the order cannot be cancelled (its stock put back) while the customer's
           // money may be at Stripe; the message waits and sends the same key again.
           if (err.details.outcome === 'unknown' || err.details.reason === 'in_flight') return new CommitAndWait(waitingForProvider(err));
-          // Nothing charged (the circuit open, Stripe unreachable or rate limiting, a refused key) and
-          // no key of this run marked: the order is pending again while the message waits, so its
-          // customer may still cancel it. (Later in a run, the throw rolls the marks back, as below.)
+          // Nothing charged by this call (the circuit open, Stripe unreachable or rate limiting, a
+          // refused key) and no key of this run marked: the order is pending again while the message
+          // waits, so its customer may still cancel it. (Later in a run, the throw rolls the marks
+          // back, as below.) Unless the key had been sent before: an earlier call (whose answer was
+          // lost, or whose process died) may have charged, so the order stays processing, as above.
           if (n !== firstKey) throw err;
-          await backToPending(tx, orderId);
+          if (sentBefore) return new CommitAndWait(waitingForProvider(err));
+          await backToPending(tx, orderId, attempt.id);
           return new CommitAndWait(waitingForProvider(err));
         }
         // The key holds a stored failure: did the payment happen? Until the search can say (it lags
@@ -230,7 +241,7 @@ export function paymentsConsumer(deps: { payments: PaymentProvider }): ConsumerD
  * (prepareForPayment), so a crash after it leaves what it always left: the order `processing` with
  * that key, which the redelivery sends again and Stripe replays.
  */
-type SentCharge = { input: ChargeInput } & ({ outcome: ChargeOutcome } | { error: unknown });
+type SentCharge = { input: ChargeInput; sentBefore: boolean } & ({ outcome: ChargeOutcome } | { error: unknown });
 
 const sameCharge = (a: ChargeInput, b: ChargeInput): boolean =>
   a.orderId === b.orderId &&
