@@ -30,8 +30,9 @@ export interface ConsumerDefinition {
    * message is new and none for a duplicate. It runs for a duplicate too (one statement, one
    * snapshot): a statement that writes must do so only `where exists (select 1 from inbox)`.
    * `prepared` is what `prepare` resolved (undefined when the handler runs without the runner).
+   * Undefined: no statement of its own this time (the inbox insert alone).
    */
-  first?(message: EventMessage, prepared?: unknown): FirstStatement;
+  first?(message: EventMessage, prepared?: unknown): FirstStatement | undefined;
   /**
    * Runs before the transaction, committed on its own (one statement, no transaction around it):
    * what must be durable before the handler calls a provider, should the process die before the

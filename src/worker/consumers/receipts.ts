@@ -70,17 +70,16 @@ export function receiptsConsumer(deps: { files: FileStore; logger: Logger; rende
       const file = await make(message, row);
       return { orderId: message.aggregateId, file: file ?? null };
     },
-    // With a receipt stored (or none to make), its record in the inbox insert's round trip; else the
-    // receipt's data, and whether it is recorded already.
+    // With a receipt stored, its record in the inbox insert's round trip (none with nothing to make);
+    // without one prepared, the receipt's data, and whether it is recorded already.
     first: (message, prepared) => {
       const made = preparedFor(message, prepared);
-      if (made?.file) return recordReceiptStatement(message.aggregateId, made.file);
-      if (made) return { text: 'select true as nothing_to_make', values: [] };
-      return { text: RECEIPT_SELECT, values: [message.aggregateId] };
+      if (!made) return { text: RECEIPT_SELECT, values: [message.aggregateId] };
+      return made.file ? recordReceiptStatement(message.aggregateId, made.file) : undefined;
     },
     async handle(tx: Ctx, message: EventMessage, first?: FirstRows, prepared?: unknown): Promise<void> {
       const orderId = message.aggregateId;
-      const made = first ? preparedFor(message, prepared) : undefined;
+      const made = preparedFor(message, prepared);
       if (made) {
         if (made.file) stored(orderId, made.file);
         return;
